@@ -1,0 +1,37 @@
+# qpart: two commands set up a fresh machine.
+#   make demo   venv + pinned deps + dataset, trains the default model if absent, runs server and device
+#   make test   venv + pinned deps + dataset, runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+MODELS ?= model-repo
+# The CPU build of torch. On machines without a local wheel, add the CPU index, e.g.
+#   make demo TORCH_PIP_FLAGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH ?= torch==2.13.0
+TORCH_PIP_FLAGS ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.qpart-installed
+
+.PHONY: demo test dataset protos install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet $(TORCH_PIP_FLAGS) $(TORCH)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+dataset:
+	@sh scripts/ensure-dataset.sh
+
+demo: $(STAMP) dataset
+	$(BIN)/qpart demo --models $(MODELS)
+
+test: $(STAMP) dataset
+	$(BIN)/python -m pytest -q
+
+protos: $(STAMP)
+	$(BIN)/python scripts/generate_protos.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""The shared core of qpart: wire format, quantizer, layer description, data and cost model."""

@@ -1,0 +1,166 @@
+"""The QPART cost model (eqs 5-8, 11-16, 24-26), extended with round-trip time and head reuse.
+
+Per inference, for partition point p (device runs learnable layers 1..p-1):
+    device time   T_loc = O_1(p) / r_d          r_d = f_d / c_d, or the measured MAC rate
+    device energy E_loc = κ_d f_d^2 c_d O_1(p)   (eq 6)
+    server time   T_ser = O_2(p) / r_s,  cost C_ser = μ T_ser   (eqs 7-8)
+    uplink        D_A bytes at R_up; downlink: the head's bytes / k (0 if the device holds it) plus the scores
+    tx energy     P_d (uplink + downlink seconds)   (eq 16, decision A4: one P_d for both directions)
+    round trips   one per inference when the server runs a tail; one more per head download, spread over k
+    objective     ω_T T + ω_E (E_loc + E_tx) + ω_C C_ser   (eq 17)
+k is the number of inferences that reuse the head (the paper's setting is k = 1).
+"""
+import math
+from dataclasses import dataclass, fields
+
+from qpart.common.errors import InvalidArgument
+
+
+def _check_non_negative(obj) -> None:
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value) or value < 0:
+                raise InvalidArgument(f"{type(obj).__name__}.{f.name} must be a finite non-negative number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str = "device"
+    clock_hz: float = 200e6           # f_d: device clock, Hz (paper Table II: 200 MHz)
+    cycles_per_mac: float = 5.0       # c_d: average cycles per multiply-accumulate (Table II: 5)
+    macs_per_second: float = 0.0      # measured MAC rate of the head executor; > 0 replaces f_d / c_d for time
+    energy_coefficient: float = 1e-28  # κ_d: one cycle costs κ_d f_d^2 joules (project default, not in the paper)
+    tx_power_w: float = 1.0           # P_d: transmit power, W (Table II: 1 W)
+    memory_bytes: int = 0             # memory for the head and activations, bytes; 0 = unlimited
+
+    def __post_init__(self):
+        _check_non_negative(self)
+        if self.mac_rate <= 0:
+            raise InvalidArgument("the device needs a MAC rate: set macs_per_second, or clock_hz and cycles_per_mac")
+
+    @property
+    def mac_rate(self) -> float:
+        """MACs per second."""
+        if self.macs_per_second > 0:
+            return self.macs_per_second
+        return self.clock_hz / self.cycles_per_mac if self.cycles_per_mac > 0 else 0.0
+
+    @property
+    def energy_per_mac(self) -> float:
+        """Joules per MAC: κ f^2 per cycle times cycles per MAC (eq 6)."""
+        cycles = self.cycles_per_mac or (self.clock_hz / self.macs_per_second if self.macs_per_second else 0.0)
+        return self.energy_coefficient * self.clock_hz ** 2 * cycles
+
+
+def shannon_rate(bandwidth_hz: float, snr_db: float, rayleigh: bool = False) -> float:
+    """B log2(1 + SNR) (eq 13); with Rayleigh fading g ~ Exp(1) (eq 11), E_g[B log2(1 + SNR g)]."""
+    snr = 10.0 ** (snr_db / 10.0)
+    if not rayleigh:
+        return bandwidth_hz * math.log2(1.0 + snr)
+    # E[ln(1 + s g)] = e^{1/s} E_1(1/s) for g ~ Exp(1); E_1 by its series (converges for all x > 0)
+    x = 1.0 / snr
+    if x > 50:  # e^x E_1(x) ~ 1/x - 1/x^2 + 2/x^3
+        ln_mean = 1.0 / x - 1.0 / x ** 2 + 2.0 / x ** 3
+    else:
+        e1 = -0.5772156649015329 - math.log(x)
+        term = 1.0
+        for k in range(1, 200):
+            term *= -x / k
+            e1 -= term / k
+        ln_mean = math.exp(x) * e1
+    return bandwidth_hz * ln_mean / math.log(2.0)
+
+
+@dataclass(frozen=True)
+class LinkProfile:
+    rate_bps: float = 200e6          # R: uplink rate, bit/s (Table II: 200 Mbit/s); 0: from bandwidth and SNR
+    downlink_rate_bps: float = 0.0   # downlink rate, bit/s; 0: same as the uplink
+    bandwidth_hz: float = 0.0        # B, Hz (eq 13), used when rate_bps is 0
+    snr_db: float = 0.0              # mean SNR, dB (eq 12), used when rate_bps is 0
+    rayleigh_fading: bool = False    # expected rate over Rayleigh fading (eq 11)
+    rtt_s: float = 0.0               # round-trip time, s (not in the paper; real links have one)
+
+    def __post_init__(self):
+        _check_non_negative(self)
+        if self.uplink_bps <= 0:
+            raise InvalidArgument("the link needs a rate: set rate_bps, or bandwidth_hz and snr_db")
+
+    @property
+    def uplink_bps(self) -> float:
+        if self.rate_bps > 0:
+            return self.rate_bps
+        return shannon_rate(self.bandwidth_hz, self.snr_db, self.rayleigh_fading) if self.bandwidth_hz > 0 else 0.0
+
+    @property
+    def downlink_bps(self) -> float:
+        return self.downlink_rate_bps if self.downlink_rate_bps > 0 else self.uplink_bps
+
+
+@dataclass(frozen=True)
+class ServerProfile:
+    clock_hz: float = 3e9            # f_s: server clock, Hz (Table II: 3 GHz)
+    cycles_per_mac: float = 1.25     # c_s: cycles per MAC (Table II: 5/4)
+    macs_per_second: float = 0.0     # measured tail MAC rate; > 0 replaces f_s / c_s
+    price_per_second: float = 1.0    # μ: price of one busy server second (project default)
+
+    def __post_init__(self):
+        _check_non_negative(self)
+
+    @property
+    def mac_rate(self) -> float:
+        if self.macs_per_second > 0:
+            return self.macs_per_second
+        return self.clock_hz / self.cycles_per_mac
+
+
+@dataclass(frozen=True)
+class Objective:
+    time: float = 1.0    # ω_T, per second
+    energy: float = 1.0  # ω_E, per joule
+    cost: float = 1.0    # ω_C, per price unit
+
+    def __post_init__(self):
+        _check_non_negative(self)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one candidate plan moves and computes, per inference (bytes are what travels)."""
+    device_macs: int        # O_1(p)
+    server_macs: int        # O_2(p)
+    head_bytes: int         # serialized head; 0 when nothing is shipped
+    uplink_bytes: int       # activation bytes sent per inference
+    downlink_bytes: int     # answer bytes per inference (class scores)
+    runs_tail: bool         # False when everything runs on the device (no per-inference round trip)
+
+
+@dataclass(frozen=True)
+class Costs:
+    device_time_s: float
+    uplink_time_s: float
+    downlink_time_s: float
+    server_time_s: float
+    rtt_time_s: float
+    total_time_s: float
+    device_energy_j: float
+    tx_energy_j: float
+    server_cost: float
+    objective: float
+
+
+def predict(work: Workload, device: DeviceProfile, link: LinkProfile, server: ServerProfile,
+            objective: Objective, inferences_per_head: int = 1, head_held: bool = False) -> Costs:
+    k = max(int(inferences_per_head), 1)
+    shipped = work.head_bytes > 0 and not head_held
+    device_time = work.device_macs / device.mac_rate
+    server_time = work.server_macs / server.mac_rate
+    uplink = 8 * work.uplink_bytes / link.uplink_bps
+    downlink = 8 * (work.downlink_bytes + (work.head_bytes / k if shipped else 0)) / link.downlink_bps
+    rtt = link.rtt_s * ((1 if work.runs_tail else 0) + (1 / k if shipped else 0))
+    total = device_time + uplink + downlink + server_time + rtt
+    device_energy = work.device_macs * device.energy_per_mac
+    tx_energy = device.tx_power_w * (uplink + downlink)
+    cost = server.price_per_second * server_time
+    value = objective.time * total + objective.energy * (device_energy + tx_energy) + objective.cost * cost
+    return Costs(device_time, uplink, downlink, server_time, rtt, total, device_energy, tx_energy, cost, value)

@@ -1,0 +1,41 @@
+"""Conversions between the cost-model dataclasses and their protobuf messages (both peers use them)."""
+from qpart.common.costmodel import DeviceProfile, LinkProfile, Objective
+from qpart.v1 import service_pb2 as spb
+
+
+def device_to_pb(device: DeviceProfile) -> spb.DeviceCapabilities:
+    return spb.DeviceCapabilities(
+        name=device.name, clock_hz=device.clock_hz, cycles_per_mac=device.cycles_per_mac,
+        macs_per_second=device.macs_per_second, energy_coefficient=device.energy_coefficient,
+        tx_power_w=device.tx_power_w, memory_bytes=device.memory_bytes)
+
+
+def device_from_pb(msg: spb.DeviceCapabilities) -> DeviceProfile:
+    return DeviceProfile(
+        name=msg.name or "device", clock_hz=msg.clock_hz, cycles_per_mac=msg.cycles_per_mac,
+        macs_per_second=msg.macs_per_second, energy_coefficient=msg.energy_coefficient,
+        tx_power_w=msg.tx_power_w, memory_bytes=msg.memory_bytes)
+
+
+def link_to_pb(link: LinkProfile) -> spb.LinkCapabilities:
+    return spb.LinkCapabilities(
+        rate_bps=link.rate_bps, downlink_rate_bps=link.downlink_rate_bps, bandwidth_hz=link.bandwidth_hz,
+        snr_db=link.snr_db, rayleigh_fading=link.rayleigh_fading, rtt_s=link.rtt_s)
+
+
+def link_from_pb(msg: spb.LinkCapabilities) -> LinkProfile:
+    return LinkProfile(
+        rate_bps=msg.rate_bps, downlink_rate_bps=msg.downlink_rate_bps, bandwidth_hz=msg.bandwidth_hz,
+        snr_db=msg.snr_db, rayleigh_fading=msg.rayleigh_fading, rtt_s=msg.rtt_s)
+
+
+def objective_to_pb(objective: Objective) -> spb.ObjectiveWeights:
+    return spb.ObjectiveWeights(time=objective.time, energy=objective.energy, cost=objective.cost)
+
+
+def objective_from_pb(msg: spb.ObjectiveWeights) -> Objective:
+    defaults = Objective()
+    return Objective(
+        time=msg.time if msg.HasField("time") else defaults.time,
+        energy=msg.energy if msg.HasField("energy") else defaults.energy,
+        cost=msg.cost if msg.HasField("cost") else defaults.cost)

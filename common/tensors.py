@@ -1,0 +1,110 @@
+"""PackedTensor <-> numpy, with every declared size checked before anything is allocated."""
+import math
+
+import numpy as np
+
+from qpart.common import packing, quant
+from qpart.common.errors import InvalidArgument
+from qpart.v1 import network_pb2 as pb
+
+DEFAULT_MAX_ELEMENTS = 1 << 26  # 64 Mi elements (256 MiB as float32) per tensor unless the caller says otherwise
+
+_GRANULARITY_TO_PB = {quant.PER_TENSOR: pb.PER_TENSOR, quant.PER_CHANNEL: pb.PER_CHANNEL}
+
+
+def element_count(shape, what: str = "tensor", max_elements: int = DEFAULT_MAX_ELEMENTS) -> int:
+    """Product of a declared shape, refusing empty dims and anything above max_elements."""
+    dims = [int(d) for d in shape]
+    if not dims:
+        raise InvalidArgument(f"{what} has an empty shape")
+    if any(d <= 0 for d in dims):
+        raise InvalidArgument(f"{what} shape {dims} has a dimension that is not positive")
+    n = math.prod(dims)
+    if n > max_elements:
+        raise InvalidArgument(f"{what} shape {dims} declares {n} elements; the limit is {max_elements}")
+    return n
+
+
+def encode_float32(x: np.ndarray) -> bytes:
+    x = np.asarray(x, np.float32)
+    quant.check_finite(x)
+    return x.astype("<f4", copy=False).tobytes()
+
+
+def decode_float32(data: bytes, n: int) -> np.ndarray:
+    if len(data) != 4 * n:
+        raise InvalidArgument(f"{n} float32 values take {4 * n} bytes, got {len(data)}")
+    x = np.frombuffer(data, "<f4").astype(np.float32)
+    quant.check_finite(x, "float32 data")
+    return x
+
+
+def encode(name: str, x: np.ndarray, bits: int, granularity: str = quant.PER_TENSOR) -> pb.PackedTensor:
+    """Quantize x at `bits` (or keep float32 for bits = 32) and pack it."""
+    x = np.asarray(x, np.float32)
+    bits = quant.check_bits(bits, f"bit width of {name!r}")
+    msg = pb.PackedTensor(name=name, shape=list(x.shape), bits=bits)
+    if bits == quant.FLOAT_BITS:
+        msg.data = encode_float32(x)
+        return msg
+    codes, params = quant.quantize(x, bits, granularity)
+    msg.granularity = _GRANULARITY_TO_PB[granularity]
+    msg.scale.extend(params.scale.tolist())
+    msg.zero_point.extend(params.zero_point.tolist())
+    msg.data = packing.pack(codes, bits)
+    return msg
+
+
+def decode(msg: pb.PackedTensor, expected_shape=None, max_elements: int = DEFAULT_MAX_ELEMENTS) -> np.ndarray:
+    """Restore a PackedTensor to float32, validating bits, shape, scales and byte count first."""
+    what = f"tensor {msg.name!r}" if msg.name else "tensor"
+    shape = [int(d) for d in msg.shape]
+    if expected_shape is not None and shape != [int(d) for d in expected_shape]:
+        raise InvalidArgument(f"{what} has shape {shape}, expected {list(expected_shape)}")
+    n = element_count(shape, what, max_elements)
+    bits = quant.check_bits(msg.bits, f"bit width of {what}")
+    if bits == quant.FLOAT_BITS:
+        return decode_float32(msg.data, n).reshape(shape)
+    groups = {pb.PER_TENSOR: 1, pb.PER_CHANNEL: shape[0]}.get(msg.granularity)
+    if groups is None:
+        raise InvalidArgument(f"{what} is quantized but its granularity is not PER_TENSOR or PER_CHANNEL")
+    if len(msg.scale) != groups or len(msg.zero_point) != groups:
+        raise InvalidArgument(f"{what} needs {groups} scale(s) and zero point(s), got "
+                              f"{len(msg.scale)} and {len(msg.zero_point)}")
+    scale = np.asarray(msg.scale, np.float32)
+    if not (np.isfinite(scale).all() and (scale > 0).all()):
+        raise InvalidArgument(f"{what} has a scale that is not a positive finite number")
+    zero = np.asarray(msg.zero_point, np.int64)
+    if (zero > (1 << bits) - 1).any():
+        raise InvalidArgument(f"{what} has a zero point above {(1 << bits) - 1}, the largest {bits}-bit code")
+    codes = packing.unpack(msg.data, n, bits).reshape(shape)
+    return quant.dequantize(codes, quant.QuantParams(bits, scale, zero))
+
+
+
+
+def check_batch(n: int, sample_shape, bits: int, data_len: int, max_elements: int = DEFAULT_MAX_ELEMENTS) -> int:
+    """Validate a declared activation batch before decoding it; returns the element count."""
+    per_sample = element_count(sample_shape, "activation sample", max_elements)
+    total = element_count([n, per_sample], "activation batch", max_elements) if n else 0
+    expected = packing.packed_size(total, bits)
+    if data_len != expected:
+        raise InvalidArgument(f"{n} activation(s) of shape {list(sample_shape)} at {bits} bits take {expected} bytes, "
+                              f"got {data_len}")
+    return total
+
+
+def encode_batch(x: np.ndarray, params: quant.QuantParams | None) -> bytes:
+    """Pack a batch [n, *sample_shape] with the plan's static quantization (None: float32)."""
+    if params is None:
+        return encode_float32(x)
+    return packing.pack(quant.quantize_with(x, params), params.bits)
+
+
+def decode_batch(data: bytes, n: int, sample_shape, params: quant.QuantParams | None) -> np.ndarray:
+    """Inverse of encode_batch; call check_batch first."""
+    shape = (n, *[int(d) for d in sample_shape])
+    count = math.prod(shape)
+    if params is None:
+        return decode_float32(data, count).reshape(shape)
+    return quant.dequantize(packing.unpack(data, count, params.bits).reshape(shape), params)

@@ -1,0 +1,189 @@
+"""The device agent: plan, obtain the head (cache or download), run it and stream the activations.
+
+`DeviceAgent.run` does one whole job and returns a RunReport with the plan, the bytes each RPC moved
+(gRPC messages, counted exactly), timings and, when labels are given, the measured accuracy.
+"""
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from google.protobuf import json_format
+
+from qpart.common import quant, tensors
+from qpart.common.errors import Internal, InvalidArgument, QpartError
+from qpart.device import netstat
+from qpart.device.cache import HeadCache
+from qpart.device.client import ServerClient
+from qpart.device.head import HeadExecutor
+from qpart.v1 import service_pb2 as spb
+
+POLICY_NAMES = {spb.QPART: "qpart", spb.SERVER_ONLY: "server_only", spb.DEVICE_ONLY: "device_only",
+                spb.FLOAT_SPLIT: "float_split", spb.UNIFORM_INT8: "uniform_int8", spb.FIXED: "fixed"}
+
+
+def activation_params(encoding: spb.ActivationEncoding) -> quant.QuantParams | None:
+    """The plan's static activation quantizer, validated (None for float32)."""
+    bits = quant.check_bits(encoding.bits, "the plan's activation bit width")
+    if bits == quant.FLOAT_BITS:
+        return None
+    if not (math.isfinite(encoding.scale) and encoding.scale > 0) or encoding.zero_point > (1 << bits) - 1:
+        raise InvalidArgument("the plan's activation scale or zero point is invalid")
+    return quant.QuantParams(bits, np.array([encoding.scale], np.float32), np.array([encoding.zero_point], np.int64))
+
+
+@dataclass
+class HeadReport:
+    content_hash: str = ""
+    bytes: int = 0                # size of the serialized head
+    cache_hit: bool = False
+    fetch_s: float = 0.0          # download time (0 on a cache hit)
+    parameters: int = 0           # weight and bias elements in the head
+    float32_bytes: int = 0        # the same parameters as float32
+
+
+@dataclass
+class RunReport:
+    model: str
+    policy: str
+    partition_point: int
+    num_layers: int
+    weight_bits: list[int]
+    activation_bits: int
+    predicted: dict               # the server's PlanPrediction, as a dict
+    head: HeadReport
+    candidates: list[dict] = field(default_factory=list)  # what the planner weighed, when asked to explain
+    inputs: int = 0
+    batches: int = 0
+    accuracy: float | None = None           # percent top-1 when labels were given
+    predictions: list[int] = field(default_factory=list)
+    wire: dict = field(default_factory=dict)  # rpc -> {"sent": bytes, "received": bytes} of gRPC messages
+    tcp: dict | None = None                  # {"sent", "received"}: TCP payload bytes from the kernel (None: unknown)
+    plan_s: float = 0.0
+    device_compute_s: float = 0.0           # head compute plus packing, all inputs
+    server_compute_s: float = 0.0           # tail compute the server reported, all inputs
+    batch_latency_s: list[float] = field(default_factory=list)  # send of a batch -> its answer
+    total_s: float = 0.0                    # wall time of plan + head + all inferences
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def latency_percentile(self, q: float) -> float:
+        return float(np.percentile(self.batch_latency_s, q)) if self.batch_latency_s else 0.0
+
+
+class DeviceAgent:
+    def __init__(self, client: ServerClient, cache: HeadCache, max_head_bytes: int = 256 << 20,
+                 max_elements: int = tensors.DEFAULT_MAX_ELEMENTS):
+        self.client = client
+        self.cache = cache
+        self.max_head_bytes = max_head_bytes    # refuse heads larger than this, bytes
+        self.max_elements = max_elements        # refuse tensors with more elements than this
+
+    def plan(self, request: spb.PlanRequest) -> spb.PlanResponse:
+        request.held_heads[:] = self.cache.held()
+        return self.client.plan(request)
+
+    def obtain_head(self, plan: spb.PlanResponse) -> tuple[HeadExecutor | None, HeadReport]:
+        if plan.partition_point == 1:
+            return None, HeadReport()
+        report = HeadReport(content_hash=plan.head_hash, bytes=plan.head_bytes)
+        data = self.cache.get(plan.head_hash)
+        report.cache_hit = data is not None
+        if data is None:
+            started = time.perf_counter()
+            data = self.client.fetch_head(plan, self.max_head_bytes)
+            report.fetch_s = time.perf_counter() - started
+            self.cache.put(plan.head_hash, data)
+        executor = HeadExecutor.from_bytes(data, self.max_elements)
+        if executor.head.model != plan.model or executor.head.partition_point != plan.partition_point:
+            raise InvalidArgument("the head does not belong to the plan")
+        report.parameters = executor.weight_count
+        report.float32_bytes = 4 * executor.weight_count
+        return executor, report
+
+    def classify(self, plan: spb.PlanResponse, executor: HeadExecutor | None, x: np.ndarray, report: RunReport,
+                 batch_size: int = 1, window: int = 1) -> np.ndarray:
+        """Scores [n, classes] for inputs x [n, *input_shape]; at most `window` batches in flight."""
+        if plan.partition_point == plan.num_layers + 1:
+            started = time.perf_counter()
+            scores = executor.run(x)
+            report.device_compute_s += time.perf_counter() - started
+            report.inputs, report.batches = len(x), 1
+            return scores
+        params = activation_params(plan.activation)
+        sample_shape = tuple(plan.activation.sample_shape)
+        starts = list(range(0, len(x), batch_size))
+        sent_at: dict[int, float] = {}
+        slots = threading.Semaphore(window)
+        failed = threading.Event()
+
+        def requests():
+            for b, start in enumerate(starts):
+                while not slots.acquire(timeout=0.1):
+                    if failed.is_set():
+                        return
+                began = time.perf_counter()
+                chunk = x[start:start + batch_size]
+                activation = executor.run(chunk) if executor is not None else chunk
+                if activation.shape[1:] != sample_shape:
+                    raise InvalidArgument(f"the head produced {activation.shape[1:]}, the plan expects {sample_shape}")
+                data = tensors.encode_batch(activation, params)
+                report.device_compute_s += time.perf_counter() - began
+                sent_at[b] = began
+                yield spb.InferRequest(plan_id=plan.plan_id if b == 0 else "", batch=spb.ActivationBatch(
+                    request_ids=range(start, start + len(chunk)), sample_shape=sample_shape,
+                    bits=plan.activation.bits, data=data))
+
+        scores = []
+        try:
+            for b, response in enumerate(self.client.infer(requests(), timeout_s=self.stream_timeout(len(x)))):
+                report.batch_latency_s.append(time.perf_counter() - sent_at[b])
+                slots.release()
+                expected = list(range(starts[b], min(starts[b] + batch_size, len(x))))
+                if [r.request_id for r in response.results] != expected:
+                    raise Internal(f"the server answered batch {b} with other request ids than were sent")
+                scores.extend(np.asarray(r.scores, np.float32) for r in response.results)
+                report.server_compute_s += response.server_compute_s
+        except QpartError:
+            failed.set()
+            raise
+        if len(scores) != len(x):
+            raise Internal(f"the server answered {len(scores)} of {len(x)} inputs")
+        report.inputs, report.batches = len(x), len(starts)
+        return np.stack(scores)
+
+    def stream_timeout(self, inputs: int) -> float:
+        return self.client.timeout_s + inputs * 0.5
+
+    def run(self, request: spb.PlanRequest, x: np.ndarray, labels: np.ndarray | None = None,
+            batch_size: int = 1, window: int = 1) -> RunReport:
+        started = time.perf_counter()
+        before = {rpc: (b.sent, b.received) for rpc, b in self.client.bytes.items()}
+        tcp_before = netstat.tcp_bytes(self.client.port)
+        plan = self.plan(request)
+        planned = time.perf_counter()
+        executor, head_report = self.obtain_head(plan)
+        report = RunReport(
+            model=plan.model, policy=POLICY_NAMES.get(plan.policy, str(plan.policy)),
+            partition_point=plan.partition_point, num_layers=plan.num_layers, weight_bits=list(plan.weight_bits),
+            activation_bits=plan.activation.bits, predicted=_message_dict(plan.predicted), head=head_report,
+            candidates=[_message_dict(c) for c in plan.candidates], plan_s=planned - started)
+        scores = self.classify(plan, executor, x, report, batch_size, window)
+        predictions = scores.argmax(axis=1)
+        report.predictions = predictions.tolist()
+        if labels is not None:
+            report.accuracy = 100.0 * float(np.mean(predictions == labels))
+        report.wire = {rpc: {"sent": b.sent - before.get(rpc, (0, 0))[0], "received": b.received - before.get(rpc, (0, 0))[1]}
+                       for rpc, b in self.client.bytes.items()}
+        tcp_after = netstat.tcp_bytes(self.client.port)
+        if tcp_before is not None and tcp_after is not None:
+            delta = tcp_after - tcp_before
+            report.tcp = {"sent": delta.sent, "received": delta.received}
+        report.total_s = time.perf_counter() - started
+        return report
+
+
+def _message_dict(message) -> dict:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)

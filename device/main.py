@@ -1,0 +1,189 @@
+"""qpart-device: run split inference against a qpart server.
+
+    qpart-device --server 127.0.0.1:50051 --model fc6 --profile rpi4 --rate-mbps 20 --budget 1 --count 1000
+
+The device asks the server for a plan (or gives one with --partition-point and bit widths), fetches
+the head unless its cache holds it, runs the head on local Fashion-MNIST test images, streams the
+packed activations and prints predictions, accuracy, bytes each way and timings.
+"""
+import argparse
+import dataclasses
+import json
+import logging
+import pathlib
+import sys
+
+import numpy as np
+
+from qpart.common import data, messages, profiles
+from qpart.common.costmodel import LinkProfile, Objective
+from qpart.common.errors import QpartError
+from qpart.device import probe
+from qpart.device.agent import DeviceAgent, RunReport
+from qpart.device.cache import HeadCache
+from qpart.device.client import ServerClient
+from qpart.v1 import network_pb2 as npb
+from qpart.v1 import service_pb2 as spb
+
+POLICIES = {"qpart": spb.QPART, "server_only": spb.SERVER_ONLY, "device_only": spb.DEVICE_ONLY,
+            "float_split": spb.FLOAT_SPLIT, "uniform_int8": spb.UNIFORM_INT8, "fixed": spb.FIXED}
+DEFAULT_CACHE = pathlib.Path.home() / ".cache" / "qpart" / "heads"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="qpart-device", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--server", default="127.0.0.1:50051", help="server address host:port")
+    parser.add_argument("--model", default="fc6", help="model to run (default %(default)s)")
+    g = parser.add_argument_group("device")
+    g.add_argument("--profile", default="paper-table2",
+                   help=f"device profile: a TOML file or one of {', '.join(profiles.bundled())} (default %(default)s)")
+    g.add_argument("--measure-compute", action="store_true", help="measure this machine's MAC rate and send it")
+    g.add_argument("--memory-mb", type=float, help="memory for the head and activations, MiB (overrides the profile)")
+    g = parser.add_argument_group("link")
+    g.add_argument("--rate-mbps", type=float, default=200.0, help="uplink rate, Mbit/s (default %(default)s)")
+    g.add_argument("--downlink-mbps", type=float, default=0.0, help="downlink rate, Mbit/s (0: as the uplink)")
+    g.add_argument("--bandwidth-mhz", type=float, default=0.0, help="channel bandwidth, MHz (with --snr-db, instead of a rate)")
+    g.add_argument("--snr-db", type=float, default=0.0, help="mean SNR, dB")
+    g.add_argument("--rayleigh", action="store_true", help="expected rate under Rayleigh fading")
+    g.add_argument("--rtt-ms", type=float, default=0.0, help="round-trip time, ms")
+    g.add_argument("--measure-link", action="store_true", help="probe the link to the server and send the measured rates")
+    g = parser.add_argument_group("plan")
+    g.add_argument("--budget", type=float, default=1.0, help="largest accepted top-1 drop, points (default %(default)s)")
+    g.add_argument("--w-time", type=float, default=1.0, help="objective weight on seconds")
+    g.add_argument("--w-energy", type=float, default=1.0, help="objective weight on joules")
+    g.add_argument("--w-cost", type=float, default=1.0, help="objective weight on server cost")
+    g.add_argument("--reuse", type=int, default=1, help="inferences that will reuse the head (default %(default)s)")
+    g.add_argument("--policy", choices=sorted(POLICIES), default="qpart", help="how the server chooses the plan")
+    g.add_argument("--partition-point", type=int, help="fixed plan: cut before learnable layer P (implies --policy fixed)")
+    g.add_argument("--weight-bits", default="8", help="fixed plan: bits per device layer, one value or comma-separated")
+    g.add_argument("--activation-bits", type=int, default=8, help="fixed plan: bits of the activation at the cut")
+    g.add_argument("--per-channel", action="store_true", help="fixed plan: per-output-channel weight scales")
+    g.add_argument("--explain", action="store_true", help="print every candidate the planner weighed")
+    g = parser.add_argument_group("inputs")
+    g.add_argument("--data", help=f"directory of MNIST-format IDX files (default ${data.DATA_ENV} or {data.DEFAULT_DATA_DIR})")
+    g.add_argument("--count", type=int, default=100, help="test images to classify (default %(default)s)")
+    g.add_argument("--offset", type=int, default=0, help="first test image")
+    g.add_argument("--batch-size", type=int, default=1, help="inputs per activation message")
+    g.add_argument("--window", type=int, default=1, help="batches in flight at once (1: one answer before the next send)")
+    g = parser.add_argument_group("runtime")
+    g.add_argument("--cache", type=pathlib.Path, default=DEFAULT_CACHE, help="head cache directory")
+    g.add_argument("--no-cache", action="store_true", help="always download the head (nothing is cached)")
+    g.add_argument("--max-head-mb", type=float, default=256.0, help="refuse heads larger than this, MiB")
+    g.add_argument("--timeout", type=float, default=30.0, help="deadline of each call, seconds")
+    g.add_argument("--compare-unsplit", action="store_true",
+                   help="also classify the same images with the whole float model on the server")
+    g.add_argument("--json", type=pathlib.Path, help="write the full report here as JSON")
+    g.add_argument("--quiet", action="store_true", help="print only the summary lines")
+    return parser.parse_args(argv)
+
+
+def build_request(args, client: ServerClient) -> spb.PlanRequest:
+    device = profiles.load_device(args.profile)
+    if args.measure_compute:
+        device = dataclasses.replace(device, macs_per_second=probe.measure_mac_rate())
+    if args.memory_mb is not None:
+        device = dataclasses.replace(device, memory_bytes=int(args.memory_mb * 2**20))
+    if args.measure_link:
+        link = probe.measure_link(client)
+    else:
+        link = LinkProfile(rate_bps=args.rate_mbps * 1e6 if not args.bandwidth_mhz else 0.0,
+                           downlink_rate_bps=args.downlink_mbps * 1e6, bandwidth_hz=args.bandwidth_mhz * 1e6,
+                           snr_db=args.snr_db, rayleigh_fading=args.rayleigh, rtt_s=args.rtt_ms / 1e3)
+    request = spb.PlanRequest(
+        model=args.model, device=messages.device_to_pb(device), link=messages.link_to_pb(link),
+        accuracy_budget=args.budget, weights=messages.objective_to_pb(Objective(args.w_time, args.w_energy, args.w_cost)),
+        inferences_per_head=args.reuse, policy=POLICIES[args.policy], explain=args.explain)
+    if args.partition_point is not None:
+        request.policy = spb.FIXED
+        request.fixed.CopyFrom(spb.FixedPlan(
+            partition_point=args.partition_point, weight_bits=[int(b) for b in args.weight_bits.split(",")],
+            activation_bits=args.activation_bits,
+            weight_granularity=npb.PER_CHANNEL if args.per_channel else npb.PER_TENSOR))
+    return request
+
+
+def unsplit_request(model: str) -> spb.PlanRequest:
+    """The whole float model on the server, raw float32 input: the unsplit reference."""
+    return spb.PlanRequest(model=model, policy=spb.FIXED,
+                           fixed=spb.FixedPlan(partition_point=1, activation_bits=32))
+
+
+def summary(report: RunReport) -> list[str]:
+    p = report.predicted
+    head = report.head
+    lines = [f"plan      {report.model} policy={report.policy} p={report.partition_point} of {report.num_layers + 1} "
+             f"weight bits {report.weight_bits} activation bits {report.activation_bits}",
+             f"predicted {p['total_time_s'] * 1e3:.3f} ms/inference (device {p['device_time_s'] * 1e3:.3f}, uplink "
+             f"{p['uplink_time_s'] * 1e3:.3f}, downlink {p['downlink_time_s'] * 1e3:.3f}, server {p['server_time_s'] * 1e3:.3f}, "
+             f"rtt {p['rtt_time_s'] * 1e3:.3f}), energy {p['device_energy_j'] + p['tx_energy_j']:.3g} J, "
+             f"validation drop {p['accuracy_drop']:.2f} points"]
+    if head.content_hash:
+        ratio = 100.0 * head.bytes / head.float32_bytes if head.float32_bytes else 0.0
+        how = "from cache" if head.cache_hit else f"downloaded in {head.fetch_s * 1e3:.1f} ms"
+        lines.append(f"head      {head.content_hash[:16]} {head.bytes:,} bytes for {head.parameters:,} parameters "
+                     f"({ratio:.1f}% of float32), {how}")
+    accuracy = f"; accuracy {report.accuracy:.2f}%" if report.accuracy is not None else ""
+    lines.append(f"inputs    {report.inputs} in {report.batches} batch(es){accuracy}")
+    sent = sum(v["sent"] for v in report.wire.values())
+    received = sum(v["received"] for v in report.wire.values())
+    per_rpc = ", ".join(f"{rpc} {v['sent']:,}/{v['received']:,}" for rpc, v in sorted(report.wire.items()))
+    lines.append(f"messages  sent {sent:,} B, received {received:,} B (gRPC messages incl. 5-byte frames; {per_rpc})")
+    if report.tcp is not None:
+        lines.append(f"wire      sent {report.tcp['sent']:,} B, received {report.tcp['received']:,} B "
+                     "(TCP payload from the kernel: HTTP/2 framing and control frames included)")
+    lines.append(f"time      plan {report.plan_s * 1e3:.1f} ms, device compute {report.device_compute_s / max(report.inputs, 1) * 1e3:.3f} "
+                 f"ms/input, batch latency p50 {report.latency_percentile(50) * 1e3:.2f} ms p95 "
+                 f"{report.latency_percentile(95) * 1e3:.2f} ms, total {report.total_s:.2f} s")
+    return lines
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    client = ServerClient(args.server, timeout_s=args.timeout)
+    cache = HeadCache(None if args.no_cache else args.cache)
+    try:
+        images, labels = data.load_split("test", args.data)
+        x = data.to_float(images[args.offset:args.offset + args.count])
+        y = labels[args.offset:args.offset + args.count]
+        agent = DeviceAgent(client, cache, max_head_bytes=int(args.max_head_mb * 2**20))
+        request = build_request(args, client)
+        report = agent.run(request, x, y, args.batch_size, args.window)
+        result = {"split": report.as_dict()}
+        for line in summary(report):
+            print(line)
+        if args.explain:
+            print_candidates(report)
+        if not args.quiet:
+            print("predictions", " ".join(str(p) for p in report.predictions[:20]), "..." if len(x) > 20 else "")
+        if args.compare_unsplit:
+            reference = agent.run(unsplit_request(args.model), x, y, max(args.batch_size, 100), 1)
+            agree = 100.0 * float(np.mean(np.array(report.predictions) == np.array(reference.predictions)))
+            print(f"unsplit   accuracy {reference.accuracy:.2f}% (whole float model on the server); split "
+                  f"{report.accuracy:.2f}%; predictions agree on {agree:.2f}% of inputs")
+            result["unsplit"] = reference.as_dict()
+            result["agreement"] = agree
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1))
+        return 0
+    except QpartError as e:
+        print(f"qpart-device: {e.status}: {e}", file=sys.stderr)
+        return 2
+    finally:
+        client.close()
+
+
+def print_candidates(report: RunReport) -> None:
+    print(f"{'p':>3} {'weight bits':<28} {'act':>4} {'head B':>10} {'up B':>8} {'time ms':>9} {'energy J':>10} "
+          f"{'cost':>10} {'objective':>10} {'drop':>6}")
+    for c in report.candidates:
+        k = c["predicted"]
+        mark = "*" if c["chosen"] else (" x " + c["rejected_reason"] if c["rejected_reason"] else "")
+        print(f"{c['partition_point']:>3} {str(c['weight_bits']):<28} {c['activation_bits']:>4} {int(k['head_bytes']):>10,} "
+              f"{int(k['uplink_bytes']):>8,} {k['total_time_s'] * 1e3:>9.3f} {k['device_energy_j'] + k['tx_energy_j']:>10.3g} "
+              f"{k['server_cost']:>10.3g} {k['objective']:>10.4g} {k['accuracy_drop']:>6.2f} {mark}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

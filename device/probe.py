@@ -1,0 +1,36 @@
+"""Measure what the device can do: its head executor's MAC rate and the link to the server."""
+import time
+
+import torch
+
+from qpart.common.costmodel import LinkProfile
+from qpart.device.client import ServerClient
+
+
+def measure_mac_rate(seconds: float = 0.3, width: int = 512, batch: int = 8) -> float:
+    """MACs per second of a float32 torch linear layer, batch `batch`, measured over ~`seconds`."""
+    layer = torch.nn.Linear(width, width).eval()
+    x = torch.randn(batch, width)
+    with torch.inference_mode():
+        layer(x)
+        runs, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            layer(x)
+            runs += 1
+    return runs * batch * width * width / (time.perf_counter() - started)
+
+
+def measure_link(client: ServerClient, probe_bytes: int = 256 << 10, repeats: int = 3) -> LinkProfile:
+    """Round-trip time from empty probes; uplink and downlink rates from probe_bytes each way."""
+    def best(payload: int, reply: int) -> float:
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            client.probe(payload, reply)
+            times.append(time.perf_counter() - started)
+        return min(times)
+    rtt = best(0, 0)
+    up = best(probe_bytes, 0)
+    down = best(0, probe_bytes)
+    return LinkProfile(rate_bps=8 * probe_bytes / max(up - rtt, 1e-6),
+                       downlink_rate_bps=8 * probe_bytes / max(down - rtt, 1e-6), rtt_s=rtt)

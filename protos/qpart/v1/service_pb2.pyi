@@ -1,0 +1,332 @@
+from qpart.v1 import network_pb2 as _network_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Policy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    POLICY_UNSPECIFIED: _ClassVar[Policy]
+    QPART: _ClassVar[Policy]
+    SERVER_ONLY: _ClassVar[Policy]
+    DEVICE_ONLY: _ClassVar[Policy]
+    FLOAT_SPLIT: _ClassVar[Policy]
+    UNIFORM_INT8: _ClassVar[Policy]
+    FIXED: _ClassVar[Policy]
+POLICY_UNSPECIFIED: Policy
+QPART: Policy
+SERVER_ONLY: Policy
+DEVICE_ONLY: Policy
+FLOAT_SPLIT: Policy
+UNIFORM_INT8: Policy
+FIXED: Policy
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+
+class LayerInfo(_message.Message):
+    __slots__ = ("index", "name", "kind", "weight_count", "macs", "input_shape", "output_shape")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MACS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    name: str
+    kind: str
+    weight_count: int
+    macs: int
+    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    output_shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., weight_count: _Optional[int] = ..., macs: _Optional[int] = ..., input_shape: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "version", "description", "input_shape", "num_classes", "class_names", "layers", "float_test_accuracy", "test_samples", "dataset", "has_catalog", "catalog_budgets")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    FLOAT_TEST_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    TEST_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    HAS_CATALOG_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_BUDGETS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    description: str
+    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    num_classes: int
+    class_names: _containers.RepeatedScalarFieldContainer[str]
+    layers: _containers.RepeatedCompositeFieldContainer[LayerInfo]
+    float_test_accuracy: float
+    test_samples: int
+    dataset: str
+    has_catalog: bool
+    catalog_budgets: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., description: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., float_test_accuracy: _Optional[float] = ..., test_samples: _Optional[int] = ..., dataset: _Optional[str] = ..., has_catalog: _Optional[bool] = ..., catalog_budgets: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class DeviceCapabilities(_message.Message):
+    __slots__ = ("name", "clock_hz", "cycles_per_mac", "macs_per_second", "energy_coefficient", "tx_power_w", "memory_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_HZ_FIELD_NUMBER: _ClassVar[int]
+    CYCLES_PER_MAC_FIELD_NUMBER: _ClassVar[int]
+    MACS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_COEFFICIENT_FIELD_NUMBER: _ClassVar[int]
+    TX_POWER_W_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    clock_hz: float
+    cycles_per_mac: float
+    macs_per_second: float
+    energy_coefficient: float
+    tx_power_w: float
+    memory_bytes: int
+    def __init__(self, name: _Optional[str] = ..., clock_hz: _Optional[float] = ..., cycles_per_mac: _Optional[float] = ..., macs_per_second: _Optional[float] = ..., energy_coefficient: _Optional[float] = ..., tx_power_w: _Optional[float] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
+
+class LinkCapabilities(_message.Message):
+    __slots__ = ("rate_bps", "downlink_rate_bps", "bandwidth_hz", "snr_db", "rayleigh_fading", "rtt_s")
+    RATE_BPS_FIELD_NUMBER: _ClassVar[int]
+    DOWNLINK_RATE_BPS_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_HZ_FIELD_NUMBER: _ClassVar[int]
+    SNR_DB_FIELD_NUMBER: _ClassVar[int]
+    RAYLEIGH_FADING_FIELD_NUMBER: _ClassVar[int]
+    RTT_S_FIELD_NUMBER: _ClassVar[int]
+    rate_bps: float
+    downlink_rate_bps: float
+    bandwidth_hz: float
+    snr_db: float
+    rayleigh_fading: bool
+    rtt_s: float
+    def __init__(self, rate_bps: _Optional[float] = ..., downlink_rate_bps: _Optional[float] = ..., bandwidth_hz: _Optional[float] = ..., snr_db: _Optional[float] = ..., rayleigh_fading: _Optional[bool] = ..., rtt_s: _Optional[float] = ...) -> None: ...
+
+class ObjectiveWeights(_message.Message):
+    __slots__ = ("time", "energy", "cost")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    time: float
+    energy: float
+    cost: float
+    def __init__(self, time: _Optional[float] = ..., energy: _Optional[float] = ..., cost: _Optional[float] = ...) -> None: ...
+
+class FixedPlan(_message.Message):
+    __slots__ = ("partition_point", "weight_bits", "activation_bits", "weight_granularity")
+    PARTITION_POINT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_BITS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_BITS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_GRANULARITY_FIELD_NUMBER: _ClassVar[int]
+    partition_point: int
+    weight_bits: _containers.RepeatedScalarFieldContainer[int]
+    activation_bits: int
+    weight_granularity: _network_pb2.Granularity
+    def __init__(self, partition_point: _Optional[int] = ..., weight_bits: _Optional[_Iterable[int]] = ..., activation_bits: _Optional[int] = ..., weight_granularity: _Optional[_Union[_network_pb2.Granularity, str]] = ...) -> None: ...
+
+class PlanRequest(_message.Message):
+    __slots__ = ("model", "device", "link", "accuracy_budget", "weights", "inferences_per_head", "held_heads", "policy", "fixed", "explain")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    LINK_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    INFERENCES_PER_HEAD_FIELD_NUMBER: _ClassVar[int]
+    HELD_HEADS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    FIXED_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    device: DeviceCapabilities
+    link: LinkCapabilities
+    accuracy_budget: float
+    weights: ObjectiveWeights
+    inferences_per_head: int
+    held_heads: _containers.RepeatedScalarFieldContainer[str]
+    policy: Policy
+    fixed: FixedPlan
+    explain: bool
+    def __init__(self, model: _Optional[str] = ..., device: _Optional[_Union[DeviceCapabilities, _Mapping]] = ..., link: _Optional[_Union[LinkCapabilities, _Mapping]] = ..., accuracy_budget: _Optional[float] = ..., weights: _Optional[_Union[ObjectiveWeights, _Mapping]] = ..., inferences_per_head: _Optional[int] = ..., held_heads: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[Policy, str]] = ..., fixed: _Optional[_Union[FixedPlan, _Mapping]] = ..., explain: _Optional[bool] = ...) -> None: ...
+
+class ActivationEncoding(_message.Message):
+    __slots__ = ("bits", "scale", "zero_point", "sample_shape")
+    BITS_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    ZERO_POINT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    bits: int
+    scale: float
+    zero_point: int
+    sample_shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, bits: _Optional[int] = ..., scale: _Optional[float] = ..., zero_point: _Optional[int] = ..., sample_shape: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class PlanPrediction(_message.Message):
+    __slots__ = ("device_time_s", "uplink_time_s", "downlink_time_s", "server_time_s", "rtt_time_s", "total_time_s", "device_energy_j", "tx_energy_j", "server_cost", "objective", "accuracy_drop", "head_bytes", "uplink_bytes", "device_memory_bytes")
+    DEVICE_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    UPLINK_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    DOWNLINK_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    SERVER_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    RTT_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ENERGY_J_FIELD_NUMBER: _ClassVar[int]
+    TX_ENERGY_J_FIELD_NUMBER: _ClassVar[int]
+    SERVER_COST_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_DROP_FIELD_NUMBER: _ClassVar[int]
+    HEAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    UPLINK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    device_time_s: float
+    uplink_time_s: float
+    downlink_time_s: float
+    server_time_s: float
+    rtt_time_s: float
+    total_time_s: float
+    device_energy_j: float
+    tx_energy_j: float
+    server_cost: float
+    objective: float
+    accuracy_drop: float
+    head_bytes: int
+    uplink_bytes: int
+    device_memory_bytes: int
+    def __init__(self, device_time_s: _Optional[float] = ..., uplink_time_s: _Optional[float] = ..., downlink_time_s: _Optional[float] = ..., server_time_s: _Optional[float] = ..., rtt_time_s: _Optional[float] = ..., total_time_s: _Optional[float] = ..., device_energy_j: _Optional[float] = ..., tx_energy_j: _Optional[float] = ..., server_cost: _Optional[float] = ..., objective: _Optional[float] = ..., accuracy_drop: _Optional[float] = ..., head_bytes: _Optional[int] = ..., uplink_bytes: _Optional[int] = ..., device_memory_bytes: _Optional[int] = ...) -> None: ...
+
+class PlanCandidate(_message.Message):
+    __slots__ = ("partition_point", "weight_bits", "activation_bits", "predicted", "chosen", "rejected_reason")
+    PARTITION_POINT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_BITS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_BITS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_REASON_FIELD_NUMBER: _ClassVar[int]
+    partition_point: int
+    weight_bits: _containers.RepeatedScalarFieldContainer[int]
+    activation_bits: int
+    predicted: PlanPrediction
+    chosen: bool
+    rejected_reason: str
+    def __init__(self, partition_point: _Optional[int] = ..., weight_bits: _Optional[_Iterable[int]] = ..., activation_bits: _Optional[int] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., chosen: _Optional[bool] = ..., rejected_reason: _Optional[str] = ...) -> None: ...
+
+class PlanResponse(_message.Message):
+    __slots__ = ("plan_id", "model", "model_version", "policy", "partition_point", "num_layers", "weight_bits", "weight_granularity", "activation", "head_hash", "head_bytes", "predicted", "candidates")
+    PLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_POINT_FIELD_NUMBER: _ClassVar[int]
+    NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_BITS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_GRANULARITY_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    HEAD_HASH_FIELD_NUMBER: _ClassVar[int]
+    HEAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    plan_id: str
+    model: str
+    model_version: str
+    policy: Policy
+    partition_point: int
+    num_layers: int
+    weight_bits: _containers.RepeatedScalarFieldContainer[int]
+    weight_granularity: _network_pb2.Granularity
+    activation: ActivationEncoding
+    head_hash: str
+    head_bytes: int
+    predicted: PlanPrediction
+    candidates: _containers.RepeatedCompositeFieldContainer[PlanCandidate]
+    def __init__(self, plan_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., policy: _Optional[_Union[Policy, str]] = ..., partition_point: _Optional[int] = ..., num_layers: _Optional[int] = ..., weight_bits: _Optional[_Iterable[int]] = ..., weight_granularity: _Optional[_Union[_network_pb2.Granularity, str]] = ..., activation: _Optional[_Union[ActivationEncoding, _Mapping]] = ..., head_hash: _Optional[str] = ..., head_bytes: _Optional[int] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[PlanCandidate, _Mapping]]] = ...) -> None: ...
+
+class FetchHeadRequest(_message.Message):
+    __slots__ = ("plan_id", "offset", "max_chunk_bytes")
+    PLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    plan_id: str
+    offset: int
+    max_chunk_bytes: int
+    def __init__(self, plan_id: _Optional[str] = ..., offset: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ...) -> None: ...
+
+class HeadChunk(_message.Message):
+    __slots__ = ("content_hash", "total_bytes", "offset", "data")
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    content_hash: str
+    total_bytes: int
+    offset: int
+    data: bytes
+    def __init__(self, content_hash: _Optional[str] = ..., total_bytes: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ActivationBatch(_message.Message):
+    __slots__ = ("request_ids", "sample_shape", "bits", "data")
+    REQUEST_IDS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    BITS_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    request_ids: _containers.RepeatedScalarFieldContainer[int]
+    sample_shape: _containers.RepeatedScalarFieldContainer[int]
+    bits: int
+    data: bytes
+    def __init__(self, request_ids: _Optional[_Iterable[int]] = ..., sample_shape: _Optional[_Iterable[int]] = ..., bits: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class InferRequest(_message.Message):
+    __slots__ = ("plan_id", "batch")
+    PLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    plan_id: str
+    batch: ActivationBatch
+    def __init__(self, plan_id: _Optional[str] = ..., batch: _Optional[_Union[ActivationBatch, _Mapping]] = ...) -> None: ...
+
+class Classification(_message.Message):
+    __slots__ = ("request_id", "scores", "label")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    scores: _containers.RepeatedScalarFieldContainer[float]
+    label: int
+    def __init__(self, request_id: _Optional[int] = ..., scores: _Optional[_Iterable[float]] = ..., label: _Optional[int] = ...) -> None: ...
+
+class InferResponse(_message.Message):
+    __slots__ = ("results", "server_compute_s", "server_queue_s")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    SERVER_COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
+    SERVER_QUEUE_S_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[Classification]
+    server_compute_s: float
+    server_queue_s: float
+    def __init__(self, results: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ..., server_compute_s: _Optional[float] = ..., server_queue_s: _Optional[float] = ...) -> None: ...
+
+class ProbeRequest(_message.Message):
+    __slots__ = ("payload", "reply_bytes")
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    REPLY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    payload: bytes
+    reply_bytes: int
+    def __init__(self, payload: _Optional[bytes] = ..., reply_bytes: _Optional[int] = ...) -> None: ...
+
+class ProbeResponse(_message.Message):
+    __slots__ = ("payload", "received_bytes")
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    payload: bytes
+    received_bytes: int
+    def __init__(self, payload: _Optional[bytes] = ..., received_bytes: _Optional[int] = ...) -> None: ...

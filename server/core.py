@@ -1,0 +1,119 @@
+"""The transport-free core of the qpart server: models, plans, heads and the tail executor.
+
+The gRPC servicer only decodes messages, calls these methods and encodes the results.
+"""
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from qpart.common import quant, tensors
+from qpart.common.errors import FailedPrecondition, InvalidArgument, OutOfRange, ResourceExhausted
+from qpart.server.heads import BuiltHead, HeadStore
+from qpart.server.planner import Plan, Planner, PlanRequest
+from qpart.server.plans import PlanSpec
+from qpart.server.repository import Model, ModelRepository
+from qpart.server.settings import ServerSettings
+
+
+@dataclass
+class InferSession:
+    """A plan resolved once for a whole Infer stream."""
+    token: str
+    model: Model
+    spec: PlanSpec
+    activation: quant.QuantParams | None   # None: float32 at the cut
+    sample_shape: tuple[int, ...]
+    tail: torch.nn.Module
+
+
+@dataclass
+class InferResult:
+    request_ids: list[int]
+    scores: np.ndarray     # [n, classes] float32
+    labels: np.ndarray     # [n] int64
+    compute_s: float
+    queue_s: float
+
+
+@dataclass(frozen=True)
+class HeadChunk:
+    content_hash: str
+    total_bytes: int
+    offset: int
+    data: bytes
+
+
+class QpartCore:
+    def __init__(self, settings: ServerSettings, repository: ModelRepository | None = None):
+        self.settings = settings
+        self.repository = repository or ModelRepository(settings.models)
+        self.heads = HeadStore(settings.head_cache_bytes)
+        self.planner = Planner(self.repository, self.heads, settings.profile)
+
+    def probe_reply(self, reply_bytes: int) -> bytes:
+        limit = self.settings.max_message_bytes - 64
+        if reply_bytes > limit:
+            raise InvalidArgument(f"a probe reply of {reply_bytes} bytes exceeds the message limit of {limit} bytes")
+        return bytes(reply_bytes)
+
+    def list_models(self, name: str = "") -> list[Model]:
+        return [self.repository.get(name)] if name else list(self.repository)
+
+    def plan(self, request: PlanRequest) -> Plan:
+        return self.planner.plan(request)
+
+    def resolve(self, token: str) -> tuple[Model, PlanSpec]:
+        spec = PlanSpec.parse(token)
+        model = self.repository.get(spec.model)
+        return model, spec.check(model)
+
+    def head(self, token: str) -> BuiltHead:
+        model, spec = self.resolve(token)
+        built = self.heads.get(model, spec)
+        if built is None:
+            raise FailedPrecondition("this plan sends the raw input (partition point 1); there is no head to fetch")
+        return built
+
+    def head_chunks(self, token: str, offset: int = 0, max_chunk_bytes: int = 0) -> Iterator[HeadChunk]:
+        built = self.head(token)
+        total = len(built.data)
+        if offset > total:
+            raise OutOfRange(f"offset {offset} is past the end of the {total}-byte head")
+        step = min(max_chunk_bytes or self.settings.head_chunk_bytes, self.settings.head_chunk_bytes)
+        view = memoryview(built.data)
+        for start in range(offset, total, step):
+            yield HeadChunk(built.content_hash, total, start, bytes(view[start:start + step]))
+
+    def open_session(self, token: str) -> InferSession:
+        model, spec = self.resolve(token)
+        p = spec.partition_point
+        if p == model.num_layers + 1:
+            raise FailedPrecondition("this plan runs the whole model on the device; there is nothing to infer here")
+        return InferSession(token, model, spec, spec.activation_params(model), model.profile.activation_shape(p),
+                            model.tail(p))
+
+    def infer(self, session: InferSession, request_ids, sample_shape, bits: int, data: bytes,
+              received_at: float | None = None) -> InferResult:
+        received_at = time.perf_counter() if received_at is None else received_at
+        n = len(request_ids)
+        if n == 0:
+            raise InvalidArgument("the activation batch holds no inputs (request_ids is empty)")
+        if n > self.settings.max_batch:
+            raise ResourceExhausted(f"the batch holds {n} inputs; the limit is {self.settings.max_batch}")
+        shape = tuple(int(d) for d in sample_shape)
+        if shape != session.sample_shape:
+            raise InvalidArgument(f"activation sample shape {list(shape)} does not match the plan's "
+                                  f"{list(session.sample_shape)}")
+        if bits != session.spec.activation_bits:
+            raise InvalidArgument(f"activation bit width {bits} does not match the plan's {session.spec.activation_bits}")
+        tensors.check_batch(n, shape, bits, len(data), self.settings.max_activation_elements)
+        x = tensors.decode_batch(data, n, shape, session.activation)   # [n, *sample_shape]
+        started = time.perf_counter()
+        with torch.inference_mode():
+            scores = session.tail(torch.from_numpy(x)).numpy()          # [n, classes]
+        done = time.perf_counter()
+        return InferResult(list(request_ids), scores, scores.argmax(axis=1), done - started, started - received_at)
+

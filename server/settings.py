@@ -1,0 +1,21 @@
+"""Server settings: every knob of qpart-server, with its unit."""
+import pathlib
+from dataclasses import dataclass, field
+
+from qpart.common.costmodel import ServerProfile
+
+
+@dataclass
+class ServerSettings:
+    models: pathlib.Path                          # model repository directory
+    host: str = "127.0.0.1"                       # address to listen on ("0.0.0.0" or "[::]" for all)
+    port: int = 50051                             # TCP port; 0 picks a free one
+    workers: int = 16                             # gRPC handler threads (concurrent RPCs)
+    max_message_bytes: int = 16 << 20             # largest gRPC message accepted or sent, bytes
+    max_batch: int = 1024                         # most inputs in one ActivationBatch
+    max_activation_elements: int = 1 << 24        # most activation elements in one batch
+    head_chunk_bytes: int = 256 << 10             # FetchHead chunk size, bytes
+    head_cache_bytes: int = 256 << 20             # memory for serialized heads, bytes
+    torch_threads: int = 0                        # intra-op threads for the tail; 0: torch's default
+    profile: ServerProfile = field(default_factory=ServerProfile)  # speed and price used by the planner
+    data_dir: pathlib.Path | None = None          # dataset directory (only `qpart` tools need it)

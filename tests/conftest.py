@@ -1,0 +1,68 @@
+"""Shared fixtures: real Fashion-MNIST, zoo models trained once per run, an in-process gRPC server.
+
+Set QPART_TEST_MODELS to a directory to keep the trained test models between runs.
+"""
+import os
+import pathlib
+
+import pytest
+
+from qpart.common import data
+from qpart.server import train
+from qpart.server.repository import ModelRepository
+from qpart.server.settings import ServerSettings
+
+# Short training: real weights with real accuracy, in about half a minute on 2 cores.
+TEST_TRAINING = {
+    "fc6": train.TrainConfig(epochs=2, progress=False),
+    "lenet": train.TrainConfig(epochs=2, learning_rate=2e-3, progress=False),
+    "vgg8": train.TrainConfig(epochs=1, train_limit=20000, progress=False),
+}
+ZOO_NAMES = tuple(TEST_TRAINING)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> pathlib.Path:
+    path = data.data_dir()
+    if not any(path.glob("t10k-images-idx3-ubyte*")):
+        pytest.fail(f"Fashion-MNIST is not in {path}: `make test` installs the Debian package dataset-fashion-mnist, "
+                    f"or set ${data.DATA_ENV}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory, data_dir) -> pathlib.Path:
+    keep = os.environ.get("QPART_TEST_MODELS")
+    root = pathlib.Path(keep) if keep else tmp_path_factory.mktemp("models")
+    for name, config in TEST_TRAINING.items():
+        if not (root / name / "network.json").exists():
+            train.train(name, root, data_dir, config)
+    return root
+
+
+@pytest.fixture(scope="session")
+def repo(models_dir) -> ModelRepository:
+    return ModelRepository(models_dir)
+
+
+@pytest.fixture(scope="session")
+def test_set(data_dir):
+    """The first 1,000 Fashion-MNIST test images (float) and labels."""
+    images, labels = data.load_split("test", data_dir)
+    return data.to_float(images[:1000]), labels[:1000]
+
+
+@pytest.fixture(scope="session")
+def server(models_dir):
+    from qpart.server.main import RunningServer
+    running = RunningServer(ServerSettings(models=models_dir, port=0))
+    yield running
+    running.stop(0)
+
+
+@pytest.fixture
+def client(server):
+    from qpart.device.client import ServerClient
+    c = ServerClient(f"127.0.0.1:{server.port}", timeout_s=60)
+    yield c
+    c.close()

@@ -1,0 +1,29 @@
+"""The device package needs neither the server's code paths, the training code nor the server's extras."""
+import subprocess
+import sys
+
+SCRIPT = r'''
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("safetensors", "tqdm", "grpc_reflection") or name.startswith("qpart.server"):
+            raise ImportError(f"the device must not import {name}")
+sys.meta_path.insert(0, Block())
+import qpart.device.main, qpart.device.agent, qpart.device.head, qpart.device.probe
+from qpart.device.head import HeadExecutor
+head = open(sys.argv[1], "rb").read()
+import numpy as np
+out = HeadExecutor.from_bytes(head).run(np.zeros((2, 1, 28, 28), np.float32))
+print(out.shape)
+'''
+
+
+def test_device_runs_a_head_without_server_code(repo, tmp_path):
+    from qpart.server.heads import build_head
+    from qpart.server.plans import PlanSpec
+    model = repo.get("fc6")
+    path = tmp_path / "head.bin"
+    path.write_bytes(build_head(model, PlanSpec(model.name, model.version, 3, (4, 4), 4)).SerializeToString())
+    result = subprocess.run([sys.executable, "-c", SCRIPT, str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "(2, 256)"

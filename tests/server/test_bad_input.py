@@ -1,0 +1,154 @@
+"""Bad input gets INVALID_ARGUMENT or NOT_FOUND with a message saying what was wrong, allocates nothing
+large, and the server keeps serving."""
+import tracemalloc
+
+import grpc
+import pytest
+
+from qpart.common import packing
+from qpart.v1 import service_pb2 as spb
+from qpart.v1 import service_pb2_grpc
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    yield service_pb2_grpc.SplitInferenceStub(channel)
+    channel.close()
+
+
+@pytest.fixture(scope="module")
+def plan(stub):
+    """A valid plan for lenet cut at p = 3 (activation [400] at 8 bits)."""
+    return stub.Plan(spb.PlanRequest(model="lenet", policy=spb.FIXED, fixed=spb.FixedPlan(
+        partition_point=3, weight_bits=[8], activation_bits=8)), timeout=30)
+
+
+def infer_once(stub, plan_id: str, batch: spb.ActivationBatch):
+    return list(stub.Infer(iter([spb.InferRequest(plan_id=plan_id, batch=batch)]), timeout=30))
+
+
+def good_batch(plan, n: int = 2) -> spb.ActivationBatch:
+    size = packing.packed_size(n * 400, 8)
+    return spb.ActivationBatch(request_ids=range(n), sample_shape=plan.activation.sample_shape, bits=8, data=bytes(size))
+
+
+def assert_still_serving(stub, plan):
+    answer = infer_once(stub, plan.plan_id, good_batch(plan))
+    assert [r.request_id for r in answer[0].results] == [0, 1]
+
+
+def expect(status: grpc.StatusCode, match: str, call):
+    tracemalloc.start()
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert info.value.code() == status, info.value.details()
+    assert match in info.value.details()
+    assert peak < 4 << 20, f"handling the bad request allocated {peak} bytes in Python"
+
+
+def fixed(stub, model="lenet", p=3, weight_bits=(8,), activation_bits=8):
+    return stub.Plan(spb.PlanRequest(model=model, policy=spb.FIXED, fixed=spb.FixedPlan(
+        partition_point=p, weight_bits=weight_bits, activation_bits=activation_bits)), timeout=30)
+
+
+def test_unknown_model(stub, plan):
+    expect(grpc.StatusCode.NOT_FOUND, "unknown model 'nope'", lambda: fixed(stub, model="nope"))
+    expect(grpc.StatusCode.NOT_FOUND, "unknown model", lambda: stub.ListModels(spb.ListModelsRequest(name="nope")))
+    assert_still_serving(stub, plan)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"weight_bits": (0,)}, "weight bit width of layer 1 must be 1..16 or 32 (float32), got 0"),
+    ({"weight_bits": (17,)}, "weight bit width of layer 1 must be 1..16 or 32 (float32), got 17"),
+    ({"activation_bits": 0}, "activation bit width must be 1..16 or 32 (float32), got 0"),
+    ({"activation_bits": 17}, "activation bit width must be 1..16 or 32 (float32), got 17"),
+    ({"p": 0}, "partition point 0 is out of range"),
+    ({"p": 99}, "partition point 99 is out of range"),
+    ({"p": 4, "weight_bits": (8, 8, 8, 8)}, "needs 3 weight bit width(s), got 4"),
+])
+def test_bad_fixed_plans(stub, plan, kwargs, match):
+    expect(grpc.StatusCode.INVALID_ARGUMENT, match, lambda: fixed(stub, **kwargs))
+    assert_still_serving(stub, plan)
+
+
+def test_bad_plan_requests(stub, plan):
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "accuracy budget", lambda: stub.Plan(
+        spb.PlanRequest(model="lenet", accuracy_budget=-1), timeout=30))
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "rate", lambda: stub.Plan(spb.PlanRequest(
+        model="lenet", policy=spb.FLOAT_SPLIT, link=spb.LinkCapabilities(rate_bps=0)), timeout=30))
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "unknown policy", lambda: stub.Plan(
+        spb.PlanRequest(model="lenet", policy=42), timeout=30))
+    assert_still_serving(stub, plan)
+
+
+def test_bad_shape(stub, plan):
+    batch = good_batch(plan)
+    batch.sample_shape[:] = [20, 20]
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "sample shape [20, 20] does not match the plan's [400]",
+           lambda: infer_once(stub, plan.plan_id, batch))
+    assert_still_serving(stub, plan)
+
+
+def test_truncated_bytes(stub, plan):
+    batch = good_batch(plan)
+    batch.data = batch.data[:-1]
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "take 800 bytes, got 799", lambda: infer_once(stub, plan.plan_id, batch))
+    assert_still_serving(stub, plan)
+
+
+def test_declared_shape_of_2_to_the_40_elements(stub, plan):
+    batch = good_batch(plan)
+    batch.request_ids[:] = [0]
+    batch.sample_shape[:] = [1 << 20, 1 << 20]
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "[1048576, 1048576]", lambda: infer_once(stub, plan.plan_id, batch))
+    big_plan_free = spb.ActivationBatch(request_ids=[0], sample_shape=[1 << 40], bits=8, data=b"\0" * 10)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "sample shape", lambda: infer_once(stub, plan.plan_id, big_plan_free))
+    assert_still_serving(stub, plan)
+
+
+@pytest.mark.parametrize("bits", [0, 17, 4])
+def test_activation_bit_width_must_match_the_plan(stub, plan, bits):
+    batch = good_batch(plan)
+    batch.bits = bits
+    expect(grpc.StatusCode.INVALID_ARGUMENT, f"activation bit width {bits} does not match the plan's 8",
+           lambda: infer_once(stub, plan.plan_id, batch))
+    assert_still_serving(stub, plan)
+
+
+def test_bad_plan_ids(stub, plan):
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "plan id is malformed", lambda: infer_once(stub, "garbage", good_batch(plan)))
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "plan id is empty", lambda: infer_once(stub, "", good_batch(plan)))
+    other_model = plan.plan_id.replace(":lenet:", ":nope:")
+    expect(grpc.StatusCode.NOT_FOUND, "unknown model 'nope'", lambda: infer_once(stub, other_model, good_batch(plan)))
+    stale = plan.plan_id.replace(plan.model_version, "0" * 16)
+    expect(grpc.StatusCode.FAILED_PRECONDITION, "ask for a new plan", lambda: infer_once(stub, stale, good_batch(plan)))
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "plan id is malformed",
+           lambda: list(stub.FetchHead(spb.FetchHeadRequest(plan_id="p1:x"), timeout=30)))
+    assert_still_serving(stub, plan)
+
+
+def test_empty_and_oversized_batches(stub, plan):
+    batch = spb.ActivationBatch(sample_shape=[400], bits=8)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "no inputs", lambda: infer_once(stub, plan.plan_id, batch))
+    too_many = spb.ActivationBatch(request_ids=range(5000), sample_shape=[400], bits=8)
+    expect(grpc.StatusCode.RESOURCE_EXHAUSTED, "limit is 1024", lambda: infer_once(stub, plan.plan_id, too_many))
+    assert_still_serving(stub, plan)
+
+
+def test_head_offsets(stub, plan):
+    chunks = list(stub.FetchHead(spb.FetchHeadRequest(plan_id=plan.plan_id, offset=plan.head_bytes - 10), timeout=30))
+    assert sum(len(c.data) for c in chunks) == 10
+    expect(grpc.StatusCode.OUT_OF_RANGE, "past the end",
+           lambda: list(stub.FetchHead(spb.FetchHeadRequest(plan_id=plan.plan_id, offset=1 << 40), timeout=30)))
+    raw_input_plan = fixed(stub, p=1, weight_bits=())
+    expect(grpc.StatusCode.FAILED_PRECONDITION, "no head",
+           lambda: list(stub.FetchHead(spb.FetchHeadRequest(plan_id=raw_input_plan.plan_id), timeout=30)))
+
+
+def test_probe_reply_is_bounded(stub):
+    assert stub.Probe(spb.ProbeRequest(payload=b"x" * 1000, reply_bytes=2000), timeout=30).received_bytes == 1000
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "exceeds the message limit",
+           lambda: stub.Probe(spb.ProbeRequest(reply_bytes=1 << 30), timeout=30))
