@@ -65,10 +65,15 @@ def params_for_range(lo, hi, bits: int) -> QuantParams:
     levels = (1 << bits) - 1
     scale64 = (hi - lo) / levels
     if (scale64 > _FLOAT32_MAX).any():
-        raise InvalidArgument(f"range [{lo.min():g}, {hi.max():g}] is too wide for a float32 step at {bits} bits")
+        raise InvalidArgument(f"range [{lo.min():g}, {hi.max():g}] is too wide for float32 at {bits} bits")
     scale = scale64.astype(np.float32)
-    scale[~(scale > 0)] = 1.0  # constant-zero group (or a step below float32's range): any step is exact
+    short = scale.astype(np.float64) < scale64          # round the step up so the grid covers [l, u]
+    scale[short] = np.nextafter(scale[short], np.float32(np.inf))
+    scale[scale == 0] = 1.0  # an all-zero group: any step restores it exactly
     zero = np.clip(np.rint(-lo / scale.astype(np.float64)), 0, levels).astype(np.int64)
+    grid_ends = np.concatenate([-zero * scale.astype(np.float64), (levels - zero) * scale.astype(np.float64)])
+    if (np.abs(grid_ends) > _FLOAT32_MAX).any():
+        raise InvalidArgument(f"range [{lo.min():g}, {hi.max():g}] is too wide for float32 at {bits} bits")
     return QuantParams(bits, scale, zero)
 
 

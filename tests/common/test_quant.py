@@ -19,17 +19,20 @@ def test_round_trip_error_is_at_most_half_a_step(x, bits, per_channel):
     assert int(codes.max()) <= (1 << bits) - 1
     restored = quant.dequantize(codes, params)
     scale, _ = params.broadcast(x.ndim)
-    # half a step, plus float32 rounding of x / scale and of the product (relative 2^-24 each)
-    bound = scale.astype(np.float64) / 2 + np.abs(x).astype(np.float64) * 2.0 ** -21
+    # half a step, plus float32 rounding of x / scale and of the product (relative 2^-24 each, or one subnormal ulp)
+    bound = scale.astype(np.float64) / 2 + np.abs(x).astype(np.float64) * 2.0 ** -21 + 1.5e-45
     assert (np.abs(restored.astype(np.float64) - x) <= bound).all()
 
 
 @given(value=finite, shape=hnp.array_shapes(max_dims=3, max_side=5), bits=st.integers(1, 16))
-def test_constant_tensors_restore_to_float32_rounding(value, shape, bits):
-    """A constant is an end of its range [min(c, 0), max(c, 0)]: restored up to the rounding of Δ = |c| / (2^b - 1)."""
+def test_constant_tensors(value, shape, bits):
+    """A constant is an end of its range [min(c, 0), max(c, 0)]: restored within half a step, zero exactly."""
     x = np.full(shape, value, np.float32)
-    restored = quant.fake_quantize(x, bits)
-    assert np.all(np.abs(restored.astype(np.float64) - x) <= abs(float(value)) * 2.0 ** -21)
+    codes, params = quant.quantize(x, bits)
+    restored = quant.dequantize(codes, params)
+    bound = float(params.scale[0]) / 2 + abs(float(value)) * 2.0 ** -21 + 1.5e-45
+    assert np.all(np.abs(restored.astype(np.float64) - x) <= bound)
+    assert np.all(restored == restored.flat[0])
     assert np.array_equal(quant.fake_quantize(np.zeros(shape, np.float32), bits), np.zeros(shape, np.float32))
 
 
@@ -37,6 +40,8 @@ def test_constant_tensors_restore_to_float32_rounding(value, shape, bits):
 def test_extreme_values(bits):
     big = np.finfo(np.float32).max / 4
     x = np.array([-big, 0.0, big, 1e-38, -1e-38], np.float32)
+    denormal = np.array([1e-45, 3e-45], np.float32)
+    assert np.abs(quant.fake_quantize(denormal, bits) - denormal).max() <= 2e-45
     codes, params = quant.quantize(x, bits)
     restored = quant.dequantize(codes, params)
     assert np.isfinite(restored).all()
@@ -73,3 +78,9 @@ def test_noise_falls_about_four_times_per_bit():
     power = [np.mean((quant.fake_quantize(x, b) - x) ** 2) for b in (6, 7, 8, 9)]
     ratios = np.array(power[:-1]) / np.array(power[1:])
     assert np.all((ratios > 3.5) & (ratios < 4.5))
+
+
+def test_ranges_beyond_float32_are_rejected_clearly():
+    edge = np.finfo(np.float32).max
+    with pytest.raises(InvalidArgument, match="too wide for float32 at 2 bits"):
+        quant.quantize(np.array([-0.9 * edge, 0.9 * edge], np.float32), 2)
