@@ -75,8 +75,11 @@ def run(models: pathlib.Path, model: str = "fc6", count: int = 1000, data_dir=No
           f"weight bits {split['weight_bits']} activation bits {split['activation_bits']} ({split['policy']})")
     print(f"accuracy: split {split['accuracy']:.2f}%  unsplit {unsplit['accuracy']:.2f}%  "
           f"(agreement {result['agreement']:.2f}%)")
-    print(f"bytes: device -> server {sent:,}, server -> device {received:,} "
+    print(f"bytes (gRPC messages): device -> server {sent:,}, server -> device {received:,} "
           f"(head {split['head']['bytes']:,} of {split['head']['float32_bytes']:,} float32 bytes)")
+    if split["tcp"]:
+        print(f"bytes (TCP, from the kernel): device -> server {split['tcp']['sent']:,}, "
+              f"server -> device {split['tcp']['received']:,}")
     print(f"latency per image: p50 {latencies[len(latencies) // 2] * 1e3:.2f} ms, "
           f"p95 {latencies[int(len(latencies) * 0.95)] * 1e3:.2f} ms; wall {split['total_s']:.2f} s")
     return result

@@ -4,6 +4,7 @@ A validation split is held out from the training set (the planner calibrates on 
 is only used to report the float model's accuracy, which is measured on the exported model.
 """
 import pathlib
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -52,22 +53,25 @@ def train(name: str, models_dir: pathlib.Path, data_dir=None, config: TrainConfi
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(config.seed)
     started = time.perf_counter()
+    steps_per_epoch = -(-len(x_train) // config.batch_size)
+    bar = tqdm(total=epochs * steps_per_epoch, desc=f"training {name}", disable=not config.progress,
+               mininterval=0.5 if sys.stderr.isatty() else 10.0, unit="step")
     for epoch in range(epochs):
         model.train()
         order = torch.randperm(len(x_train), generator=generator)
-        batches = range(0, len(order), config.batch_size)
-        bar = tqdm(batches, desc=f"{name} epoch {epoch + 1}/{epochs}", disable=not config.progress, leave=False)
         running = 0.0
-        for step, start in enumerate(bar):
+        for step, start in enumerate(range(0, len(order), config.batch_size)):
             idx = order[start:start + config.batch_size]
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(x_train[idx]), y_train[idx])
             loss.backward()
             optimizer.step()
             running += loss.item()
+            bar.update()
             if step % 50 == 0:
-                bar.set_postfix(loss=f"{running / (step + 1):.3f}")
+                bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{running / (step + 1):.3f}", refresh=False)
         scheduler.step()
+    bar.close()
     model.eval()
 
     spec, params = export.export(model, x_train.shape[1:])

@@ -119,7 +119,7 @@ def test_demo_runs_server_and_device_as_processes(models_dir, data_dir):
     result = subprocess.run([sys.executable, "-m", "qpart.server.tool", "demo", "--models", str(models_dir),
                              "--data", str(data_dir), "--count", "100"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "accuracy: split" in result.stdout and "unsplit" in result.stdout and "bytes: device -> server" in result.stdout
+    assert "accuracy: split" in result.stdout and "unsplit" in result.stdout and "bytes (gRPC messages): device -> server" in result.stdout
 
 
 def test_profile_and_models_commands(models_dir):
