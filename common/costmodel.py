@@ -13,6 +13,8 @@ k is the number of inferences that reuse the head (the paper's setting is k = 1)
 import math
 from dataclasses import dataclass, fields
 
+import numpy as np
+
 from qpart.common.errors import InvalidArgument
 
 
@@ -126,40 +128,49 @@ class Objective:
 
 @dataclass(frozen=True)
 class Workload:
-    """What one candidate plan moves and computes, per inference (bytes are what travels)."""
-    device_macs: int        # O_1(p)
-    server_macs: int        # O_2(p)
-    head_bytes: int         # serialized head; 0 when nothing is shipped
-    uplink_bytes: int       # activation bytes sent per inference
-    downlink_bytes: int     # answer bytes per inference (class scores)
-    runs_tail: bool         # False when everything runs on the device (no per-inference round trip)
+    """What candidate plans move and compute, per inference (bytes are what travels).
+
+    Each field is a number, or a numpy array with one value per candidate: `predict` prices them all at once.
+    """
+    device_macs: object     # O_1(p)
+    server_macs: object     # O_2(p)
+    head_bytes: object      # serialized head; 0 when nothing is shipped
+    uplink_bytes: object    # activation bytes sent per inference
+    downlink_bytes: object  # answer bytes per inference (class scores)
+    runs_tail: object       # False when everything runs on the device (no per-inference round trip)
 
 
 @dataclass(frozen=True)
 class Costs:
-    device_time_s: float
-    uplink_time_s: float
-    downlink_time_s: float
-    server_time_s: float
-    rtt_time_s: float
-    total_time_s: float
-    device_energy_j: float
-    tx_energy_j: float
-    server_cost: float
-    objective: float
+    """Per-inference predictions; numbers or arrays, like the Workload they were computed from."""
+    device_time_s: object
+    uplink_time_s: object
+    downlink_time_s: object
+    server_time_s: object
+    rtt_time_s: object
+    total_time_s: object
+    device_energy_j: object
+    tx_energy_j: object
+    server_cost: object
+    objective: object
+
+    def at(self, i: int) -> "Costs":
+        """The i-th candidate's costs as plain floats."""
+        return Costs(*(float(np.asarray(getattr(self, f.name))[i]) for f in fields(self)))
 
 
 def predict(work: Workload, device: DeviceProfile, link: LinkProfile, server: ServerProfile,
-            objective: Objective, inferences_per_head: int = 1, head_held: bool = False) -> Costs:
+            objective: Objective, inferences_per_head: int = 1, head_held=False) -> Costs:
     k = max(int(inferences_per_head), 1)
-    shipped = work.head_bytes > 0 and not head_held
-    device_time = work.device_macs / device.mac_rate
-    server_time = work.server_macs / server.mac_rate
-    uplink = 8 * work.uplink_bytes / link.uplink_bps
-    downlink = 8 * (work.downlink_bytes + (work.head_bytes / k if shipped else 0)) / link.downlink_bps
-    rtt = link.rtt_s * ((1 if work.runs_tail else 0) + (1 / k if shipped else 0))
+    head_bytes, device_macs = np.asarray(work.head_bytes), np.asarray(work.device_macs)
+    shipped = np.logical_and(head_bytes > 0, np.logical_not(head_held))
+    device_time = device_macs / device.mac_rate
+    server_time = np.asarray(work.server_macs) / server.mac_rate
+    uplink = 8.0 * np.asarray(work.uplink_bytes) / link.uplink_bps
+    downlink = 8.0 * (np.asarray(work.downlink_bytes) + shipped * head_bytes / k) / link.downlink_bps
+    rtt = link.rtt_s * (np.asarray(work.runs_tail, float) + shipped / k)
     total = device_time + uplink + downlink + server_time + rtt
-    device_energy = work.device_macs * device.energy_per_mac
+    device_energy = device_macs * device.energy_per_mac
     tx_energy = device.tx_power_w * (uplink + downlink)
     cost = server.price_per_second * server_time
     value = objective.time * total + objective.energy * (device_energy + tx_energy) + objective.cost * cost

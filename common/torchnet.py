@@ -8,6 +8,27 @@ from qpart.common.network import kind, parameter_name, parameter_shapes
 from qpart.v1 import network_pb2 as pb
 
 
+class MaxPool2d(nn.MaxPool2d):
+    """Max pooling; windows without padding take the maximum of strided slices, which is exact and
+    several times faster than torch's CPU kernel for small images."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (kh, kw), (sh, sw) = _pair(self.kernel_size), _pair(self.stride)
+        if _pair(self.padding) != (0, 0):
+            return super().forward(x)
+        h_out, w_out = (x.shape[-2] - kh) // sh + 1, (x.shape[-1] - kw) // sw + 1   # [n, c, h_out, w_out]
+        out = None
+        for i in range(kh):
+            for j in range(kw):
+                window = x[..., i:i + sh * (h_out - 1) + 1:sh, j:j + sw * (w_out - 1) + 1:sw]
+                out = window if out is None else torch.maximum(out, window)
+        return out
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
 def _module(layer: pb.Layer) -> nn.Module:
     op = kind(layer)
     if op == "linear":
@@ -22,7 +43,7 @@ def _module(layer: pb.Layer) -> nn.Module:
         return nn.ReLU()
     if op in ("max_pool2d", "avg_pool2d"):
         pool = getattr(layer, op)
-        cls = nn.MaxPool2d if op == "max_pool2d" else nn.AvgPool2d
+        cls = MaxPool2d if op == "max_pool2d" else nn.AvgPool2d
         return cls((pool.kernel_h, pool.kernel_w), stride=(pool.stride_h, pool.stride_w),
                    padding=(pool.padding_h, pool.padding_w))
     if op == "flatten":

@@ -15,8 +15,7 @@ import sys
 
 import numpy as np
 
-from qpart.common import data, messages, profiles
-from qpart.common.costmodel import LinkProfile, Objective
+from qpart.common import cli, data, messages
 from qpart.common.errors import QpartError
 from qpart.device import probe
 from qpart.device.agent import DeviceAgent, RunReport
@@ -35,31 +34,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", default="127.0.0.1:50051", help="server address host:port")
     parser.add_argument("--model", default="fc6", help="model to run (default %(default)s)")
-    g = parser.add_argument_group("device")
-    g.add_argument("--profile", default="paper-table2",
-                   help=f"device profile: a TOML file or one of {', '.join(profiles.bundled())} (default %(default)s)")
-    g.add_argument("--measure-compute", action="store_true", help="measure this machine's MAC rate and send it")
-    g.add_argument("--memory-mb", type=float, help="memory for the head and activations, MiB (overrides the profile)")
-    g = parser.add_argument_group("link")
-    g.add_argument("--rate-mbps", type=float, default=200.0, help="uplink rate, Mbit/s (default %(default)s)")
-    g.add_argument("--downlink-mbps", type=float, default=0.0, help="downlink rate, Mbit/s (0: as the uplink)")
-    g.add_argument("--bandwidth-mhz", type=float, default=0.0, help="channel bandwidth, MHz (with --snr-db, instead of a rate)")
-    g.add_argument("--snr-db", type=float, default=0.0, help="mean SNR, dB")
-    g.add_argument("--rayleigh", action="store_true", help="expected rate under Rayleigh fading")
-    g.add_argument("--rtt-ms", type=float, default=0.0, help="round-trip time, ms")
-    g.add_argument("--measure-link", action="store_true", help="probe the link to the server and send the measured rates")
-    g = parser.add_argument_group("plan")
-    g.add_argument("--budget", type=float, default=1.0, help="largest accepted top-1 drop, points (default %(default)s)")
-    g.add_argument("--w-time", type=float, default=1.0, help="objective weight on seconds")
-    g.add_argument("--w-energy", type=float, default=1.0, help="objective weight on joules")
-    g.add_argument("--w-cost", type=float, default=1.0, help="objective weight on server cost")
-    g.add_argument("--reuse", type=int, default=1, help="inferences that will reuse the head (default %(default)s)")
-    g.add_argument("--policy", choices=sorted(POLICIES), default="qpart", help="how the server chooses the plan")
+    cli.add_device_options(parser)
+    parser.add_argument("--measure-compute", action="store_true", help="measure this machine's MAC rate and send it")
+    cli.add_link_options(parser)
+    parser.add_argument("--measure-link", action="store_true",
+                        help="probe the link to the server and send the measured rates")
+    cli.add_plan_options(parser)
+    parser.add_argument("--explain", action="store_true", help="print every candidate the planner weighed")
+    g = parser.add_argument_group("fixed plan")
     g.add_argument("--partition-point", type=int, help="fixed plan: cut before learnable layer P (implies --policy fixed)")
     g.add_argument("--weight-bits", default="8", help="fixed plan: bits per device layer, one value or comma-separated")
     g.add_argument("--activation-bits", type=int, default=8, help="fixed plan: bits of the activation at the cut")
     g.add_argument("--per-channel", action="store_true", help="fixed plan: per-output-channel weight scales")
-    g.add_argument("--explain", action="store_true", help="print every candidate the planner weighed")
     g = parser.add_argument_group("inputs")
     g.add_argument("--data", help=f"directory of MNIST-format IDX files (default ${data.DATA_ENV} or {data.DEFAULT_DATA_DIR})")
     g.add_argument("--count", type=int, default=100, help="test images to classify (default %(default)s)")
@@ -79,20 +65,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build_request(args, client: ServerClient) -> spb.PlanRequest:
-    device = profiles.load_device(args.profile)
+    device = cli.device_from_args(args)
     if args.measure_compute:
         device = dataclasses.replace(device, macs_per_second=probe.measure_mac_rate())
-    if args.memory_mb is not None:
-        device = dataclasses.replace(device, memory_bytes=int(args.memory_mb * 2**20))
-    if args.measure_link:
-        link = probe.measure_link(client)
-    else:
-        link = LinkProfile(rate_bps=args.rate_mbps * 1e6 if not args.bandwidth_mhz else 0.0,
-                           downlink_rate_bps=args.downlink_mbps * 1e6, bandwidth_hz=args.bandwidth_mhz * 1e6,
-                           snr_db=args.snr_db, rayleigh_fading=args.rayleigh, rtt_s=args.rtt_ms / 1e3)
+    link = probe.measure_link(client) if args.measure_link else cli.link_from_args(args)
     request = spb.PlanRequest(
         model=args.model, device=messages.device_to_pb(device), link=messages.link_to_pb(link),
-        accuracy_budget=args.budget, weights=messages.objective_to_pb(Objective(args.w_time, args.w_energy, args.w_cost)),
+        accuracy_budget=args.budget, weights=messages.objective_to_pb(cli.objective_from_args(args)),
         inferences_per_head=args.reuse, policy=POLICIES[args.policy], explain=args.explain)
     if args.partition_point is not None:
         request.policy = spb.FIXED

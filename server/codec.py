@@ -16,7 +16,7 @@ GRANULARITY_FROM_PB = {npb.GRANULARITY_UNSPECIFIED: quant.PER_TENSOR, npb.PER_TE
 GRANULARITY_TO_PB = {quant.PER_TENSOR: npb.PER_TENSOR, quant.PER_CHANNEL: npb.PER_CHANNEL}
 
 
-def model_info(model: Model) -> spb.ModelInfo:
+def model_info(model: Model, catalog=None) -> spb.ModelInfo:
     card = model.card
     info = spb.ModelInfo(
         name=model.name, version=model.version, description=card.get("description", ""),
@@ -26,6 +26,9 @@ def model_info(model: Model) -> spb.ModelInfo:
     for layer in model.profile.layers:
         info.layers.add(index=layer.index, name=layer.name, kind=layer.kind, weight_count=layer.weight_count,
                         macs=layer.macs, input_shape=layer.input_shape, output_shape=layer.output_shape)
+    if catalog is not None:
+        info.has_catalog = True
+        info.catalog_budgets.extend(catalog.budgets)
     return info
 
 
@@ -52,7 +55,7 @@ def _prediction(c: Candidate) -> spb.PlanPrediction:
         server_time_s=k.server_time_s, rtt_time_s=k.rtt_time_s, total_time_s=k.total_time_s,
         device_energy_j=k.device_energy_j, tx_energy_j=k.tx_energy_j, server_cost=k.server_cost,
         objective=k.objective, accuracy_drop=c.accuracy_drop if c.accuracy_drop is not None else 0.0,
-        head_bytes=c.work.head_bytes, uplink_bytes=c.work.uplink_bytes, device_memory_bytes=c.memory_bytes)
+        head_bytes=int(c.work.head_bytes), uplink_bytes=int(c.work.uplink_bytes), device_memory_bytes=c.memory_bytes)
 
 
 def plan_response(plan: Plan, num_layers: int) -> spb.PlanResponse:
@@ -65,7 +68,7 @@ def plan_response(plan: Plan, num_layers: int) -> spb.PlanResponse:
         plan_id=spec.token(), model=spec.model, model_version=spec.version, policy=_POLICY_ENUM[plan.policy],
         partition_point=spec.partition_point, num_layers=num_layers, weight_bits=spec.weight_bits,
         weight_granularity=GRANULARITY_TO_PB[spec.granularity], activation=activation,
-        head_hash=plan.chosen.head_hash, head_bytes=plan.chosen.work.head_bytes, predicted=_prediction(plan.chosen))
+        head_hash=plan.chosen.head_hash, head_bytes=int(plan.chosen.work.head_bytes), predicted=_prediction(plan.chosen))
     for c in plan.candidates:
         msg.candidates.add(partition_point=c.spec.partition_point, weight_bits=c.spec.weight_bits,
                            activation_bits=c.spec.activation_bits, predicted=_prediction(c), chosen=c.chosen,

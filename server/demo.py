@@ -1,8 +1,10 @@
 """`qpart demo`: the main job on an embedded default, with server and device as separate processes.
 
-Trains the default model into the repository if it is absent, starts qpart-server on a free local
-port, waits for grpc.health.v1 to report SERVING, runs qpart-device on 1,000 test images with the
-unsplit comparison, prints split vs unsplit accuracy, bytes each way and latency, and stops the server.
+Trains the default model and builds its catalog if they are absent, starts qpart-server on a free
+local port, waits for grpc.health.v1 to report SERVING, runs qpart-device (a Raspberry Pi 4 profile
+on a 20 Mbit/s, 10 ms link, 1-point budget) on 1,000 test images with the unsplit comparison, prints
+the planner's candidates and choice, split vs unsplit accuracy, bytes each way and latency, and stops
+the server.
 """
 import json
 import pathlib
@@ -12,7 +14,7 @@ import sys
 import tempfile
 
 from qpart.common import health
-from qpart.server import repository, train
+from qpart.server import catalog, repository, train
 
 LISTENING = re.compile(r"listening on (\S+):(\d+)")
 
@@ -41,15 +43,19 @@ def stop_server(server: subprocess.Popen) -> None:
         server.kill()
 
 
-DEFAULT_PLAN = ("--partition-point", "3", "--weight-bits", "8", "--activation-bits", "8")
+DEVICE = ("--profile", "rpi4", "--rate-mbps", "20", "--rtt-ms", "10", "--budget", "1", "--explain")
 
 
-def run(models: pathlib.Path, model: str = "fc6", count: int = 1000, data_dir=None, device_args=DEFAULT_PLAN) -> dict:
+def run(models: pathlib.Path, model: str = "fc6", count: int = 1000, data_dir=None, device_args=DEVICE) -> dict:
     models.mkdir(parents=True, exist_ok=True)
     if not (models / model / repository.NETWORK_FILE).exists():
         print(f"training {model} into {models} (first run only)", flush=True)
         trained = train.train(model, models, data_dir)
         print(f"trained {model}: float test accuracy {trained.card['float_test_accuracy']:.2f}%", flush=True)
+    loaded = repository.load_model(models / model)
+    if catalog.load(loaded) is None:
+        print(f"building the catalog of {model} (first run, or new weights)", flush=True)
+        catalog.save(loaded, catalog.build(loaded, data_dir))
     server, target = start_server(models)
     try:
         print(f"server process {server.pid} is SERVING on {target}", flush=True)
@@ -71,12 +77,15 @@ def run(models: pathlib.Path, model: str = "fc6", count: int = 1000, data_dir=No
     received = sum(v["received"] for v in split["wire"].values())
     latencies = sorted(split["batch_latency_s"])
     print("\n== qpart demo ==")
-    print(f"model {model}, {split['inputs']} test images, plan p={split['partition_point']} "
-          f"weight bits {split['weight_bits']} activation bits {split['activation_bits']} ({split['policy']})")
+    print(f"model {model}, {split['inputs']} test images, {split['policy']} plan: p={split['partition_point']} of "
+          f"{split['num_layers'] + 1}, weight bits {split['weight_bits']}, activation bits {split['activation_bits']}, "
+          f"certified drop {split['predicted']['accuracy_drop']:.2f} points")
     print(f"accuracy: split {split['accuracy']:.2f}%  unsplit {unsplit['accuracy']:.2f}%  "
           f"(agreement {result['agreement']:.2f}%)")
-    print(f"bytes (gRPC messages): device -> server {sent:,}, server -> device {received:,} "
-          f"(head {split['head']['bytes']:,} of {split['head']['float32_bytes']:,} float32 bytes)")
+    head = split["head"]
+    shipped = (f"head {head['bytes']:,} bytes for {head['float32_bytes']:,} float32 bytes" if head["bytes"]
+               else "no head: the server runs the whole model")
+    print(f"bytes (gRPC messages): device -> server {sent:,}, server -> device {received:,} ({shipped})")
     if split["tcp"]:
         print(f"bytes (TCP, from the kernel): device -> server {split['tcp']['sent']:,}, "
               f"server -> device {split['tcp']['received']:,}")

@@ -1,15 +1,25 @@
-"""The online planner (paper Algorithm 2): pick the pattern with the lowest weighted objective.
+"""The online planner (paper Algorithm 2): the catalog pattern with the lowest weighted objective.
 
-Every policy produces candidates (partition point, bit widths, the validation-measured accuracy
-drop); each is priced with the cost model, filtered by the budget and the device's memory, and the
-cheapest eligible one becomes the plan.
+The catalog (built offline, `qpart catalog`) holds certified QPART patterns for every partition point
+and budget, plus the uniform 8-bit and float32 patterns the baselines use. Per request the planner
+prices every pattern of the requested policy at once (the cost model on arrays), drops those whose
+certified drop exceeds the budget or that do not fit the device's memory, and takes the cheapest.
+
+Policies: qpart (every catalog pattern), server_only (p = 1: the raw input, quantized only if the
+budget allows), device_only (the float32 model shipped), float_split (float32 at every cut,
+Neurosurgeon-style), uniform_int8 (8-bit weights and activation at every cut), fixed (the request's
+own pattern, priced but not checked against the budget).
 """
 import math
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass, field, fields
+
+import numpy as np
 
 from qpart.common import packing, quant
 from qpart.common.costmodel import Costs, DeviceProfile, LinkProfile, Objective, ServerProfile, Workload, predict
 from qpart.common.errors import FailedPrecondition, InvalidArgument
+from qpart.server import catalog as catalog_mod
 from qpart.server.heads import HeadStore
 from qpart.server.plans import PlanSpec
 from qpart.server.repository import Model, ModelRepository
@@ -52,7 +62,8 @@ class PlanRequest:
 @dataclass
 class Candidate:
     spec: PlanSpec
-    accuracy_drop: float | None   # measured on validation data; None when unknown (fixed plans)
+    kind: str                     # "qpart", "uniform8", "float" or "fixed"
+    accuracy_drop: float | None   # certified bound on validation data; None when unknown (fixed plans)
     work: Workload
     costs: Costs
     memory_bytes: int             # float32 head parameters + packed head + two largest activations
@@ -71,45 +82,142 @@ class Plan:
     candidates: list[Candidate] = field(default_factory=list)
 
 
+@dataclass
+class Patterns:
+    """Candidate patterns as arrays, one row per pattern, ready to be priced per request."""
+    specs: list[PlanSpec]
+    kinds: np.ndarray        # "qpart", "uniform8", "float" or "fixed"
+    drop: np.ndarray         # certified top-1 drop, points (NaN: unknown)
+    hashes: list[str]        # head content hashes ("" when nothing ships)
+    work: Workload           # arrays
+    memory: np.ndarray       # device bytes needed
+    p: np.ndarray = field(init=False)
+    _rows: list = field(init=False, repr=False)   # the workload of each pattern as plain numbers
+
+    def __post_init__(self):
+        self.p = np.array([s.partition_point for s in self.specs])
+        columns = [np.asarray(getattr(self.work, f.name)).tolist() for f in fields(Workload)]
+        self._rows = list(zip(*columns))
+
+    @classmethod
+    def of(cls, model: Model, specs: list[PlanSpec], kinds, drops, head_bytes, hashes) -> "Patterns":
+        profile = model.profile
+        macs = np.cumsum([0] + [layer.macs for layer in profile.layers])   # macs[p-1] = O_1(p)
+        weights = np.cumsum([0] + [layer.weight_count for layer in profile.layers])
+        elements = [math.prod(s) for s in profile.shapes]
+        p = np.array([s.partition_point for s in specs])
+        runs_tail = p <= profile.num_layers
+        uplink = np.array([packing.packed_size(math.prod(profile.activation_shape(s.partition_point)),
+                                               s.activation_bits) + INPUT_OVERHEAD_BYTES if tail else 0
+                           for s, tail in zip(specs, runs_tail)], float)
+        head_bytes = np.asarray(head_bytes, float)
+        largest = np.array([max(elements[: profile.cut_position(s.partition_point) + 1]) for s in specs])
+        answer = np.where(runs_tail, 4 * profile.num_classes + ANSWER_OVERHEAD_BYTES, 0.0)
+        work = Workload(macs[p - 1].astype(float), (macs[-1] - macs[p - 1]).astype(float), head_bytes, uplink,
+                        answer, runs_tail)
+        return cls(specs, np.asarray(kinds), np.asarray(drops, float), list(hashes), work,
+                   4 * weights[p - 1] + head_bytes + 8 * largest)
+
+    def candidate(self, costs: Costs, i: int, rejected: str = "") -> Candidate:
+        work = Workload(*self._rows[i])
+        drop = None if np.isnan(self.drop[i]) else float(self.drop[i])
+        return Candidate(self.specs[i], str(self.kinds[i]), drop, work, costs.at(i), int(self.memory[i]),
+                         self.hashes[i], rejected)
+
+
+def catalog_patterns(model: Model, catalog: catalog_mod.Catalog) -> tuple[Patterns, dict[str, np.ndarray]]:
+    """The catalog's patterns and, per policy, which of them it may use."""
+    entries = sorted(catalog.entries, key=lambda e: e.partition_point)   # stable: argmin ties pick the earliest cut
+    patterns = Patterns.of(model, [e.plan_spec(model) for e in entries], [e.kind for e in entries],
+                           [e.certified_drop for e in entries], [e.head_bytes for e in entries],
+                           [e.head_hash for e in entries])
+    p, kinds, L = patterns.p, patterns.kinds, model.num_layers
+    masks = {"qpart": np.ones(len(entries), bool), "server_only": p == 1,
+             "device_only": (kinds == "float") & (p == L + 1), "float_split": kinds == "float",
+             "uniform_int8": kinds == "uniform8"}
+    return patterns, masks
+
+
 class Planner:
     def __init__(self, repository: ModelRepository, heads: HeadStore, server: ServerProfile = ServerProfile()):
         self.repository = repository
         self.heads = heads
         self.server = server
+        self._catalogs: dict[tuple[str, str], tuple[catalog_mod.Catalog, Patterns, dict]] = {}
+        self._lock = threading.Lock()
+
+    def catalog(self, model: Model) -> catalog_mod.Catalog | None:
+        """The model's catalog for its current weights (cached once found; a missing one is looked for again)."""
+        key = (model.name, model.version)
+        if key not in self._catalogs:
+            catalog = catalog_mod.load(model)
+            if catalog is None:
+                return None
+            with self._lock:
+                self._catalogs[key] = (catalog, *catalog_patterns(model, catalog))
+        return self._catalogs[key][0]
+
+    def patterns(self, model: Model) -> tuple[Patterns, dict[str, np.ndarray]]:
+        if self.catalog(model) is None:
+            catalog_mod.require(model)   # raises FailedPrecondition naming the command that builds it
+        _, patterns, masks = self._catalogs[(model.name, model.version)]
+        return patterns, masks
 
     def plan(self, request: PlanRequest) -> Plan:
         model = self.repository.get(request.model)
-        patterns = self._patterns(model, request)
-        candidates = [self._price(model, spec, drop, request) for spec, drop in patterns]
-        for c in candidates:
-            c.rejected = c.rejected or self._rejection(c, request)
-        eligible = [c for c in candidates if not c.rejected]
-        if not eligible:
-            reasons = "; ".join(f"p={c.spec.partition_point}: {c.rejected}" for c in candidates) or "no candidates"
-            raise FailedPrecondition(f"no plan for model {model.name!r} meets the request: {reasons}")
-        best = min(eligible, key=lambda c: (c.costs.objective, c.spec.partition_point))
-        best.chosen = True
-        spec = best.spec
-        p = spec.partition_point
-        return Plan(spec, request.policy, spec.activation_params(model) if p <= model.num_layers else None,
-                    model.profile.activation_shape(p) if p <= model.num_layers else (), best,
-                    candidates if request.explain else [])
-
-    def _patterns(self, model: Model, request: PlanRequest) -> list[tuple[PlanSpec, float | None]]:
-        L = model.num_layers
         if request.policy == "fixed":
-            return [(self.fixed_spec(model, request.fixed), None)]
-        if request.policy == "device_only":
-            return [(self._uniform(model, L + 1, 32), 0.0)]
-        if request.policy == "float_split":
-            return [(self._uniform(model, p, 32), 0.0) for p in range(1, L + 2)]
-        raise FailedPrecondition(f"policy {request.policy!r} needs the model's offline catalog; "
-                                 f"build it with `qpart catalog {model.name}`")
+            return self._plan_fixed(model, request)
+        patterns, masks = self.patterns(model)
+        held = [h in request.held_heads for h in patterns.hashes] if request.held_heads else False
+        costs = predict(patterns.work, request.device, request.link, self.server, request.objective,
+                        request.inferences_per_head, held)
+        in_policy = masks[request.policy]
+        fits_budget = patterns.drop <= request.accuracy_budget + 1e-9
+        memory = request.device.memory_bytes
+        fits_memory = patterns.memory <= memory if memory else np.ones(len(patterns.specs), bool)
+        eligible = in_policy & fits_budget & fits_memory
+        if not eligible.any():
+            raise FailedPrecondition(self._no_plan_reason(model, request, patterns, in_policy, fits_budget))
+        best = int(np.argmin(np.where(eligible, costs.objective, np.inf)))   # ties: the first, the earliest cut
+        rows = np.flatnonzero(in_policy) if request.explain else [best]
+        candidates = []
+        for i in rows:
+            rejected = ""
+            if not fits_budget[i]:
+                rejected = f"certified drop {patterns.drop[i]:.2f} points exceeds the budget {request.accuracy_budget:g}"
+            elif not fits_memory[i]:
+                rejected = f"needs {int(patterns.memory[i])} bytes of device memory, the device has {memory}"
+            candidates.append(patterns.candidate(costs, int(i), rejected))
+            candidates[-1].chosen = int(i) == best
+        chosen = next(c for c in candidates if c.chosen)
+        return self._plan(model, request.policy, chosen, candidates if request.explain else [])
 
     @staticmethod
-    def _uniform(model: Model, p: int, bits: int) -> PlanSpec:
-        act = 0 if p == model.num_layers + 1 else bits
-        return PlanSpec(model.name, model.version, p, (bits,) * (p - 1), act)
+    def _no_plan_reason(model: Model, request: PlanRequest, patterns: Patterns, in_policy, fits_budget) -> str:
+        if not (in_policy & fits_budget).any():
+            best = float(patterns.drop[in_policy].min()) if in_policy.any() else float("nan")
+            return (f"no {request.policy} pattern of model {model.name!r} is certified within "
+                    f"{request.accuracy_budget:g} points (the best is certified at {best:.2f})")
+        return (f"no {request.policy} pattern of model {model.name!r} within the budget fits "
+                f"{request.device.memory_bytes} bytes of device memory")
+
+    def _plan(self, model: Model, policy: str, chosen: Candidate, candidates: list[Candidate]) -> Plan:
+        spec = chosen.spec
+        p = spec.partition_point
+        sends = p <= model.num_layers
+        return Plan(spec, policy, spec.activation_params(model) if sends else None,
+                    model.profile.activation_shape(p) if sends else (), chosen, candidates)
+
+    def _plan_fixed(self, model: Model, request: PlanRequest) -> Plan:
+        spec = self.fixed_spec(model, request.fixed)
+        head = self.heads.describe(model, spec)
+        patterns = Patterns.of(model, [spec], ["fixed"], [np.nan], [head.size if head else 0],
+                               [head.content_hash if head else ""])
+        costs = predict(patterns.work, request.device, request.link, self.server, request.objective,
+                        request.inferences_per_head, bool(head) and head.content_hash in request.held_heads)
+        chosen = patterns.candidate(costs, 0)
+        chosen.chosen = True
+        return self._plan(model, "fixed", chosen, [chosen] if request.explain else [])
 
     @staticmethod
     def fixed_spec(model: Model, fixed: FixedPlan) -> PlanSpec:
@@ -119,34 +227,3 @@ class Planner:
             bits = bits * (p - 1)
         act = 0 if p == model.num_layers + 1 else fixed.activation_bits
         return PlanSpec(model.name, model.version, p, bits if p > 1 else (), act, fixed.granularity).check(model)
-
-    def _price(self, model: Model, spec: PlanSpec, drop: float | None, request: PlanRequest) -> Candidate:
-        profile = model.profile
-        p = spec.partition_point
-        device_layers = profile.device_layers(p)
-        head = self.heads.describe(model, spec)
-        head_bytes, head_hash = (head.size, head.content_hash) if head else (0, "")
-        runs_tail = p <= model.num_layers
-        uplink = 0
-        if runs_tail:
-            elements = math.prod(profile.activation_shape(p))
-            uplink = packing.packed_size(elements, spec.activation_bits) + INPUT_OVERHEAD_BYTES
-        answer = 4 * profile.num_classes + ANSWER_OVERHEAD_BYTES if runs_tail else 0
-        device_macs = sum(layer.macs for layer in device_layers)
-        work = Workload(device_macs, sum(layer.macs for layer in profile.layers) - device_macs,
-                        head_bytes, uplink, answer, runs_tail)
-        costs = predict(work, request.device, request.link, self.server, request.objective,
-                        request.inferences_per_head, head_hash in request.held_heads)
-        cut = profile.cut_position(p)
-        largest_activation = max((math.prod(s) for s in profile.shapes[: cut + 1]), default=0)
-        memory = 4 * sum(layer.weight_count for layer in device_layers) + head_bytes + 2 * 4 * largest_activation
-        return Candidate(spec, drop, work, costs, memory, head_hash)
-
-    @staticmethod
-    def _rejection(c: Candidate, request: PlanRequest) -> str:
-        if c.accuracy_drop is not None and c.accuracy_drop > request.accuracy_budget:
-            return f"measured drop {c.accuracy_drop:.2f} points exceeds the budget {request.accuracy_budget:g}"
-        memory = request.device.memory_bytes
-        if memory and c.memory_bytes > memory:
-            return f"needs {c.memory_bytes} bytes of device memory, the device has {memory}"
-        return ""

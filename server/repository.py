@@ -55,7 +55,7 @@ class Model:
     card: dict
     version: str
     profile: network.NetworkProfile = field(init=False)
-    _modules: dict = field(default_factory=dict, init=False, repr=False)
+    _derived: dict = field(default_factory=dict, init=False, repr=False)  # built modules, activation quantizers
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self):
@@ -70,9 +70,9 @@ class Model:
         """Float module of spec.layers[start:stop], built once and shared (eval mode, no grad)."""
         key = (start, stop)
         with self._lock:
-            if key not in self._modules:
-                self._modules[key] = torchnet.build(self.spec, self.params, start, stop)
-            return self._modules[key]
+            if key not in self._derived:
+                self._derived[key] = torchnet.build(self.spec, self.params, start, stop)
+            return self._derived[key]
 
     def tail(self, p: int) -> torch.nn.Sequential:
         return self.segment(self.profile.cut_position(p))
@@ -86,7 +86,10 @@ class Model:
         return float(lo), float(hi)
 
     def activation_params(self, p: int, bits: int) -> quant.QuantParams:
-        return quant.params_for_range(*self.activation_range(p), bits)
+        key = ("activation", p, bits)
+        if key not in self._derived:
+            self._derived[key] = quant.params_for_range(*self.activation_range(p), bits)
+        return self._derived[key]
 
     @property
     def catalog_path(self) -> pathlib.Path:

@@ -17,7 +17,8 @@ class SplitInferenceServicer(service_pb2_grpc.SplitInferenceServicer):
 
     @servicer_method
     def ListModels(self, request: spb.ListModelsRequest, context: grpc.ServicerContext):
-        return spb.ListModelsResponse(models=[codec.model_info(m) for m in self.core.list_models(request.name)])
+        return spb.ListModelsResponse(models=[codec.model_info(m, self.core.planner.catalog(m))
+                                              for m in self.core.list_models(request.name)])
 
     @servicer_method
     def Plan(self, request: spb.PlanRequest, context: grpc.ServicerContext):

@@ -1,9 +1,12 @@
-"""qpart: the operator's tool (train, list and profile models, run the demo).
+"""qpart: the operator's tool.
 
-    qpart train fc6 --models ./model-repo
-    qpart models --models ./model-repo
-    qpart profile fc6 --models ./model-repo
-    qpart demo
+    qpart train fc6 lenet vgg8          train zoo models into the repository (default ./model-repo)
+    qpart models                        list the repository
+    qpart profile vgg8                  per-layer weights, MACs and activation sizes (eqs 1-2)
+    qpart calibrate fc6                 the accuracy model: noise coefficients, alpha, t_i, additivity
+    qpart catalog fc6 lenet vgg8        build the offline catalog of certified patterns (Algorithm 1)
+    qpart plan fc6 --device rpi4 --rate-mbps 5 --budget 1     every candidate priced, the choice marked
+    qpart demo                          server and device as separate processes on 1,000 test images
 """
 import argparse
 import pathlib
@@ -52,6 +55,90 @@ def cmd_profile(args) -> None:
     print(f"{'':>3} {'total':<12} {'':<7} {total_w:>10,} {total_m:>12,}")
 
 
+def cmd_calibrate(args) -> None:
+    from qpart.server import calibration, train
+    from qpart.server.accuracy import Evaluator
+    from qpart.server.repository import ModelRepository
+    model = ModelRepository(args.models).get(args.model)
+    x, y = train.validation_data(model, args.data)
+    am = calibration.calibrate(Evaluator(model, x[: args.samples], y[: args.samples]), args.granularity)
+    bits = calibration.SWEEP_BITS
+    print(f"{model.name}: accuracy model on {am.samples} validation images ({am.granularity} weight scales)")
+    print(f"alpha = {am.alpha:.3f} per bit (ln 4 = 1.386 for uniform noise), fitted on bits {calibration.FIT_BITS}")
+    print(f"{'what':<6} {'elements':>9} {'q (0 bits)':>11} {'t':>6}  E||r||^2 at bits {bits}   drop (points)")
+    for prof in am.weights + am.activations:
+        name = f"{'W' if prof.kind == 'weight' else 'A'}{prof.index}"
+        energy = " ".join(f"{prof.energy[b]:.2e}" for b in bits)
+        drops = " ".join(f"{prof.drop[b]:5.2f}" for b in bits)
+        print(f"{name:<6} {prof.elements:>9,} {prof.q:>11.3g} {prof.t:>6.2f}  {energy}  {drops}")
+    print("additivity (all weights quantized at once vs the sum of single layers):")
+    for a in am.additivity:
+        print(f"  {a['bits']} bits: E||r||^2 all {a['energy_all']:.3g} vs sum {a['energy_sum']:.3g} "
+              f"(ratio {a['energy_all'] / a['energy_sum']:.2f}); measured drop {a['drop_all']:.2f}, "
+              f"predicted {a['predicted_drop']:.2f} points")
+    print("noise budget C(a) for accuracy budgets a: " +
+          ", ".join(f"C({a:g})={am.noise_budget(a):.3g}" for a in (0.1, 0.25, 0.5, 1, 2)))
+
+
+def cmd_catalog(args) -> None:
+    from qpart.server import catalog
+    from qpart.server.repository import ModelRepository
+    repo = ModelRepository(args.models)
+    for name in args.model:
+        model = repo.get(name)
+        built = catalog.load(model)
+        if built is None or args.force:
+            config = catalog.CatalogConfig(search_samples=args.search_samples,
+                                           certification_samples=args.certification_samples)
+            built = catalog.build(model, args.data, config, progress=not args.no_progress)
+            catalog.save(model, built)
+            print(f"{name}: built in {built.build_seconds} s, {built.evaluations} evaluations -> {model.catalog_path}")
+        else:
+            print(f"{name}: the catalog is current for version {model.version} (--force rebuilds it)")
+        print_catalog(model, built)
+
+
+def print_catalog(model, built) -> None:
+    print(f"{'p':>3} {'kind':<8} {'budget':>6} {'weight bits':<28} {'act':>4} {'certified':>9} {'head bytes':>11} "
+          f"{'% float32':>9}")
+    for e in built.entries:
+        float32 = 4 * sum(layer.weight_count for layer in model.profile.device_layers(e.partition_point))
+        share = f"{100 * e.head_bytes / float32:.1f}" if float32 else "-"
+        budget = f"{e.budget:g}" if e.budget is not None else "-"
+        print(f"{e.partition_point:>3} {e.kind:<8} {budget:>6} {str(e.weight_bits):<28} {e.activation_bits:>4} "
+              f"{e.certified_drop:>9.2f} {e.head_bytes:>11,} {share:>9}")
+    print(f"certification: {built.certification}")
+
+
+def cmd_plan(args) -> None:
+    from qpart.common import cli
+    from qpart.server.heads import HeadStore
+    from qpart.server.planner import Planner, PlanRequest
+    from qpart.server.repository import ModelRepository
+    planner = Planner(ModelRepository(args.models), HeadStore())
+    request = PlanRequest(args.model, cli.device_from_args(args), cli.link_from_args(args), args.budget,
+                          cli.objective_from_args(args), args.reuse, policy=args.policy, explain=True)
+    plan = planner.plan(request)
+    device, link = request.device, request.link
+    print(f"{args.model}: device {device.name} ({device.mac_rate / 1e6:.0f} MMAC/s), uplink {link.uplink_bps / 1e6:g} "
+          f"Mbit/s, rtt {link.rtt_s * 1e3:g} ms, budget {args.budget:g} points, head reuse {args.reuse}, "
+          f"policy {args.policy}")
+    print(f"{'':1} {'p':>3} {'kind':<8} {'weight bits':<26} {'act':>4} {'head B':>10} {'up B':>7} {'time ms':>9} "
+          f"{'energy J':>9} {'cost':>9} {'objective':>10} {'drop':>5}")
+    for c in plan.candidates:
+        k = c.costs
+        mark = "*" if c.chosen else ("x" if c.rejected else " ")
+        drop = f"{c.accuracy_drop:5.2f}" if c.accuracy_drop is not None else "    -"
+        print(f"{mark} {c.spec.partition_point:>3} {c.kind:<8} {str(list(c.spec.weight_bits)):<26} "
+              f"{c.spec.activation_bits:>4} {int(c.work.head_bytes):>10,} {int(c.work.uplink_bytes):>7,} "
+              f"{k.total_time_s * 1e3:>9.3f} {k.device_energy_j + k.tx_energy_j:>9.3g} {k.server_cost:>9.3g} "
+              f"{k.objective:>10.4g} {drop}" + (f"  ({c.rejected})" if c.rejected else ""))
+    chosen = plan.chosen
+    print(f"chosen: p={chosen.spec.partition_point} {chosen.kind} weight bits {list(chosen.spec.weight_bits)} "
+          f"activation {chosen.spec.activation_bits} bits, predicted {chosen.costs.total_time_s * 1e3:.3f} ms, "
+          f"certified drop {chosen.accuracy_drop if chosen.accuracy_drop is not None else float('nan'):.2f} points")
+
+
 def cmd_demo(args) -> None:
     from qpart.server import demo
     demo.run(args.models, args.model, args.count, args.data)
@@ -81,6 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     command("models", cmd_models, "list the repository's models")
     command("profile", cmd_profile, "per-layer MACs, weights and activation sizes", "one")
+    p = command("calibrate", cmd_calibrate, "fit and print the accuracy model (validation split only)", "one")
+    p.add_argument("--samples", type=int, default=1000, help="validation images to use (default %(default)s)")
+    p.add_argument("--granularity", choices=["channel", "tensor"], default="channel", help="weight scale sharing")
+    p = command("catalog", cmd_catalog, "build the offline catalog of certified quantization patterns")
+    p.add_argument("model", nargs="+", help="model name(s)")
+    p.add_argument("--force", action="store_true", help="rebuild even when the catalog is current")
+    p.add_argument("--search-samples", type=int, default=2000, help="validation images that guide the search")
+    p.add_argument("--certification-samples", type=int, default=5000, help="validation images that certify")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p = command("plan", cmd_plan, "price every candidate for a device and link and mark the choice", "one")
+    from qpart.common import cli
+    cli.add_device_options(p)
+    cli.add_link_options(p)
+    cli.add_plan_options(p)
     p = command("demo", cmd_demo, "server and device as separate processes on 1,000 test images")
     p.add_argument("--model", default="fc6", help="model (trained if absent; default %(default)s)")
     p.add_argument("--count", type=int, default=1000, help="test images (default %(default)s)")

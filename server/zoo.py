@@ -61,11 +61,11 @@ def vgg8() -> nn.Sequential:
                 nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
                 nn.MaxPool2d(2)]
     return named(
-        *block(1, 16),    # [16, 14, 14]
-        *block(16, 32),   # [32, 7, 7]
-        *block(32, 64),   # [64, 3, 3]
-        nn.Flatten(),     # [576]
-        nn.Dropout(0.3), nn.Linear(576, 256), nn.ReLU(),
+        *block(1, 12),    # [12, 14, 14]
+        *block(12, 24),   # [24, 7, 7]
+        *block(24, 48),   # [48, 3, 3]
+        nn.Flatten(),     # [432]
+        nn.Dropout(0.3), nn.Linear(432, 256), nn.ReLU(),
         nn.Linear(256, 10),
     )
 

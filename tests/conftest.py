@@ -66,3 +66,24 @@ def client(server):
     c = ServerClient(f"127.0.0.1:{server.port}", timeout_s=60)
     yield c
     c.close()
+
+
+@pytest.fixture(scope="session")
+def catalogs(repo, data_dir) -> dict:
+    """Each zoo model's offline catalog, built once per run (or kept with QPART_TEST_MODELS)."""
+    from qpart.server import catalog
+    built = {}
+    for model in repo:
+        found = catalog.load(model)
+        if found is None:
+            found = catalog.build(model, data_dir, progress=False)
+            catalog.save(model, found)
+        built[model.name] = found
+    return built
+
+
+@pytest.fixture(scope="session")
+def test_evaluators(repo, data_dir) -> dict:
+    """Evaluators on the whole Fashion-MNIST test split, shared so that their prefix caches are too."""
+    from qpart.server import reports
+    return {model.name: reports.test_evaluator(model, data_dir) for model in repo}

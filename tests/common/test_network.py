@@ -55,3 +55,12 @@ def _spec(*layers, input_shape=(1, 4, 4)) -> pb.NetworkSpec:
 def test_invalid_descriptions_are_rejected(spec, message):
     with pytest.raises(InvalidArgument, match=message):
         network.analyze(spec)
+
+
+@pytest.mark.parametrize("kernel, stride, size", [(2, 2, 28), (2, 2, 7), (3, 2, 9), (3, 1, 5), (2, 3, 8)])
+def test_fast_max_pool_equals_torch(kernel, stride, size):
+    import torch
+    from qpart.common.torchnet import MaxPool2d
+    x = torch.randn(3, 4, size, size)
+    expected = torch.nn.functional.max_pool2d(x, kernel, stride)
+    assert torch.equal(MaxPool2d(kernel, stride)(x), expected)

@@ -1,0 +1,102 @@
+import dataclasses
+
+import pytest
+
+from qpart.common import profiles
+from qpart.common.costmodel import LinkProfile, Objective
+from qpart.common.errors import FailedPrecondition
+from qpart.server.heads import HeadStore
+from qpart.server.planner import FixedPlan, Planner, PlanRequest
+from qpart.v1 import service_pb2 as spb
+
+RPI4 = profiles.load_device("rpi4")
+
+
+@pytest.fixture(scope="module")
+def planner(repo, catalogs):
+    return Planner(repo, HeadStore())
+
+
+def request(**kw) -> PlanRequest:
+    base = dict(model="vgg8", device=RPI4, link=LinkProfile(rate_bps=5e6, rtt_s=0.01), accuracy_budget=1.0)
+    return PlanRequest(**(base | kw))
+
+
+def test_baseline_policies(planner, repo):
+    L = repo.get("vgg8").num_layers
+    assert planner.plan(request(policy="server_only")).spec.partition_point == 1
+    device_only = planner.plan(request(policy="device_only")).spec
+    assert device_only.partition_point == L + 1 and set(device_only.weight_bits) == {32}
+    float_split = planner.plan(request(policy="float_split")).spec
+    assert set(float_split.weight_bits) <= {32} and float_split.activation_bits in (0, 32)
+    int8 = planner.plan(request(policy="uniform_int8")).spec
+    assert set(int8.weight_bits) <= {8} and int8.activation_bits in (0, 8)
+
+
+@pytest.mark.parametrize("rate, rtt, reuse", [(1e6, 0.0, 1), (5e6, 0.01, 1), (20e6, 0.01, 100), (100e6, 0.0, 100)])
+def test_qpart_is_never_worse_than_a_baseline(planner, rate, rtt, reuse):
+    for device in ("paper-table2", "rpi4", "jetson-orin-nano"):
+        base = request(device=profiles.load_device(device), link=LinkProfile(rate_bps=rate, rtt_s=rtt),
+                       inferences_per_head=reuse)
+        best = planner.plan(base).chosen
+        assert best.accuracy_drop <= base.accuracy_budget
+        for policy in ("server_only", "device_only", "float_split", "uniform_int8"):
+            other = planner.plan(dataclasses.replace(base, policy=policy)).chosen
+            assert best.costs.objective <= other.costs.objective * (1 + 1e-12), (policy, device)
+
+
+def test_budget_zero_gets_a_lossless_plan(planner):
+    plan = planner.plan(request(accuracy_budget=0.0))
+    assert plan.chosen.accuracy_drop <= 0.0
+
+
+def test_memory_limit(planner):
+    roomy = planner.plan(request(inferences_per_head=1000))
+    assert roomy.spec.partition_point > 1
+    tight = planner.plan(request(inferences_per_head=1000,
+                                 device=dataclasses.replace(RPI4, memory_bytes=roomy.chosen.memory_bytes - 1)))
+    assert tight.chosen.memory_bytes < roomy.chosen.memory_bytes
+    with pytest.raises(FailedPrecondition, match="fits"):
+        planner.plan(request(device=dataclasses.replace(RPI4, memory_bytes=1), policy="device_only"))
+
+
+def test_held_heads_and_reuse_change_the_choice(planner):
+    slow = request(device=profiles.load_device("jetson-orin-nano"), link=LinkProfile(rate_bps=1e6, rtt_s=0.01))
+    first = planner.plan(slow)
+    assert first.spec.partition_point == 1            # a head costs too much to ship for one inference
+    device_only = planner.plan(dataclasses.replace(slow, inferences_per_head=100_000)).chosen
+    assert device_only.spec.partition_point > 1 and device_only.head_hash
+    held = planner.plan(dataclasses.replace(slow, held_heads=frozenset({device_only.head_hash})))
+    assert held.chosen.head_hash == device_only.head_hash   # a held head ships for free
+
+
+def test_explain_lists_every_candidate(planner, catalogs):
+    plan = planner.plan(request(explain=True, accuracy_budget=0.5))
+    assert len(plan.candidates) == len(catalogs["vgg8"].entries)
+    assert sum(c.chosen for c in plan.candidates) == 1
+    rejected = [c for c in plan.candidates if c.rejected]
+    assert rejected and all("exceeds the budget 0.5" in c.rejected for c in rejected)
+    chosen = next(c for c in plan.candidates if c.chosen)
+    eligible = [c for c in plan.candidates if not c.rejected]
+    assert chosen.costs.objective == min(c.costs.objective for c in eligible)
+
+
+def test_time_only_objective_prefers_less_time(planner):
+    timed = planner.plan(request(objective=Objective(1, 0, 0), explain=True))
+    eligible = [c for c in timed.candidates if not c.rejected]
+    assert timed.chosen.costs.total_time_s == min(c.costs.total_time_s for c in eligible)
+
+
+def test_fixed_plans_are_priced(planner):
+    plan = planner.plan(request(policy="fixed", fixed=FixedPlan(3, (6,), 5)))
+    assert plan.spec.weight_bits == (6, 6) and plan.chosen.accuracy_drop is None
+    assert plan.chosen.work.head_bytes > 0 and plan.chosen.costs.total_time_s > 0
+
+
+def test_plan_rpc_carries_the_prediction(client, catalogs):
+    response = client.plan(spb.PlanRequest(model="fc6", accuracy_budget=1.0, explain=True))
+    assert response.policy == spb.QPART and response.plan_id
+    assert response.predicted.accuracy_drop <= 1.0 and response.predicted.total_time_s > 0
+    assert sum(c.chosen for c in response.candidates) == 1
+    info = client.list_models("fc6")[0]
+    assert info.has_catalog and list(info.catalog_budgets) == [0.1, 0.25, 0.5, 1.0, 2.0]
