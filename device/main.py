@@ -154,14 +154,15 @@ def main(argv=None) -> int:
 
 
 def print_candidates(report: RunReport) -> None:
-    print(f"{'p':>3} {'weight bits':<28} {'act':>4} {'head B':>10} {'up B':>8} {'time ms':>9} {'energy J':>10} "
-          f"{'cost':>10} {'objective':>10} {'drop':>6}")
+    print(f"  {'p':>3} {'kind':<8} {'weight bits':<28} {'act':>4} {'head B':>10} {'up B':>8} {'time ms':>9} "
+          f"{'energy J':>10} {'cost':>10} {'objective':>10} {'drop':>6}")
     for c in report.candidates:
         k = c["predicted"]
-        mark = "*" if c["chosen"] else (" x " + c["rejected_reason"] if c["rejected_reason"] else "")
-        print(f"{c['partition_point']:>3} {str(c['weight_bits']):<28} {c['activation_bits']:>4} {int(k['head_bytes']):>10,} "
+        mark = "*" if c["chosen"] else ("x" if c["rejected_reason"] else " ")
+        print(f"{mark} {c['partition_point']:>3} {c['kind']:<8} {str(c['weight_bits']):<28} {c['activation_bits']:>4} {int(k['head_bytes']):>10,} "
               f"{int(k['uplink_bytes']):>8,} {k['total_time_s'] * 1e3:>9.3f} {k['device_energy_j'] + k['tx_energy_j']:>10.3g} "
-              f"{k['server_cost']:>10.3g} {k['objective']:>10.4g} {k['accuracy_drop']:>6.2f} {mark}")
+              f"{k['server_cost']:>10.3g} {k['objective']:>10.4g} {k['accuracy_drop']:>6.2f}"
+              + (f"  ({c['rejected_reason']})" if c["rejected_reason"] else ""))
 
 
 if __name__ == "__main__":

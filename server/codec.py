@@ -72,7 +72,7 @@ def plan_response(plan: Plan, num_layers: int) -> spb.PlanResponse:
     for c in plan.candidates:
         msg.candidates.add(partition_point=c.spec.partition_point, weight_bits=c.spec.weight_bits,
                            activation_bits=c.spec.activation_bits, predicted=_prediction(c), chosen=c.chosen,
-                           rejected_reason=c.rejected)
+                           rejected_reason=c.rejected, kind=c.kind)
     return msg
 
 

@@ -208,20 +208,22 @@ class PlanPrediction(_message.Message):
     def __init__(self, device_time_s: _Optional[float] = ..., uplink_time_s: _Optional[float] = ..., downlink_time_s: _Optional[float] = ..., server_time_s: _Optional[float] = ..., rtt_time_s: _Optional[float] = ..., total_time_s: _Optional[float] = ..., device_energy_j: _Optional[float] = ..., tx_energy_j: _Optional[float] = ..., server_cost: _Optional[float] = ..., objective: _Optional[float] = ..., accuracy_drop: _Optional[float] = ..., head_bytes: _Optional[int] = ..., uplink_bytes: _Optional[int] = ..., device_memory_bytes: _Optional[int] = ...) -> None: ...
 
 class PlanCandidate(_message.Message):
-    __slots__ = ("partition_point", "weight_bits", "activation_bits", "predicted", "chosen", "rejected_reason")
+    __slots__ = ("partition_point", "weight_bits", "activation_bits", "predicted", "chosen", "rejected_reason", "kind")
     PARTITION_POINT_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_BITS_FIELD_NUMBER: _ClassVar[int]
     ACTIVATION_BITS_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_FIELD_NUMBER: _ClassVar[int]
     CHOSEN_FIELD_NUMBER: _ClassVar[int]
     REJECTED_REASON_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     partition_point: int
     weight_bits: _containers.RepeatedScalarFieldContainer[int]
     activation_bits: int
     predicted: PlanPrediction
     chosen: bool
     rejected_reason: str
-    def __init__(self, partition_point: _Optional[int] = ..., weight_bits: _Optional[_Iterable[int]] = ..., activation_bits: _Optional[int] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., chosen: _Optional[bool] = ..., rejected_reason: _Optional[str] = ...) -> None: ...
+    kind: str
+    def __init__(self, partition_point: _Optional[int] = ..., weight_bits: _Optional[_Iterable[int]] = ..., activation_bits: _Optional[int] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., chosen: _Optional[bool] = ..., rejected_reason: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class PlanResponse(_message.Message):
     __slots__ = ("plan_id", "model", "model_version", "policy", "partition_point", "num_layers", "weight_bits", "weight_granularity", "activation", "head_hash", "head_bytes", "predicted", "candidates")
