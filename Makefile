@@ -28,6 +28,7 @@ demo: $(STAMP) dataset
 	$(BIN)/qpart demo --models $(MODELS)
 
 test: $(STAMP) dataset
+	@sh scripts/ensure-test-tools.sh
 	$(BIN)/python -m pytest -q
 
 protos: $(STAMP)

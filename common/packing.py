@@ -33,6 +33,14 @@ def _overlaps(bits: int) -> tuple[tuple[int, int, int, int, int], ...]:
     return tuple(out)
 
 
+SMALL_BITS = 1 << 16   # streams up to this many bits are packed bit by bit
+
+
+@functools.lru_cache(maxsize=None)
+def _shifts(bits: int) -> np.ndarray:
+    return np.arange(bits, dtype=np.uint16)
+
+
 def _word(bits: int):
     """The narrowest unsigned type that holds one code."""
     return np.uint8 if bits <= 8 else np.uint16
@@ -49,6 +57,18 @@ def pack(codes: np.ndarray, bits: int) -> bytes:
         return codes.astype(np.uint8).tobytes()
     if bits == 16:
         return codes.astype("<u2").tobytes()
+    if bits in (1, 2, 4):          # whole codes per byte: a few shifts
+        per_byte = 8 // bits
+        padded = np.zeros(-(-n // per_byte) * per_byte, np.uint8)
+        padded[:n] = codes
+        lanes = padded.reshape(-1, per_byte)                                             # [bytes, codes per byte]
+        out = lanes[:, 0].copy()
+        for j in range(1, per_byte):
+            out |= lanes[:, j] << (j * bits)
+        return out.tobytes()
+    if n * bits <= SMALL_BITS:   # spell the bits out: least overhead for small tensors (activations)
+        bit_matrix = (codes.astype(np.uint16)[:, None] >> _shifts(bits)) & 1           # [n, bits]
+        return np.packbits(bit_matrix.astype(np.uint8).reshape(-1), bitorder="little").tobytes()
     groups = -(-n // CODES_PER_GROUP)
     word = _word(bits)
     padded = np.zeros(groups * CODES_PER_GROUP, word)
@@ -77,6 +97,13 @@ def unpack(data: bytes, n: int, bits: int) -> np.ndarray:
         return buf.astype(np.uint32)
     if bits == 16:
         return np.frombuffer(data, "<u2").astype(np.uint32)
+    if bits in (1, 2, 4):
+        per_byte = 8 // bits
+        lanes = (buf[:, None] >> (np.arange(per_byte, dtype=np.uint8) * bits)) & ((1 << bits) - 1)  # [bytes, per byte]
+        return lanes.reshape(-1)[:n].astype(np.uint32)
+    if n * bits <= SMALL_BITS:
+        bit_matrix = np.unpackbits(buf, count=n * bits, bitorder="little").reshape(n, bits)   # [n, bits]
+        return (bit_matrix.astype(np.uint32) << _shifts(bits).astype(np.uint32)).sum(axis=1, dtype=np.uint32)
     groups = -(-n // CODES_PER_GROUP)
     word = _word(bits)
     padded = np.zeros(groups * bits, np.uint8)

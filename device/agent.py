@@ -60,11 +60,20 @@ class RunReport:
     predictions: list[int] = field(default_factory=list)
     wire: dict = field(default_factory=dict)  # rpc -> {"sent": bytes, "received": bytes} of gRPC messages
     tcp: dict | None = None                  # {"sent", "received"}: TCP payload bytes from the kernel (None: unknown)
+    emulated_macs_per_second: float = 0.0   # > 0: device compute was stretched to this rate (emulated board)
     plan_s: float = 0.0
     device_compute_s: float = 0.0           # head compute plus packing, all inputs
     server_compute_s: float = 0.0           # tail compute the server reported, all inputs
     batch_latency_s: list[float] = field(default_factory=list)  # send of a batch -> its answer
     total_s: float = 0.0                    # wall time of plan + head + all inferences
+
+    @classmethod
+    def for_plan(cls, plan: spb.PlanResponse, head: "HeadReport | None" = None, **fields) -> "RunReport":
+        return cls(model=plan.model, policy=POLICY_NAMES.get(plan.policy, str(plan.policy)),
+                   partition_point=plan.partition_point, num_layers=plan.num_layers,
+                   weight_bits=list(plan.weight_bits), activation_bits=plan.activation.bits,
+                   predicted=_message_dict(plan.predicted), head=head or HeadReport(),
+                   candidates=[_message_dict(c) for c in plan.candidates], **fields)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -75,11 +84,22 @@ class RunReport:
 
 class DeviceAgent:
     def __init__(self, client: ServerClient, cache: HeadCache, max_head_bytes: int = 256 << 20,
-                 max_elements: int = tensors.DEFAULT_MAX_ELEMENTS):
+                 max_elements: int = tensors.DEFAULT_MAX_ELEMENTS, emulate_macs_per_second: float = 0.0):
         self.client = client
         self.cache = cache
         self.max_head_bytes = max_head_bytes    # refuse heads larger than this, bytes
         self.max_elements = max_elements        # refuse tensors with more elements than this
+        # > 0: emulate a slower board by stretching each head run to macs / this rate (never faster than real)
+        self.emulate_macs_per_second = emulate_macs_per_second
+
+    def run_head(self, executor: HeadExecutor, x: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        out = executor.run(x)
+        if self.emulate_macs_per_second > 0:
+            remaining = executor.macs * len(x) / self.emulate_macs_per_second - (time.perf_counter() - started)
+            if remaining > 0:
+                time.sleep(remaining)
+        return out
 
     def plan(self, request: spb.PlanRequest) -> spb.PlanResponse:
         request.held_heads[:] = self.cache.held()
@@ -107,11 +127,15 @@ class DeviceAgent:
                  batch_size: int = 1, window: int = 1) -> np.ndarray:
         """Scores [n, classes] for inputs x [n, *input_shape]; at most `window` batches in flight."""
         if plan.partition_point == plan.num_layers + 1:
-            started = time.perf_counter()
-            scores = executor.run(x)
-            report.device_compute_s += time.perf_counter() - started
-            report.inputs, report.batches = len(x), 1
-            return scores
+            scores = []
+            for start in range(0, len(x), batch_size):
+                began = time.perf_counter()
+                scores.append(self.run_head(executor, x[start:start + batch_size]))
+                elapsed = time.perf_counter() - began
+                report.device_compute_s += elapsed
+                report.batch_latency_s.append(elapsed)
+            report.inputs, report.batches = len(x), len(report.batch_latency_s)
+            return np.concatenate(scores)
         params = activation_params(plan.activation)
         sample_shape = tuple(plan.activation.sample_shape)
         starts = list(range(0, len(x), batch_size))
@@ -126,7 +150,7 @@ class DeviceAgent:
                         return
                 began = time.perf_counter()
                 chunk = x[start:start + batch_size]
-                activation = executor.run(chunk) if executor is not None else chunk
+                activation = self.run_head(executor, chunk) if executor is not None else chunk
                 if activation.shape[1:] != sample_shape:
                     raise InvalidArgument(f"the head produced {activation.shape[1:]}, the plan expects {sample_shape}")
                 data = tensors.encode_batch(activation, params)
@@ -165,11 +189,8 @@ class DeviceAgent:
         plan = self.plan(request)
         planned = time.perf_counter()
         executor, head_report = self.obtain_head(plan)
-        report = RunReport(
-            model=plan.model, policy=POLICY_NAMES.get(plan.policy, str(plan.policy)),
-            partition_point=plan.partition_point, num_layers=plan.num_layers, weight_bits=list(plan.weight_bits),
-            activation_bits=plan.activation.bits, predicted=_message_dict(plan.predicted), head=head_report,
-            candidates=[_message_dict(c) for c in plan.candidates], plan_s=planned - started)
+        report = RunReport.for_plan(plan, head_report, plan_s=planned - started,
+                                    emulated_macs_per_second=self.emulate_macs_per_second)
         scores = self.classify(plan, executor, x, report, batch_size, window)
         predictions = scores.argmax(axis=1)
         report.predictions = predictions.tolist()

@@ -2,6 +2,8 @@
 exact count of the gRPC message bytes each RPC moved (serialized message plus its 5-byte frame)."""
 import collections
 import hashlib
+import threading
+import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -60,6 +62,27 @@ class ServerClient:
     def probe(self, payload_bytes: int, reply_bytes: int) -> spb.ProbeResponse:
         return self._unary("Probe", self.stub.Probe, spb.ProbeRequest(payload=bytes(payload_bytes),
                                                                       reply_bytes=reply_bytes))
+
+    def probe_round_trips(self, count: int) -> list[float]:
+        """Seconds of each of `count` empty round trips on one ProbeStream, one message in flight at a time."""
+        counter = self.bytes["ProbeStream"]
+        answered = threading.Semaphore(0)
+        sent_at: list[float] = []
+
+        def requests():
+            for i in range(count):
+                if i and not answered.acquire(timeout=self.timeout_s):
+                    return
+                message = spb.ProbeRequest()
+                counter.sent += message_bytes(message)
+                sent_at.append(time.perf_counter())
+                yield message
+        trips = []
+        for response in translate_stream(self.stub.ProbeStream(requests(), timeout=self.timeout_s)):
+            trips.append(time.perf_counter() - sent_at[len(trips)])
+            counter.received += message_bytes(response)
+            answered.release()
+        return trips
 
     def fetch_head(self, plan: spb.PlanResponse, max_bytes: int, timeout_s: float | None = None) -> bytes:
         """Download the plan's head, checking every chunk against the plan before storing it."""

@@ -36,6 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", default="fc6", help="model to run (default %(default)s)")
     cli.add_device_options(parser)
     parser.add_argument("--measure-compute", action="store_true", help="measure this machine's MAC rate and send it")
+    parser.add_argument("--emulate-speed", action="store_true",
+                        help="emulate the profile's board: stretch each head run to its MAC count / the profile's "
+                             "MAC rate (reported as emulated; a real board runs at its own speed)")
     cli.add_link_options(parser)
     parser.add_argument("--measure-link", action="store_true",
                         help="probe the link to the server and send the measured rates")
@@ -103,6 +106,8 @@ def summary(report: RunReport) -> list[str]:
         lines.append(f"head      {head.content_hash[:16]} {head.bytes:,} bytes for {head.parameters:,} parameters "
                      f"({ratio:.1f}% of float32), {how}")
     accuracy = f"; accuracy {report.accuracy:.2f}%" if report.accuracy is not None else ""
+    if report.emulated_macs_per_second:
+        accuracy += f"; device speed EMULATED at {report.emulated_macs_per_second / 1e6:,.0f} MMAC/s"
     lines.append(f"inputs    {report.inputs} in {report.batches} batch(es){accuracy}")
     sent = sum(v["sent"] for v in report.wire.values())
     received = sum(v["received"] for v in report.wire.values())
@@ -126,8 +131,12 @@ def main(argv=None) -> int:
         images, labels = data.load_split("test", args.data)
         x = data.to_float(images[args.offset:args.offset + args.count])
         y = labels[args.offset:args.offset + args.count]
-        agent = DeviceAgent(client, cache, max_head_bytes=int(args.max_head_mb * 2**20))
         request = build_request(args, client)
+        emulate = 0.0
+        if args.emulate_speed:
+            device = request.device
+            emulate = device.macs_per_second or device.clock_hz / device.cycles_per_mac
+        agent = DeviceAgent(client, cache, max_head_bytes=int(args.max_head_mb * 2**20), emulate_macs_per_second=emulate)
         report = agent.run(request, x, y, args.batch_size, args.window)
         result = {"split": report.as_dict()}
         for line in summary(report):

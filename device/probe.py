@@ -1,4 +1,5 @@
 """Measure what the device can do: its head executor's MAC rate and the link to the server."""
+import statistics
 import time
 
 import torch
@@ -21,7 +22,9 @@ def measure_mac_rate(seconds: float = 0.3, width: int = 512, batch: int = 8) -> 
 
 
 def measure_link(client: ServerClient, probe_bytes: int = 256 << 10, repeats: int = 3) -> LinkProfile:
-    """Round-trip time from empty probes; uplink and downlink rates from probe_bytes each way."""
+    """Round-trip time as an inference stream sees it (median of empty round trips on one stream, the
+    first, which opens the stream, left out); uplink and downlink rates from probe_bytes each way,
+    less the unary call's own round trip."""
     def best(payload: int, reply: int) -> float:
         times = []
         for _ in range(repeats):
@@ -29,8 +32,9 @@ def measure_link(client: ServerClient, probe_bytes: int = 256 << 10, repeats: in
             client.probe(payload, reply)
             times.append(time.perf_counter() - started)
         return min(times)
-    rtt = best(0, 0)
+    rtt = statistics.median(client.probe_round_trips(12)[2:])
+    unary = best(0, 0)
     up = best(probe_bytes, 0)
     down = best(0, probe_bytes)
-    return LinkProfile(rate_bps=8 * probe_bytes / max(up - rtt, 1e-6),
-                       downlink_rate_bps=8 * probe_bytes / max(down - rtt, 1e-6), rtt_s=rtt)
+    return LinkProfile(rate_bps=8 * probe_bytes / max(up - unary, 1e-6),
+                       downlink_rate_bps=8 * probe_bytes / max(down - unary, 1e-6), rtt_s=rtt)

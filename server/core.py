@@ -11,6 +11,7 @@ import torch
 
 from qpart.common import quant, tensors
 from qpart.common.errors import FailedPrecondition, InvalidArgument, OutOfRange, ResourceExhausted
+from qpart.server import evaluate
 from qpart.server.heads import BuiltHead, HeadStore
 from qpart.server.planner import Plan, Planner, PlanRequest
 from qpart.server.plans import PlanSpec
@@ -52,6 +53,27 @@ class QpartCore:
         self.repository = repository or ModelRepository(settings.models)
         self.heads = HeadStore(settings.head_cache_bytes)
         self.planner = Planner(self.repository, self.heads, settings.profile)
+
+    def measure_speed(self) -> None:
+        """Time each model's layers and the activation codecs on this machine; the planner prices with them."""
+        for model in self.repository:
+            model.layer_seconds = evaluate.layer_seconds(model)
+        self.planner.codec = evaluate.codec_costs()
+        self.planner.forget()
+
+    def warm_heads(self) -> int:
+        """Build and cache the head of every catalog pattern; returns how many were built."""
+        built = 0
+        for model in self.repository:
+            catalog = self.planner.catalog(model)
+            for entry in catalog.entries if catalog else []:
+                if entry.partition_point > 1:
+                    head = self.heads.get(model, entry.plan_spec(model))
+                    if head.content_hash != entry.head_hash:
+                        raise FailedPrecondition(f"model {model.name!r}: the catalog's head for p={entry.partition_point} "
+                                                 "does not match the head built now; rebuild the catalog")
+                    built += 1
+        return built
 
     def probe_reply(self, reply_bytes: int) -> bytes:
         limit = self.settings.max_message_bytes - 64

@@ -1,4 +1,7 @@
 """Float evaluation helpers: accuracy and the activation range at every cut."""
+import statistics
+import time
+
 import numpy as np
 import torch
 
@@ -39,3 +42,56 @@ def cut_ranges(spec: pb.NetworkSpec, params: dict, x: np.ndarray) -> list[tuple[
                 if layer is not None:
                     h = layer(h)
     return [(lo[pos], hi[pos]) for pos in positions]
+
+
+def layer_seconds(model, repeats: int = 30) -> list[float]:
+    """Median seconds each layer of the description takes for one input on this machine."""
+    modules = [model.segment(i, i + 1) for i in range(len(model.spec.layers))]
+    samples = [[] for _ in modules]
+    with torch.inference_mode():
+        for _ in range(repeats + 3):
+            h = torch.zeros(1, *model.profile.input_shape)
+            for i, module in enumerate(modules):
+                started = time.perf_counter()
+                h = module(h)
+                samples[i].append(time.perf_counter() - started)
+    return [statistics.median(s[3:]) for s in samples]
+
+
+CODEC_WIDTHS = tuple(range(1, 17)) + (32,)
+
+
+def codec_costs(sizes=(256, 16384), repeats: int = 11, idle_s: float = 0.003) -> dict[int, tuple[float, float, float, float]]:
+    """bits -> (encode fixed, encode per element, decode fixed, decode per element) seconds on this machine.
+
+    Encoding is quantize + pack (the device's work), decoding check + unpack + dequantize (the
+    server's). Each call is timed after an idle pause, as an inference follows a wait on the
+    network: small tensors then cost several times what a hot loop says, and the widths that take
+    more numpy calls more so.
+    """
+    from qpart.common import quant, tensors
+    rng = np.random.default_rng(0)
+    out = {}
+    for bits in CODEC_WIDTHS:
+        points = []
+        for n in sizes:
+            x = rng.uniform(0, 4, (1, n)).astype(np.float32)
+            params = None if bits == quant.FLOAT_BITS else quant.params_for_range(0, 4, bits)
+            data = tensors.encode_batch(x, params)
+            encode, decode = [], []
+            for _ in range(repeats):
+                time.sleep(idle_s)
+                started = time.perf_counter()
+                tensors.encode_batch(x, params)
+                encode.append(time.perf_counter() - started)
+                time.sleep(idle_s)
+                started = time.perf_counter()
+                tensors.check_batch(1, (n,), bits, len(data))
+                tensors.decode_batch(data, 1, (n,), params)
+                decode.append(time.perf_counter() - started)
+            points.append((statistics.median(encode), statistics.median(decode)))
+        (e1, d1), (e2, d2) = points
+        span = sizes[1] - sizes[0]
+        b_enc, b_dec = max((e2 - e1) / span, 0.0), max((d2 - d1) / span, 0.0)
+        out[bits] = (max(e1 - b_enc * sizes[0], 0.0), b_enc, max(d1 - b_dec * sizes[0], 0.0), b_dec)
+    return out

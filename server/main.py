@@ -37,6 +37,10 @@ class RunningServer:
         self.core = core or QpartCore(settings)
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
+        if settings.measure_speed:
+            self.core.measure_speed()
+        if settings.warm_heads:
+            log.info("built %d catalog heads", self.core.warm_heads())
         options = [("grpc.max_receive_message_length", settings.max_message_bytes),
                    ("grpc.max_send_message_length", settings.max_message_bytes)]
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.workers), options=options)
@@ -80,12 +84,18 @@ def parse_args(argv=None) -> tuple[ServerSettings, argparse.Namespace]:
                         help="server cost μ per busy second, used by the planner")
     parser.add_argument("--server-macs-per-second", type=float, default=0.0,
                         help="measured tail MAC rate for the planner (0: Table II's 3 GHz at 1.25 cycles/MAC)")
+    parser.add_argument("--no-measure-speed", action="store_true",
+                        help="price the tail with --server-macs-per-second (or Table II) instead of timing each layer "
+                             "at start-up")
+    parser.add_argument("--cold-heads", action="store_true",
+                        help="build heads on first request instead of building every catalog head at start-up")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds in-flight RPCs get at shutdown")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     settings = ServerSettings(
         models=args.models, host=args.host, port=args.port, workers=args.workers,
         max_message_bytes=int(args.max_message_mb * 2**20), max_batch=args.max_batch, torch_threads=args.torch_threads,
+        measure_speed=not args.no_measure_speed, warm_heads=not args.cold_heads,
         profile=ServerProfile(price_per_second=args.price_per_second, macs_per_second=args.server_macs_per_second))
     return settings, args
 

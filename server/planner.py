@@ -96,11 +96,13 @@ class Patterns:
 
     def __post_init__(self):
         self.p = np.array([s.partition_point for s in self.specs])
-        columns = [np.asarray(getattr(self.work, f.name)).tolist() for f in fields(Workload)]
+        columns = [np.broadcast_to(np.asarray(getattr(self.work, f.name)), (len(self.specs),)).tolist()
+                   if getattr(self.work, f.name) is not None else [None] * len(self.specs) for f in fields(Workload)]
         self._rows = list(zip(*columns))
 
     @classmethod
-    def of(cls, model: Model, specs: list[PlanSpec], kinds, drops, head_bytes, hashes) -> "Patterns":
+    def of(cls, model: Model, specs: list[PlanSpec], kinds, drops, head_bytes, hashes,
+           codec: dict | None = None) -> "Patterns":
         profile = model.profile
         macs = np.cumsum([0] + [layer.macs for layer in profile.layers])   # macs[p-1] = O_1(p)
         weights = np.cumsum([0] + [layer.weight_count for layer in profile.layers])
@@ -113,8 +115,19 @@ class Patterns:
         head_bytes = np.asarray(head_bytes, float)
         largest = np.array([max(elements[: profile.cut_position(s.partition_point) + 1]) for s in specs])
         answer = np.where(runs_tail, 4 * profile.num_classes + ANSWER_OVERHEAD_BYTES, 0.0)
+        server_seconds = None
+        if model.layer_seconds is not None:   # measured on this server: the tail from each cut
+            tail = np.concatenate([np.cumsum(model.layer_seconds[::-1])[::-1], [0.0]])
+            server_seconds = np.array([tail[profile.cut_position(s.partition_point)] for s in specs])
+        encode = decode = 0.0
+        if codec is not None:   # measured on this server: a + b n per width, for each pattern's activation
+            n = np.array([math.prod(profile.activation_shape(s.partition_point)) if tail else 0
+                          for s, tail in zip(specs, runs_tail)], float)
+            table = np.array([codec.get(s.activation_bits, (0.0,) * 4) if tail else (0.0,) * 4
+                              for s, tail in zip(specs, runs_tail)]).reshape(-1, 4)
+            encode, decode = table[:, 0] + table[:, 1] * n, table[:, 2] + table[:, 3] * n
         work = Workload(macs[p - 1].astype(float), (macs[-1] - macs[p - 1]).astype(float), head_bytes, uplink,
-                        answer, runs_tail)
+                        answer, runs_tail, server_seconds, encode, decode)
         return cls(specs, np.asarray(kinds), np.asarray(drops, float), list(hashes), work,
                    4 * weights[p - 1] + head_bytes + 8 * largest)
 
@@ -125,12 +138,13 @@ class Patterns:
                          self.hashes[i], rejected)
 
 
-def catalog_patterns(model: Model, catalog: catalog_mod.Catalog) -> tuple[Patterns, dict[str, np.ndarray]]:
+def catalog_patterns(model: Model, catalog: catalog_mod.Catalog, codec: dict | None = None
+                     ) -> tuple[Patterns, dict[str, np.ndarray]]:
     """The catalog's patterns and, per policy, which of them it may use."""
     entries = sorted(catalog.entries, key=lambda e: e.partition_point)   # stable: argmin ties pick the earliest cut
     patterns = Patterns.of(model, [e.plan_spec(model) for e in entries], [e.kind for e in entries],
                            [e.certified_drop for e in entries], [e.head_bytes for e in entries],
-                           [e.head_hash for e in entries])
+                           [e.head_hash for e in entries], codec)
     p, kinds, L = patterns.p, patterns.kinds, model.num_layers
     masks = {"qpart": np.ones(len(entries), bool), "server_only": p == 1,
              "device_only": (kinds == "float") & (p == L + 1), "float_split": kinds == "float",
@@ -145,6 +159,12 @@ class Planner:
         self.server = server
         self._catalogs: dict[tuple[str, str], tuple[catalog_mod.Catalog, Patterns, dict]] = {}
         self._lock = threading.Lock()
+        self.codec: dict | None = None   # measured encode/decode costs per width (see evaluate.codec_costs)
+
+    def forget(self) -> None:
+        """Drop the priced patterns (after the server's speed was measured, or catalogs were rebuilt)."""
+        with self._lock:
+            self._catalogs.clear()
 
     def catalog(self, model: Model) -> catalog_mod.Catalog | None:
         """The model's catalog for its current weights (cached once found; a missing one is looked for again)."""
@@ -154,7 +174,7 @@ class Planner:
             if catalog is None:
                 return None
             with self._lock:
-                self._catalogs[key] = (catalog, *catalog_patterns(model, catalog))
+                self._catalogs[key] = (catalog, *catalog_patterns(model, catalog, self.codec))
         return self._catalogs[key][0]
 
     def patterns(self, model: Model) -> tuple[Patterns, dict[str, np.ndarray]]:
@@ -212,7 +232,7 @@ class Planner:
         spec = self.fixed_spec(model, request.fixed)
         head = self.heads.describe(model, spec)
         patterns = Patterns.of(model, [spec], ["fixed"], [np.nan], [head.size if head else 0],
-                               [head.content_hash if head else ""])
+                               [head.content_hash if head else ""], self.codec)
         costs = predict(patterns.work, request.device, request.link, self.server, request.objective,
                         request.inferences_per_head, bool(head) and head.content_hash in request.held_heads)
         chosen = patterns.candidate(costs, 0)

@@ -48,3 +48,8 @@ class SplitInferenceServicer(service_pb2_grpc.SplitInferenceServicer):
     def Probe(self, request: spb.ProbeRequest, context: grpc.ServicerContext):
         return spb.ProbeResponse(payload=self.core.probe_reply(request.reply_bytes),
                                  received_bytes=len(request.payload))
+
+    @servicer_method
+    def ProbeStream(self, requests, context: grpc.ServicerContext):
+        for request in requests:
+            yield spb.ProbeResponse(payload=self.core.probe_reply(request.reply_bytes), received_bytes=len(request.payload))

@@ -7,6 +7,9 @@
     qpart catalog fc6 lenet vgg8        build the offline catalog of certified patterns (Algorithm 1)
     qpart plan fc6 --device rpi4 --rate-mbps 5 --budget 1     every candidate priced, the choice marked
     qpart demo                          server and device as separate processes on 1,000 test images
+    qpart testbed up --rate 5 --delay 10          two network namespaces on a shaped veth (root)
+    qpart testbed shape --rate 20 | fade ... | relay ... | status | down
+    qpart bench [--reduced]             the five policies end to end on a shaped link (root)
 """
 import argparse
 import pathlib
@@ -139,6 +142,52 @@ def cmd_plan(args) -> None:
           f"certified drop {chosen.accuracy_drop if chosen.accuracy_drop is not None else float('nan'):.2f} points")
 
 
+def cmd_testbed(args) -> None:
+    import json
+    from qpart.server import testbed
+    bed = testbed.Testbed()
+    shape = lambda: testbed.LinkShape(args.rate, args.delay, args.jitter, args.loss)  # noqa: E731
+    if args.action == "up":
+        state = bed.up(shape())
+        mode = "netem" if state["netem"] else "tbf for the rate; delay and serialization from `qpart testbed relay`"
+        print(f"testbed up: {testbed.SERVER_NS} {testbed.SERVER_IP} <-> {testbed.DEVICE_NS} {testbed.DEVICE_IP} ({mode})")
+        if not state["netem"]:
+            print(f"start the relay in the server namespace: ip netns exec {testbed.SERVER_NS} qpart testbed relay "
+                  f"--listen {testbed.SERVER_IP}:{testbed.RELAY_PORT} --to 127.0.0.1:50051; devices connect to "
+                  f"{testbed.SERVER_IP}:{testbed.RELAY_PORT}")
+    elif args.action == "shape":
+        print(json.dumps(bed.shape(shape())["shape"]))
+    elif args.action == "fade":
+        bed.fade(args.bandwidth_mhz, args.snr_db, args.coherence_ms, args.duration, args.delay, args.seed)
+    elif args.action == "status":
+        print(json.dumps(bed.state(), indent=1))
+    elif args.action == "down":
+        bed.down()
+        print("testbed down")
+    elif args.action == "relay":
+        from qpart.server import relay
+        sys.setswitchinterval(0.0002)   # threads waiting to release a chunk get the interpreter promptly
+        listen, to = args.listen.rsplit(":", 1), args.to.rsplit(":", 1)
+        r = relay.Relay((listen[0], int(listen[1])), (to[0], int(to[1])), relay.ShapeSource(args.state))
+        print(f"relay {args.listen} -> {args.to}, shape from {args.state}", flush=True)
+        r.serve_forever()
+
+
+def cmd_bench(args) -> None:
+    from qpart.server import bench, benchreport
+    config = bench.REDUCED if args.reduced else bench.BenchConfig()
+    results = bench.run(config, args.models, args.data)
+    command = "qpart bench" + (" --reduced" if args.reduced else "") + f" --models {args.models} --out {args.out}"
+    for path in benchreport.write(results, args.out, command):
+        print(f"wrote {path}")
+    for objective, s in results["summary"].items():
+        print(f"{objective} objective: no baseline significantly below QPART in {s['qpart_lowest']} of {s['cells']} "
+              f"cells; strictly lowest in {s['strictly_lowest']}")
+    print("median relative error: " + ", ".join(f"{p} {100 * e:.1f} %" for p, e in results["median_relative_error"].items()))
+    if args.reduced and any(s["qpart_lowest"] < s["cells"] for s in results["summary"].values()):
+        raise SystemExit("qpart bench --reduced: QPART lost to a baseline (see the report)")
+
+
 def cmd_demo(args) -> None:
     from qpart.server import demo
     demo.run(args.models, args.model, args.count, args.data)
@@ -182,6 +231,27 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_device_options(p)
     cli.add_link_options(p)
     cli.add_plan_options(p)
+    p = sub.add_parser("testbed", help="two network namespaces on a shaped veth (needs root)",
+                       description=__import__("qpart.server.testbed", fromlist=["x"]).__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=cmd_testbed)
+    p.add_argument("action", choices=["up", "down", "shape", "fade", "status", "relay"])
+    p.add_argument("--rate", type=float, default=0.0, help="Mbit/s each direction (0: unshaped)")
+    p.add_argument("--delay", type=float, default=0.0, help="one-way delay each direction, ms")
+    p.add_argument("--jitter", type=float, default=0.0, help="delay jitter, ms")
+    p.add_argument("--loss", type=float, default=0.0, help="loss, percent (netem only)")
+    p.add_argument("--bandwidth-mhz", type=float, default=1.0, help="fade: channel bandwidth B, MHz")
+    p.add_argument("--snr-db", type=float, default=10.0, help="fade: mean SNR, dB")
+    p.add_argument("--coherence-ms", type=float, default=200.0, help="fade: time between new fading draws, ms")
+    p.add_argument("--duration", type=float, default=60.0, help="fade: seconds to keep fading")
+    p.add_argument("--seed", type=int, default=0, help="fade: random seed")
+    p.add_argument("--listen", default=f"10.77.0.1:50052", help="relay: address to listen on")
+    p.add_argument("--to", default="127.0.0.1:50051", help="relay: the server's address")
+    p.add_argument("--state", type=pathlib.Path, default=pathlib.Path("/run/qpart-testbed/state.json"),
+                   help="relay: the testbed state file to read the shape from")
+    p = command("bench", cmd_bench, "the five policies end to end over the shaped testbed link (needs root)")
+    p.add_argument("--reduced", action="store_true", help="the small grid CI runs; fails if QPART loses a cell")
+    p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("docs/benchmarks"), help="where the reports go")
     p = command("demo", cmd_demo, "server and device as separate processes on 1,000 test images")
     p.add_argument("--model", default="fc6", help="model (trained if absent; default %(default)s)")
     p.add_argument("--count", type=int, default=1000, help="test images (default %(default)s)")

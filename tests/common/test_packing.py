@@ -51,3 +51,12 @@ def test_codes_out_of_range_are_rejected():
         packing.pack(np.array([1], np.uint32), 0)
     with pytest.raises(InvalidArgument):
         packing.unpack(b"\0\0\0", 1, 17)
+
+
+@pytest.mark.parametrize("bits", range(1, 17))
+def test_large_tensors_take_the_group_path_and_match_the_reference(bits):
+    n = packing.SMALL_BITS // bits + 1001          # past the bit-by-bit path, not a multiple of 8
+    codes = np.random.default_rng(bits).integers(0, 1 << bits, n).astype(np.uint32)
+    data = packing.pack(codes, bits)
+    assert data == reference_stream(codes, bits)
+    assert np.array_equal(packing.unpack(data, n, bits), codes)

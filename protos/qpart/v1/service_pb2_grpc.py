@@ -60,6 +60,11 @@ class SplitInferenceStub:
                 request_serializer=qpart_dot_v1_dot_service__pb2.ProbeRequest.SerializeToString,
                 response_deserializer=qpart_dot_v1_dot_service__pb2.ProbeResponse.FromString,
                 _registered_method=True)
+        self.ProbeStream = channel.stream_stream(
+                '/qpart.v1.SplitInference/ProbeStream',
+                request_serializer=qpart_dot_v1_dot_service__pb2.ProbeRequest.SerializeToString,
+                response_deserializer=qpart_dot_v1_dot_service__pb2.ProbeResponse.FromString,
+                _registered_method=True)
 
 
 class SplitInferenceServicer:
@@ -101,6 +106,13 @@ class SplitInferenceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProbeStream(self, request_iterator, context):
+        """The same echo on one stream, answered message by message: round trips as an Infer stream sees them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SplitInferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +138,11 @@ def add_SplitInferenceServicer_to_server(servicer, server):
             ),
             'Probe': grpc.unary_unary_rpc_method_handler(
                     servicer.Probe,
+                    request_deserializer=qpart_dot_v1_dot_service__pb2.ProbeRequest.FromString,
+                    response_serializer=qpart_dot_v1_dot_service__pb2.ProbeResponse.SerializeToString,
+            ),
+            'ProbeStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ProbeStream,
                     request_deserializer=qpart_dot_v1_dot_service__pb2.ProbeRequest.FromString,
                     response_serializer=qpart_dot_v1_dot_service__pb2.ProbeResponse.SerializeToString,
             ),
@@ -264,6 +281,33 @@ class SplitInference:
             request,
             target,
             '/qpart.v1.SplitInference/Probe',
+            qpart_dot_v1_dot_service__pb2.ProbeRequest.SerializeToString,
+            qpart_dot_v1_dot_service__pb2.ProbeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProbeStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/qpart.v1.SplitInference/ProbeStream',
             qpart_dot_v1_dot_service__pb2.ProbeRequest.SerializeToString,
             qpart_dot_v1_dot_service__pb2.ProbeResponse.FromString,
             options,

@@ -1,0 +1,238 @@
+"""`qpart bench`: the five policies end to end over a shaped link, on a grid of scenarios.
+
+A testbed (two network namespaces on a veth) carries the traffic: the server (and, without netem, the
+delay relay) in one namespace, the device worker (qpart.device.benchworker) in the other. For each
+link rate the link is reshaped, the worker measures its link with probes, asks the server for a plan
+per cell and policy, and measures each distinct plan: head downloads, lock-step inferences (batch 1),
+accuracy. A cell is (model, device, rate, budget, head reuse, objective); its time per inference is
+the measured inference latency plus the measured head download spread over the reuse.
+
+Board speeds are EMULATED: the device worker paces each head run to the profile's MAC rate, capped at
+what this machine achieves for that model (a board faster than this machine cannot be emulated; the
+plan is then made for the capped rate and the report says so).
+"""
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from qpart.common import data
+from qpart.common.errors import FailedPrecondition
+from qpart.server import catalog, repository, testbed, train
+
+POLICIES = ("qpart", "server_only", "device_only", "float_split", "uniform_int8")
+OBJECTIVES = {"time": (1.0, 0.0, 0.0), "default": (1.0, 1.0, 1.0)}
+SERVER_PORT = 50051
+
+
+@dataclass
+class BenchConfig:
+    models: tuple[str, ...] = ("fc6", "lenet", "vgg8")
+    devices: tuple[str, ...] = ("paper-table2", "rpi4", "rpi5", "jetson-orin-nano")
+    rates_mbit: tuple[float, ...] = (1.0, 5.0, 20.0, 100.0)
+    budgets: tuple[float, ...] = (0.5, 1.0, 2.0)
+    reuse: tuple[int, ...] = (1, 100)
+    objectives: tuple[str, ...] = ("time", "default")
+    delay_ms: float = 5.0            # one-way delay each direction (10 ms round trip)
+    inferences: int = 40             # timed lock-step inferences per distinct plan
+    rounds: int = 5                  # the plans of a link rate take turns this many times (drift hits all alike)
+    accuracy_images: int = 500       # test images per distinct plan for its accuracy
+    fetch_repeats: int = 2           # downloads per distinct head (1 for heads over 2 s)
+    policies: tuple[str, ...] = POLICIES
+
+    def cells(self) -> list[dict]:
+        return [{"model": m, "device": d, "budget": b, "reuse": k, "objective_name": o, "objective": OBJECTIVES[o],
+                 "policy": p}
+                for m in self.models for d in self.devices for b in self.budgets for k in self.reuse
+                for o in self.objectives for p in self.policies]
+
+
+REDUCED = BenchConfig(models=("lenet",), devices=("paper-table2", "rpi4"), rates_mbit=(5.0, 20.0), budgets=(1.0,),
+                      reuse=(1, 100), objectives=("time",), inferences=30, accuracy_images=200, fetch_repeats=1)
+
+
+def ensure_models(models_dir: pathlib.Path, names, data_dir=None, log=print) -> None:
+    """Train and catalog whatever the grid needs and the repository lacks."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if not (models_dir / name / repository.NETWORK_FILE).exists():
+            log(f"training {name}")
+            train.train(name, models_dir, data_dir, train.TrainConfig(progress=False))
+        model = repository.load_model(models_dir / name)
+        if catalog.load(model) is None:
+            log(f"building the catalog of {name}")
+            catalog.save(model, catalog.build(model, data_dir, progress=False))
+
+
+class _Processes:
+    """The server (and relay) running in the server namespace for the length of a benchmark."""
+
+    def __init__(self, models_dir: pathlib.Path, bed: testbed.Testbed):
+        self.bed = bed
+        python = sys.executable
+        self.server = subprocess.Popen(testbed.netns(testbed.SERVER_NS, python, "-m", "qpart.server.main", "--models",
+                                                     str(models_dir), "--host", "0.0.0.0", "--port", str(SERVER_PORT)),
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        if "listening" not in self.server.stdout.readline():
+            self.close()
+            raise FailedPrecondition("qpart-server did not start in the server namespace")
+        self.relay = None
+        if not bed.state()["netem"]:
+            self.relay = subprocess.Popen(testbed.netns(
+                testbed.SERVER_NS, python, "-m", "qpart.server.tool", "testbed", "relay",
+                "--listen", f"{testbed.SERVER_IP}:{testbed.RELAY_PORT}", "--to", f"127.0.0.1:{SERVER_PORT}",
+                "--state", str(bed.state_file)), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            self.relay.stdout.readline()
+
+    def close(self) -> None:
+        for process in (self.server, getattr(self, "relay", None)):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+def _worker(job: dict) -> dict:
+    result = subprocess.run(testbed.netns(testbed.DEVICE_NS, sys.executable, "-m", "qpart.device.benchworker"),
+                            input=json.dumps(job), capture_output=True, text=True)
+    if result.returncode != 0:
+        raise FailedPrecondition(f"the device worker failed: {result.stderr.strip()[-2000:]}")
+    return json.loads(result.stdout)
+
+
+def run(config: BenchConfig, models_dir: pathlib.Path, data_dir=None, log=print) -> dict:
+    if os.geteuid() != 0:
+        raise FailedPrecondition("qpart bench needs root: it builds network namespaces and shapes them with tc")
+    started = time.perf_counter()
+    ensure_models(models_dir, config.models, data_dir, log)
+    bed = testbed.Testbed()
+    netem = bed.up(testbed.LinkShape(rate_mbit=max(config.rates_mbit), delay_ms=config.delay_ms))["netem"]
+    processes = _Processes(models_dir, bed)
+    try:
+        target = bed.device_target(SERVER_PORT)
+        common = {"target": target, "data": str(data_dir) if data_dir else None, "models": list(config.models)}
+        achievable = _worker(common | {"mode": "calibrate"})["macs_per_second"]
+        log(f"this machine runs whole-model heads at {', '.join(f'{m} {r / 1e9:.2f} GMAC/s' for m, r in achievable.items())}")
+        groups = []
+        for rate in config.rates_mbit:
+            bed.shape(testbed.LinkShape(rate_mbit=rate, delay_ms=config.delay_ms))
+            t0 = time.perf_counter()
+            group = _worker(common | {"mode": "measure", "rate_mbit": rate, "achievable": achievable,
+                                      "cells": config.cells(), "inferences": config.inferences, "rounds": config.rounds,
+                                      "accuracy_images": config.accuracy_images, "fetch_repeats": config.fetch_repeats})
+            group["rate_mbit"] = rate
+            groups.append(group)
+            log(f"{rate:g} Mbit/s: {len(group['rows'])} runs, {len(group['inference'])} distinct plans measured "
+                f"in {time.perf_counter() - t0:.0f} s")
+    finally:
+        processes.close()
+        bed.down()
+    results = summarize(config, groups, achievable)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    results["netem"] = netem
+    return results
+
+
+def _row_metrics(row: dict, group: dict, rate_bps: float) -> dict:
+    inference = group["inference"][row["inference_key"]]
+    fetch = group["fetch"].get(row["head_hash"]) if row["head_hash"] else None
+    k = row["reuse"]
+    fetch_s = statistics.fmean(fetch["seconds"]) if fetch else 0.0
+    samples = np.array(inference["latency_s"]) + fetch_s / k        # time per inference, one per timed inference
+    p50, p95 = float(np.median(samples)), float(np.quantile(samples, 0.95))
+    head_tcp = statistics.fmean(fetch["tcp_bytes"]) if fetch and fetch["tcp_bytes"] else (fetch or {}).get("head_bytes", 0)
+    up = inference["tcp_bytes_up"] if inference["tcp_bytes_up"] is not None else inference["message_bytes_up"]
+    down = (inference["tcp_bytes_down"] if inference["tcp_bytes_down"] is not None else inference["message_bytes_down"])
+    down += head_tcp / k
+    energy = row["predicted"]["device_energy_j"] + row["tx_power_w"] * 8 * (up + down) / rate_bps
+    cost = inference["server_compute_s"]     # μ = 1 per busy second
+    w_time, w_energy, w_cost = row["objective"]
+    return {"p50_s": p50, "p95_s": p95, "bytes_up": up, "bytes_down": down, "energy_j": energy,
+            "server_cost": cost, "objective": w_time * p50 + w_energy * energy + w_cost * cost,
+            "objective_samples": w_time * samples + w_energy * energy + w_cost * cost,
+            "predicted_s": row["predicted"]["total_time_s"], "accuracy": group["accuracy"][row["plan_id"]],
+            "fetch_s": fetch_s, "device_compute_s": inference["device_compute_s"],
+            "server_compute_s": inference["server_compute_s"]}
+
+
+def summarize(config: BenchConfig, groups: list[dict], achievable: dict) -> dict:
+    rows = []
+    for group in groups:
+        rate_bps = group["rate_mbit"] * 1e6
+        for row in group["rows"]:
+            rows.append({k: v for k, v in row.items() if k != "predicted"} | {"rate_mbit": group["rate_mbit"]}
+                        | {"predicted_detail": row["predicted"]} | _row_metrics(row, group, rate_bps))
+    cells: dict[tuple, dict] = {}
+    for row in rows:
+        key = (row["model"], row["device"], row["rate_mbit"], row["budget"], row["reuse"], row["objective_name"])
+        cells.setdefault(key, {})[row["policy"]] = row
+    verdicts = []
+    rng = np.random.default_rng(0)
+    for key, by_policy in sorted(cells.items()):
+        metric = "p50_s" if key[-1] == "time" else "objective"
+        ours = by_policy["qpart"][metric]
+        best_other = min((p for p in by_policy if p != "qpart"), key=lambda p: by_policy[p][metric])
+        beaten_by = [p for p in by_policy if p != "qpart" and by_policy[p]["plan_id"] != by_policy["qpart"]["plan_id"]
+                     and _significantly_lower(by_policy[p]["objective_samples"], by_policy["qpart"]["objective_samples"], rng)]
+        verdicts.append({"cell": dict(zip(("model", "device", "rate_mbit", "budget", "reuse", "objective"), key)),
+                         "metric": metric, "qpart": ours, "best_baseline": best_other,
+                         "baseline_value": by_policy[best_other][metric],
+                         "strictly_lowest": ours <= by_policy[best_other][metric] * (1 + 1e-9),
+                         "beaten_by": beaten_by, "qpart_lowest": not beaten_by,
+                         "same_plan": by_policy["qpart"]["plan_id"] == by_policy[best_other]["plan_id"]})
+    for row in rows:
+        del row["objective_samples"]
+    errors = {}
+    for policy in config.policies:
+        rel = [abs(r["predicted_s"] - r["p50_s"]) / r["p50_s"] for r in rows if r["policy"] == policy]
+        errors[policy] = statistics.median(rel) if rel else None
+    summary = {}
+    for objective in config.objectives:
+        mine = [v for v in verdicts if v["cell"]["objective"] == objective]
+        summary[objective] = {"cells": len(mine), "qpart_lowest": sum(v["qpart_lowest"] for v in mine),
+                              "share": sum(v["qpart_lowest"] for v in mine) / len(mine) if mine else None,
+                              "strictly_lowest": sum(v["strictly_lowest"] for v in mine)}
+    return {"config": asdict(config), "achievable_macs_per_second": achievable, "rows": rows, "verdicts": verdicts,
+            "summary": summary, "median_relative_error": errors, "wire_efficiency": _wire_efficiency(groups),
+            "machine": machine()}
+
+
+def _significantly_lower(baseline: np.ndarray, ours: np.ndarray, rng: np.random.Generator, resamples: int = 2000) -> bool:
+    """Is the baseline's median below ours beyond measurement noise? One-sided 95 % bootstrap of the
+    difference of medians (the median of a policy's per-inference samples)."""
+    b = np.median(baseline[rng.integers(0, len(baseline), (resamples, len(baseline)))], axis=1)
+    q = np.median(ours[rng.integers(0, len(ours), (resamples, len(ours)))], axis=1)
+    return bool(np.quantile(b - q, 0.95) < 0)
+
+
+def _wire_efficiency(groups: list[dict]) -> dict:
+    """Per rate: measured head download time (minus one round trip) over kernel-counted bits / shaped rate."""
+    out = {}
+    for group in groups:
+        rtt = group["link"]["rtt_s"]
+        rate_bps = group["rate_mbit"] * 1e6
+        ratios = []
+        for fetch in group["fetch"].values():
+            if fetch["tcp_bytes"] and fetch["head_bytes"] * 8 / rate_bps > 0.05:   # transfers of 50 ms and more
+                ideal = statistics.fmean(fetch["tcp_bytes"]) * 8 / rate_bps
+                ratios.append((statistics.fmean(fetch["seconds"]) - rtt) / ideal)
+        out[str(group["rate_mbit"])] = {"transfers": len(ratios), "median": statistics.median(ratios) if ratios else None,
+                                        "max": max(ratios) if ratios else None}
+    return out
+
+
+def machine() -> dict:
+    import torch
+    cpu = next((line.split(":", 1)[1].strip() for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "kernel": platform.release(), "date": time.strftime("%Y-%m-%d")}

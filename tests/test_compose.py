@@ -1,0 +1,46 @@
+"""docker-compose.yml: two-node testing with netem on the device and a grpc.health.v1 check."""
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+
+
+def test_compose_file_is_valid_for_docker_compose():
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.skip("the docker-compose binary is not installed (`make test` installs it when run as root)")
+    result = subprocess.run([exe, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_services():
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    server, device = services["server"], services["device"]
+    for service in (server, device):
+        assert service["build"]["dockerfile"] == "docker/Dockerfile"
+        assert (ROOT / service["build"]["dockerfile"]).exists()
+    assert "qpart.common.health" in " ".join(server["healthcheck"]["test"])
+    assert device["depends_on"]["server"]["condition"] == "service_healthy"
+    assert "NET_ADMIN" in device["cap_add"]
+    assert {"NETEM_RATE", "NETEM_DELAY", "NETEM_JITTER", "NETEM_LOSS"} <= set(device["environment"])
+    assert device["entrypoint"] == ["qpart-netem"]
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    assert "dataset-fashion-mnist" in dockerfile and "COPY docker/netem.sh /usr/local/bin/qpart-netem" in dockerfile
+
+
+def test_netem_script_builds_the_qdisc(tmp_path):
+    """The device's entrypoint turns the environment into one `tc qdisc replace ... netem` call."""
+    fake_tc = tmp_path / "tc"
+    fake_tc.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/called\n")
+    fake_tc.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "NETEM_RATE": "5mbit", "NETEM_DELAY": "20ms", "NETEM_JITTER": "2ms",
+           "NETEM_LOSS": "0.5%"}
+    result = subprocess.run(["sh", str(ROOT / "docker" / "netem.sh"), "true"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "called").read_text().split() == [
+        "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", "20ms", "2ms", "loss", "0.5%", "rate", "5mbit"]
