@@ -20,9 +20,13 @@ import numpy as np
 from qpart.common.errors import InvalidArgument
 
 
-def _check_non_negative(obj) -> None:
+def _check_non_negative(obj, signed: tuple[str, ...] = ()) -> None:
     for f in fields(obj):
         value = getattr(obj, f.name)
+        if f.name in signed:
+            if not math.isfinite(value):
+                raise InvalidArgument(f"{type(obj).__name__}.{f.name} must be a finite number, got {value!r}")
+            continue
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value) or value < 0:
                 raise InvalidArgument(f"{type(obj).__name__}.{f.name} must be a finite non-negative number, got {value!r}")
@@ -86,7 +90,9 @@ class LinkProfile:
     rtt_s: float = 0.0               # round-trip time, s (not in the paper; real links have one)
 
     def __post_init__(self):
-        _check_non_negative(self)
+        _check_non_negative(self, signed=("snr_db",))
+        if not -100.0 <= self.snr_db <= 100.0:
+            raise InvalidArgument(f"LinkProfile.snr_db must be between -100 and 100 dB, got {self.snr_db!r}")
         if self.uplink_bps <= 0:
             raise InvalidArgument("the link needs a rate: set rate_bps, or bandwidth_hz and snr_db")
 

@@ -12,6 +12,7 @@ import logging
 from typing import Iterator
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from qpart.common import errors
 
@@ -60,33 +61,101 @@ def translate_stream(responses: Iterator) -> Iterator:
         yield from responses
 
 
-def _abort(context: grpc.ServicerContext, method: str, error: Exception):
+class Malformed:
+    """A request whose bytes did not parse as its message type; the servicer answers INVALID_ARGUMENT."""
+
+    def __init__(self, type_name: str, error: Exception):
+        self.type_name, self.error = type_name, error
+
+
+def lenient_deserializer(message_cls):
+    """FromString that returns Malformed instead of raising, so that bad bytes get INVALID_ARGUMENT
+    (gRPC itself would answer INTERNAL)."""
+    def parse(data: bytes):
+        try:
+            return message_cls.FromString(data)
+        except DecodeError as e:
+            return Malformed(message_cls.DESCRIPTOR.full_name, e)
+    return parse
+
+
+def _checked(request, observer, rpc: str):
+    if isinstance(request, Malformed):
+        raise errors.InvalidArgument(f"the request is not a valid {request.type_name} message: {request.error}")
+    if observer is not None:
+        observer.received(rpc, request)
+    return request
+
+
+def _checked_stream(requests, observer, rpc: str):
+    for request in requests:
+        yield _checked(request, observer, rpc)
+
+
+def _request(request, observer, rpc: str):
+    if isinstance(request, (Message, Malformed)):
+        return _checked(request, observer, rpc)
+    return _checked_stream(request, observer, rpc)
+
+
+def _fail(context: grpc.ServicerContext, method: str, error: Exception) -> str:
+    """Abort the call with the status the error maps to; returns the status name for the record."""
     if isinstance(error, errors.QpartError):
         log.info("%s failed: %s: %s", method, error.status, error)
-        context.abort(status_code(error), str(error))
-    if not context.is_active():  # the client went away; nothing to answer
+        code, message = status_code(error), str(error)
+    elif not context.is_active():  # the client went away; nothing to answer
         log.info("%s: client cancelled (%s)", method, type(error).__name__)
-        return
-    log.exception("unexpected error in %s", method)
-    context.abort(grpc.StatusCode.INTERNAL, GENERIC_INTERNAL_MESSAGE)
+        return "CANCELLED"
+    else:
+        log.exception("unexpected error in %s", method)
+        code, message = grpc.StatusCode.INTERNAL, GENERIC_INTERNAL_MESSAGE
+    context.abort(code, message)
+
+
+def _status(error: Exception, context: grpc.ServicerContext) -> str:
+    if isinstance(error, errors.QpartError):
+        return error.status
+    return "INTERNAL" if context.is_active() else "CANCELLED"
 
 
 def servicer_method(method):
-    """Decorate a servicer method (unary or response-streaming) to map exceptions to status codes."""
-    name = method.__qualname__
+    """Decorate a servicer method (unary or streaming either way): bad bytes and QpartErrors become
+    their status codes, anything else INTERNAL with a generic message (the traceback goes to the log),
+    and each call is reported to the servicer's `observer` (metrics, request ids, logs) if it has one."""
+    name = method.__name__
     if inspect.isgeneratorfunction(method):
         @functools.wraps(method)
         def streaming(self, request, context):
+            observer = getattr(self, "observer", None)
+            call = observer.begin(name, context) if observer else None
+            status = "OK"
             try:
-                yield from method(self, request, context)
+                for response in method(self, _request(request, observer, name), context):
+                    if observer:
+                        observer.sent(name, response)
+                    yield response
             except Exception as e:  # noqa: BLE001 - every error is mapped to a status here
-                _abort(context, name, e)
+                status = _status(e, context)
+                _fail(context, name, e)
+            finally:
+                if observer:
+                    observer.end(call, status if context.is_active() or status != "OK" else "CANCELLED")
         return streaming
 
     @functools.wraps(method)
     def unary(self, request, context):
+        observer = getattr(self, "observer", None)
+        call = observer.begin(name, context) if observer else None
+        status = "OK"
         try:
-            return method(self, request, context)
+            response = method(self, _request(request, observer, name), context)
+            if observer:
+                observer.sent(name, response)
+            return response
         except Exception as e:  # noqa: BLE001
-            _abort(context, name, e)
+            status = _status(e, context)
+            _fail(context, name, e)
+        finally:
+            if observer:
+                observer.end(call, status)
     return unary

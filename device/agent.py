@@ -12,7 +12,7 @@ import numpy as np
 from google.protobuf import json_format
 
 from qpart.common import quant, tensors
-from qpart.common.errors import Internal, InvalidArgument, QpartError
+from qpart.common.errors import Internal, InvalidArgument, QpartError, Unavailable
 from qpart.device import netstat
 from qpart.device.cache import HeadCache
 from qpart.device.client import ServerClient
@@ -65,6 +65,8 @@ class RunReport:
     device_compute_s: float = 0.0           # head compute plus packing, all inputs
     server_compute_s: float = 0.0           # tail compute the server reported, all inputs
     batch_latency_s: list[float] = field(default_factory=list)  # send of a batch -> its answer
+    resent_streams: int = 0                 # streams opened again after a server became unavailable
+    duplicates_dropped: int = 0             # answers for inputs that had one already (never used)
     total_s: float = 0.0                    # wall time of plan + head + all inferences
 
     @classmethod
@@ -125,7 +127,12 @@ class DeviceAgent:
 
     def classify(self, plan: spb.PlanResponse, executor: HeadExecutor | None, x: np.ndarray, report: RunReport,
                  batch_size: int = 1, window: int = 1) -> np.ndarray:
-        """Scores [n, classes] for inputs x [n, *input_shape]; at most `window` batches in flight."""
+        """Scores [n, classes] for inputs x [n, *input_shape]; at most `window` batches in flight.
+
+        Every input gets exactly one answer: when a stream breaks (server restart, switch to another
+        replica) the inputs without an answer are sent again on a new stream, and an answer for an
+        input that has one already is dropped (counted in report.duplicates_dropped).
+        """
         if plan.partition_point == plan.num_layers + 1:
             scores = []
             for start in range(0, len(x), batch_size):
@@ -139,44 +146,66 @@ class DeviceAgent:
         params = activation_params(plan.activation)
         sample_shape = tuple(plan.activation.sample_shape)
         starts = list(range(0, len(x), batch_size))
+        encoded: dict[int, bytes] = {}                 # batch start -> packed activations (kept for resends)
+        answers: dict[int, np.ndarray] = {}            # request id -> scores
+        for attempt in range(self.client.retries + 1):
+            pending = [s for s in starts if any(i not in answers for i in range(s, min(s + batch_size, len(x))))]
+            if not pending:
+                break
+            try:
+                self._stream(plan, executor, x, pending, encoded, answers, report, batch_size, window, params,
+                             sample_shape)
+            except Unavailable:
+                self.client.check_tls()
+                if attempt == self.client.retries:
+                    raise
+                report.resent_streams += 1
+                self.client.failover(attempt)
+        if len(answers) != len(x):
+            raise Internal(f"the server answered {len(answers)} of {len(x)} inputs")
+        report.inputs, report.batches = len(x), len(starts)
+        return np.stack([answers[i] for i in range(len(x))])
+
+    def _stream(self, plan, executor, x, pending, encoded, answers, report, batch_size, window, params, sample_shape):
         sent_at: dict[int, float] = {}
         slots = threading.Semaphore(window)
         failed = threading.Event()
 
         def requests():
-            for b, start in enumerate(starts):
+            for b, start in enumerate(pending):
                 while not slots.acquire(timeout=0.1):
                     if failed.is_set():
                         return
                 began = time.perf_counter()
-                chunk = x[start:start + batch_size]
-                activation = self.run_head(executor, chunk) if executor is not None else chunk
-                if activation.shape[1:] != sample_shape:
-                    raise InvalidArgument(f"the head produced {activation.shape[1:]}, the plan expects {sample_shape}")
-                data = tensors.encode_batch(activation, params)
-                report.device_compute_s += time.perf_counter() - began
+                if start not in encoded:
+                    chunk = x[start:start + batch_size]
+                    activation = self.run_head(executor, chunk) if executor is not None else chunk
+                    if activation.shape[1:] != sample_shape:
+                        raise InvalidArgument(f"the head produced {activation.shape[1:]}, the plan expects {sample_shape}")
+                    encoded[start] = tensors.encode_batch(activation, params)
+                    report.device_compute_s += time.perf_counter() - began
                 sent_at[b] = began
+                stop = min(start + batch_size, len(x))
                 yield spb.InferRequest(plan_id=plan.plan_id if b == 0 else "", batch=spb.ActivationBatch(
-                    request_ids=range(start, start + len(chunk)), sample_shape=sample_shape,
-                    bits=plan.activation.bits, data=data))
+                    request_ids=range(start, stop), sample_shape=sample_shape, bits=plan.activation.bits,
+                    data=encoded[start]))
 
-        scores = []
         try:
-            for b, response in enumerate(self.client.infer(requests(), timeout_s=self.stream_timeout(len(x)))):
+            for b, response in enumerate(self.client.infer(requests(), timeout_s=self.stream_timeout(len(pending) * batch_size))):
                 report.batch_latency_s.append(time.perf_counter() - sent_at[b])
                 slots.release()
-                expected = list(range(starts[b], min(starts[b] + batch_size, len(x))))
+                expected = list(range(pending[b], min(pending[b] + batch_size, len(x))))
                 if [r.request_id for r in response.results] != expected:
-                    raise Internal(f"the server answered batch {b} with other request ids than were sent")
-                scores.extend(np.asarray(r.scores, np.float32) for r in response.results)
+                    raise Internal("the server answered a batch with other request ids than were sent")
+                for r in response.results:
+                    if r.request_id in answers:
+                        report.duplicates_dropped += 1
+                    else:
+                        answers[r.request_id] = np.asarray(r.scores, np.float32)
                 report.server_compute_s += response.server_compute_s
         except QpartError:
             failed.set()
             raise
-        if len(scores) != len(x):
-            raise Internal(f"the server answered {len(scores)} of {len(x)} inputs")
-        report.inputs, report.batches = len(x), len(starts)
-        return np.stack(scores)
 
     def stream_timeout(self, inputs: int) -> float:
         return self.client.timeout_s + inputs * 0.5

@@ -1,16 +1,30 @@
-"""The device's gRPC client: deadlines on every call, QpartError instead of grpc.RpcError, and an
-exact count of the gRPC message bytes each RPC moved (serialized message plus its 5-byte frame)."""
+"""The device's gRPC client.
+
+- Every call has a deadline; errors come back as QpartError subclasses, never grpc.RpcError.
+- Several server addresses ("a:50051,b:50051"): when one is UNAVAILABLE the client moves to the
+  next, backing off exponentially with jitter; unary calls are retried, a head download resumes from
+  the byte it had reached, a head whose content hash does not match is downloaded again. Infer
+  streams are not retried here: the agent resends exactly the inputs that have no answer yet.
+- TLS (trusting a given CA), mutual TLS (this device's certificate) and a bearer token on every call.
+- Exact gRPC message byte counts per RPC (serialized message plus its 5-byte frame).
+"""
 import collections
 import hashlib
+import itertools
+import pathlib
+import random
+import socket
+import ssl
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import grpc
 
-from qpart.common.errors import DataLoss, ResourceExhausted
-from qpart.common.rpc import rpc_errors, translate_stream
+from qpart.common.errors import DataLoss, InvalidArgument, ResourceExhausted, Unauthenticated, Unavailable
+from qpart.common.rpc import rpc_errors
 from qpart.v1 import service_pb2 as spb
 from qpart.v1 import service_pb2_grpc
 
@@ -23,45 +37,153 @@ class WireBytes:
     received: int = 0    # bytes of gRPC messages received, frames included
 
 
+@dataclass(frozen=True)
+class TlsSettings:
+    ca: pathlib.Path | None = None          # CA certificate (PEM) the server's certificate must chain to
+    cert: pathlib.Path | None = None        # this device's certificate chain (PEM), for mutual TLS
+    key: pathlib.Path | None = None         # its private key (PEM)
+    server_name: str | None = None          # expected name in the server certificate, if not the host
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        if (self.cert is None) != (self.key is None):
+            raise InvalidArgument("a device certificate needs both --tls-cert and --tls-key")
+        read = lambda path: path.read_bytes() if path else None  # noqa: E731
+        return grpc.ssl_channel_credentials(read(self.ca), read(self.key), read(self.cert))
+
+
+def diagnose_tls(target: str, tls: TlsSettings, timeout_s: float = 3.0) -> str | None:
+    """Why a TLS connection to `target` fails, if it is the certificates: gRPC reports a refused client
+    certificate only as a closed socket, so the handshake is repeated here with the same credentials.
+    Returns None when TLS is not the problem (the server accepts us, or cannot be reached at all)."""
+    host, _, port = target.rpartition(":")
+    context = ssl.create_default_context(cafile=str(tls.ca) if tls.ca else None)
+    if tls.cert is not None:
+        context.load_cert_chain(str(tls.cert), str(tls.key))
+    context.set_alpn_protocols(["h2"])
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as raw:
+            with context.wrap_socket(raw, server_hostname=tls.server_name or host.strip("[]")) as conn:
+                # TLS 1.3 delivers the server's verdict on our certificate after the handshake: an accepting
+                # gRPC server sends its HTTP/2 preface, a refusing one closes the connection
+                if conn.recv(1) == b"":
+                    return ("the server closed the connection after the TLS handshake: it refused this device's "
+                            "certificate, or requires one")
+    except ssl.SSLCertVerificationError as e:
+        return f"the server's certificate is not trusted ({e.verify_message})"
+    except ssl.SSLError as e:
+        return f"the TLS handshake was refused ({e.reason or e}): check this device's certificate"
+    except OSError:
+        return None
+    return None
+
+
 def message_bytes(message) -> int:
     return message.ByteSize() + GRPC_FRAME_BYTES
 
 
 class ServerClient:
     def __init__(self, target: str, timeout_s: float = 30.0, max_message_bytes: int = 16 << 20,
-                 channel: grpc.Channel | None = None):
-        self.target = target
-        self.port = int(target.rsplit(":", 1)[1]) if ":" in target else 443
-        self.timeout_s = timeout_s   # deadline of unary calls; streams get it per expected second of work
-        self.channel = channel or grpc.insecure_channel(target, options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes)])
-        self.stub = service_pb2_grpc.SplitInferenceStub(self.channel)
+                 token: str | None = None, tls: TlsSettings | None = None, retries: int = 6,
+                 backoff_s: float = 0.1, backoff_max_s: float = 2.0):
+        self.targets = [t.strip() for t in target.split(",") if t.strip()]
+        if not self.targets:
+            raise InvalidArgument("no server address given")
+        self.timeout_s = timeout_s            # deadline of unary calls; streams get it plus their expected work
+        self.retries = retries                # attempts after the first when a server is UNAVAILABLE
+        self.backoff_s, self.backoff_max_s = backoff_s, backoff_max_s
+        self._auth = (("authorization", f"Bearer {token}"),) if token else ()
+        self._session = uuid.uuid4().hex[:8]       # request ids: <session>-<call number>, in the server's logs
+        self._calls = itertools.count(1)
+        self._options = [("grpc.max_receive_message_length", max_message_bytes),
+                         ("grpc.max_send_message_length", max_message_bytes)]
+        self._tls = tls
+        if tls is not None and tls.server_name:
+            self._options.append(("grpc.ssl_target_name_override", tls.server_name))
+        self._channels: dict[str, grpc.Channel] = {}
+        self._current = 0
+        self.failovers = 0          # moves to another address after UNAVAILABLE
+        self.refetches = 0          # heads downloaded again because they failed their content hash
         self.bytes: dict[str, WireBytes] = collections.defaultdict(WireBytes)
 
+    # --- channels and failover ---------------------------------------------------------------------
+    @property
+    def metadata(self) -> tuple:
+        """Metadata of the next call: the token, and a fresh request id that the server logs."""
+        return self._auth + (("x-request-id", f"{self._session}-{next(self._calls)}"),)
+
+    @property
+    def target(self) -> str:
+        return self.targets[self._current]
+
+    @property
+    def port(self) -> int:
+        return int(self.target.rsplit(":", 1)[1]) if ":" in self.target else 443
+
+    @property
+    def channel(self) -> grpc.Channel:
+        target = self.target
+        if target not in self._channels:
+            self._channels[target] = (grpc.secure_channel(target, self._tls.credentials(), self._options)
+                                      if self._tls is not None else grpc.insecure_channel(target, self._options))
+        return self._channels[target]
+
+    @property
+    def stub(self) -> service_pb2_grpc.SplitInferenceStub:
+        return service_pb2_grpc.SplitInferenceStub(self.channel)
+
+    def failover(self, attempt: int) -> None:
+        """Move to the next address (if there are several) and back off before the next attempt."""
+        if len(self.targets) > 1:
+            self._current = (self._current + 1) % len(self.targets)
+            self.failovers += 1
+        delay = min(self.backoff_s * 2 ** attempt, self.backoff_max_s)
+        time.sleep(delay * random.uniform(0.5, 1.0))
+
     def close(self) -> None:
-        self.channel.close()
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
 
     def wait_ready(self, timeout_s: float = 10.0) -> None:
         with rpc_errors():
             grpc.channel_ready_future(self.channel).result(timeout=timeout_s)
 
-    def _unary(self, name: str, method, request):
-        self.bytes[name].sent += message_bytes(request)
-        with rpc_errors():
-            response = method(request, timeout=self.timeout_s)
-        self.bytes[name].received += message_bytes(response)
-        return response
+    def _retrying(self, call):
+        """call() with retries on UNAVAILABLE across the addresses."""
+        for attempt in range(self.retries + 1):
+            try:
+                with rpc_errors():
+                    return call()
+            except Unavailable:
+                self.check_tls()
+                if attempt == self.retries:
+                    raise
+                self.failover(attempt)
+
+    def check_tls(self) -> None:
+        """After a failed connection: raise Unauthenticated if the certificates are why (never retried)."""
+        if self._tls is not None:
+            reason = diagnose_tls(self.target, self._tls)
+            if reason:
+                raise Unauthenticated(f"{self.target}: {reason}")
+
+    # --- calls -----------------------------------------------------------------------------------------
+    def _unary(self, name: str, request):
+        def call():
+            self.bytes[name].sent += message_bytes(request)
+            response = getattr(self.stub, name)(request, timeout=self.timeout_s, metadata=self.metadata)
+            self.bytes[name].received += message_bytes(response)
+            return response
+        return self._retrying(call)
 
     def list_models(self, name: str = "") -> list[spb.ModelInfo]:
-        return list(self._unary("ListModels", self.stub.ListModels, spb.ListModelsRequest(name=name)).models)
+        return list(self._unary("ListModels", spb.ListModelsRequest(name=name)).models)
 
     def plan(self, request: spb.PlanRequest) -> spb.PlanResponse:
-        return self._unary("Plan", self.stub.Plan, request)
+        return self._unary("Plan", request)
 
     def probe(self, payload_bytes: int, reply_bytes: int) -> spb.ProbeResponse:
-        return self._unary("Probe", self.stub.Probe, spb.ProbeRequest(payload=bytes(payload_bytes),
-                                                                      reply_bytes=reply_bytes))
+        return self._unary("Probe", spb.ProbeRequest(payload=bytes(payload_bytes), reply_bytes=reply_bytes))
 
     def probe_round_trips(self, count: int) -> list[float]:
         """Seconds of each of `count` empty round trips on one ProbeStream, one message in flight at a time."""
@@ -77,50 +199,74 @@ class ServerClient:
                 counter.sent += message_bytes(message)
                 sent_at.append(time.perf_counter())
                 yield message
-        trips = []
-        for response in translate_stream(self.stub.ProbeStream(requests(), timeout=self.timeout_s)):
-            trips.append(time.perf_counter() - sent_at[len(trips)])
-            counter.received += message_bytes(response)
-            answered.release()
-        return trips
 
-    def fetch_head(self, plan: spb.PlanResponse, max_bytes: int, timeout_s: float | None = None) -> bytes:
-        """Download the plan's head, checking every chunk against the plan before storing it."""
+        def call():
+            sent_at.clear()
+            trips = []
+            for response in self.stub.ProbeStream(requests(), timeout=self.timeout_s, metadata=self.metadata):
+                trips.append(time.perf_counter() - sent_at[len(trips)])
+                counter.received += message_bytes(response)
+                answered.release()
+            return trips
+        return self._retrying(call)
+
+    def fetch_head(self, plan: spb.PlanResponse, max_bytes: int, timeout_s: float | None = None,
+                   refetches: int = 2) -> bytes:
+        """Download the plan's head, checking every chunk against the plan before storing it; a broken
+        stream resumes where it stopped, a head that fails its content hash is downloaded again."""
         total = plan.head_bytes
         if total > max_bytes:
             raise ResourceExhausted(f"the head takes {total} bytes; this device allows {max_bytes}")
-        counter = self.bytes["FetchHead"]
-        request = spb.FetchHeadRequest(plan_id=plan.plan_id)
+        for refetch in range(refetches + 1):
+            buffer = bytearray(total)
+            received = 0
+            for attempt in range(self.retries + 1):
+                try:
+                    received = self._fetch_from(plan, buffer, received, timeout_s)
+                    break
+                except Unavailable:
+                    self.check_tls()
+                    if attempt == self.retries:
+                        raise
+                    self.failover(attempt)
+            data = bytes(buffer)
+            if hashlib.sha256(data).hexdigest() == plan.head_hash:
+                return data
+            if refetch == refetches:
+                raise DataLoss(f"the head failed its content hash {refetches + 1} times")
+            self.refetches += 1
+        raise AssertionError("unreachable")
+
+    def _fetch_from(self, plan: spb.PlanResponse, buffer: bytearray, received: int, timeout_s) -> int:
+        counter, total = self.bytes["FetchHead"], len(buffer)
+        request = spb.FetchHeadRequest(plan_id=plan.plan_id, offset=received)
         counter.sent += message_bytes(request)
-        buffer = bytearray(total)
-        received = 0
-        call = self.stub.FetchHead(request, timeout=timeout_s or self.timeout_s)
-        for chunk in translate_stream(call):
-            counter.received += message_bytes(chunk)
-            if chunk.content_hash != plan.head_hash or chunk.total_bytes != total:
-                raise DataLoss("a head chunk names another head than the plan does")
-            if chunk.offset != received or received + len(chunk.data) > total or not chunk.data:
-                raise DataLoss(f"head chunk at offset {chunk.offset} (+{len(chunk.data)}) does not continue "
-                               f"the {received} bytes received of {total}")
-            buffer[received:received + len(chunk.data)] = chunk.data
-            received += len(chunk.data)
+        with rpc_errors():
+            for chunk in self.stub.FetchHead(request, timeout=timeout_s or self.timeout_s, metadata=self.metadata):
+                counter.received += message_bytes(chunk)
+                if chunk.content_hash != plan.head_hash or chunk.total_bytes != total:
+                    raise DataLoss("a head chunk names another head than the plan does")
+                if chunk.offset != received or received + len(chunk.data) > total or not chunk.data:
+                    raise DataLoss(f"head chunk at offset {chunk.offset} (+{len(chunk.data)}) does not continue "
+                                   f"the {received} bytes received of {total}")
+                buffer[received:received + len(chunk.data)] = chunk.data
+                received += len(chunk.data)
         if received != total:
             raise DataLoss(f"the head stream ended after {received} of {total} bytes")
-        data = bytes(buffer)
-        if hashlib.sha256(data).hexdigest() != plan.head_hash:
-            raise DataLoss("the downloaded head does not match its content hash")
-        return data
+        return received
 
     def infer(self, requests: Iterable[spb.InferRequest], timeout_s: float | None = None) -> Iterator[spb.InferResponse]:
+        """One Infer stream on the current server; UNAVAILABLE is raised for the caller to resend."""
         counter = self.bytes["Infer"]
 
         def counted():
             for request in requests:
                 counter.sent += message_bytes(request)
                 yield request
-        for response in translate_stream(self.stub.Infer(counted(), timeout=timeout_s or self.timeout_s)):
-            counter.received += message_bytes(response)
-            yield response
+        with rpc_errors():
+            for response in self.stub.Infer(counted(), timeout=timeout_s or self.timeout_s, metadata=self.metadata):
+                counter.received += message_bytes(response)
+                yield response
 
     def totals(self) -> WireBytes:
         return WireBytes(sum(b.sent for b in self.bytes.values()), sum(b.received for b in self.bytes.values()))

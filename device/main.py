@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import pathlib
 import sys
 
@@ -20,7 +21,7 @@ from qpart.common.errors import QpartError
 from qpart.device import probe
 from qpart.device.agent import DeviceAgent, RunReport
 from qpart.device.cache import HeadCache
-from qpart.device.client import ServerClient
+from qpart.device.client import ServerClient, TlsSettings
 from qpart.v1 import network_pb2 as npb
 from qpart.v1 import service_pb2 as spb
 
@@ -32,7 +33,8 @@ DEFAULT_CACHE = pathlib.Path.home() / ".cache" / "qpart" / "heads"
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="qpart-device", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--server", default="127.0.0.1:50051", help="server address host:port")
+    parser.add_argument("--server", default="127.0.0.1:50051",
+                        help="server address host:port, or several separated by commas (replicas, tried in turn)")
     parser.add_argument("--model", default="fc6", help="model to run (default %(default)s)")
     cli.add_device_options(parser)
     parser.add_argument("--measure-compute", action="store_true", help="measure this machine's MAC rate and send it")
@@ -60,6 +62,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--no-cache", action="store_true", help="always download the head (nothing is cached)")
     g.add_argument("--max-head-mb", type=float, default=256.0, help="refuse heads larger than this, MiB")
     g.add_argument("--timeout", type=float, default=30.0, help="deadline of each call, seconds")
+    g.add_argument("--retries", type=int, default=6,
+                   help="attempts after the first when a server is unavailable (exponential backoff, next replica)")
+    g = parser.add_argument_group("security")
+    g.add_argument("--token", default=os.environ.get("QPART_TOKEN"),
+                   help="bearer token sent with every call (default $QPART_TOKEN)")
+    g.add_argument("--tls-ca", type=pathlib.Path, help="CA certificate (PEM) to trust for the server: use TLS")
+    g.add_argument("--tls-cert", type=pathlib.Path, help="this device's certificate (PEM), for mutual TLS")
+    g.add_argument("--tls-key", type=pathlib.Path, help="this device's private key (PEM)")
+    g.add_argument("--tls-server-name", help="name the server certificate must carry, if not the host's")
     g.add_argument("--compare-unsplit", action="store_true",
                    help="also classify the same images with the whole float model on the server")
     g.add_argument("--json", type=pathlib.Path, help="write the full report here as JSON")
@@ -125,7 +136,10 @@ def summary(report: RunReport) -> list[str]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    client = ServerClient(args.server, timeout_s=args.timeout)
+    tls = None
+    if args.tls_ca or args.tls_cert:
+        tls = TlsSettings(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
+    client = ServerClient(args.server, timeout_s=args.timeout, token=args.token, tls=tls, retries=args.retries)
     cache = HeadCache(None if args.no_cache else args.cache)
     try:
         images, labels = data.load_split("test", args.data)

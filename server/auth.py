@@ -53,13 +53,14 @@ def new_token() -> tuple[str, str]:
 class Authenticator:
     """Turns a call's metadata and TLS peer into an Identity, or raises."""
 
-    def __init__(self, devices: dict[str, Identity] | None):
-        self.devices = devices      # token digest -> Identity; None: authentication off
+    def __init__(self, devices: dict[str, Identity] | None, mutual_tls: bool = False):
+        self.devices = devices        # token digest -> Identity; None: authentication off
+        self.mutual_tls = mutual_tls  # client certificates are verified: certificate_cn is enforced
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike | None) -> "Authenticator":
+    def from_file(cls, path: str | os.PathLike | None, mutual_tls: bool = False) -> "Authenticator":
         if path is None:
-            return cls(None)
+            return cls(None, mutual_tls)
         try:
             entries = tomllib.loads(pathlib.Path(path).read_text()).get("device", [])
         except (OSError, tomllib.TOMLDecodeError) as e:
@@ -71,7 +72,7 @@ class Authenticator:
                 raise InvalidArgument(f"devices file {path}: every [[device]] needs an id and a 64-hex token_sha256")
             devices[digest] = Identity(str(entry["id"]), frozenset(entry.get("models", ["*"])),
                                        entry.get("certificate_cn"))
-        return cls(devices)
+        return cls(devices, mutual_tls)
 
     @property
     def enabled(self) -> bool:
@@ -91,7 +92,7 @@ class Authenticator:
         identity = self.devices.get(token_digest(token.strip()))
         if identity is None:
             raise Unauthenticated("unknown device token")
-        if identity.certificate_cn is not None and identity.certificate_cn not in (peer_common_names or []):
+        if self.mutual_tls and identity.certificate_cn is not None and identity.certificate_cn not in (peer_common_names or []):
             raise PermissionDenied(f"device {identity.device_id!r} must connect with its own client certificate "
                                    f"(common name {identity.certificate_cn!r})")
         return identity

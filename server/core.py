@@ -2,6 +2,7 @@
 
 The gRPC servicer only decodes messages, calls these methods and encodes the results.
 """
+import os
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -12,6 +13,8 @@ import torch
 from qpart.common import quant, tensors
 from qpart.common.errors import FailedPrecondition, InvalidArgument, OutOfRange, ResourceExhausted
 from qpart.server import evaluate
+from qpart.server.admission import Admission
+from qpart.server.auth import ANYONE, Authenticator, Identity
 from qpart.server.heads import BuiltHead, HeadStore
 from qpart.server.planner import Plan, Planner, PlanRequest
 from qpart.server.plans import PlanSpec
@@ -35,8 +38,8 @@ class InferResult:
     request_ids: list[int]
     scores: np.ndarray     # [n, classes] float32
     labels: np.ndarray     # [n] int64
-    compute_s: float
-    queue_s: float
+    compute_s: float       # the tail's run
+    queue_s: float         # waiting for a compute slot
 
 
 @dataclass(frozen=True)
@@ -48,11 +51,15 @@ class HeadChunk:
 
 
 class QpartCore:
+    """Every method that touches a model takes the caller's Identity and checks that it may use it."""
+
     def __init__(self, settings: ServerSettings, repository: ModelRepository | None = None):
         self.settings = settings
         self.repository = repository or ModelRepository(settings.models)
         self.heads = HeadStore(settings.head_cache_bytes)
         self.planner = Planner(self.repository, self.heads, settings.profile)
+        self.auth = Authenticator.from_file(settings.devices, mutual_tls=settings.tls_client_ca is not None)
+        self.admission = Admission(settings.compute_slots or os.cpu_count() or 1, settings.max_queued)
 
     def measure_speed(self) -> None:
         """Time each model's layers and the activation codecs on this machine; the planner prices with them."""
@@ -81,26 +88,32 @@ class QpartCore:
             raise InvalidArgument(f"a probe reply of {reply_bytes} bytes exceeds the message limit of {limit} bytes")
         return bytes(reply_bytes)
 
-    def list_models(self, name: str = "") -> list[Model]:
-        return [self.repository.get(name)] if name else list(self.repository)
+    def list_models(self, name: str = "", identity: Identity = ANYONE) -> list[Model]:
+        if name:
+            identity.authorize(name)
+            return [self.repository.get(name)]
+        return [m for m in self.repository if "*" in identity.models or m.name in identity.models]
 
-    def plan(self, request: PlanRequest) -> Plan:
+    def plan(self, request: PlanRequest, identity: Identity = ANYONE) -> Plan:
+        identity.authorize(request.model)
         return self.planner.plan(request)
 
-    def resolve(self, token: str) -> tuple[Model, PlanSpec]:
+    def resolve(self, token: str, identity: Identity = ANYONE) -> tuple[Model, PlanSpec]:
         spec = PlanSpec.parse(token)
+        identity.authorize(spec.model)
         model = self.repository.get(spec.model)
         return model, spec.check(model)
 
-    def head(self, token: str) -> BuiltHead:
-        model, spec = self.resolve(token)
+    def head(self, token: str, identity: Identity = ANYONE) -> BuiltHead:
+        model, spec = self.resolve(token, identity)
         built = self.heads.get(model, spec)
         if built is None:
             raise FailedPrecondition("this plan sends the raw input (partition point 1); there is no head to fetch")
         return built
 
-    def head_chunks(self, token: str, offset: int = 0, max_chunk_bytes: int = 0) -> Iterator[HeadChunk]:
-        built = self.head(token)
+    def head_chunks(self, token: str, offset: int = 0, max_chunk_bytes: int = 0,
+                    identity: Identity = ANYONE) -> Iterator[HeadChunk]:
+        built = self.head(token, identity)
         total = len(built.data)
         if offset > total:
             raise OutOfRange(f"offset {offset} is past the end of the {total}-byte head")
@@ -109,17 +122,15 @@ class QpartCore:
         for start in range(offset, total, step):
             yield HeadChunk(built.content_hash, total, start, bytes(view[start:start + step]))
 
-    def open_session(self, token: str) -> InferSession:
-        model, spec = self.resolve(token)
+    def open_session(self, token: str, identity: Identity = ANYONE) -> InferSession:
+        model, spec = self.resolve(token, identity)
         p = spec.partition_point
         if p == model.num_layers + 1:
             raise FailedPrecondition("this plan runs the whole model on the device; there is nothing to infer here")
         return InferSession(token, model, spec, spec.activation_params(model), model.profile.activation_shape(p),
                             model.tail(p))
 
-    def infer(self, session: InferSession, request_ids, sample_shape, bits: int, data: bytes,
-              received_at: float | None = None) -> InferResult:
-        received_at = time.perf_counter() if received_at is None else received_at
+    def infer(self, session: InferSession, request_ids, sample_shape, bits: int, data: bytes) -> InferResult:
         n = len(request_ids)
         if n == 0:
             raise InvalidArgument("the activation batch holds no inputs (request_ids is empty)")
@@ -133,9 +144,10 @@ class QpartCore:
             raise InvalidArgument(f"activation bit width {bits} does not match the plan's {session.spec.activation_bits}")
         tensors.check_batch(n, shape, bits, len(data), self.settings.max_activation_elements)
         x = tensors.decode_batch(data, n, shape, session.activation)   # [n, *sample_shape]
-        started = time.perf_counter()
-        with torch.inference_mode():
-            scores = session.tail(torch.from_numpy(x)).numpy()          # [n, classes]
-        done = time.perf_counter()
-        return InferResult(list(request_ids), scores, scores.argmax(axis=1), done - started, started - received_at)
+        with self.admission.slot() as queued:
+            started = time.perf_counter()
+            with torch.inference_mode():
+                scores = session.tail(torch.from_numpy(x)).numpy()      # [n, classes]
+            done = time.perf_counter()
+        return InferResult(list(request_ids), scores, scores.argmax(axis=1), done - started, queued)
 

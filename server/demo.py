@@ -19,10 +19,10 @@ from qpart.server import catalog, repository, train
 LISTENING = re.compile(r"listening on (\S+):(\d+)")
 
 
-def start_server(models: pathlib.Path, extra_args=()) -> tuple[subprocess.Popen, str]:
+def start_server(models: pathlib.Path, extra_args=(), log_level: str = "WARNING") -> tuple[subprocess.Popen, str]:
     """Start qpart-server on a free port; returns the process and its host:port once it is SERVING."""
     server = subprocess.Popen([sys.executable, "-m", "qpart.server.main", "--models", str(models), "--port", "0",
-                               *extra_args], stdout=subprocess.PIPE, text=True)
+                               "--log-level", log_level, *extra_args], stdout=subprocess.PIPE, text=True)
     line = server.stdout.readline()
     match = LISTENING.search(line)
     if not match:

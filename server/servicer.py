@@ -1,55 +1,117 @@
-"""The thin gRPC layer: decode, call QpartCore, encode. Errors map to status codes in qpart.common.rpc."""
+"""The thin gRPC layer: identify the caller, decode, call QpartCore, encode.
+
+Errors map to status codes in qpart.common.rpc; requests are parsed there too, so that bytes that
+are not a valid message get INVALID_ARGUMENT. Every RPC of qpart.v1.SplitInference identifies its
+caller first (bearer token, TLS client certificate; see qpart.server.auth).
+"""
 import time
 
 import grpc
 
-from qpart.common.errors import InvalidArgument
-from qpart.common.rpc import servicer_method
+from qpart.common.errors import InvalidArgument, ResourceExhausted
+from qpart.common.rpc import lenient_deserializer, servicer_method
 from qpart.server import codec
+from qpart.server.auth import Identity
 from qpart.server.core import QpartCore
+from qpart.server.observe import RpcObserver
 from qpart.v1 import service_pb2 as spb
-from qpart.v1 import service_pb2_grpc
+
+SERVICE = spb.DESCRIPTOR.services_by_name["SplitInference"]
 
 
-class SplitInferenceServicer(service_pb2_grpc.SplitInferenceServicer):
-    def __init__(self, core: QpartCore):
+class SplitInferenceServicer:
+    def __init__(self, core: QpartCore, observer: RpcObserver | None = None):
         self.core = core
+        self.observer = observer or RpcObserver()
+
+    def _identity(self, context: grpc.ServicerContext) -> Identity:
+        names = [v.decode("utf-8", "replace") for v in context.auth_context().get("x509_common_name", [])]
+        identity = self.core.auth.identify(context.invocation_metadata(), names)
+        self.observer.annotate(device=identity.device_id)
+        return identity
 
     @servicer_method
     def ListModels(self, request: spb.ListModelsRequest, context: grpc.ServicerContext):
+        identity = self._identity(context)
         return spb.ListModelsResponse(models=[codec.model_info(m, self.core.planner.catalog(m))
-                                              for m in self.core.list_models(request.name)])
+                                              for m in self.core.list_models(request.name, identity)])
 
     @servicer_method
     def Plan(self, request: spb.PlanRequest, context: grpc.ServicerContext):
-        plan = self.core.plan(codec.plan_request(request))
-        return codec.plan_response(plan, self.core.repository.get(plan.spec.model).num_layers)
+        identity = self._identity(context)
+        plan = self.core.plan(codec.plan_request(request), identity)
+        spec = plan.spec
+        self.observer.annotate(model=spec.model, policy=plan.policy, partition_point=spec.partition_point,
+                               weight_bits=list(spec.weight_bits), activation_bits=spec.activation_bits)
+        metrics = self.observer.metrics
+        if metrics:
+            metrics.plans.labels(spec.model, plan.policy, str(spec.partition_point)).inc()
+            for bits in spec.weight_bits:
+                metrics.bits.labels(spec.model, "weights", str(bits)).inc()
+            if spec.activation_bits:
+                metrics.bits.labels(spec.model, "activation", str(spec.activation_bits)).inc()
+        return codec.plan_response(plan, self.core.repository.get(spec.model).num_layers)
 
     @servicer_method
     def FetchHead(self, request: spb.FetchHeadRequest, context: grpc.ServicerContext):
-        for chunk in self.core.head_chunks(request.plan_id, request.offset, request.max_chunk_bytes):
+        identity = self._identity(context)
+        for chunk in self.core.head_chunks(request.plan_id, request.offset, request.max_chunk_bytes, identity):
             yield codec.head_chunk(chunk)
 
     @servicer_method
     def Infer(self, requests, context: grpc.ServicerContext):
-        session = None
+        identity = self._identity(context)
+        metrics = self.observer.metrics
+        session, inputs = None, 0
         for request in requests:
-            received_at = time.perf_counter()
+            received = time.perf_counter()
             if session is None:
-                session = self.core.open_session(request.plan_id)
+                session = self.core.open_session(request.plan_id, identity)
+                self.observer.annotate(model=session.model.name, partition_point=session.spec.partition_point)
             elif request.plan_id and request.plan_id != session.token:
                 raise InvalidArgument("the plan id changed within one Infer stream; open a new stream per plan")
             batch = request.batch
-            result = self.core.infer(session, batch.request_ids, batch.sample_shape, batch.bits, batch.data,
-                                     received_at)
-            yield codec.infer_response(result)
+            try:
+                result = self.core.infer(session, batch.request_ids, batch.sample_shape, batch.bits, batch.data)
+            except ResourceExhausted:
+                self.observer.annotate(refused_after_ms=round((time.perf_counter() - received) * 1e3, 3))
+                if metrics:
+                    metrics.shed.inc()
+                raise
+            response = codec.infer_response(result)
+            inputs += len(result.request_ids)
+            self.observer.annotate(inputs=inputs)
+            if metrics:
+                metrics.queue.observe(result.queue_s)
+                metrics.compute.observe(result.compute_s)
+                metrics.transfer.observe(max(time.perf_counter() - received - result.queue_s - result.compute_s, 0.0))
+                metrics.inferences.labels(session.model.name).inc(len(result.request_ids))
+            yield response
 
     @servicer_method
     def Probe(self, request: spb.ProbeRequest, context: grpc.ServicerContext):
-        return spb.ProbeResponse(payload=self.core.probe_reply(request.reply_bytes),
-                                 received_bytes=len(request.payload))
+        self._identity(context)
+        return spb.ProbeResponse(payload=self.core.probe_reply(request.reply_bytes), received_bytes=len(request.payload))
 
     @servicer_method
     def ProbeStream(self, requests, context: grpc.ServicerContext):
+        self._identity(context)
         for request in requests:
             yield spb.ProbeResponse(payload=self.core.probe_reply(request.reply_bytes), received_bytes=len(request.payload))
+
+
+_HANDLERS = {(False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,
+             (True, False): grpc.stream_unary_rpc_method_handler, (True, True): grpc.stream_stream_rpc_method_handler}
+
+
+def add_to_server(servicer: SplitInferenceServicer, server: grpc.Server) -> None:
+    """Register every method of the service with lenient request parsing (see qpart.common.rpc)."""
+    handlers = {}
+    for method in SERVICE.methods:
+        request_cls = getattr(spb, method.input_type.name)
+        response_cls = getattr(spb, method.output_type.name)
+        factory = _HANDLERS[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = factory(getattr(servicer, method.name),
+                                        request_deserializer=lenient_deserializer(request_cls),
+                                        response_serializer=response_cls.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))

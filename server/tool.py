@@ -10,6 +10,7 @@
     qpart testbed up --rate 5 --delay 10          two network namespaces on a shaped veth (root)
     qpart testbed shape --rate 20 | fade ... | relay ... | status | down
     qpart bench [--reduced]             the five policies end to end on a shaped link (root)
+    qpart token DEVICE [--models fc6]   a new bearer token and its entry for the server's devices file
 """
 import argparse
 import pathlib
@@ -188,6 +189,19 @@ def cmd_bench(args) -> None:
         raise SystemExit("qpart bench --reduced: QPART lost to a baseline (see the report)")
 
 
+def cmd_token(args) -> None:
+    from qpart.server.auth import new_token
+    token, digest = new_token()
+    print(f"# give the device its token (qpart-device --token or $QPART_TOKEN): {token}")
+    print("# and add this to the server's devices file (qpart-server --devices FILE):")
+    print("[[device]]")
+    print(f'id = "{args.device}"')
+    print(f'token_sha256 = "{digest}"')
+    print("models = [" + ", ".join(f'"{m}"' for m in args.allow) + "]")
+    if args.certificate_cn:
+        print(f'certificate_cn = "{args.certificate_cn}"')
+
+
 def cmd_demo(args) -> None:
     from qpart.server import demo
     demo.run(args.models, args.model, args.count, args.data)
@@ -252,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("bench", cmd_bench, "the five policies end to end over the shaped testbed link (needs root)")
     p.add_argument("--reduced", action="store_true", help="the small grid CI runs; fails if QPART loses a cell")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("docs/benchmarks"), help="where the reports go")
+    p = sub.add_parser("token", help="make a device token and its devices-file entry",
+                       description="Print a new random bearer token and the [[device]] entry for qpart-server --devices.")
+    p.set_defaults(func=cmd_token)
+    p.add_argument("device", help="device id (shows in logs and metrics)")
+    p.add_argument("--allow", nargs="+", default=["*"], help="models the device may use (default: all)")
+    p.add_argument("--certificate-cn", help="with mutual TLS: the common name its client certificate must carry")
     p = command("demo", cmd_demo, "server and device as separate processes on 1,000 test images")
     p.add_argument("--model", default="fc6", help="model (trained if absent; default %(default)s)")
     p.add_argument("--count", type=int, default=1000, help="test images (default %(default)s)")

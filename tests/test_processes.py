@@ -138,6 +138,6 @@ def test_calibrate_catalog_and_plan_commands(models_dir, catalogs):
     calibrated = qpart("calibrate", "fc6", "--samples", "500")
     assert "alpha =" in calibrated and "additivity" in calibrated and "W6" in calibrated and "A6" in calibrated
     assert "the catalog is current" in qpart("catalog", "fc6")
-    planned = qpart("plan", "lenet", "--device", "rpi4", "--rate-mbps", "5", "--rtt-ms", "10", "--budget", "1")
+    planned = qpart("plan", "lenet", "--device", "rpi4", "--rate-mbps", "5", "--rtt-ms", "10", "--budget", "0.1")
     chosen = [line for line in planned.splitlines() if line.startswith("*")]
-    assert len(chosen) == 1 and "chosen: p=" in planned and "exceeds the budget 1" in planned
+    assert len(chosen) == 1 and "chosen: p=" in planned and "exceeds the budget 0.1" in planned
