@@ -2,14 +2,13 @@
 
 Servers decorate servicer methods with `servicer_method`: a QpartError becomes its status code and
 message; anything else becomes INTERNAL with a generic message while the traceback goes to the log.
-Clients wrap calls with `rpc_errors()` (or iterate through `translate_stream`) to get the same
-QpartError subclasses back from a grpc.RpcError.
+Clients wrap calls (and stream iteration) in `rpc_errors()` to get the same QpartError subclasses
+back from a grpc.RpcError.
 """
 import contextlib
 import functools
 import inspect
 import logging
-from typing import Iterator
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -55,12 +54,6 @@ def rpc_errors():
         raise from_rpc_error(e) from None
 
 
-def translate_stream(responses: Iterator) -> Iterator:
-    """Iterate a server stream, raising QpartError instead of grpc.RpcError."""
-    with rpc_errors():
-        yield from responses
-
-
 class Malformed:
     """A request whose bytes did not parse as its message type; the servicer answers INVALID_ARGUMENT."""
 
@@ -98,14 +91,14 @@ def _request(request, observer, rpc: str):
     return _checked_stream(request, observer, rpc)
 
 
-def _fail(context: grpc.ServicerContext, method: str, error: Exception) -> str:
-    """Abort the call with the status the error maps to; returns the status name for the record."""
+def _fail(context: grpc.ServicerContext, method: str, error: Exception) -> None:
+    """Abort the call with the status the error maps to (nothing to answer if the client has gone)."""
     if isinstance(error, errors.QpartError):
         log.info("%s failed: %s: %s", method, error.status, error)
         code, message = status_code(error), str(error)
-    elif not context.is_active():  # the client went away; nothing to answer
+    elif not context.is_active():
         log.info("%s: client cancelled (%s)", method, type(error).__name__)
-        return "CANCELLED"
+        return
     else:
         log.exception("unexpected error in %s", method)
         code, message = grpc.StatusCode.INTERNAL, GENERIC_INTERNAL_MESSAGE
