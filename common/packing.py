@@ -10,7 +10,7 @@ import functools
 import numpy as np
 
 from qpart.common.errors import InvalidArgument
-from qpart.common.quant import check_bits
+from qpart.common.quant import check_bits, code_type
 
 CODES_PER_GROUP = 8
 
@@ -41,9 +41,11 @@ def _shifts(bits: int) -> np.ndarray:
     return np.arange(bits, dtype=np.uint16)
 
 
-def _word(bits: int):
-    """The narrowest unsigned type that holds one code."""
-    return np.uint8 if bits <= 8 else np.uint16
+@functools.lru_cache(maxsize=None)
+def byte_codes(bits: int) -> np.ndarray:
+    """[256, 8 // bits]: the codes each byte value holds, for the widths 1, 2, 4 and 8 that divide a byte."""
+    per_byte = 8 // bits
+    return (np.arange(256, dtype=np.uint8)[:, None] >> (np.arange(per_byte, dtype=np.uint8) * bits)) & ((1 << bits) - 1)
 
 
 def pack(codes: np.ndarray, bits: int) -> bytes:
@@ -51,13 +53,15 @@ def pack(codes: np.ndarray, bits: int) -> bytes:
     bits = check_bits(bits, allow_float=False)
     codes = np.asarray(codes).reshape(-1)
     n = codes.size
-    if n and (codes.min() < 0 or int(codes.max()) >> bits):
+    if n and ((codes.dtype.kind != "u" and codes.min() < 0) or int(codes.max()) >> bits):
         raise InvalidArgument(f"codes must lie in [0, {(1 << bits) - 1}] to be packed at {bits} bits")
     if bits == 8:
         return codes.astype(np.uint8).tobytes()
     if bits == 16:
         return codes.astype("<u2").tobytes()
-    if bits in (1, 2, 4):          # whole codes per byte: a few shifts
+    if bits == 1:
+        return np.packbits(codes.astype(np.uint8, copy=False), bitorder="little").tobytes()
+    if bits in (2, 4):             # whole codes per byte: a few shifts
         per_byte = 8 // bits
         padded = np.zeros(-(-n // per_byte) * per_byte, np.uint8)
         padded[:n] = codes
@@ -70,7 +74,7 @@ def pack(codes: np.ndarray, bits: int) -> bytes:
         bit_matrix = (codes.astype(np.uint16)[:, None] >> _shifts(bits)) & 1           # [n, bits]
         return np.packbits(bit_matrix.astype(np.uint8).reshape(-1), bitorder="little").tobytes()
     groups = -(-n // CODES_PER_GROUP)
-    word = _word(bits)
+    word = code_type(bits)
     padded = np.zeros(groups * CODES_PER_GROUP, word)
     padded[:n] = codes
     columns = padded.reshape(groups, CODES_PER_GROUP).T.copy()  # (8, groups): code j of every group
@@ -81,9 +85,8 @@ def pack(codes: np.ndarray, bits: int) -> bytes:
     return out.T.tobytes()[: packed_size(n, bits)]
 
 
-def unpack(data: bytes, n: int, bits: int) -> np.ndarray:
-    """Inverse of pack: n codes as uint32. The data must be exactly ceil(n*bits/8) bytes."""
-    bits = check_bits(bits, allow_float=False)
+def packed_bytes(data: bytes, n: int, bits: int) -> np.ndarray:
+    """The bytes of n packed codes as uint8, after checking their count and the unused high bits."""
     if n < 0:
         raise InvalidArgument(f"element count must not be negative, got {n}")
     expected = packed_size(n, bits)
@@ -93,19 +96,24 @@ def unpack(data: bytes, n: int, bits: int) -> np.ndarray:
     used = (n * bits) % 8
     if used and int(buf[-1]) >> used:
         raise InvalidArgument("the unused high bits of the last byte must be zero")
+    return buf
+
+
+def unpack(data: bytes, n: int, bits: int) -> np.ndarray:
+    """Inverse of pack: n codes as uint32. The data must be exactly ceil(n*bits/8) bytes."""
+    bits = check_bits(bits, allow_float=False)
+    buf = packed_bytes(data, n, bits)
     if bits == 8:
         return buf.astype(np.uint32)
     if bits == 16:
         return np.frombuffer(data, "<u2").astype(np.uint32)
     if bits in (1, 2, 4):
-        per_byte = 8 // bits
-        lanes = (buf[:, None] >> (np.arange(per_byte, dtype=np.uint8) * bits)) & ((1 << bits) - 1)  # [bytes, per byte]
-        return lanes.reshape(-1)[:n].astype(np.uint32)
+        return byte_codes(bits)[buf].reshape(-1)[:n].astype(np.uint32)                 # [bytes, per byte] -> [n]
     if n * bits <= SMALL_BITS:
         bit_matrix = np.unpackbits(buf, count=n * bits, bitorder="little").reshape(n, bits)   # [n, bits]
         return (bit_matrix.astype(np.uint32) << _shifts(bits).astype(np.uint32)).sum(axis=1, dtype=np.uint32)
     groups = -(-n // CODES_PER_GROUP)
-    word = _word(bits)
+    word = code_type(bits)
     padded = np.zeros(groups * bits, np.uint8)
     padded[: buf.size] = buf
     rows = padded.reshape(groups, bits).T.astype(word)       # (b, groups): byte k of every group

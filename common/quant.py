@@ -93,14 +93,24 @@ def calibrate(x: np.ndarray, bits: int, granularity: str = PER_TENSOR) -> QuantP
     raise InvalidArgument(f"unknown granularity {granularity!r}; use {PER_TENSOR!r} or {PER_CHANNEL!r}")
 
 
-def quantize_with(x: np.ndarray, params: QuantParams) -> np.ndarray:
-    """Integer codes (uint32) of x under params (eq 10 without the final dequantization)."""
+def code_type(bits: int):
+    """The narrowest unsigned type that holds one code."""
+    return np.uint8 if bits <= 8 else np.uint16
+
+
+def quantize_with(x: np.ndarray, params: QuantParams, dtype=np.uint32) -> np.ndarray:
+    """Integer codes of x under params (eq 10 without the final dequantization), as dtype."""
     x = np.asarray(x, np.float32)
     check_finite(x)
-    scale, zero = params.broadcast(x.ndim)
-    codes = np.rint(x / scale) + zero
+    if params.scale.size == 1:   # per tensor (every activation): float32 scalars, the fewest numpy calls
+        codes = x / params.scale[0]
+        np.rint(codes, out=codes)
+        codes += np.float32(params.zero_point[0])   # exact for every code the clip keeps (below 2^16)
+    else:
+        scale, zero = params.broadcast(x.ndim)
+        codes = np.rint(x / scale) + zero
     np.clip(codes, 0, (1 << params.bits) - 1, out=codes)
-    return codes.astype(np.uint32)
+    return codes.astype(dtype)
 
 
 def dequantize(codes: np.ndarray, params: QuantParams) -> np.ndarray:

@@ -1,4 +1,5 @@
 """PackedTensor <-> numpy, with every declared size checked before anything is allocated."""
+import functools
 import math
 
 import numpy as np
@@ -98,7 +99,14 @@ def encode_batch(x: np.ndarray, params: quant.QuantParams | None) -> bytes:
     """Pack a batch [n, *sample_shape] with the plan's static quantization (None: float32)."""
     if params is None:
         return encode_float32(x)
-    return packing.pack(quant.quantize_with(x, params), params.bits)
+    return packing.pack(quant.quantize_with(x, params, quant.code_type(params.bits)), params.bits)
+
+
+@functools.lru_cache(maxsize=256)
+def _byte_values(bits: int, scale: float, zero: int) -> np.ndarray:
+    """[256, 8 // bits] float32: the values each packed byte stands for (per-tensor 1, 2, 4 or 8 bits)."""
+    params = quant.QuantParams(bits, np.array([scale], np.float32), np.array([zero], np.int64))
+    return quant.dequantize(packing.byte_codes(bits), params)
 
 
 def decode_batch(data: bytes, n: int, sample_shape, params: quant.QuantParams | None) -> np.ndarray:
@@ -107,4 +115,7 @@ def decode_batch(data: bytes, n: int, sample_shape, params: quant.QuantParams | 
     count = math.prod(shape)
     if params is None:
         return decode_float32(data, count).reshape(shape)
+    if params.scale.size == 1 and 8 % params.bits == 0:   # one table lookup per byte
+        table = _byte_values(params.bits, float(params.scale[0]), int(params.zero_point[0]))
+        return table[packing.packed_bytes(data, count, params.bits)].reshape(-1)[:count].reshape(shape)
     return quant.dequantize(packing.unpack(data, count, params.bits).reshape(shape), params)

@@ -71,27 +71,29 @@ def codec_costs(sizes=(256, 16384), repeats: int = 11, idle_s: float = 0.003) ->
     """
     from qpart.common import quant, tensors
     rng = np.random.default_rng(0)
-    out = {}
+    cases = []   # (bits, n, batch, params, packed)
     for bits in CODEC_WIDTHS:
-        points = []
         for n in sizes:
             x = rng.uniform(0, 4, (1, n)).astype(np.float32)
             params = None if bits == quant.FLOAT_BITS else quant.params_for_range(0, 4, bits)
-            data = tensors.encode_batch(x, params)
-            encode, decode = [], []
-            for _ in range(repeats):
-                time.sleep(idle_s)
-                started = time.perf_counter()
-                tensors.encode_batch(x, params)
-                encode.append(time.perf_counter() - started)
-                time.sleep(idle_s)
-                started = time.perf_counter()
-                tensors.check_batch(1, (n,), bits, len(data))
-                tensors.decode_batch(data, 1, (n,), params)
-                decode.append(time.perf_counter() - started)
-            points.append((statistics.median(encode), statistics.median(decode)))
-        (e1, d1), (e2, d2) = points
-        span = sizes[1] - sizes[0]
+            cases.append((bits, n, x, params, tensors.encode_batch(x, params)))
+    encode = {(bits, n): [] for bits, n, *_ in cases}
+    decode = {(bits, n): [] for bits, n, *_ in cases}
+    for _ in range(repeats):   # rounds over all widths: drift of the machine hits every width alike
+        for bits, n, x, params, data in cases:
+            time.sleep(idle_s)
+            started = time.perf_counter()
+            tensors.encode_batch(x, params)
+            encode[bits, n].append(time.perf_counter() - started)
+            time.sleep(idle_s)
+            started = time.perf_counter()
+            tensors.check_batch(1, (n,), bits, len(data))
+            tensors.decode_batch(data, 1, (n,), params)
+            decode[bits, n].append(time.perf_counter() - started)
+    out = {}
+    span = sizes[1] - sizes[0]
+    for bits in CODEC_WIDTHS:
+        (e1, e2), (d1, d2) = ([statistics.median(t[bits, n]) for n in sizes] for t in (encode, decode))
         b_enc, b_dec = max((e2 - e1) / span, 0.0), max((d2 - d1) / span, 0.0)
         out[bits] = (max(e1 - b_enc * sizes[0], 0.0), b_enc, max(d1 - b_dec * sizes[0], 0.0), b_dec)
     return out

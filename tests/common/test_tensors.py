@@ -2,8 +2,10 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
 
-from qpart.common import tensors
+from qpart.common import packing, quant, tensors
 from qpart.common.errors import InvalidArgument
 from qpart.v1 import network_pb2 as pb
 
@@ -76,3 +78,28 @@ def test_batch_checks():
         tensors.check_batch(3, (2, 2), 3, 4)
     with pytest.raises(InvalidArgument, match="elements"):
         tensors.check_batch(1 << 20, (1 << 20,), 8, 10)
+
+
+@settings(max_examples=150, deadline=None)
+@given(n=st.integers(1, 5), sample=hnp.array_shapes(min_dims=1, max_dims=3, max_side=7), bits=st.integers(1, 16),
+       lo=st.floats(-50, 0, width=32), span=st.floats(0, 100, width=32), seed=st.integers(0, 2**16))
+def test_activation_batches_round_trip_exactly_as_the_quantizer_says(n, sample, bits, lo, span, seed):
+    """The batch codec (table lookups for 1, 2, 4, 8 bits) restores what fake quantization predicts, bit for bit."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(lo - 1, lo + span + 1, (n, *sample)).astype(np.float32)   # some values beyond the range: clipped
+    params = quant.params_for_range(lo, lo + span, bits)
+    data = tensors.encode_batch(x, params)
+    assert tensors.check_batch(n, sample, bits, len(data)) == x.size
+    assert len(data) == packing.packed_size(x.size, bits)
+    expected = quant.dequantize(quant.quantize_with(x, params), params)
+    assert np.array_equal(tensors.decode_batch(data, n, sample, params), expected)
+    assert np.array_equal(tensors.decode_batch(tensors.encode_batch(x, None), n, sample, None), x)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 7])
+def test_activation_batches_with_dirty_padding_bits_are_refused(bits):
+    params = quant.params_for_range(0, 1, bits)
+    data = bytearray(tensors.encode_batch(np.zeros((1, 3), np.float32), params))
+    data[-1] |= 0x80
+    with pytest.raises(InvalidArgument, match="unused high bits"):
+        tensors.decode_batch(bytes(data), 1, (3,), params)
