@@ -44,7 +44,7 @@ class BenchConfig:
     inferences: int = 40             # timed lock-step inferences per distinct plan
     rounds: int = 5                  # the plans of a link rate take turns this many times (drift hits all alike)
     accuracy_images: int = 500       # test images per distinct plan for its accuracy
-    fetch_repeats: int = 2           # downloads per distinct head (1 for heads over 2 s)
+    fetch_repeats: int = 3           # downloads per distinct head, median taken (1 for heads over 2 s)
     policies: tuple[str, ...] = POLICIES
 
     def cells(self) -> list[dict]:
@@ -152,7 +152,7 @@ def _row_metrics(row: dict, group: dict, rate_bps: float) -> dict:
     inference = group["inference"][row["inference_key"]]
     fetch = group["fetch"].get(row["head_hash"]) if row["head_hash"] else None
     k = row["reuse"]
-    fetch_s = statistics.fmean(fetch["seconds"]) if fetch else 0.0
+    fetch_s = statistics.median(fetch["seconds"]) if fetch else 0.0
     samples = np.array(inference["latency_s"]) + fetch_s / k        # time per inference, one per timed inference
     p50, p95 = float(np.median(samples)), float(np.quantile(samples, 0.95))
     head_tcp = statistics.fmean(fetch["tcp_bytes"]) if fetch and fetch["tcp_bytes"] else (fetch or {}).get("head_bytes", 0)
@@ -221,7 +221,7 @@ def _significantly_lower(baseline: np.ndarray, ours: np.ndarray, rng: np.random.
 
 
 def _wire_efficiency(groups: list[dict]) -> dict:
-    """Per rate: measured head download time (minus one round trip) over kernel-counted bits / shaped rate."""
+    """Per rate: median head download time (minus one round trip) over kernel-counted bits / shaped rate."""
     out = {}
     for group in groups:
         rtt = group["link"]["rtt_s"]
@@ -230,7 +230,7 @@ def _wire_efficiency(groups: list[dict]) -> dict:
         for fetch in group["fetch"].values():
             if fetch["tcp_bytes"] and fetch["head_bytes"] * 8 / rate_bps > 0.05:   # transfers of 50 ms and more
                 ideal = statistics.fmean(fetch["tcp_bytes"]) * 8 / rate_bps
-                ratios.append((statistics.fmean(fetch["seconds"]) - rtt) / ideal)
+                ratios.append((statistics.median(fetch["seconds"]) - rtt) / ideal)
         out[str(group["rate_mbit"])] = {"transfers": len(ratios), "median": statistics.median(ratios) if ratios else None,
                                         "max": max(ratios) if ratios else None}
     return out
