@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from qpart.common import data, messages, profiles
+from qpart.common import data, messages, profiles, runtime
 from qpart.common.costmodel import Objective
 from qpart.device import netstat, probe
 from qpart.device.agent import DeviceAgent, RunReport
@@ -162,6 +162,7 @@ def main() -> int:
         images, labels = data.load_split("test", job.get("data"))
         n = max(job.get("accuracy_images", 0), job.get("inferences", 0) + 2 * job.get("rounds", 1), 100)
         x, y = data.to_float(images[:n]), labels[:n]
+        runtime.freeze_long_lived()
         result = calibrate(client, x, job["models"]) if job["mode"] == "calibrate" else measure(client, job, x, y)
     finally:
         client.close()

@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from qpart.common import runtime
 from qpart.common.errors import QpartError, ResourceExhausted
 from qpart.device.agent import DeviceAgent, RunReport
 from qpart.device.cache import HeadCache
@@ -57,6 +58,7 @@ def session(args, seed: int, until: float, out: dict, lock: threading.Lock) -> N
 
 
 def worker(args, first_seed: int, sessions: int, until: float, queue) -> None:
+    runtime.freeze_long_lived()
     out = {"latency": [], "shed": [], "errors": collections.Counter()}
     lock = threading.Lock()
     threads = [threading.Thread(target=session, args=(args, first_seed + i, until, out, lock)) for i in range(sessions)]

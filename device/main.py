@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from qpart.common import cli, data, messages
+from qpart.common import cli, data, messages, runtime
 from qpart.common.errors import QpartError
 from qpart.device import probe
 from qpart.device.agent import DeviceAgent, RunReport
@@ -151,6 +151,7 @@ def main(argv=None) -> int:
             device = request.device
             emulate = device.macs_per_second or device.clock_hz / device.cycles_per_mac
         agent = DeviceAgent(client, cache, max_head_bytes=int(args.max_head_mb * 2**20), emulate_macs_per_second=emulate)
+        runtime.freeze_long_lived()
         report = agent.run(request, x, y, args.batch_size, args.window)
         result = {"split": report.as_dict()}
         for line in summary(report):

@@ -226,13 +226,15 @@ def _wire_efficiency(groups: list[dict]) -> dict:
     for group in groups:
         rtt = group["link"]["rtt_s"]
         rate_bps = group["rate_mbit"] * 1e6
-        ratios = []
-        for fetch in group["fetch"].values():
+        transfers = []
+        for head_hash, fetch in group["fetch"].items():
             if fetch["tcp_bytes"] and fetch["head_bytes"] * 8 / rate_bps > 0.05:   # transfers of 50 ms and more
                 ideal = statistics.fmean(fetch["tcp_bytes"]) * 8 / rate_bps
-                ratios.append((statistics.median(fetch["seconds"]) - rtt) / ideal)
+                transfers.append({"head_hash": head_hash, "head_bytes": fetch["head_bytes"], "seconds": fetch["seconds"],
+                                  "ratio": (statistics.median(fetch["seconds"]) - rtt) / ideal})
+        ratios = [t["ratio"] for t in transfers]
         out[str(group["rate_mbit"])] = {"transfers": len(ratios), "median": statistics.median(ratios) if ratios else None,
-                                        "max": max(ratios) if ratios else None}
+                                        "max": max(ratios) if ratios else None, "each": transfers}
     return out
 
 

@@ -70,6 +70,13 @@ def markdown(r: dict) -> str:
                  "bits / shaped rate): " + ", ".join(
                      f"{rate} Mbit/s median {w['median']:.3f} (max {w['max']:.3f}, {w['transfers']} transfers)"
                      for rate, w in r["wire_efficiency"].items() if w["median"] is not None) + ".")
+    slow = [(rate, t) for rate, w in r["wire_efficiency"].items() for t in w.get("each", []) if t["ratio"] > 1.15]
+    if slow:
+        lines.append("- Head downloads above 1.15: " + "; ".join(
+            f"{rate} Mbit/s, {t['head_bytes']:,} B, repeats " + "/".join(f"{1e3 * s:.0f}" for s in t["seconds"])
+            + f" ms ({t['ratio']:.2f})" for rate, t in slow)
+            + (". The link was emulated by the user-space relay; see the README's testbed section on late gRPC "
+               "downloads through it." if not r.get("netem") else "."))
     lines += ["", "## Cells where QPART is not the lowest", ""]
     losses = [v for v in r["verdicts"] if not v["strictly_lowest"]]
     if not losses:

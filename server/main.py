@@ -20,6 +20,7 @@ import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from qpart.common import runtime
 from qpart.common.costmodel import ServerProfile
 from qpart.server.core import QpartCore
 from qpart.server.observe import Metrics, RpcObserver, configure_logging
@@ -153,6 +154,7 @@ def main(argv=None) -> int:
     settings, args = parse_args(argv)
     configure_logging(args.log_level, settings.json_logs)
     running = RunningServer(settings)
+    runtime.freeze_long_lived()
     names = ", ".join(running.core.repository.names()) or "no models"
     security = ("mutual TLS" if settings.tls_client_ca else "TLS" if settings.tls_cert else "plaintext") + (
         ", device tokens" if settings.devices else "")
