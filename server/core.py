@@ -62,9 +62,9 @@ class QpartCore:
         self.admission = Admission(settings.compute_slots or os.cpu_count() or 1, settings.max_queued)
 
     def measure_speed(self) -> None:
-        """Time each model's layers and the activation codecs on this machine; the planner prices with them."""
+        """Time each model's tail from every cut and the activation codecs on this machine; the planner prices with them."""
         for model in self.repository:
-            model.layer_seconds = evaluate.layer_seconds(model)
+            model.tail_seconds = evaluate.tail_seconds(model)
         self.planner.codec = evaluate.codec_costs()
         self.planner.forget()
 

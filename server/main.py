@@ -112,8 +112,8 @@ def parse_args(argv=None) -> tuple[ServerSettings, argparse.Namespace]:
     parser.add_argument("--server-macs-per-second", type=float, default=0.0,
                         help="measured tail MAC rate for the planner (0: Table II's 3 GHz at 1.25 cycles/MAC)")
     parser.add_argument("--no-measure-speed", action="store_true",
-                        help="price the tail with --server-macs-per-second (or Table II) instead of timing each layer "
-                             "at start-up")
+                        help="price the tail with --server-macs-per-second (or Table II) instead of timing the tail "
+                             "from each cut at start-up (after 10 ms idle, as a device's next input arrives)")
     parser.add_argument("--cold-heads", action="store_true",
                         help="build heads on first request instead of building every catalog head at start-up")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds in-flight RPCs get at shutdown")

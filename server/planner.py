@@ -116,9 +116,8 @@ class Patterns:
         largest = np.array([max(elements[: profile.cut_position(s.partition_point) + 1]) for s in specs])
         answer = np.where(runs_tail, 4 * profile.num_classes + ANSWER_OVERHEAD_BYTES, 0.0)
         server_seconds = None
-        if model.layer_seconds is not None:   # measured on this server: the tail from each cut
-            tail = np.concatenate([np.cumsum(model.layer_seconds[::-1])[::-1], [0.0]])
-            server_seconds = np.array([tail[profile.cut_position(s.partition_point)] for s in specs])
+        if model.tail_seconds is not None:   # measured on this server: the tail from each cut
+            server_seconds = np.array([model.tail_seconds[s.partition_point - 1] for s in specs])
         encode = decode = 0.0
         if codec is not None:   # measured on this server: a + b n per width, for each pattern's activation
             n = np.array([math.prod(profile.activation_shape(s.partition_point)) if tail else 0

@@ -55,7 +55,7 @@ class Model:
     card: dict
     version: str
     profile: network.NetworkProfile = field(init=False)
-    layer_seconds: list[float] | None = field(default=None, init=False)  # measured per layer, batch 1 (None: not measured)
+    tail_seconds: list[float] | None = field(default=None, init=False)  # server's part from cut p = 1..L+1, batch 1, s (None: not measured)
     _derived: dict = field(default_factory=dict, init=False, repr=False)  # built modules, activation quantizers
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 

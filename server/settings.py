@@ -18,7 +18,7 @@ class ServerSettings:
     head_chunk_bytes: int = 256 << 10             # FetchHead chunk size, bytes
     head_cache_bytes: int = 256 << 20             # memory for serialized heads, bytes
     torch_threads: int = 0                        # intra-op threads for the tail; 0: torch's default
-    measure_speed: bool = True                    # time each layer at start-up; the planner prices the tail with it
+    measure_speed: bool = True                    # time the tail from each cut at start-up; the planner prices with it
     warm_heads: bool = True                       # build every catalog pattern's head at start-up (no cold fetch)
     profile: ServerProfile = field(default_factory=ServerProfile)  # speed and price used by the planner
     data_dir: pathlib.Path | None = None          # dataset directory (only `qpart` tools need it)

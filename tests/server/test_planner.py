@@ -100,3 +100,23 @@ def test_plan_rpc_carries_the_prediction(client, catalogs):
     assert sum(c.chosen for c in response.candidates) == 1
     info = client.list_models("fc6")[0]
     assert info.has_catalog and list(info.catalog_budgets) == [0.1, 0.25, 0.5, 1.0, 2.0]
+
+
+def test_measured_tail_times_price_the_server_part(planner, repo):
+    from qpart.server import evaluate
+    model = repo.get("vgg8")
+    L = model.num_layers
+    measured = evaluate.tail_seconds(model, idle_s=0.001, repeats=3)
+    assert len(measured) == L + 1 and measured[-1] == 0.0 and all(t > 0 for t in measured[:-1])
+    try:
+        for seconds in (1e-4, 1.0):   # a fast server, then one whose every tail takes a second
+            model.tail_seconds = [seconds] * L + [0.0]
+            planner.forget()
+            server_only = planner.plan(request(policy="server_only")).chosen
+            assert server_only.costs.server_time_s == pytest.approx(seconds)
+            chosen = planner.plan(request(device=profiles.load_device("paper-table2"), objective=Objective(1, 0, 0),
+                                          link=LinkProfile(rate_bps=100e6, rtt_s=0.0), inferences_per_head=1000)).chosen
+            assert (chosen.spec.partition_point == L + 1) == (seconds == 1.0)   # a slow server sends work to the device
+    finally:
+        model.tail_seconds = None
+        planner.forget()
