@@ -5,7 +5,7 @@ import time
 import numpy as np
 import torch
 
-from qpart.common import network
+from qpart.common import network, quant, tensors
 from qpart.common.torchnet import build
 from qpart.v1 import network_pb2 as pb
 
@@ -44,6 +44,14 @@ def cut_ranges(spec: pb.NetworkSpec, params: dict, x: np.ndarray) -> list[tuple[
     return [(lo[pos], hi[pos]) for pos in positions]
 
 
+def _seconds_after_idle(idle_s: float, fn, *args) -> float:
+    """Seconds fn(*args) takes after the machine sat idle for idle_s (as work that follows a network wait)."""
+    time.sleep(idle_s)
+    started = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - started
+
+
 def tail_seconds(model, idle_s: float = 0.01, repeats: int = 7) -> list[float]:
     """Median seconds the server's part takes for one input from each cut p = 1..L+1 (0 at L+1).
 
@@ -58,14 +66,16 @@ def tail_seconds(model, idle_s: float = 0.01, repeats: int = 7) -> list[float]:
             tail(x)                      # first run: allocations that happen once
         for _ in range(repeats):         # rounds over all cuts: drift of the machine hits every cut alike
             for i, (tail, x) in enumerate(tails):
-                time.sleep(idle_s)
-                started = time.perf_counter()
-                tail(x)
-                samples[i].append(time.perf_counter() - started)
+                samples[i].append(_seconds_after_idle(idle_s, tail, x))
     return [statistics.median(s) for s in samples] + [0.0]
 
 
 CODEC_WIDTHS = tuple(range(1, 17)) + (32,)
+
+
+def _check_and_decode(data: bytes, n: int, bits: int, params) -> None:
+    tensors.check_batch(1, (n,), bits, len(data))
+    tensors.decode_batch(data, 1, (n,), params)
 
 
 def codec_costs(sizes=(256, 16384), repeats: int = 11, idle_s: float = 0.003) -> dict[int, tuple[float, float, float, float]]:
@@ -76,7 +86,6 @@ def codec_costs(sizes=(256, 16384), repeats: int = 11, idle_s: float = 0.003) ->
     network: small tensors then cost several times what a hot loop says, and the widths that take
     more numpy calls more so.
     """
-    from qpart.common import quant, tensors
     rng = np.random.default_rng(0)
     cases = []   # (bits, n, batch, params, packed)
     for bits in CODEC_WIDTHS:
@@ -88,15 +97,8 @@ def codec_costs(sizes=(256, 16384), repeats: int = 11, idle_s: float = 0.003) ->
     decode = {(bits, n): [] for bits, n, *_ in cases}
     for _ in range(repeats):   # rounds over all widths: drift of the machine hits every width alike
         for bits, n, x, params, data in cases:
-            time.sleep(idle_s)
-            started = time.perf_counter()
-            tensors.encode_batch(x, params)
-            encode[bits, n].append(time.perf_counter() - started)
-            time.sleep(idle_s)
-            started = time.perf_counter()
-            tensors.check_batch(1, (n,), bits, len(data))
-            tensors.decode_batch(data, 1, (n,), params)
-            decode[bits, n].append(time.perf_counter() - started)
+            encode[bits, n].append(_seconds_after_idle(idle_s, tensors.encode_batch, x, params))
+            decode[bits, n].append(_seconds_after_idle(idle_s, _check_and_decode, data, n, bits, params))
     out = {}
     span = sizes[1] - sizes[0]
     for bits in CODEC_WIDTHS:
