@@ -58,6 +58,25 @@ class ShapeSource:
             return self._shape
 
 
+SPIN_S = 0.0003  # the last stretch before releasing a message's end is spun, not slept
+
+
+def _wait_until(deadline: float, precise: bool) -> None:
+    """Sleep until the monotonic deadline. time.sleep wakes ~0.1 ms late; for the end of a message that
+    would hide the serialization time of short messages (at 100 Mbit/s, 3 KB serialize in 0.25 ms), so
+    there the last SPIN_S is spun instead."""
+    wait = deadline - time.monotonic()
+    if wait <= 0:
+        return
+    if not precise:
+        time.sleep(wait)
+        return
+    if wait > SPIN_S:
+        time.sleep(wait - SPIN_S)
+    while time.monotonic() < deadline:
+        pass
+
+
 class _Direction:
     """One direction of one connection: read, schedule, release in order."""
 
@@ -101,11 +120,10 @@ class _Direction:
                     if not self.queue:
                         break
                     release, data = self.queue.popleft()
+                    last = not self.queue      # the end of what the sender has written so far
                     self.queued -= len(data)
                     self.cond.notify_all()
-                wait = release - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
+                _wait_until(release, precise=last)
                 self.sink.sendall(data)
             self.sink.shutdown(socket.SHUT_WR)
         except OSError:
