@@ -102,13 +102,14 @@ def quantize_with(x: np.ndarray, params: QuantParams, dtype=np.uint32) -> np.nda
     """Integer codes of x under params (eq 10 without the final dequantization), as dtype."""
     x = np.asarray(x, np.float32)
     check_finite(x)
-    if params.scale.size == 1:   # per tensor (every activation): float32 scalars, the fewest numpy calls
-        codes = x / params.scale[0]
-        np.rint(codes, out=codes)
-        codes += np.float32(params.zero_point[0])   # exact for every code the clip keeps (below 2^16)
-    else:
-        scale, zero = params.broadcast(x.ndim)
-        codes = np.rint(x / scale) + zero
+    with np.errstate(over="ignore"):   # far outside the range x / Δ overflows to inf, which the clip maps to an end
+        if params.scale.size == 1:   # per tensor (every activation): float32 scalars, the fewest numpy calls
+            codes = x / params.scale[0]
+            np.rint(codes, out=codes)
+            codes += np.float32(params.zero_point[0])   # exact for every code the clip keeps (below 2^16)
+        else:
+            scale, zero = params.broadcast(x.ndim)
+            codes = np.rint(x / scale) + zero
     np.clip(codes, 0, (1 << params.bits) - 1, out=codes)
     return codes.astype(dtype)
 
