@@ -27,17 +27,26 @@ def echo_server():
     listener.close()
 
 
+def connect(port: int) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def echo_seconds(s: socket.socket, size: int) -> float:
+    """Send size bytes through the relay to the echo server and time until all have come back."""
+    started = time.perf_counter()
+    s.sendall(b"x" * size)
+    got = 0
+    while got < size:
+        got += len(s.recv(65536))
+    return time.perf_counter() - started
+
+
 def round_trip(port: int, size: int) -> float:
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s.sendall(b"w")                       # warm the connection through the relay
-        s.recv(1)
-        started = time.perf_counter()
-        s.sendall(b"x" * size)
-        got = 0
-        while got < size:
-            got += len(s.recv(65536))
-        return time.perf_counter() - started
+    with connect(port) as s:
+        echo_seconds(s, 1)                    # warm the connection through the relay
+        return echo_seconds(s, size)
 
 
 def test_delay_and_serialization(echo_server):
@@ -87,16 +96,10 @@ def test_short_messages_serialize_in_full_at_high_rates(echo_server):
     relay = Relay(("127.0.0.1", 0), ("127.0.0.1", echo_server), ShapeSource(fixed=Shape(rate_bps=100e6, delay_s=0.002))).start()
     try:
         times = {851: [], 3202: []}
-        with socket.create_connection(("127.0.0.1", relay.port)) as s:
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with connect(relay.port) as s:
             for size in [851, 3202] * 21:
                 time.sleep(0.003)
-                started = time.perf_counter()
-                s.sendall(b"x" * size)
-                got = 0
-                while got < size:
-                    got += len(s.recv(65536))
-                times[size].append(time.perf_counter() - started)
+                times[size].append(echo_seconds(s, size))
         expected = 2 * (3202 - 851) * 8 / 100e6                      # both directions: 0.376 ms
         measured = statistics.median(times[3202]) - statistics.median(times[851])
         assert measured >= 0.8 * expected, (measured, expected)
