@@ -9,9 +9,9 @@ import argparse
 import pathlib
 import time
 
-from qpart.server import catalog as catalog_mod
-from qpart.server import reports
-from qpart.server.repository import ModelRepository
+from qpart.server.planning import catalog as catalog_mod
+from qpart.testbed import catalog_report as reports
+from qpart.server.models.repository import ModelRepository
 
 SLACK = 0.3
 

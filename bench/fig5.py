@@ -17,9 +17,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from qpart.common import profiles  # noqa: E402
 from qpart.common.costmodel import LinkProfile, Objective  # noqa: E402
-from qpart.server.heads import HeadStore  # noqa: E402
-from qpart.server.planner import Planner, PlanRequest  # noqa: E402
-from qpart.server.repository import ModelRepository  # noqa: E402
+from qpart.server.models.heads import HeadStore  # noqa: E402
+from qpart.server.planning.planner import Planner, PlanRequest  # noqa: E402
+from qpart.server.models.repository import ModelRepository  # noqa: E402
 
 
 def per_partition_point(planner: Planner, request: PlanRequest):

@@ -9,9 +9,9 @@ same Fashion-MNIST test images, is no larger. Zhou et al. report 20-40 % smaller
 import argparse
 import pathlib
 
-from qpart.server import catalog as catalog_mod
-from qpart.server import reports
-from qpart.server.repository import ModelRepository
+from qpart.server.planning import catalog as catalog_mod
+from qpart.testbed import catalog_report as reports
+from qpart.server.models.repository import ModelRepository
 
 
 def main() -> None:

@@ -13,9 +13,9 @@ import time
 
 from qpart.common import profiles
 from qpart.common.costmodel import LinkProfile, Objective
-from qpart.server.heads import HeadStore
-from qpart.server.planner import Planner, PlanRequest
-from qpart.server.repository import ModelRepository
+from qpart.server.models.heads import HeadStore
+from qpart.server.planning.planner import Planner, PlanRequest
+from qpart.server.models.repository import ModelRepository
 
 
 def main() -> None:

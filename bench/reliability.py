@@ -2,7 +2,7 @@
 
     python bench/reliability.py [--models model-repo] [--out docs/reliability.md] [--sessions 64] [--seconds 20]
 
-Every figure comes from real server processes and device clients on this machine (qpart.server.reliability).
+Every figure comes from real server processes and device clients on this machine (qpart.testbed.reliability).
 """
 import argparse
 import pathlib
@@ -10,8 +10,8 @@ import tempfile
 import time
 
 from qpart.common import data
-from qpart.server import bench, reliability
-from qpart.server.demo import start_server, stop_server
+from qpart.testbed import bench, reliability
+from qpart.testbed.demo import start_server, stop_server
 from qpart.v1 import service_pb2 as spb
 
 
@@ -98,7 +98,7 @@ def main() -> None:
               f"| peer that never answers | - | - | - | - | - | - | - | {silent['status']} after "
               f"{silent['seconds']:.2f} s (deadline 1 s) |", "",
               "## Bad inputs", "",
-              f"Hostile messages sent to a serving server ({args.per_kind} of each kind, from qpart.server.hostile), "
+              f"Hostile messages sent to a serving server ({args.per_kind} of each kind, from qpart.testbed.hostile), "
               f"with the status each got. Afterwards {alive['answered']} inferences from 4 fresh sessions got "
               f"{sum(alive['errors'].values())} errors.", "",
               "| kind | tried | statuses |", "|---|---|---|"]

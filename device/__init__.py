@@ -1,4 +1,5 @@
-"""The qpart device agent: plans, fetches and caches heads, runs them and streams activations.
+"""qpart.device: the device agent. Client, head cache, head executor, link and compute probes, the
+agent that runs one job, and `qpart-device`.
 
-Imports only qpart.common and the generated contract: no server, training or planner code.
+May import: qpart.common and the generated contract (qpart.v1). Never server, training or harness code.
 """

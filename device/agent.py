@@ -11,16 +11,13 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from google.protobuf import json_format
 
-from qpart.common import quant, tensors
-from qpart.common.errors import Internal, InvalidArgument, QpartError, Unavailable
+from qpart.common import policies, quant, tensors
+from qpart.common.errors import Internal, InvalidArgument, QpartError
 from qpart.device import netstat
 from qpart.device.cache import HeadCache
 from qpart.device.client import ServerClient
 from qpart.device.head import HeadExecutor
 from qpart.v1 import service_pb2 as spb
-
-POLICY_NAMES = {spb.QPART: "qpart", spb.SERVER_ONLY: "server_only", spb.DEVICE_ONLY: "device_only",
-                spb.FLOAT_SPLIT: "float_split", spb.UNIFORM_INT8: "uniform_int8", spb.FIXED: "fixed"}
 
 
 def activation_params(encoding: spb.ActivationEncoding) -> quant.QuantParams | None:
@@ -66,12 +63,13 @@ class RunReport:
     server_compute_s: float = 0.0           # tail compute the server reported, all inputs
     batch_latency_s: list[float] = field(default_factory=list)  # send of a batch -> its answer
     resent_streams: int = 0                 # streams opened again after a server became unavailable
-    duplicates_dropped: int = 0             # answers for inputs that had one already (never used)
+    resent_inputs: int = 0                  # inputs sent again on such a stream (they had no answer yet)
+    duplicates_dropped: int = 0             # answers that arrived for inputs that had one already (never used)
     total_s: float = 0.0                    # wall time of plan + head + all inferences
 
     @classmethod
     def for_plan(cls, plan: spb.PlanResponse, head: "HeadReport | None" = None, **fields) -> "RunReport":
-        return cls(model=plan.model, policy=POLICY_NAMES.get(plan.policy, str(plan.policy)),
+        return cls(model=plan.model, policy=policies.from_enum(plan.policy),
                    partition_point=plan.partition_point, num_layers=plan.num_layers,
                    weight_bits=list(plan.weight_bits), activation_bits=plan.activation.bits,
                    predicted=_message_dict(plan.predicted), head=head or HeadReport(),
@@ -98,9 +96,8 @@ class DeviceAgent:
         started = time.perf_counter()
         out = executor.run(x)
         if self.emulate_macs_per_second > 0:
-            remaining = executor.macs * len(x) / self.emulate_macs_per_second - (time.perf_counter() - started)
-            if remaining > 0:
-                time.sleep(remaining)
+            time.sleep(pacing_seconds(executor.macs * len(x), self.emulate_macs_per_second,
+                                      time.perf_counter() - started))
         return out
 
     def plan(self, request: spb.PlanRequest) -> spb.PlanResponse:
@@ -126,12 +123,13 @@ class DeviceAgent:
         return executor, report
 
     def classify(self, plan: spb.PlanResponse, executor: HeadExecutor | None, x: np.ndarray, report: RunReport,
-                 batch_size: int = 1, window: int = 1) -> np.ndarray:
-        """Scores [n, classes] for inputs x [n, *input_shape]; at most `window` batches in flight.
+                 batch_size: int = 1, window: int = 1, first_id: int = 0) -> np.ndarray:
+        """Scores [n, classes] for inputs x [n, *input_shape]; at most `window` batches in flight. Input i
+        travels with request id first_id + i.
 
         Every input gets exactly one answer: when a stream breaks (server restart, switch to another
-        replica) the inputs without an answer are sent again on a new stream, and an answer for an
-        input that has one already is dropped (counted in report.duplicates_dropped).
+        replica) the inputs without an answer are sent again on a new stream (report.resent_inputs), and
+        an answer for an input that has one already is dropped (counted in report.duplicates_dropped).
         """
         if plan.partition_point == plan.num_layers + 1:
             scores = []
@@ -147,26 +145,29 @@ class DeviceAgent:
         sample_shape = tuple(plan.activation.sample_shape)
         starts = list(range(0, len(x), batch_size))
         encoded: dict[int, bytes] = {}                 # batch start -> packed activations (kept for resends)
-        answers: dict[int, np.ndarray] = {}            # request id -> scores
-        for attempt in range(self.client.retries + 1):
-            pending = [s for s in starts if any(i not in answers for i in range(s, min(s + batch_size, len(x))))]
-            if not pending:
-                break
-            try:
+        answers: dict[int, np.ndarray] = {}            # input index -> scores
+
+        def unanswered() -> list[int]:
+            return [s for s in starts if any(i not in answers for i in range(s, min(s + batch_size, len(x))))]
+
+        def send_unanswered() -> None:
+            pending = unanswered()
+            if pending:
                 self._stream(plan, executor, x, pending, encoded, answers, report, batch_size, window, params,
-                             sample_shape)
-            except Unavailable:
-                self.client.check_tls()
-                if attempt == self.client.retries:
-                    raise
-                report.resent_streams += 1
-                self.client.failover(attempt)
+                             sample_shape, first_id)
+
+        def count_resend() -> None:
+            report.resent_streams += 1
+            report.resent_inputs += sum(min(s + batch_size, len(x)) - s for s in unanswered())
+
+        self.client.with_failover(send_unanswered, on_retry=count_resend)
         if len(answers) != len(x):
             raise Internal(f"the server answered {len(answers)} of {len(x)} inputs")
         report.inputs, report.batches = len(x), len(starts)
         return np.stack([answers[i] for i in range(len(x))])
 
-    def _stream(self, plan, executor, x, pending, encoded, answers, report, batch_size, window, params, sample_shape):
+    def _stream(self, plan, executor, x, pending, encoded, answers, report, batch_size, window, params, sample_shape,
+                first_id):
         sent_at: dict[int, float] = {}
         slots = threading.Semaphore(window)
         failed = threading.Event()
@@ -187,21 +188,21 @@ class DeviceAgent:
                 sent_at[b] = began
                 stop = min(start + batch_size, len(x))
                 yield spb.InferRequest(plan_id=plan.plan_id if b == 0 else "", batch=spb.ActivationBatch(
-                    request_ids=range(start, stop), sample_shape=sample_shape, bits=plan.activation.bits,
-                    data=encoded[start]))
+                    request_ids=range(first_id + start, first_id + stop), sample_shape=sample_shape,
+                    bits=plan.activation.bits, data=encoded[start]))
 
         try:
             for b, response in enumerate(self.client.infer(requests(), timeout_s=self.stream_timeout(len(pending) * batch_size))):
                 report.batch_latency_s.append(time.perf_counter() - sent_at[b])
                 slots.release()
-                expected = list(range(pending[b], min(pending[b] + batch_size, len(x))))
+                expected = list(range(first_id + pending[b], first_id + min(pending[b] + batch_size, len(x))))
                 if [r.request_id for r in response.results] != expected:
                     raise Internal("the server answered a batch with other request ids than were sent")
                 for r in response.results:
-                    if r.request_id in answers:
+                    if r.request_id - first_id in answers:
                         report.duplicates_dropped += 1
                     else:
-                        answers[r.request_id] = np.asarray(r.scores, np.float32)
+                        answers[r.request_id - first_id] = np.asarray(r.scores, np.float32)
                 report.server_compute_s += response.server_compute_s
         except QpartError:
             failed.set()
@@ -233,6 +234,12 @@ class DeviceAgent:
             report.tcp = {"sent": delta.sent, "received": delta.received}
         report.total_s = time.perf_counter() - started
         return report
+
+
+def pacing_seconds(macs: int, macs_per_second: float, elapsed_s: float) -> float:
+    """How long to wait after a head run of `macs` MACs that took elapsed_s, for it to take as long as on a
+    board of macs_per_second (0 when this machine was slower still: emulation never speeds anything up)."""
+    return max(macs / macs_per_second - elapsed_s, 0.0)
 
 
 def _message_dict(message) -> dict:

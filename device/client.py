@@ -144,12 +144,10 @@ class ServerClient:
             channel.close()
         self._channels.clear()
 
-    def wait_ready(self, timeout_s: float = 10.0) -> None:
-        with rpc_errors():
-            grpc.channel_ready_future(self.channel).result(timeout=timeout_s)
-
-    def _retrying(self, call):
-        """call() with retries on UNAVAILABLE across the addresses."""
+    def with_failover(self, call, on_retry=None):
+        """call() until it returns, retrying on UNAVAILABLE: each retry moves to the next address and backs
+        off (see failover); a refused TLS handshake is raised as Unauthenticated at once; after `retries`
+        retries the last Unavailable is raised. on_retry() runs before each retry."""
         for attempt in range(self.retries + 1):
             try:
                 with rpc_errors():
@@ -158,6 +156,8 @@ class ServerClient:
                 self.check_tls()
                 if attempt == self.retries:
                     raise
+                if on_retry is not None:
+                    on_retry()
                 self.failover(attempt)
 
     def check_tls(self) -> None:
@@ -174,7 +174,7 @@ class ServerClient:
             response = getattr(self.stub, name)(request, timeout=self.timeout_s, metadata=self.metadata)
             self.bytes[name].received += message_bytes(response)
             return response
-        return self._retrying(call)
+        return self.with_failover(call)
 
     def list_models(self, name: str = "") -> list[spb.ModelInfo]:
         return list(self._unary("ListModels", spb.ListModelsRequest(name=name)).models)
@@ -208,7 +208,7 @@ class ServerClient:
                 counter.received += message_bytes(response)
                 answered.release()
             return trips
-        return self._retrying(call)
+        return self.with_failover(call)
 
     def fetch_head(self, plan: spb.PlanResponse, max_bytes: int, timeout_s: float | None = None,
                    refetches: int = 2) -> bytes:
@@ -219,16 +219,11 @@ class ServerClient:
             raise ResourceExhausted(f"the head takes {total} bytes; this device allows {max_bytes}")
         for refetch in range(refetches + 1):
             buffer = bytearray(total)
-            received = 0
-            for attempt in range(self.retries + 1):
-                try:
-                    received = self._fetch_from(plan, buffer, received, timeout_s)
-                    break
-                except Unavailable:
-                    self.check_tls()
-                    if attempt == self.retries:
-                        raise
-                    self.failover(attempt)
+            progress = [0]      # bytes received so far: a retry resumes there
+
+            def resume():
+                progress[0] = self._fetch_from(plan, buffer, progress, timeout_s)
+            self.with_failover(resume)
             data = bytes(buffer)
             if hashlib.sha256(data).hexdigest() == plan.head_hash:
                 return data
@@ -237,8 +232,9 @@ class ServerClient:
             self.refetches += 1
         raise AssertionError("unreachable")
 
-    def _fetch_from(self, plan: spb.PlanResponse, buffer: bytearray, received: int, timeout_s) -> int:
-        counter, total = self.bytes["FetchHead"], len(buffer)
+    def _fetch_from(self, plan: spb.PlanResponse, buffer: bytearray, progress: list[int], timeout_s) -> int:
+        """Download from progress[0] on; progress[0] follows every chunk stored, so a broken stream resumes there."""
+        counter, total, received = self.bytes["FetchHead"], len(buffer), progress[0]
         request = spb.FetchHeadRequest(plan_id=plan.plan_id, offset=received)
         counter.sent += message_bytes(request)
         with rpc_errors():
@@ -251,6 +247,7 @@ class ServerClient:
                                    f"the {received} bytes received of {total}")
                 buffer[received:received + len(chunk.data)] = chunk.data
                 received += len(chunk.data)
+                progress[0] = received
         if received != total:
             raise DataLoss(f"the head stream ended after {received} of {total} bytes")
         return received
@@ -267,7 +264,4 @@ class ServerClient:
             for response in self.stub.Infer(counted(), timeout=timeout_s or self.timeout_s, metadata=self.metadata):
                 counter.received += message_bytes(response)
                 yield response
-
-    def totals(self) -> WireBytes:
-        return WireBytes(sum(b.sent for b in self.bytes.values()), sum(b.received for b in self.bytes.values()))
 

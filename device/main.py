@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from qpart.common import cli, data, messages, runtime
+from qpart.common import data, messages, options, policies, runtime
 from qpart.common.errors import QpartError
 from qpart.device import probe
 from qpart.device.agent import DeviceAgent, RunReport
@@ -25,8 +25,6 @@ from qpart.device.client import ServerClient, TlsSettings
 from qpart.v1 import network_pb2 as npb
 from qpart.v1 import service_pb2 as spb
 
-POLICIES = {"qpart": spb.QPART, "server_only": spb.SERVER_ONLY, "device_only": spb.DEVICE_ONLY,
-            "float_split": spb.FLOAT_SPLIT, "uniform_int8": spb.UNIFORM_INT8, "fixed": spb.FIXED}
 DEFAULT_CACHE = pathlib.Path.home() / ".cache" / "qpart" / "heads"
 
 
@@ -36,19 +34,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--server", default="127.0.0.1:50051",
                         help="server address host:port, or several separated by commas (replicas, tried in turn)")
     parser.add_argument("--model", default="fc6", help="model to run (default %(default)s)")
-    cli.add_device_options(parser)
+    options.add_device_options(parser)
     parser.add_argument("--measure-compute", action="store_true", help="measure this machine's MAC rate and send it")
     parser.add_argument("--emulate-speed", action="store_true",
                         help="emulate the profile's board: stretch each head run to its MAC count / the profile's "
                              "MAC rate (reported as emulated; a real board runs at its own speed)")
-    cli.add_link_options(parser)
+    options.add_link_options(parser)
     parser.add_argument("--measure-link", action="store_true",
                         help="probe the link to the server and send the measured rates")
-    cli.add_plan_options(parser)
+    options.add_plan_options(parser)
     parser.add_argument("--explain", action="store_true", help="print every candidate the planner weighed")
     g = parser.add_argument_group("fixed plan")
     g.add_argument("--partition-point", type=int, help="fixed plan: cut before learnable layer P (implies --policy fixed)")
-    g.add_argument("--weight-bits", default="8", help="fixed plan: bits per device layer, one value or comma-separated")
+    g.add_argument("--weight-bits", type=options.bit_widths, default=[8],
+                   help="fixed plan: bits per device layer, one value or comma-separated")
     g.add_argument("--activation-bits", type=int, default=8, help="fixed plan: bits of the activation at the cut")
     g.add_argument("--per-channel", action="store_true", help="fixed plan: per-output-channel weight scales")
     g = parser.add_argument_group("inputs")
@@ -79,18 +78,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build_request(args, client: ServerClient) -> spb.PlanRequest:
-    device = cli.device_from_args(args)
+    device = options.device_from_args(args)
     if args.measure_compute:
         device = dataclasses.replace(device, macs_per_second=probe.measure_mac_rate())
-    link = probe.measure_link(client) if args.measure_link else cli.link_from_args(args)
+    link = probe.measure_link(client) if args.measure_link else options.link_from_args(args)
     request = spb.PlanRequest(
         model=args.model, device=messages.device_to_pb(device), link=messages.link_to_pb(link),
-        accuracy_budget=args.budget, weights=messages.objective_to_pb(cli.objective_from_args(args)),
-        inferences_per_head=args.reuse, policy=POLICIES[args.policy], explain=args.explain)
+        accuracy_budget=args.budget, weights=messages.objective_to_pb(options.objective_from_args(args)),
+        inferences_per_head=args.reuse, policy=policies.to_enum(args.policy), explain=args.explain)
     if args.partition_point is not None:
         request.policy = spb.FIXED
         request.fixed.CopyFrom(spb.FixedPlan(
-            partition_point=args.partition_point, weight_bits=[int(b) for b in args.weight_bits.split(",")],
+            partition_point=args.partition_point, weight_bits=args.weight_bits,
             activation_bits=args.activation_bits,
             weight_granularity=npb.PER_CHANNEL if args.per_channel else npb.PER_TENSOR))
     return request

@@ -8,9 +8,9 @@ import pathlib
 import pytest
 
 from qpart.common import data
-from qpart.server import train
-from qpart.server.repository import ModelRepository
-from qpart.server.settings import ServerSettings
+from qpart.server.training import train
+from qpart.server.models.repository import ModelRepository
+from qpart.server.serving.settings import ServerSettings
 
 # Short training: real weights with real accuracy, in about half a minute on 2 cores.
 TEST_TRAINING = {
@@ -54,7 +54,7 @@ def test_set(data_dir):
 
 @pytest.fixture(scope="session")
 def server(models_dir):
-    from qpart.server.main import RunningServer
+    from qpart.server.serving.main import RunningServer
     running = RunningServer(ServerSettings(models=models_dir, port=0))
     yield running
     running.stop(0, notice=0)
@@ -78,12 +78,13 @@ TEST_IMAGES = {"fc6": 10000, "lenet": 10000, "vgg8": 5000}
 @pytest.fixture(scope="session")
 def catalogs(repo, data_dir) -> dict:
     """Each zoo model's offline catalog, built once per run (or kept with QPART_TEST_MODELS)."""
-    from qpart.server import catalog
+    from qpart.server.calibration import build
+    from qpart.server.planning import catalog
     built = {}
     for model in repo:
         found = catalog.load(model)
         if found is None:
-            found = catalog.build(model, data_dir, catalog.CatalogConfig(**TEST_CATALOG), progress=False)
+            found = build.build(model, data_dir, build.CatalogConfig(**TEST_CATALOG), progress=False)
             catalog.save(model, found)
         built[model.name] = found
     return built
@@ -92,5 +93,5 @@ def catalogs(repo, data_dir) -> dict:
 @pytest.fixture(scope="session")
 def test_evaluators(repo, data_dir) -> dict:
     """Evaluators on the Fashion-MNIST test split, shared so that their prefix caches are too."""
-    from qpart.server import reports
+    from qpart.testbed import catalog_report as reports
     return {model.name: reports.test_evaluator(model, data_dir, TEST_IMAGES[model.name]) for model in repo}

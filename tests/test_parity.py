@@ -8,7 +8,7 @@ import pytest
 
 from qpart.device.agent import DeviceAgent
 from qpart.device.cache import HeadCache
-from qpart.server import evaluate
+from qpart.server.models import evaluate
 from qpart.v1 import service_pb2 as spb
 from tests.conftest import ZOO_NAMES
 

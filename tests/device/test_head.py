@@ -3,14 +3,14 @@ import pytest
 
 from qpart.common.errors import InvalidArgument
 from qpart.device.head import HeadExecutor
-from qpart.server.heads import build_head
-from qpart.server.plans import PlanSpec
+from qpart.server.models.heads import build_head
+from qpart.server.models.split import Split
 
 
 @pytest.fixture(scope="module")
 def head(repo):
     model = repo.get("lenet")
-    return build_head(model, PlanSpec(model.name, model.version, 4, (8, 8, 8), 8))
+    return build_head(model, Split(4, (8, 8, 8), 8))
 
 
 def test_valid_head_runs_like_the_float_model(repo, head, test_set):

@@ -19,11 +19,11 @@ print(out.shape)
 
 
 def test_device_runs_a_head_without_server_code(repo, tmp_path):
-    from qpart.server.heads import build_head
-    from qpart.server.plans import PlanSpec
+    from qpart.server.models.heads import build_head
+    from qpart.server.models.split import Split
     model = repo.get("fc6")
     path = tmp_path / "head.bin"
-    path.write_bytes(build_head(model, PlanSpec(model.name, model.version, 3, (4, 4), 4)).SerializeToString())
+    path.write_bytes(build_head(model, Split(3, (4, 4), 4)).SerializeToString())
     result = subprocess.run([sys.executable, "-c", SCRIPT, str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(2, 256)"

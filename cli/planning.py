@@ -1,0 +1,105 @@
+"""`qpart calibrate | catalog | plan`: the accuracy model, the offline catalog, and plans priced offline."""
+from qpart.cli.common import command
+from qpart.common import options
+
+
+def cmd_calibrate(args) -> None:
+    from qpart.server.calibration import noise
+    from qpart.server.calibration.accuracy import Evaluator
+    from qpart.server.models.repository import ModelRepository
+    from qpart.server.training import train
+    model = ModelRepository(args.models).get(args.model)
+    x, y = train.validation_data(model, args.data)
+    am = noise.calibrate(Evaluator(model, x[: args.samples], y[: args.samples]), args.granularity)
+    bits = noise.SWEEP_BITS
+    print(f"{model.name}: accuracy model on {am.samples} validation images ({am.granularity} weight scales)")
+    print(f"alpha = {am.alpha:.3f} per bit (ln 4 = 1.386 for uniform noise), fitted on bits {noise.FIT_BITS}")
+    print(f"{'what':<6} {'elements':>9} {'q (0 bits)':>11} {'t':>6}  E||r||^2 at bits {bits}   drop (points)")
+    for prof in am.weights + am.activations:
+        name = f"{'W' if prof.kind == 'weight' else 'A'}{prof.index}"
+        energy = " ".join(f"{prof.energy[b]:.2e}" for b in bits)
+        drops = " ".join(f"{prof.drop[b]:5.2f}" for b in bits)
+        print(f"{name:<6} {prof.elements:>9,} {prof.q:>11.3g} {prof.t:>6.2f}  {energy}  {drops}")
+    print("additivity (all weights quantized at once vs the sum of single layers):")
+    for a in am.additivity:
+        print(f"  {a['bits']} bits: E||r||^2 all {a['energy_all']:.3g} vs sum {a['energy_sum']:.3g} "
+              f"(ratio {a['energy_all'] / a['energy_sum']:.2f}); measured drop {a['drop_all']:.2f}, "
+              f"predicted {a['predicted_drop']:.2f} points")
+    print("noise budget C(a) for accuracy budgets a: " +
+          ", ".join(f"C({a:g})={am.noise_budget(a):.3g}" for a in (0.1, 0.25, 0.5, 1, 2)))
+
+
+def cmd_catalog(args) -> None:
+    from qpart.server.calibration import build
+    from qpart.server.models.repository import ModelRepository
+    from qpart.server.planning import catalog
+    repo = ModelRepository(args.models)
+    for name in args.model:
+        model = repo.get(name)
+        built = None if args.force else catalog.load(model)
+        if built is None:
+            config = build.CatalogConfig(search_samples=args.search_samples,
+                                         certification_samples=args.certification_samples)
+            built = build.build(model, args.data, config, progress=not args.no_progress)
+            catalog.save(model, built)
+            print(f"{name}: built in {built.build_seconds} s, {built.evaluations} evaluations -> {model.catalog_path}")
+        else:
+            print(f"{name}: the catalog is current for version {model.version} (--force rebuilds it)")
+        print_catalog(model, built)
+
+
+def print_catalog(model, built) -> None:
+    print(f"{'p':>3} {'kind':<8} {'budget':>6} {'weight bits':<28} {'act':>4} {'certified':>9} {'head bytes':>11} "
+          f"{'% float32':>9}")
+    for e in built.entries:
+        s = e.split
+        float32 = 4 * sum(layer.weight_count for layer in model.profile.device_layers(s.partition_point))
+        share = f"{100 * e.head_bytes / float32:.1f}" if float32 else "-"
+        budget = f"{e.budget:g}" if e.budget is not None else "-"
+        print(f"{s.partition_point:>3} {e.kind:<8} {budget:>6} {str(list(s.weight_bits)):<28} {s.activation_bits:>4} "
+              f"{e.certified_drop:>9.2f} {e.head_bytes:>11,} {share:>9}")
+    print(f"certification: {built.certification}")
+
+
+def cmd_plan(args) -> None:
+    from qpart.server.models.heads import HeadStore
+    from qpart.server.models.repository import ModelRepository
+    from qpart.server.planning.planner import Planner, PlanRequest
+    planner = Planner(ModelRepository(args.models), HeadStore())
+    request = PlanRequest(args.model, options.device_from_args(args), options.link_from_args(args), args.budget,
+                          options.objective_from_args(args), args.reuse, policy=args.policy, explain=True)
+    plan = planner.plan(request)
+    device, link = request.device, request.link
+    print(f"{args.model}: device {device.name} ({device.mac_rate / 1e6:.0f} MMAC/s), uplink {link.uplink_bps / 1e6:g} "
+          f"Mbit/s, rtt {link.rtt_s * 1e3:g} ms, budget {args.budget:g} points, head reuse {args.reuse}, "
+          f"policy {args.policy}")
+    print(f"{'':1} {'p':>3} {'kind':<8} {'weight bits':<26} {'act':>4} {'head B':>10} {'up B':>7} {'time ms':>9} "
+          f"{'energy J':>9} {'cost':>9} {'objective':>10} {'drop':>5}")
+    for c in plan.candidates:
+        k, s = c.costs, c.spec.split
+        mark = "*" if c.chosen else ("x" if c.rejected else " ")
+        drop = f"{c.accuracy_drop:5.2f}" if c.accuracy_drop is not None else "    -"
+        print(f"{mark} {s.partition_point:>3} {c.kind:<8} {str(list(s.weight_bits)):<26} "
+              f"{s.activation_bits:>4} {int(c.work.head_bytes):>10,} {int(c.work.uplink_bytes):>7,} "
+              f"{k.total_time_s * 1e3:>9.3f} {k.device_energy_j + k.tx_energy_j:>9.3g} {k.server_cost:>9.3g} "
+              f"{k.objective:>10.4g} {drop}" + (f"  ({c.rejected})" if c.rejected else ""))
+    chosen, s = plan.chosen, plan.chosen.spec.split
+    print(f"chosen: p={s.partition_point} {chosen.kind} weight bits {list(s.weight_bits)} "
+          f"activation {s.activation_bits} bits, predicted {chosen.costs.total_time_s * 1e3:.3f} ms, "
+          f"certified drop {chosen.accuracy_drop if chosen.accuracy_drop is not None else float('nan'):.2f} points")
+
+
+def register(sub) -> None:
+    p = command(sub, "calibrate", cmd_calibrate, "fit and print the accuracy model (validation split only)", "one")
+    p.add_argument("--samples", type=int, default=1000, help="validation images to use (default %(default)s)")
+    p.add_argument("--granularity", choices=["channel", "tensor"], default="channel", help="weight scale sharing")
+    p = command(sub, "catalog", cmd_catalog, "build the offline catalog of certified quantization splits")
+    p.add_argument("model", nargs="+", help="model name(s)")
+    p.add_argument("--force", action="store_true", help="rebuild even when the catalog is current")
+    p.add_argument("--search-samples", type=int, default=2000, help="validation images that guide the search")
+    p.add_argument("--certification-samples", type=int, default=5000, help="validation images that certify")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p = command(sub, "plan", cmd_plan, "price every candidate for a device and link and mark the choice", "one")
+    options.add_device_options(p)
+    options.add_link_options(p)
+    options.add_plan_options(p)

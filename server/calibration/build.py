@@ -1,0 +1,189 @@
+"""Build the offline catalog (paper Algorithm 1): certified splits for every partition point.
+
+For each partition point p and each accuracy budget a:
+ 1. the accuracy model gives the allocation problem of p (γ: weights of layers 1..p-1 and activation
+    elements at the cut; q: their fitted noise coefficients) and the noise budget C(a);
+ 2. the exact integer allocation (qpart.server.calibration.allocation.integer) is found for a ladder
+    of noise budgets around the budgets' C(a), giving splits ordered by payload;
+ 3. repair: the cheapest split whose drop measured on the search split, plus the margin the
+    certification will demand, fits the budget is found by bisection along that ladder;
+ 4. certification: the split is measured once on a disjoint certification split and kept only if
+    the one-sided 95 % upper confidence bound of its paired top-1 drop is within the budget; if not,
+    the next richer split is tried.
+The validation split of the model's card is cut into the search split (its first half; the accuracy
+model is fitted on the first `calibration_samples` of it) and the certification split (the second
+half). The test set is never used. Uniform 8-bit and float32 splits are measured the same way.
+"""
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from qpart.common import quant
+from qpart.server.calibration import allocation, noise
+from qpart.server.calibration.accuracy import Evaluator, Measurement, paired_drop_bound
+from qpart.server.models.heads import build_head, serialize
+from qpart.server.models.repository import Model
+from qpart.server.models.split import FLOAT, Split
+from qpart.server.planning.catalog import BUDGETS, Catalog, Entry
+from qpart.server.training import train
+
+
+@dataclass
+class CatalogConfig:
+    budgets: tuple[float, ...] = BUDGETS       # accuracy budgets, top-1 points
+    calibration_samples: int = 1000            # samples that fit the accuracy model (from the search split)
+    search_samples: int = 2000                 # samples that guide the search (from the first half of validation)
+    certification_samples: int = 5000          # samples that certify (second half of validation)
+    granularity: str = quant.PER_CHANNEL       # weight scale sharing of the QPART splits
+    weight_bits: tuple[int, int] = (2, 12)     # allowed weight widths, inclusive
+    activation_bits: tuple[int, int] = (2, 12) # allowed activation widths, inclusive
+    ladder: int = 48                           # noise budgets tried per partition point
+    max_certification_attempts: int = 4        # richer splits tried when one fails certification
+
+
+@dataclass
+class _Splits:
+    """The three evaluators of a build: accuracy model fit, search, certification."""
+    calibration: Evaluator
+    search: Evaluator
+    certification: Evaluator
+
+    @classmethod
+    def of(cls, model: Model, config: CatalogConfig, data_dir=None) -> "_Splits":
+        x, y = train.validation_data(model, data_dir)
+        half = len(x) // 2
+        search_n = min(config.search_samples, half)
+        calib_n = min(config.calibration_samples, search_n)
+        cert_n = min(config.certification_samples, len(x) - half)
+        return cls(Evaluator(model, x[:calib_n], y[:calib_n]), Evaluator(model, x[:search_n], y[:search_n]),
+                   Evaluator(model, x[half:half + cert_n], y[half:half + cert_n]))
+
+    @property
+    def evaluations(self) -> int:
+        return self.calibration.evaluations + self.search.evaluations + self.certification.evaluations
+
+
+def _problem(model: Model, am: noise.AccuracyModel, p: int, config: CatalogConfig) -> allocation.Problem:
+    gamma, q, lo, hi = [], [], [], []
+    for layer in model.profile.device_layers(p):
+        gamma.append(layer.weight_count)
+        q.append(am.weights[layer.index - 1].q)
+        lo.append(config.weight_bits[0])
+        hi.append(config.weight_bits[1])
+    if p <= model.num_layers:
+        gamma.append(math.prod(model.profile.activation_shape(p)))
+        q.append(am.activations[p - 1].q)
+        lo.append(config.activation_bits[0])
+        hi.append(config.activation_bits[1])
+    return allocation.Problem(tuple(gamma), tuple(q), am.alpha, tuple(lo), tuple(hi))
+
+
+def _ladder(problem: allocation.Problem, am: noise.AccuracyModel, config: CatalogConfig) -> list[tuple[int, ...]]:
+    """Integer allocations for noise budgets spanning the budgets' C(a), richest first, distinct."""
+    lo = min(problem.noise(problem.b_max), am.noise_budget(min(config.budgets) / 4))
+    hi = max(am.noise_budget(max(config.budgets) * 4), problem.noise(problem.b_min))
+    seen, out = set(), []
+    for c in np.geomspace(max(lo, 1e-12), hi, config.ladder):
+        bits = allocation.integer(problem, float(c))
+        if bits is not None and bits not in seen:
+            seen.add(bits)
+            out.append(bits)
+    return sorted(out, key=problem.payload, reverse=True)
+
+
+def _split(bits: tuple[int, ...], p: int, num_layers: int, granularity: str) -> Split:
+    """The split of an allocation vector (weight bits of layers 1..p-1, then the activation's)."""
+    if p <= num_layers:
+        return Split(p, bits[:-1], int(bits[-1]), granularity)
+    return Split(p, bits, 0, granularity)
+
+
+def _entry(model: Model, kind: str, split: Split, certified: Measurement | None, budget: float | None = None,
+           search: Measurement | None = None, predicted: float | None = None) -> Entry:
+    built = serialize(build_head(model, split)) if split.ships_head else None
+    return Entry(kind, split, budget, certified.drop_ucb if certified else 0.0, built.size if built else 0,
+                 built.content_hash if built else "", asdict(search) if search else None,
+                 asdict(certified) if certified else None, predicted)
+
+
+def _baselines(model: Model, p: int, cert: Evaluator) -> list[Entry]:
+    """The float32 and uniform 8-bit splits at p: float32 is exact (drop 0), uniform 8-bit is certified."""
+    L = model.num_layers
+    last = p == L + 1
+    uniform = Split(p, (8,) * (p - 1), 0 if last else 8, quant.PER_TENSOR)
+    return [_entry(model, "float", Split(p, (FLOAT,) * (p - 1), 0 if last else FLOAT), None),
+            _entry(model, "uniform8", uniform, cert.measure(uniform))]
+
+
+def _qpart_entries(model: Model, p: int, am: noise.AccuracyModel, splits: _Splits, config: CatalogConfig) -> list[Entry]:
+    """For each budget, the cheapest split of p's ladder that passes certification."""
+    problem = _problem(model, am, p, config)
+    ladder = [_split(bits, p, model.num_layers, config.granularity) for bits in _ladder(problem, am, config)]
+    cert_n = len(splits.certification.labels)
+    measured: dict[int, Measurement] = {}
+
+    def searched(i: int) -> Measurement:
+        if i not in measured:
+            measured[i] = splits.search.measure(ladder[i])
+        return measured[i]
+
+    def expected_bound(i: int) -> float:       # the certification bound ladder[i] can expect from its search
+        m = searched(i)
+        return paired_drop_bound(m.flips_to_wrong, m.flips_to_right, m.samples, bound_samples=cert_n)[1]
+
+    entries, start = [], 0                      # a larger budget's split is at least as lean
+    for budget in sorted(config.budgets):
+        lo, hi = start, len(ladder) - 1         # ladder[lo] is the richest; find the last that fits
+        if not ladder or expected_bound(lo) > budget:
+            continue
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if expected_bound(mid) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        for attempt in range(lo, max(lo - config.max_certification_attempts, -1), -1):
+            m = splits.certification.measure(ladder[attempt])
+            if m.drop_ucb <= budget:
+                predicted = am.predicted_drop(problem.noise(_bits(ladder[attempt])))
+                entries.append(_entry(model, "qpart", ladder[attempt], m, budget, searched(attempt), predicted))
+                start = attempt
+                break
+    return entries
+
+
+def _bits(split: Split) -> tuple[int, ...]:
+    return split.weight_bits + ((split.activation_bits,) if split.activation_bits else ())
+
+
+def build(model: Model, data_dir=None, config: CatalogConfig = CatalogConfig(), progress: bool = True) -> Catalog:
+    started = time.perf_counter()
+    splits = _Splits.of(model, config, data_dir)
+    L = model.num_layers
+    bar = tqdm(total=2 * L + L + 1, desc=f"catalog {model.name}", disable=not progress, unit="step")
+    am = noise.calibrate(splits.calibration, config.granularity, progress=bar.update)
+    entries: list[Entry] = []
+    for p in range(1, L + 2):
+        entries += _baselines(model, p, splits.certification)
+        entries += _qpart_entries(model, p, am, splits, config)
+        bar.update()
+    bar.close()
+    return Catalog(
+        model.name, model.version, list(config.budgets), _dedupe(entries), config=asdict(config),
+        accuracy_model={"alpha": am.alpha, "samples": am.samples, "granularity": am.granularity,
+                        "weights": [w.as_dict() for w in am.weights],
+                        "activations": [a.as_dict() for a in am.activations], "additivity": am.additivity},
+        build_seconds=round(time.perf_counter() - started, 1), evaluations=splits.evaluations)
+
+
+def _dedupe(entries: list[Entry]) -> list[Entry]:
+    """One entry per (kind, split): a split certified for several budgets keeps the smallest budget."""
+    seen, out = set(), []
+    for e in entries:
+        if (e.kind, e.split) not in seen:
+            seen.add((e.kind, e.split))
+            out.append(e)
+    return out

@@ -1,0 +1,133 @@
+"""The accuracy model (eqs 18-22), measured on the validation split only.
+
+For each learnable layer i, only its weights are quantized, at each width of a sweep; for each cut p,
+only the activation crossing it. The logit noise r (quantized minus float logits) gives:
+    e_i(b) = E||r||^2                       (eqs 18-19)
+    v_i(b) = E<r, u>^2                      u = (e_j - e_k)/sqrt(2): towards the runner-up class j of
+                                            each sample, the direction of its smallest flipping
+                                            perturbation r_adv (the DeepFool closed form on the logits)
+    v_i(b) ~= q_i e^{-α b}                  one α for all layers and cuts (least squares over b in FIT_BITS)
+    t_i = e_i / v_i                         robustness (eq 22, projection reading): how much of the
+                                            noise energy reaches the decision
+Noise of several layers adds (checked, see `additivity`); with projected noise variance σ^2 = Σ v_i
+a sample at logit margin d flips with probability Φ(-d / (sqrt(2) σ)), which gives the expected top-1
+drop and so the noise budget C(a) for an accuracy budget a (the paper's C, eq 23, made explicit).
+"""
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from qpart.common import quant
+from qpart.server.calibration.accuracy import Evaluator
+from qpart.server.models.split import FLOAT, Split
+
+SWEEP_BITS = (2, 3, 4, 6, 8)
+FIT_BITS = (4, 6, 8)
+
+
+@dataclass
+class NoiseProfile:
+    kind: str                  # "weight" (layer index) or "activation" (cut p)
+    index: int                 # learnable layer i, or partition point p
+    elements: int              # γ: weights of the layer, or activation elements crossing the cut
+    energy: dict[int, float]   # bits -> E||r||^2 on the logits
+    projected: dict[int, float]  # bits -> E<r, u>^2
+    drop: dict[int, float]     # bits -> measured top-1 drop, points
+    q: float = 0.0             # fitted projected noise at 0 bits
+    t: float = 0.0             # robustness e/v at 6 bits
+
+    def as_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+@dataclass
+class AccuracyModel:
+    alpha: float
+    weights: list[NoiseProfile]        # layer 1..L
+    activations: list[NoiseProfile]    # cut 1..L
+    margins: np.ndarray                # d_k - d_j logit margin of each calibration sample
+    correct: np.ndarray                # float model correct on the sample
+    granularity: str
+    samples: int
+    additivity: list[dict] = field(default_factory=list)
+
+    def predicted_drop(self, sigma2: float) -> float:
+        """Expected share (points) of correctly classified samples that Gaussian projected noise of
+        variance sigma2 flips: monotone in sigma2, and an upper bound of the drop (flips to right ignored)."""
+        if sigma2 <= 0:
+            return 0.0
+        flip = 0.5 * torch.special.erfc(torch.from_numpy(self.margins / (2.0 * math.sqrt(sigma2)))).numpy()
+        return 100.0 * float((flip * self.correct).sum()) / self.samples
+
+    def noise_budget(self, drop: float) -> float:
+        """C(a): the projected noise variance whose predicted drop is `drop` points (bisection on log σ²)."""
+        lo, hi = 1e-12, 1e6
+        for _ in range(100):
+            mid = math.sqrt(lo * hi)
+            if self.predicted_drop(mid) > drop:
+                hi = mid
+            else:
+                lo = mid
+        return lo
+
+
+def _noise(ev: Evaluator, split: Split, runner_up: torch.Tensor, top: torch.Tensor) -> tuple[float, float, float]:
+    m = ev.measure(split)
+    r = ev.logits(split) - ev.float_logits                          # [n, classes]
+    along = (r.gather(1, runner_up[:, None]) - r.gather(1, top[:, None]))[:, 0] / math.sqrt(2.0)
+    return m.noise, float((along ** 2).mean()), m.drop
+
+
+def fit_alpha(profiles: list[NoiseProfile]) -> float:
+    """One slope for ln v = ln q - α b over all profiles, each with its own intercept; sets each q."""
+    num = den = 0.0
+    for prof in profiles:
+        b = np.array(FIT_BITS, float)
+        y = np.log([max(prof.projected[k], 1e-30) for k in FIT_BITS])
+        num += float(((b - b.mean()) * (y - y.mean())).sum())
+        den += float(((b - b.mean()) ** 2).sum())
+    alpha = -num / den
+    for prof in profiles:
+        y = np.log([max(prof.projected[k], 1e-30) for k in FIT_BITS])
+        prof.q = float(np.exp(np.mean(y + alpha * np.array(FIT_BITS, float))))
+        prof.t = prof.energy[6] / max(prof.projected[6], 1e-30)
+    return float(alpha)
+
+
+def calibrate(ev: Evaluator, granularity: str = quant.PER_CHANNEL, progress=None) -> AccuracyModel:
+    profile = ev.profile
+    L = profile.num_layers
+    logits = ev.float_logits
+    top2 = logits.topk(2, dim=1).indices
+    top, runner_up = top2[:, 0], top2[:, 1]
+    margins = (logits.gather(1, top[:, None]) - logits.gather(1, runner_up[:, None]))[:, 0].numpy()
+    weights, activations = [], []
+    for layer in profile.layers:
+        prof = NoiseProfile("weight", layer.index, layer.weight_count, {}, {}, {})
+        for bits in SWEEP_BITS:
+            wb = tuple(bits if i == layer.index else FLOAT for i in range(1, L + 1))
+            prof.energy[bits], prof.projected[bits], prof.drop[bits] = _noise(
+                ev, Split(L + 1, wb, 0, granularity), runner_up, top)
+        weights.append(prof)
+        if progress:
+            progress()
+    for p in range(1, L + 1):
+        elements = math.prod(profile.activation_shape(p))
+        prof = NoiseProfile("activation", p, elements, {}, {}, {})
+        for bits in SWEEP_BITS:
+            prof.energy[bits], prof.projected[bits], prof.drop[bits] = _noise(
+                ev, Split(p, (FLOAT,) * (p - 1), bits, granularity), runner_up, top)
+        activations.append(prof)
+        if progress:
+            progress()
+    alpha = fit_alpha(weights + activations)
+    model = AccuracyModel(alpha, weights, activations, margins, ev.float_correct.numpy(), granularity, len(margins))
+    for bits in (4, 6):   # additivity: every layer's weights at once vs the sum of single-layer noise
+        energy, projected, drop = _noise(ev, Split(L + 1, (bits,) * L, 0, granularity), runner_up, top)
+        model.additivity.append({
+            "bits": bits, "energy_all": energy, "energy_sum": sum(w.energy[bits] for w in weights),
+            "projected_all": projected, "projected_sum": sum(w.projected[bits] for w in weights),
+            "drop_all": drop, "predicted_drop": model.predicted_drop(sum(w.projected[bits] for w in weights))})
+    return model

@@ -1,0 +1,163 @@
+"""The model repository: one directory per model, nothing in it is ever unpickled.
+
+    <root>/<name>/network.json         the layer description (qpart.v1.NetworkSpec, protobuf JSON)
+    <root>/<name>/weights.safetensors  float32 parameters named "<position>.weight" / "<position>.bias"
+    <root>/<name>/card.json            measured accuracy, data splits, activation ranges at each cut
+    <root>/<name>/catalog.json         the planner's offline catalog (built by `qpart catalog`)
+"""
+import hashlib
+import json
+import os
+import pathlib
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from google.protobuf import json_format
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from qpart.common import network, quant, torchnet
+from qpart.common.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
+from qpart.common.names import check_name
+from qpart.v1 import network_pb2 as pb
+
+NETWORK_FILE = "network.json"
+WEIGHTS_FILE = "weights.safetensors"
+CARD_FILE = "card.json"
+CATALOG_FILE = "catalog.json"
+
+
+def _write_atomic(path: pathlib.Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_json(path: pathlib.Path, value) -> None:
+    _write_atomic(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+
+
+@dataclass
+class Model:
+    name: str
+    directory: pathlib.Path
+    spec: pb.NetworkSpec
+    params: dict[str, np.ndarray]
+    card: dict
+    version: str
+    profile: network.NetworkProfile = field(init=False)
+    tail_seconds: list[float] | None = field(default=None, init=False)  # server's part from cut p = 1..L+1, batch 1, s (None: not measured)
+    _derived: dict = field(default_factory=dict, init=False, repr=False)  # built modules, activation quantizers
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self):
+        self.profile = network.analyze(self.spec)
+        torchnet.build(self.spec, self.params)  # checks every parameter's presence and shape once
+
+    @property
+    def num_layers(self) -> int:
+        return self.profile.num_layers
+
+    def segment(self, start: int, stop: int | None = None) -> torch.nn.Sequential:
+        """Float module of spec.layers[start:stop], built once and shared (eval mode, no grad)."""
+        key = (start, stop)
+        with self._lock:
+            if key not in self._derived:
+                self._derived[key] = torchnet.build(self.spec, self.params, start, stop)
+            return self._derived[key]
+
+    def tail(self, p: int) -> torch.nn.Sequential:
+        return self.segment(self.profile.cut_position(p))
+
+    def activation_range(self, p: int) -> tuple[float, float]:
+        """Min and max of the activation crossing cut p, measured on the validation split."""
+        ranges = self.card.get("cut_ranges", [])
+        if not 1 <= p <= len(ranges):
+            raise FailedPrecondition(f"model {self.name!r} has no calibrated activation range for cut {p}; retrain it")
+        lo, hi = ranges[p - 1]
+        return float(lo), float(hi)
+
+    def activation_params(self, p: int, bits: int) -> quant.QuantParams:
+        key = ("activation", p, bits)
+        if key not in self._derived:
+            self._derived[key] = quant.params_for_range(*self.activation_range(p), bits)
+        return self._derived[key]
+
+    def cut_quantizer(self, split) -> quant.QuantParams | None:
+        """The static quantizer of the activation a split sends (None: float32, or nothing is sent)."""
+        if split.activation_bits in (0, quant.FLOAT_BITS):
+            return None
+        return self.activation_params(split.partition_point, split.activation_bits)
+
+    @property
+    def catalog_path(self) -> pathlib.Path:
+        return self.directory / CATALOG_FILE
+
+
+def model_version(directory: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    for fname in (NETWORK_FILE, WEIGHTS_FILE):
+        digest.update((directory / fname).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def load_model(directory: pathlib.Path) -> Model:
+    name = check_name(directory.name)
+    try:
+        spec = json_format.Parse((directory / NETWORK_FILE).read_text(), pb.NetworkSpec())
+        params = load_file(str(directory / WEIGHTS_FILE))
+        card = json.loads((directory / CARD_FILE).read_text())
+    except FileNotFoundError as e:
+        raise NotFound(f"model {name!r} in {directory.parent} is incomplete: {e.filename} is missing") from None
+    except (json_format.ParseError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InvalidArgument(f"model {name!r}: cannot parse its files in {directory}: {e}") from None
+    except SafetensorError as e:
+        raise DataLoss(f"model {name!r}: {directory / WEIGHTS_FILE} is not a valid safetensors file: {e}") from None
+    except OSError as e:
+        raise FailedPrecondition(f"model {name!r}: cannot read {e.filename or directory}: {e.strerror or e}") from None
+    return Model(name, directory, spec, params, card, model_version(directory))
+
+
+def save_model(root: pathlib.Path, name: str, spec: pb.NetworkSpec, params: dict[str, np.ndarray], card: dict) -> Model:
+    directory = pathlib.Path(root) / check_name(name)
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_atomic(directory / NETWORK_FILE, json_format.MessageToJson(spec, indent=2).encode())
+    tmp = directory / (WEIGHTS_FILE + ".tmp")
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in params.items()}, str(tmp))
+    os.replace(tmp, directory / WEIGHTS_FILE)
+    write_json(directory / CARD_FILE, card | {"name": name})
+    return load_model(directory)
+
+
+class ModelRepository:
+    """The models under one directory, loaded at start-up; `reload()` picks up retrained models."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = pathlib.Path(root)
+        if not self.root.is_dir():
+            raise NotFound(f"model repository {self.root} does not exist; train a model into it with `qpart train`")
+        self._models: dict[str, Model] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        models = {}
+        for directory in sorted(self.root.iterdir()):
+            if directory.is_dir() and (directory / NETWORK_FILE).exists():
+                model = load_model(directory)
+                models[model.name] = model
+        self._models = models
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def get(self, name: str) -> Model:
+        model = self._models.get(name)
+        if model is None:
+            known = ", ".join(self.names()) or "none"
+            raise NotFound(f"unknown model {name!r}; this server has: {known}")
+        return model
+
+    def __iter__(self):
+        return iter(self._models[name] for name in self.names())

@@ -1,0 +1,95 @@
+"""The catalog as stored beside a model (catalog.json): certified splits for every partition point.
+
+`qpart catalog` builds it offline (qpart.server.calibration.build, paper Algorithm 1); the planner
+reads it here. A catalog applies only to the weights it was built for: one built for another model
+version, or in another format version, is ignored. A file that does not parse is an error that
+names the file and the command that rebuilds it.
+"""
+import json
+from dataclasses import asdict, dataclass, field
+
+from qpart.common.errors import FailedPrecondition
+from qpart.server.models.repository import Model, write_json
+from qpart.server.models.split import Split
+
+CATALOG_VERSION = 2
+BUDGETS = (0.1, 0.25, 0.5, 1.0, 2.0)
+CERTIFICATION = ("one-sided 95% upper confidence bound of the paired top-1 drop (float vs pattern, per-sample "
+                 "flips) on a certification split disjoint from the search split; the test set is never used")
+KINDS = ("qpart", "uniform8", "float")
+
+
+@dataclass
+class Entry:
+    kind: str                      # "qpart" (mixed precision), "uniform8" or "float"
+    split: Split
+    budget: float | None           # the budget a qpart entry was certified for
+    certified_drop: float          # upper confidence bound of the drop on the certification split, points
+    head_bytes: int                # serialized head (0 when nothing ships)
+    head_hash: str                 # its SHA-256 ("" when nothing ships)
+    search: dict | None = None     # Measurement on the search split
+    certification: dict | None = None  # Measurement on the certification split
+    predicted_drop: float | None = None  # the accuracy model's prediction, points
+
+    @classmethod
+    def from_json(cls, value: dict) -> "Entry":
+        value = dict(value)
+        value["split"] = Split(**value["split"])
+        return cls(**value)
+
+
+@dataclass
+class Catalog:
+    model: str
+    model_version: str
+    budgets: list[float]
+    entries: list[Entry]
+    certification: str = CERTIFICATION
+    config: dict = field(default_factory=dict)
+    accuracy_model: dict = field(default_factory=dict)
+    build_seconds: float = 0.0
+    evaluations: int = 0
+    format_version: int = CATALOG_VERSION
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: dict) -> "Catalog":
+        value = dict(value)
+        value["entries"] = [Entry.from_json(e) for e in value["entries"]]
+        return cls(**value)
+
+
+def _rebuild(model: Model) -> str:
+    return f"rebuild it with `qpart catalog {model.name} --force`"
+
+
+def load(model: Model) -> Catalog | None:
+    """The model's catalog, or None when it is missing or was built for other weights or another format."""
+    path = model.catalog_path
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FailedPrecondition(f"the catalog {path} cannot be read ({e}); {_rebuild(model)}") from None
+    if not isinstance(value, dict) or value.get("format_version") != CATALOG_VERSION:
+        return None
+    try:
+        catalog = Catalog.from_json(value)
+    except (TypeError, KeyError, ValueError, AttributeError) as e:
+        raise FailedPrecondition(f"the catalog {path} is corrupt ({type(e).__name__}: {e}); {_rebuild(model)}") from None
+    return catalog if catalog.model_version == model.version else None
+
+
+def save(model: Model, catalog: Catalog) -> None:
+    write_json(model.catalog_path, catalog.to_json())
+
+
+def require(model: Model) -> Catalog:
+    catalog = load(model)
+    if catalog is None:
+        raise FailedPrecondition(f"model {model.name!r} has no catalog for its current weights; "
+                                 f"build it with `qpart catalog {model.name}`")
+    return catalog

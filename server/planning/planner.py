@@ -1,0 +1,243 @@
+"""The online planner (paper Algorithm 2): the catalog pattern with the lowest weighted objective.
+
+The catalog (built offline, `qpart catalog`) holds certified QPART patterns for every partition point
+and budget, plus the uniform 8-bit and float32 patterns the baselines use. Per request the planner
+prices every pattern of the requested policy at once (the cost model on arrays), drops those whose
+certified drop exceeds the budget or that do not fit the device's memory, and takes the cheapest.
+
+Policies: qpart (every catalog pattern), server_only (p = 1: the raw input, quantized only if the
+budget allows), device_only (the float32 model shipped), float_split (float32 at every cut,
+Neurosurgeon-style), uniform_int8 (8-bit weights and activation at every cut), fixed (the request's
+own pattern, priced but not checked against the budget).
+"""
+import math
+import threading
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from qpart.common import packing, policies, quant
+from qpart.common.costmodel import Costs, DeviceProfile, LinkProfile, Objective, ServerProfile, Workload, predict
+from qpart.common.errors import FailedPrecondition, InvalidArgument
+from qpart.server.models.heads import HeadStore
+from qpart.server.models.repository import Model, ModelRepository
+from qpart.server.models.split import Split
+from qpart.server.planning import catalog as catalog_mod
+from qpart.server.planning.plans import PlanSpec
+
+ANSWER_OVERHEAD_BYTES = 16   # request id, label and framing of one Classification
+INPUT_OVERHEAD_BYTES = 16    # request id and framing of one input in an ActivationBatch
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    model: str
+    device: DeviceProfile = DeviceProfile()
+    link: LinkProfile = LinkProfile()
+    accuracy_budget: float = 1.0          # max top-1 drop, percentage points
+    objective: Objective = Objective()
+    inferences_per_head: int = 1          # inferences that reuse one head download
+    held_heads: frozenset = frozenset()   # content hashes the device holds
+    policy: str = policies.QPART
+    fixed: Split | None = None            # policy "fixed": the split; one weight width stands for every layer
+    explain: bool = False
+
+    def __post_init__(self):
+        policies.to_enum(self.policy)   # raises on an unknown name
+        if not math.isfinite(self.accuracy_budget) or self.accuracy_budget < 0:
+            raise InvalidArgument(f"accuracy budget must be a non-negative number of points, got {self.accuracy_budget}")
+        if self.policy == "fixed" and self.fixed is None:
+            raise InvalidArgument("policy 'fixed' needs the fixed plan (partition point and bit widths)")
+
+
+@dataclass
+class Candidate:
+    spec: PlanSpec
+    kind: str                     # "qpart", "uniform8", "float" or "fixed"
+    accuracy_drop: float | None   # certified bound on validation data; None when unknown (fixed plans)
+    work: Workload
+    costs: Costs
+    memory_bytes: int             # device bytes: 4 per head weight (float32 after decoding) + the packed head
+                                  # + 8 per element of the largest activation (input and output of a layer)
+    head_hash: str = ""
+    rejected: str = ""
+    chosen: bool = False
+
+
+@dataclass
+class Plan:
+    spec: PlanSpec
+    policy: str
+    activation: quant.QuantParams | None   # static quantizer at the cut (None: float32 or nothing sent)
+    sample_shape: tuple[int, ...]          # per-sample shape of what crosses the cut
+    chosen: Candidate
+    candidates: list[Candidate] = field(default_factory=list)
+
+
+@dataclass
+class Patterns:
+    """Candidate patterns as arrays, one row per pattern, ready to be priced per request."""
+    specs: list[PlanSpec]
+    kinds: np.ndarray        # "qpart", "uniform8", "float" or "fixed"
+    drop: np.ndarray         # certified top-1 drop, points (NaN: unknown)
+    hashes: list[str]        # head content hashes ("" when nothing ships)
+    work: Workload           # arrays
+    memory: np.ndarray       # device bytes needed
+    p: np.ndarray = field(init=False)
+    _rows: list = field(init=False, repr=False)   # the workload of each pattern as plain numbers
+
+    def __post_init__(self):
+        self.p = np.array([s.split.partition_point for s in self.specs])
+        columns = [np.broadcast_to(np.asarray(getattr(self.work, f.name)), (len(self.specs),)).tolist()
+                   if getattr(self.work, f.name) is not None else [None] * len(self.specs) for f in fields(Workload)]
+        self._rows = list(zip(*columns))
+
+    @classmethod
+    def of(cls, model: Model, specs: list[PlanSpec], kinds, drops, head_bytes, hashes,
+           codec: dict | None = None) -> "Patterns":
+        profile = model.profile
+        macs = np.cumsum([0] + [layer.macs for layer in profile.layers])   # macs[p-1] = O_1(p)
+        weights = np.cumsum([0] + [layer.weight_count for layer in profile.layers])
+        elements = [math.prod(s) for s in profile.shapes]
+        splits = [s.split for s in specs]
+        p = np.array([s.partition_point for s in splits])
+        runs_tail = p <= profile.num_layers
+        uplink = np.array([packing.packed_size(math.prod(profile.activation_shape(s.partition_point)),
+                                               s.activation_bits) + INPUT_OVERHEAD_BYTES if tail else 0
+                           for s, tail in zip(splits, runs_tail)], float)
+        head_bytes = np.asarray(head_bytes, float)
+        largest = np.array([max(elements[: profile.cut_position(s.partition_point) + 1]) for s in splits])
+        answer = np.where(runs_tail, 4 * profile.num_classes + ANSWER_OVERHEAD_BYTES, 0.0)
+        server_seconds = None
+        if model.tail_seconds is not None:   # measured on this server: the tail from each cut
+            server_seconds = np.array([model.tail_seconds[s.partition_point - 1] for s in splits])
+        encode = decode = 0.0
+        if codec is not None:   # measured on this server: a + b n per width, for each pattern's activation
+            n = np.array([math.prod(profile.activation_shape(s.partition_point)) if tail else 0
+                          for s, tail in zip(splits, runs_tail)], float)
+            table = np.array([codec.get(s.activation_bits, (0.0,) * 4) if tail else (0.0,) * 4
+                              for s, tail in zip(splits, runs_tail)]).reshape(-1, 4)
+            encode, decode = table[:, 0] + table[:, 1] * n, table[:, 2] + table[:, 3] * n
+        work = Workload(macs[p - 1].astype(float), (macs[-1] - macs[p - 1]).astype(float), head_bytes, uplink,
+                        answer, runs_tail, server_seconds, encode, decode)
+        return cls(specs, np.asarray(kinds), np.asarray(drops, float), list(hashes), work,
+                   4 * weights[p - 1] + head_bytes + 8 * largest)
+
+    def candidate(self, costs: Costs, i: int, rejected: str = "") -> Candidate:
+        work = Workload(*self._rows[i])
+        drop = None if np.isnan(self.drop[i]) else float(self.drop[i])
+        return Candidate(self.specs[i], str(self.kinds[i]), drop, work, costs.at(i), int(self.memory[i]),
+                         self.hashes[i], rejected)
+
+
+def catalog_patterns(model: Model, catalog: catalog_mod.Catalog, codec: dict | None = None
+                     ) -> tuple[Patterns, dict[str, np.ndarray]]:
+    """The catalog's patterns and, per policy, which of them it may use."""
+    entries = sorted(catalog.entries, key=lambda e: e.split.partition_point)   # stable: argmin ties pick the earliest cut
+    patterns = Patterns.of(model, [PlanSpec(model.name, model.version, e.split) for e in entries],
+                           [e.kind for e in entries], [e.certified_drop for e in entries],
+                           [e.head_bytes for e in entries], [e.head_hash for e in entries], codec)
+    p, kinds, L = patterns.p, patterns.kinds, model.num_layers
+    masks = {policies.QPART: np.ones(len(entries), bool), "server_only": p == 1,
+             "device_only": (kinds == "float") & (p == L + 1), "float_split": kinds == "float",
+             "uniform_int8": kinds == "uniform8"}
+    return patterns, masks
+
+
+class Planner:
+    def __init__(self, repository: ModelRepository, heads: HeadStore, server: ServerProfile = ServerProfile()):
+        self.repository = repository
+        self.heads = heads
+        self.server = server
+        self._catalogs: dict[tuple[str, str], tuple[catalog_mod.Catalog, Patterns, dict]] = {}
+        self._lock = threading.Lock()
+        self.codec: dict | None = None   # measured activation encode/decode costs per width (serving.speed)
+
+    def forget(self) -> None:
+        """Drop the priced patterns (after the server's speed was measured, or catalogs were rebuilt)."""
+        with self._lock:
+            self._catalogs.clear()
+
+    def catalog(self, model: Model) -> catalog_mod.Catalog | None:
+        """The model's catalog for its current weights (cached once found; a missing one is looked for again)."""
+        key = (model.name, model.version)
+        if key not in self._catalogs:
+            catalog = catalog_mod.load(model)
+            if catalog is None:
+                return None
+            with self._lock:
+                self._catalogs[key] = (catalog, *catalog_patterns(model, catalog, self.codec))
+        return self._catalogs[key][0]
+
+    def patterns(self, model: Model) -> tuple[Patterns, dict[str, np.ndarray]]:
+        if self.catalog(model) is None:
+            catalog_mod.require(model)   # raises FailedPrecondition naming the command that builds it
+        _, patterns, masks = self._catalogs[(model.name, model.version)]
+        return patterns, masks
+
+    def plan(self, request: PlanRequest) -> Plan:
+        model = self.repository.get(request.model)
+        if request.policy == policies.FIXED:
+            return self._plan_fixed(model, request)
+        patterns, masks = self.patterns(model)
+        held = [h in request.held_heads for h in patterns.hashes] if request.held_heads else False
+        costs = predict(patterns.work, request.device, request.link, self.server, request.objective,
+                        request.inferences_per_head, held)
+        in_policy = masks[request.policy]
+        fits_budget = patterns.drop <= request.accuracy_budget + 1e-9
+        memory = request.device.memory_bytes
+        fits_memory = patterns.memory <= memory if memory else np.ones(len(patterns.specs), bool)
+        eligible = in_policy & fits_budget & fits_memory
+        if not eligible.any():
+            raise FailedPrecondition(self._no_plan_reason(model, request, patterns, in_policy, fits_budget))
+        best = int(np.argmin(np.where(eligible, costs.objective, np.inf)))   # ties: the first, the earliest cut
+        rows = np.flatnonzero(in_policy) if request.explain else [best]
+        candidates = []
+        for i in rows:
+            rejected = ""
+            if not fits_budget[i]:
+                rejected = f"certified drop {patterns.drop[i]:.2f} points exceeds the budget {request.accuracy_budget:g}"
+            elif not fits_memory[i]:
+                rejected = f"needs {int(patterns.memory[i])} bytes of device memory, the device has {memory}"
+            candidates.append(patterns.candidate(costs, int(i), rejected))
+            candidates[-1].chosen = int(i) == best
+        chosen = next(c for c in candidates if c.chosen)
+        return self._plan(model, request.policy, chosen, candidates if request.explain else [])
+
+    @staticmethod
+    def _no_plan_reason(model: Model, request: PlanRequest, patterns: Patterns, in_policy, fits_budget) -> str:
+        if not (in_policy & fits_budget).any():
+            best = float(patterns.drop[in_policy].min()) if in_policy.any() else float("nan")
+            return (f"no {request.policy} pattern of model {model.name!r} is certified within "
+                    f"{request.accuracy_budget:g} points (the best is certified at {best:.2f})")
+        return (f"no {request.policy} pattern of model {model.name!r} within the budget fits "
+                f"{request.device.memory_bytes} bytes of device memory")
+
+    def _plan(self, model: Model, policy: str, chosen: Candidate, candidates: list[Candidate]) -> Plan:
+        split = chosen.spec.split
+        sends = split.partition_point <= model.num_layers
+        return Plan(chosen.spec, policy, model.cut_quantizer(split),
+                    model.profile.activation_shape(split.partition_point) if sends else (), chosen, candidates)
+
+    def _plan_fixed(self, model: Model, request: PlanRequest) -> Plan:
+        spec = self.fixed_spec(model, request.fixed)
+        head = self.heads.get(model, spec.split)
+        patterns = Patterns.of(model, [spec], ["fixed"], [np.nan], [head.size if head else 0],
+                               [head.content_hash if head else ""], self.codec)
+        costs = predict(patterns.work, request.device, request.link, self.server, request.objective,
+                        request.inferences_per_head, bool(head) and head.content_hash in request.held_heads)
+        chosen = patterns.candidate(costs, 0)
+        chosen.chosen = True
+        return self._plan(model, policies.FIXED, chosen, [chosen] if request.explain else [])
+
+    @staticmethod
+    def fixed_spec(model: Model, fixed: Split) -> PlanSpec:
+        """The device's split, checked: a single weight width stands for every device layer; the
+        activation width is ignored when nothing crosses the cut."""
+        p = model.profile.check_partition_point(fixed.partition_point)
+        bits = fixed.weight_bits
+        if len(bits) == 1 and p > 2:
+            bits = bits * (p - 1)
+        act = 0 if p == model.num_layers + 1 else fixed.activation_bits
+        split = Split(p, bits if p > 1 else (), act, fixed.granularity)
+        return PlanSpec(model.name, model.version, split).check(model)

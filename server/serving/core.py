@@ -1,0 +1,191 @@
+"""The transport-free core of the qpart server: models, plans, heads and the tail executor.
+
+The gRPC servicer only decodes messages, calls these methods and encodes the results. Every method
+that touches a model takes the caller's Identity and checks that it may use it.
+"""
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from qpart.common import quant, tensors
+from qpart.common.errors import FailedPrecondition, InvalidArgument, OutOfRange, ResourceExhausted
+from qpart.server.models.heads import BuiltHead, HeadStore
+from qpart.server.models.repository import Model, ModelRepository
+from qpart.server.planning.planner import Plan, Planner, PlanRequest
+from qpart.server.planning.plans import PlanSpec
+from qpart.server.serving import speed
+from qpart.server.serving.admission import Admission
+from qpart.server.serving.auth import ANYONE, Authenticator, Identity
+from qpart.server.serving.settings import ServerSettings
+
+log = logging.getLogger("qpart.server.core")
+MAX_LOGGED_RUNS = 64
+
+
+@dataclass
+class InferSession:
+    """A plan resolved once for a whole Infer stream."""
+    token: str
+    model: Model
+    spec: PlanSpec
+    activation: quant.QuantParams | None   # None: float32 at the cut
+    sample_shape: tuple[int, ...]
+    tail: torch.nn.Module
+
+
+@dataclass
+class InferResult:
+    request_ids: list[int]
+    scores: np.ndarray     # [n, classes] float32
+    labels: np.ndarray     # [n] int64
+    compute_s: float       # the tail's run
+    queue_s: float         # waiting for a compute slot
+
+
+@dataclass(frozen=True)
+class HeadChunk:
+    content_hash: str
+    total_bytes: int
+    offset: int
+    data: bytes
+
+
+class InferStream:
+    """The rules of one Infer stream: the first message names the plan, later ones keep to it."""
+
+    def __init__(self, core: "QpartCore", identity: Identity):
+        self.core, self.identity = core, identity
+        self.session: InferSession | None = None
+
+    def infer(self, plan_id: str, request_ids, sample_shape, bits: int, data: bytes) -> InferResult:
+        if self.session is None:
+            self.session = self.core.open_session(plan_id, self.identity)
+        elif plan_id and plan_id != self.session.token:
+            raise InvalidArgument("the plan id changed within one Infer stream; open a new stream per plan")
+        return self.core.infer(self.session, request_ids, sample_shape, bits, data)
+
+
+class QpartCore:
+    def __init__(self, settings: ServerSettings, repository: ModelRepository | None = None):
+        self.settings = settings
+        self.repository = repository or ModelRepository(settings.models)
+        self.heads = HeadStore(settings.head_cache_bytes)
+        self.planner = Planner(self.repository, self.heads, settings.profile)
+        self.auth = Authenticator.from_file(settings.devices, mutual_tls=settings.tls_client_ca is not None)
+        self.admission = Admission(settings.compute_slots or os.cpu_count() or 1, settings.max_queued)
+
+    def measure_speed(self) -> None:
+        """Time each model's tail from every cut and the activation codecs on this machine; the planner prices with them."""
+        for model in self.repository:
+            model.tail_seconds = speed.tail_seconds(model)
+        self.planner.codec = speed.activation_codec_costs()
+        self.planner.forget()
+
+    def warm_heads(self) -> int:
+        """Build and cache the head of every catalog split; returns how many were built."""
+        built = 0
+        for model in self.repository:
+            catalog = self.planner.catalog(model)
+            for entry in catalog.entries if catalog else []:
+                if entry.split.ships_head:
+                    head = self.heads.get(model, entry.split)
+                    if head.content_hash != entry.head_hash:
+                        raise FailedPrecondition(f"model {model.name!r}: the catalog's head for p="
+                                                 f"{entry.split.partition_point} does not match the head built now; "
+                                                 f"rebuild the catalog with `qpart catalog {model.name} --force`")
+                    built += 1
+        return built
+
+    def probe_reply(self, reply_bytes: int) -> bytes:
+        limit = self.settings.max_message_bytes - 64
+        if reply_bytes > limit:
+            raise InvalidArgument(f"a probe reply of {reply_bytes} bytes exceeds the message limit of {limit} bytes")
+        return bytes(reply_bytes)
+
+    def list_models(self, name: str = "", identity: Identity = ANYONE) -> list[Model]:
+        if name:
+            identity.authorize(name)
+            return [self.repository.get(name)]
+        return [m for m in self.repository if "*" in identity.models or m.name in identity.models]
+
+    def plan(self, request: PlanRequest, identity: Identity = ANYONE) -> Plan:
+        identity.authorize(request.model)
+        return self.planner.plan(request)
+
+    def resolve(self, token: str, identity: Identity = ANYONE) -> tuple[Model, PlanSpec]:
+        spec = PlanSpec.parse(token)
+        identity.authorize(spec.model)
+        model = self.repository.get(spec.model)
+        return model, spec.check(model)
+
+    def head(self, token: str, identity: Identity = ANYONE) -> BuiltHead:
+        model, spec = self.resolve(token, identity)
+        built = self.heads.get(model, spec.split)
+        if built is None:
+            raise FailedPrecondition("this plan sends the raw input (partition point 1); there is no head to fetch")
+        return built
+
+    def head_chunks(self, token: str, offset: int = 0, max_chunk_bytes: int = 0,
+                    identity: Identity = ANYONE) -> Iterator[HeadChunk]:
+        built = self.head(token, identity)
+        total = built.size
+        if offset > total:
+            raise OutOfRange(f"offset {offset} is past the end of the {total}-byte head")
+        step = min(max_chunk_bytes or self.settings.head_chunk_bytes, self.settings.head_chunk_bytes)
+        view = memoryview(built.data)
+        for start in range(offset, total, step):
+            yield HeadChunk(built.content_hash, total, start, bytes(view[start:start + step]))
+
+    def infer_stream(self, identity: Identity = ANYONE) -> InferStream:
+        return InferStream(self, identity)
+
+    def open_session(self, token: str, identity: Identity = ANYONE) -> InferSession:
+        model, spec = self.resolve(token, identity)
+        p = spec.split.partition_point
+        if p == model.num_layers + 1:
+            raise FailedPrecondition("this plan runs the whole model on the device; there is nothing to infer here")
+        return InferSession(token, model, spec, model.cut_quantizer(spec.split), model.profile.activation_shape(p),
+                            model.tail(p))
+
+    def infer(self, session: InferSession, request_ids, sample_shape, bits: int, data: bytes) -> InferResult:
+        n = len(request_ids)
+        if n == 0:
+            raise InvalidArgument("the activation batch holds no inputs (request_ids is empty)")
+        if n > self.settings.max_batch:
+            raise ResourceExhausted(f"the batch holds {n} inputs; the limit is {self.settings.max_batch}")
+        shape = tuple(int(d) for d in sample_shape)
+        if shape != session.sample_shape:
+            raise InvalidArgument(f"activation sample shape {list(shape)} does not match the plan's "
+                                  f"{list(session.sample_shape)}")
+        expected_bits = session.spec.split.activation_bits
+        if bits != expected_bits:
+            raise InvalidArgument(f"activation bit width {bits} does not match the plan's {expected_bits}")
+        tensors.check_batch(n, shape, bits, len(data), self.settings.max_activation_elements)
+        x = tensors.decode_batch(data, n, shape, session.activation)   # [n, *sample_shape]
+        with self.admission.slot() as queued:
+            started = time.perf_counter()
+            with torch.inference_mode():
+                scores = session.tail(torch.from_numpy(x)).numpy()      # [n, classes]
+            done = time.perf_counter()
+        if log.isEnabledFor(logging.DEBUG):   # which inputs ran: the reliability report counts inputs computed twice
+            log.debug("tail ran for %d input(s)", n, extra={"fields": {"computed": id_runs(request_ids)}})
+        return InferResult(list(request_ids), scores, scores.argmax(axis=1), done - started, queued)
+
+
+def id_runs(ids) -> list[list[int]]:
+    """Request ids as [first, last] runs of consecutive ids (at most MAX_LOGGED_RUNS, then a final [-1, -1])."""
+    runs: list[list[int]] = []
+    for i in ids:
+        i = int(i)
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        elif len(runs) == MAX_LOGGED_RUNS:
+            return runs + [[-1, -1]]
+        else:
+            runs.append([i, i])
+    return runs

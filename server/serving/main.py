@@ -1,0 +1,141 @@
+"""qpart-server: serve a model repository over gRPC.
+
+    qpart-server --models ./model-repo --port 50051
+
+Besides qpart.v1.SplitInference it serves grpc.health.v1 (overall and per service) and server
+reflection. SIGTERM or SIGINT flips health to NOT_SERVING, lets in-flight RPCs finish within the
+grace period and exits. Every option is a field of ServerSettings (qpart.server.serving.settings).
+"""
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from concurrent import futures
+
+import grpc
+import torch
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from qpart.common import config, runtime
+from qpart.common.errors import FailedPrecondition, InvalidArgument, QpartError
+from qpart.server.serving.core import QpartCore
+from qpart.server.serving.observe import Metrics, RpcObserver, configure_logging
+from qpart.server.serving.servicer import SplitInferenceServicer, add_to_server
+from qpart.server.serving.settings import ServerSettings
+from qpart.v1 import service_pb2
+
+log = logging.getLogger("qpart.server")
+SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["SplitInference"].full_name
+
+
+class RunningServer:
+    """A started gRPC server with its health servicer; `port` is the bound port."""
+
+    def __init__(self, settings: ServerSettings, core: QpartCore | None = None):
+        self.settings = settings
+        credentials = server_credentials(settings)
+        self.core = core or QpartCore(settings)
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        if settings.measure_speed:
+            self.core.measure_speed()
+        if settings.warm_heads:
+            log.info("built %d catalog heads", self.core.warm_heads())
+        options = [("grpc.max_receive_message_length", settings.max_message_bytes),
+                   ("grpc.max_send_message_length", settings.max_message_bytes)]
+        self.metrics = Metrics()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.workers), options=options,
+                                  maximum_concurrent_rpcs=settings.max_streams or max(settings.workers - 8, 1))
+        add_to_server(SplitInferenceServicer(self.core, RpcObserver(self.metrics)), self.server)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server)
+        address = f"{settings.host}:{settings.port}"
+        self.port = (self.server.add_secure_port(address, credentials) if credentials
+                     else self.server.add_insecure_port(address))
+        if self.port == 0:
+            raise FailedPrecondition(f"cannot listen on {address}: the address is taken or not local")
+        self.metrics_server = self.metrics.serve(settings.metrics_port, settings.metrics_host) if settings.metrics_port else None
+        self.server.start()
+        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+
+    def _set_health(self, status) -> None:
+        for service in ("", SERVICE_NAME):
+            self.health.set(service, status)
+
+    def stop(self, grace: float | None = None, notice: float | None = None) -> None:
+        """Health flips to NOT_SERVING and the server keeps serving for `notice` seconds (load balancers
+        stop sending work); then new RPCs are refused and in-flight ones get `grace` seconds to finish."""
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        time.sleep(self.settings.drain_notice_s if notice is None else notice)
+        self.server.stop(self.settings.grace_s if grace is None else grace).wait()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()
+
+
+def _read(path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise InvalidArgument(f"cannot read the {what} {path}: {e.strerror or e}") from None
+
+
+def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
+    """TLS when a certificate is configured; mutual TLS (client certificates required) with a client CA."""
+    if settings.tls_cert is None and settings.tls_key is None:
+        if settings.tls_client_ca is not None:
+            raise InvalidArgument("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise InvalidArgument("TLS needs both --tls-cert and --tls-key")
+    client_ca = _read(settings.tls_client_ca, "client CA certificate (--tls-client-ca)") if settings.tls_client_ca else None
+    key, cert = _read(settings.tls_key, "TLS key (--tls-key)"), _read(settings.tls_cert, "TLS certificate (--tls-cert)")
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
+                                       require_client_auth=client_ca is not None)
+
+
+def parse_args(argv=None) -> ServerSettings:
+    parser = argparse.ArgumentParser(prog="qpart-server", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    config.add_arguments(parser, ServerSettings)
+    return config.from_args(ServerSettings, parser.parse_args(argv))
+
+
+def main(argv=None) -> int:
+    settings = parse_args(argv)
+    configure_logging(settings.log_level, settings.json_logs)
+    try:
+        running = RunningServer(settings)
+    except QpartError as e:
+        print(f"qpart-server: {e.status}: {e}", file=sys.stderr)
+        return 2
+    runtime.freeze_long_lived()
+    names = ", ".join(running.core.repository.names()) or "no models"
+    security = ("mutual TLS" if settings.tls_client_ca else "TLS" if settings.tls_cert else "plaintext") + (
+        ", device tokens" if settings.devices else "")
+    metrics = f", metrics on {settings.metrics_host}:{settings.metrics_port}" if settings.metrics_port else ""
+    print(f"qpart-server listening on {settings.host}:{running.port} serving {names} ({security}{metrics})", flush=True)
+    stopping = threading.Event()
+
+    def on_signal(signum, _frame):
+        if not stopping.is_set():
+            stopping.set()
+            log.info("signal %d: draining for up to %.1f s", signum, settings.grace_s)
+            threading.Thread(target=running.stop, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    running.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

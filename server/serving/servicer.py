@@ -1,0 +1,83 @@
+"""The thin gRPC layer: identify the caller, decode, call QpartCore, encode.
+
+Errors map to status codes in qpart.common.rpc; requests are parsed there too, so that bytes that
+are not a valid message get INVALID_ARGUMENT. Metrics and logs come from the RpcObserver, which sees
+every message; the rules of an Infer stream live in the core. Every RPC of qpart.v1.SplitInference
+identifies its caller first (bearer token, TLS client certificate; see qpart.server.serving.auth).
+"""
+import grpc
+
+from qpart.common.rpc import lenient_deserializer, servicer_method
+from qpart.server.serving import convert
+from qpart.server.serving.auth import Identity
+from qpart.server.serving.core import QpartCore
+from qpart.server.serving.observe import RpcObserver
+from qpart.v1 import service_pb2 as spb
+
+SERVICE = spb.DESCRIPTOR.services_by_name["SplitInference"]
+
+
+class SplitInferenceServicer:
+    def __init__(self, core: QpartCore, observer: RpcObserver | None = None):
+        self.core = core
+        self.observer = observer or RpcObserver()
+
+    def _identity(self, context: grpc.ServicerContext) -> Identity:
+        names = [v.decode("utf-8", "replace") for v in context.auth_context().get("x509_common_name", [])]
+        identity = self.core.auth.identify(context.invocation_metadata(), names)
+        self.observer.annotate(device=identity.device_id)
+        return identity
+
+    @servicer_method
+    def ListModels(self, request: spb.ListModelsRequest, context: grpc.ServicerContext):
+        identity = self._identity(context)
+        return spb.ListModelsResponse(models=[convert.model_info(m, self.core.planner.catalog(m))
+                                              for m in self.core.list_models(request.name, identity)])
+
+    @servicer_method
+    def Plan(self, request: spb.PlanRequest, context: grpc.ServicerContext):
+        identity = self._identity(context)
+        plan = self.core.plan(convert.plan_request(request), identity)
+        return convert.plan_response(plan, self.core.repository.get(plan.spec.model).num_layers)
+
+    @servicer_method
+    def FetchHead(self, request: spb.FetchHeadRequest, context: grpc.ServicerContext):
+        identity = self._identity(context)
+        for chunk in self.core.head_chunks(request.plan_id, request.offset, request.max_chunk_bytes, identity):
+            yield convert.head_chunk(chunk)
+
+    @servicer_method
+    def Infer(self, requests, context: grpc.ServicerContext):
+        stream = self.core.infer_stream(self._identity(context))
+        for request in requests:
+            batch = request.batch
+            yield convert.infer_response(stream.infer(request.plan_id, batch.request_ids, batch.sample_shape,
+                                                      batch.bits, batch.data))
+
+    @servicer_method
+    def Probe(self, request: spb.ProbeRequest, context: grpc.ServicerContext):
+        self._identity(context)
+        return spb.ProbeResponse(payload=self.core.probe_reply(request.reply_bytes), received_bytes=len(request.payload))
+
+    @servicer_method
+    def ProbeStream(self, requests, context: grpc.ServicerContext):
+        self._identity(context)
+        for request in requests:
+            yield spb.ProbeResponse(payload=self.core.probe_reply(request.reply_bytes), received_bytes=len(request.payload))
+
+
+_HANDLERS = {(False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,
+             (True, False): grpc.stream_unary_rpc_method_handler, (True, True): grpc.stream_stream_rpc_method_handler}
+
+
+def add_to_server(servicer: SplitInferenceServicer, server: grpc.Server) -> None:
+    """Register every method of the service with lenient request parsing (see qpart.common.rpc)."""
+    handlers = {}
+    for method in SERVICE.methods:
+        request_cls = getattr(spb, method.input_type.name)
+        response_cls = getattr(spb, method.output_type.name)
+        factory = _HANDLERS[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = factory(getattr(servicer, method.name),
+                                        request_deserializer=lenient_deserializer(request_cls),
+                                        response_serializer=response_cls.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))

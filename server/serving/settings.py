@@ -1,0 +1,56 @@
+"""Server settings: every knob of qpart-server, declared once with its unit; the command line of
+`qpart-server` is derived from these fields (qpart.common.config)."""
+import pathlib
+from dataclasses import dataclass
+
+from qpart.common.config import setting
+from qpart.common.costmodel import ServerProfile
+
+
+@dataclass
+class ServerSettings:
+    models: pathlib.Path = setting(help="model repository directory")
+    host: str = setting("127.0.0.1", 'address to listen on ("0.0.0.0" or "[::]" for all)')
+    port: int = setting(50051, "TCP port; 0 picks a free one")
+    workers: int = setting(128, "gRPC handler threads; each open stream holds one")
+    max_message_bytes: int = setting(16 << 20, "largest gRPC message accepted or sent, MiB", flag="--max-message-mb",
+                                     scale=2**20)
+    max_batch: int = setting(1024, "most inputs in one activation batch")
+    max_activation_elements: int = setting(1 << 24, "most activation elements in one batch")
+    head_chunk_bytes: int = setting(256 << 10, "FetchHead chunk size, bytes")
+    head_cache_bytes: int = setting(256 << 20, "memory for serialized heads, MiB", flag="--head-cache-mb", scale=2**20)
+    torch_threads: int = setting(0, "intra-op threads for the tail (0: torch's default)")
+    price_per_second: float = setting(1.0, "server cost μ of one busy second, used by the planner")
+    server_macs_per_second: float = setting(
+        0.0, "tail MAC rate the planner prices with when the tail is not timed (0: Table II's 3 GHz at 1.25 "
+             "cycles/MAC)")
+    measure_speed: bool = setting(
+        True, "price the tail with --server-macs-per-second (or Table II) instead of timing the tail from each "
+              "cut at start-up (after 10 ms idle, as a device's next input arrives)", flag="--no-measure-speed")
+    warm_heads: bool = setting(True, "build heads on first request instead of every catalog head at start-up",
+                               flag="--cold-heads")
+    drain_notice_s: float = setting(1.0, "at shutdown, seconds health reports NOT_SERVING before new RPCs are "
+                                         "refused", flag="--drain-notice")
+    grace_s: float = setting(5.0, "at shutdown, seconds in-flight RPCs get to finish", flag="--grace")
+    tls_cert: pathlib.Path | None = setting(None, "server certificate chain (PEM): serve TLS only", group="security")
+    tls_key: pathlib.Path | None = setting(None, "the server certificate's private key (PEM)", group="security")
+    tls_client_ca: pathlib.Path | None = setting(
+        None, "CA certificate (PEM) of device certificates: mutual TLS, a device certificate is required",
+        group="security")
+    devices: pathlib.Path | None = setting(
+        None, "devices file (TOML): bearer tokens (as SHA-256), allowed models, certificate names; every RPC must "
+              "then carry `authorization: Bearer <token>`", group="security")
+    compute_slots: int = setting(0, "batches running the tail at once (0: one per CPU core)", group="load")
+    max_queued: int = setting(64, "batches waiting for a slot; more are refused with RESOURCE_EXHAUSTED at once",
+                              group="load")
+    max_streams: int = setting(0, "concurrent RPCs before RESOURCE_EXHAUSTED (0: --workers minus 8)", group="load")
+    metrics_port: int = setting(0, "serve Prometheus /metrics on this port (0: off)", group="observability")
+    metrics_host: str = setting("127.0.0.1", "address of the metrics endpoint", group="observability")
+    json_logs: bool = setting(False, "one JSON object per log line, with request ids", group="observability")
+    log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR", group="observability",
+                             choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    @property
+    def profile(self) -> ServerProfile:
+        """The server's speed and price as the planner sees them before anything is timed."""
+        return ServerProfile(price_per_second=self.price_per_second, macs_per_second=self.server_macs_per_second)

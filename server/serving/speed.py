@@ -1,0 +1,76 @@
+"""What this server's part costs on this machine, timed at start-up: the tail from every cut and the
+activation codec (quantize + pack on the device side, check + unpack + dequantize on the server's).
+The planner prices the server's part with these figures."""
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from qpart.common import quant, tensors
+
+
+def _seconds_after_idle(idle_s: float, fn, *args) -> float:
+    """Seconds fn(*args) takes after the machine sat idle for idle_s (as work that follows a network wait)."""
+    time.sleep(idle_s)
+    started = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - started
+
+
+def tail_seconds(model, idle_s: float = 0.01, repeats: int = 7) -> list[float]:
+    """Seconds the server's part takes for one input from each cut p = 1..L+1 (0 at L+1).
+
+    Each run follows an idle pause, as a device's next input does (a network round trip after the
+    last): after 10 ms idle this 2-core VM ran a tail 2-4 times slower than back to back, and even
+    the last small layer took ~0.3 ms instead of 0.01. That is what a lightly loaded server sees.
+    The figure is the lower quartile of the runs: now and then a run stalls ~10 ms (a third of
+    lenet's first conv here, waiting on a descheduled vCPU), and a median can land on the stalls.
+    """
+    tails = [(model.tail(p), torch.zeros(1, *model.profile.activation_shape(p))) for p in range(1, model.num_layers + 1)]
+    samples = [[] for _ in tails]
+    with torch.inference_mode():
+        for tail, x in tails:
+            tail(x)                      # first run: allocations that happen once
+        for _ in range(repeats):         # rounds over all cuts: drift of the machine hits every cut alike
+            for i, (tail, x) in enumerate(tails):
+                samples[i].append(_seconds_after_idle(idle_s, tail, x))
+    return [sorted(s)[len(s) // 4] for s in samples] + [0.0]
+
+
+CODEC_WIDTHS = tuple(range(1, 17)) + (32,)
+
+
+def _check_and_decode(data: bytes, n: int, bits: int, params) -> None:
+    tensors.check_batch(1, (n,), bits, len(data))
+    tensors.decode_batch(data, 1, (n,), params)
+
+
+def activation_codec_costs(sizes=(256, 16384), repeats: int = 11, idle_s: float = 0.003) -> dict[int, tuple[float, float, float, float]]:
+    """bits -> (encode fixed, encode per element, decode fixed, decode per element) seconds on this machine.
+
+    Encoding is quantize + pack (the device's work), decoding check + unpack + dequantize (the
+    server's). Each call is timed after an idle pause, as an inference follows a wait on the
+    network: small tensors then cost several times what a hot loop says, and the widths that take
+    more numpy calls more so.
+    """
+    rng = np.random.default_rng(0)
+    cases = []   # (bits, n, batch, params, packed)
+    for bits in CODEC_WIDTHS:
+        for n in sizes:
+            x = rng.uniform(0, 4, (1, n)).astype(np.float32)
+            params = None if bits == quant.FLOAT_BITS else quant.params_for_range(0, 4, bits)
+            cases.append((bits, n, x, params, tensors.encode_batch(x, params)))
+    encode = {(bits, n): [] for bits, n, *_ in cases}
+    decode = {(bits, n): [] for bits, n, *_ in cases}
+    for _ in range(repeats):   # rounds over all widths: drift of the machine hits every width alike
+        for bits, n, x, params, data in cases:
+            encode[bits, n].append(_seconds_after_idle(idle_s, tensors.encode_batch, x, params))
+            decode[bits, n].append(_seconds_after_idle(idle_s, _check_and_decode, data, n, bits, params))
+    out = {}
+    span = sizes[1] - sizes[0]
+    for bits in CODEC_WIDTHS:
+        (e1, e2), (d1, d2) = ([statistics.median(t[bits, n]) for n in sizes] for t in (encode, decode))
+        b_enc, b_dec = max((e2 - e1) / span, 0.0), max((d2 - d1) / span, 0.0)
+        out[bits] = (max(e1 - b_enc * sizes[0], 0.0), b_enc, max(d1 - b_dec * sizes[0], 0.0), b_dec)
+    return out

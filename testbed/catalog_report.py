@@ -1,0 +1,65 @@
+"""Figures the catalog promises, measured: test-set drops, mixed precision against uniform widths."""
+from dataclasses import dataclass
+
+from qpart.common import data, quant
+from qpart.server.calibration.accuracy import Evaluator, Measurement
+from qpart.server.models.heads import build_head, serialize
+from qpart.server.models.repository import Model
+from qpart.server.models.split import Split
+from qpart.server.planning import catalog as catalog_mod
+
+
+@dataclass
+class TestRow:
+    entry: catalog_mod.Entry
+    test: Measurement
+
+
+def test_evaluator(model: Model, data_dir=None, limit: int | None = None) -> Evaluator:
+    """An evaluator on the Fashion-MNIST test split (reporting only: the catalog never sees it)."""
+    images, labels = data.load_split("test", data_dir)
+    if limit:
+        images, labels = images[:limit], labels[:limit]
+    return Evaluator(model, data.to_float(images), labels)
+
+
+def test_set_table(model: Model, catalog: catalog_mod.Catalog, evaluator: Evaluator) -> list[TestRow]:
+    return [TestRow(e, evaluator.measure(e.split)) for e in catalog.entries]
+
+
+@dataclass
+class MixedPrecisionRow:
+    budget: float
+    qpart_bits: list[int]
+    qpart_bytes: int          # head bytes of the QPART pattern
+    qpart_drop: float         # its drop on the evaluator's data, points
+    uniform_bits: int | None  # the narrowest uniform width whose drop is no larger (None: none is)
+    uniform_bytes: int | None
+    uniform_drop: float | None
+
+    @property
+    def saving(self) -> float | None:
+        """Share of the uniform head's bytes QPART saves, at equal or better measured accuracy."""
+        return 1.0 - self.qpart_bytes / self.uniform_bytes if self.uniform_bytes else None
+
+
+def mixed_precision(model: Model, catalog: catalog_mod.Catalog, evaluator: Evaluator,
+                    widths=range(2, 13)) -> list[MixedPrecisionRow]:
+    """For the whole model on the device (p = L+1): each budget's QPART head against the narrowest
+    uniform width (same quantizer and granularity) whose measured drop is no larger."""
+    L = model.num_layers
+    granularity = catalog.config.get("granularity", quant.PER_CHANNEL)
+    uniform = {}
+    for b in widths:
+        split = Split(L + 1, (b,) * L, 0, granularity)
+        uniform[b] = (evaluator.measure(split).drop, serialize(build_head(model, split)).size)
+    rows = []
+    for e in catalog.entries:
+        if e.kind != "qpart" or e.split.partition_point != L + 1:
+            continue
+        drop = evaluator.measure(e.split).drop
+        fits = [b for b in widths if uniform[b][0] <= drop + 1e-9]
+        b = min(fits) if fits else None
+        rows.append(MixedPrecisionRow(e.budget, list(e.split.weight_bits), e.head_bytes, drop, b,
+                                      uniform[b][1] if b else None, uniform[b][0] if b else None))
+    return rows

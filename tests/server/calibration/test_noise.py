@@ -1,0 +1,51 @@
+import numpy as np
+
+from qpart.server.calibration import noise as calibration
+
+from qpart.server.training import train
+from qpart.server.calibration.accuracy import Evaluator, fake_quantize_torch, paired_drop_bound
+from qpart.server.models.split import Split
+
+
+def test_accuracy_model(repo, data_dir):
+    model = repo.get("lenet")
+    x, y = train.validation_data(model, data_dir)
+    am = calibration.calibrate(Evaluator(model, x[:1000], y[:1000]))
+    assert 1.0 < am.alpha < 2.5                       # ln 4 = 1.39 in theory (eq 18)
+    assert len(am.weights) == len(am.activations) == model.num_layers
+    for prof in am.weights + am.activations:
+        assert prof.q > 0 and prof.t > 1              # projected noise is a share of the noise energy
+        assert prof.energy[2] > prof.energy[8]        # fewer bits, more noise
+    for check in am.additivity:                       # sum of single-layer noise ~ noise of all layers at once
+        assert 0.3 < check["energy_all"] / check["energy_sum"] < 3.0
+    budgets = [am.noise_budget(a) for a in (0.1, 0.5, 1.0, 2.0)]
+    assert budgets == sorted(budgets) and budgets[0] > 0
+    assert abs(am.predicted_drop(budgets[2]) - 1.0) < 0.01
+
+
+def test_the_evaluator_uses_the_wire_quantizer(repo):
+    """Fake quantization in torch equals the numpy quantizer the device uses, bit for bit."""
+    import torch
+    from qpart.common import quant
+    model = repo.get("vgg8")
+    params = model.activation_params(3, 5)
+    x = np.random.default_rng(0).uniform(-1, 30, (7, 12, 14, 14)).astype(np.float32)
+    codes = quant.quantize_with(x, params)
+    expected = quant.dequantize(codes, params)
+    assert np.array_equal(fake_quantize_torch(torch.from_numpy(x), params).numpy(), expected)
+
+
+def test_paired_bound():
+    drop, ucb = paired_drop_bound(30, 10, 5000)
+    assert drop == 0.4 and 0.4 < ucb < 0.4 + 1.65 * 100 * np.sqrt(40 / 5000) / np.sqrt(5000) + 1e-9
+    assert paired_drop_bound(0, 0, 100) == (0.0, 0.0)
+
+
+def test_prefix_cache_gives_the_same_answer(repo, data_dir):
+    model = repo.get("lenet")
+    x, y = train.validation_data(model, data_dir)
+    cached = Evaluator(model, x[:600], y[:600])
+    pattern = Split(4, (5, 4, 3), 4, "channel")
+    cached.measure(Split(4, (5, 4, 6), 4, "channel"))          # shares the first two layers' prefix
+    fresh = Evaluator(model, x[:600], y[:600], cache_bytes=0)
+    assert np.array_equal(cached.logits(pattern).numpy(), fresh.logits(pattern).numpy())

@@ -1,0 +1,149 @@
+import dataclasses
+
+import pytest
+
+from qpart.common import policies, profiles
+from qpart.common.costmodel import LinkProfile, Objective
+from qpart.common.errors import FailedPrecondition
+from qpart.server.models.heads import HeadStore
+from qpart.server.models.split import Split
+from qpart.server.planning.planner import Planner, PlanRequest, catalog_patterns
+from qpart.v1 import service_pb2 as spb
+
+RPI4 = profiles.load_device("rpi4")
+
+
+@pytest.fixture(scope="module")
+def planner(repo, catalogs):
+    return Planner(repo, HeadStore())
+
+
+def request(**kw) -> PlanRequest:
+    base = dict(model="vgg8", device=RPI4, link=LinkProfile(rate_bps=5e6, rtt_s=0.01), accuracy_budget=1.0)
+    return PlanRequest(**(base | kw))
+
+
+def test_baseline_policies(planner, repo):
+    L = repo.get("vgg8").num_layers
+    assert planner.plan(request(policy="server_only")).spec.split.partition_point == 1
+    device_only = planner.plan(request(policy="device_only")).spec.split
+    assert device_only.partition_point == L + 1 and set(device_only.weight_bits) == {32}
+    float_split = planner.plan(request(policy="float_split")).spec.split
+    assert set(float_split.weight_bits) <= {32} and float_split.activation_bits in (0, 32)
+    int8 = planner.plan(request(policy="uniform_int8")).spec.split
+    assert set(int8.weight_bits) <= {8} and int8.activation_bits in (0, 8)
+
+
+GRID = [(device, rate, rtt, reuse) for device in ("paper-table2", "rpi4", "jetson-orin-nano")
+        for rate, rtt in ((1e6, 0.0), (5e6, 0.01), (20e6, 0.01), (100e6, 0.0)) for reuse in (1, 100)]
+
+
+def strict_wins(planner: Planner, model: str) -> list[tuple]:
+    """Grid cells where QPART's plan is strictly cheaper than every baseline's, with the kind it chose."""
+    wins = []
+    for device, rate, rtt, reuse in GRID:
+        base = request(model=model, device=profiles.load_device(device), link=LinkProfile(rate_bps=rate, rtt_s=rtt),
+                       inferences_per_head=reuse)
+        best = planner.plan(base).chosen
+        assert best.accuracy_drop <= base.accuracy_budget
+        others = [planner.plan(dataclasses.replace(base, policy=p)).chosen.costs.objective for p in policies.BASELINES]
+        assert best.costs.objective <= min(others) * (1 + 1e-12)      # QPART weighs every baseline's splits too
+        if best.costs.objective < min(others) * (1 - 1e-9):
+            wins.append((device, rate, reuse, best.kind, best.spec.split.partition_point))
+    return wins
+
+
+def test_mixed_precision_beats_every_baseline_somewhere(planner):
+    """QPART's own patterns (mixed precision at a cut inside the network) make plans no baseline can:
+    strictly cheaper than the best baseline in some cells, always with a mixed-precision split."""
+    wins = strict_wins(planner, "vgg8") + strict_wins(planner, "fc6")
+    assert len(wins) >= 4, wins
+    assert all(kind == "qpart" for *_, kind, _ in wins), wins
+
+
+def test_without_mixed_precision_qpart_only_ties(repo, catalogs):
+    """The check above can fail: a planner whose catalog lost its mixed-precision entries (all but p = 1,
+    which server_only uses too) never beats the baselines."""
+    stripped = Planner(repo, HeadStore())
+    model = repo.get("vgg8")
+    catalog = dataclasses.replace(catalogs["vgg8"], entries=[e for e in catalogs["vgg8"].entries
+                                                             if e.kind != "qpart" or e.split.partition_point == 1])
+    stripped._catalogs[(model.name, model.version)] = (catalog, *catalog_patterns(model, catalog))
+    assert strict_wins(stripped, "vgg8") == []
+
+
+def test_budget_zero_gets_a_lossless_plan(planner):
+    plan = planner.plan(request(accuracy_budget=0.0))
+    assert plan.chosen.accuracy_drop <= 0.0
+
+
+def test_memory_limit(planner):
+    roomy = planner.plan(request(inferences_per_head=1000))
+    assert roomy.spec.split.partition_point > 1
+    tight = planner.plan(request(inferences_per_head=1000,
+                                 device=dataclasses.replace(RPI4, memory_bytes=roomy.chosen.memory_bytes - 1)))
+    assert tight.chosen.memory_bytes < roomy.chosen.memory_bytes
+    with pytest.raises(FailedPrecondition, match="fits"):
+        planner.plan(request(device=dataclasses.replace(RPI4, memory_bytes=1), policy="device_only"))
+
+
+def test_held_heads_and_reuse_change_the_choice(planner):
+    slow = request(device=profiles.load_device("jetson-orin-nano"), link=LinkProfile(rate_bps=1e6, rtt_s=0.01))
+    first = planner.plan(slow)
+    assert first.spec.split.partition_point == 1            # a head costs too much to ship for one inference
+    device_only = planner.plan(dataclasses.replace(slow, inferences_per_head=100_000)).chosen
+    assert device_only.spec.split.partition_point > 1 and device_only.head_hash
+    held = planner.plan(dataclasses.replace(slow, held_heads=frozenset({device_only.head_hash})))
+    assert held.chosen.head_hash == device_only.head_hash   # a held head ships for free
+
+
+def test_explain_lists_every_candidate(planner, catalogs):
+    plan = planner.plan(request(explain=True, accuracy_budget=0.5))
+    assert len(plan.candidates) == len(catalogs["vgg8"].entries)
+    assert sum(c.chosen for c in plan.candidates) == 1
+    rejected = [c for c in plan.candidates if c.rejected]
+    assert rejected and all("exceeds the budget 0.5" in c.rejected for c in rejected)
+    chosen = next(c for c in plan.candidates if c.chosen)
+    eligible = [c for c in plan.candidates if not c.rejected]
+    assert chosen.costs.objective == min(c.costs.objective for c in eligible)
+
+
+def test_time_only_objective_prefers_less_time(planner):
+    timed = planner.plan(request(objective=Objective(1, 0, 0), explain=True))
+    eligible = [c for c in timed.candidates if not c.rejected]
+    assert timed.chosen.costs.total_time_s == min(c.costs.total_time_s for c in eligible)
+
+
+def test_fixed_plans_are_priced(planner):
+    plan = planner.plan(request(policy="fixed", fixed=Split(3, (6,), 5)))
+    assert plan.spec.split.weight_bits == (6, 6) and plan.chosen.accuracy_drop is None
+    assert plan.chosen.work.head_bytes > 0 and plan.chosen.costs.total_time_s > 0
+
+
+def test_plan_rpc_carries_the_prediction(client, catalogs):
+    response = client.plan(spb.PlanRequest(model="fc6", accuracy_budget=1.0, explain=True))
+    assert response.policy == spb.QPART and response.plan_id
+    assert response.predicted.accuracy_drop <= 1.0 and response.predicted.total_time_s > 0
+    assert sum(c.chosen for c in response.candidates) == 1
+    info = client.list_models("fc6")[0]
+    assert info.has_catalog and list(info.catalog_budgets) == [0.1, 0.25, 0.5, 1.0, 2.0]
+
+
+def test_measured_tail_times_price_the_server_part(planner, repo):
+    from qpart.server.serving import speed
+    model = repo.get("vgg8")
+    L = model.num_layers
+    measured = speed.tail_seconds(model, idle_s=0.001, repeats=3)
+    assert len(measured) == L + 1 and measured[-1] == 0.0 and all(t > 0 for t in measured[:-1])
+    try:
+        for seconds in (1e-4, 1.0):   # a fast server, then one whose every tail takes a second
+            model.tail_seconds = [seconds] * L + [0.0]
+            planner.forget()
+            server_only = planner.plan(request(policy="server_only")).chosen
+            assert server_only.costs.server_time_s == pytest.approx(seconds)
+            chosen = planner.plan(request(device=profiles.load_device("paper-table2"), objective=Objective(1, 0, 0),
+                                          link=LinkProfile(rate_bps=100e6, rtt_s=0.0), inferences_per_head=1000)).chosen
+            assert (chosen.spec.split.partition_point == L + 1) == (seconds == 1.0)   # a slow server sends work to the device
+    finally:
+        model.tail_seconds = None
+        planner.forget()

@@ -1,0 +1,73 @@
+"""Prometheus metrics and structured logs with request ids."""
+import json
+import logging
+import urllib.request
+
+import grpc
+import pytest
+
+from qpart.device.agent import DeviceAgent
+from qpart.device.cache import HeadCache
+from qpart.device.client import ServerClient
+from qpart.server.serving.main import RunningServer
+from qpart.server.serving.observe import JsonFormatter
+from qpart.testbed.processes import free_port
+from qpart.server.serving.settings import ServerSettings
+from qpart.v1 import service_pb2 as spb
+
+
+@pytest.fixture(scope="module")
+def observed(models_dir, catalogs):
+    port = free_port()
+    running = RunningServer(ServerSettings(models=models_dir, port=0, metrics_port=port, measure_speed=False,
+                                           warm_heads=False))
+    yield running, port
+    running.stop(0, notice=0)
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def test_metrics(observed, test_set):
+    running, port = observed
+    client = ServerClient(f"127.0.0.1:{running.port}", timeout_s=30)
+    x, labels = test_set
+    request = spb.PlanRequest(model="lenet", policy=spb.FIXED, fixed=spb.FixedPlan(partition_point=3, weight_bits=[6],
+                                                                                 activation_bits=5))
+    DeviceAgent(client, HeadCache(None)).run(request, x[:40], labels[:40], batch_size=10)
+    with pytest.raises(Exception):
+        client.plan(spb.PlanRequest(model="nope"))
+    client.close()
+    m = scrape(port)
+    assert m['qpart_requests_total{code="OK",rpc="Plan"}'] >= 1
+    assert m['qpart_requests_total{code="NOT_FOUND",rpc="Plan"}'] >= 1
+    assert m['qpart_requests_total{code="OK",rpc="Infer"}'] >= 1
+    assert m['qpart_plans_total{model="lenet",partition_point="3",policy="fixed"}'] >= 1
+    assert m['qpart_plan_bits_total{bits="6",model="lenet",tensor="weights"}'] >= 2
+    assert m['qpart_plan_bits_total{bits="5",model="lenet",tensor="activation"}'] >= 1
+    assert m['qpart_inferences_total{model="lenet"}'] >= 40
+    for part in ("queue", "compute", "transfer"):
+        assert m[f"qpart_infer_{part}_seconds_count"] >= 4
+    assert m['qpart_bytes_total{direction="received",rpc="Infer"}'] >= 4 * 10 * 400 * 5 / 8
+    assert m['qpart_bytes_total{direction="sent",rpc="FetchHead"}'] > 1000
+    assert m['qpart_rpc_seconds_count{rpc="Plan"}'] >= 2
+
+
+def test_logs_carry_request_ids(observed, caplog):
+    running, _ = observed
+    caplog.set_level(logging.INFO, logger="qpart.rpc")
+    with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        call = channel.unary_unary("/qpart.v1.SplitInference/Plan", request_serializer=spb.PlanRequest.SerializeToString,
+                                   response_deserializer=spb.PlanResponse.FromString)
+        call(spb.PlanRequest(model="fc6"), timeout=30, metadata=(("x-request-id", "trace-me-42"),))
+    records = [r for r in caplog.records if getattr(r, "fields", {}).get("rpc") == "Plan"]
+    line = json.loads(JsonFormatter().format(records[-1]))
+    assert line["request_id"] == "trace-me-42" and line["code"] == "OK" and line["model"] == "fc6"
+    assert line["partition_point"] >= 1 and "weight_bits" in line and line["ms"] > 0
