@@ -2,7 +2,8 @@
 
     python bench/reliability.py [--models model-repo] [--out docs/reliability.md] [--sessions 64] [--seconds 20]
 
-Every figure comes from real server processes and device clients on this machine (qpart.testbed.reliability).
+Every figure comes from real server processes and device clients on this machine
+(qpart.testbed.reliability and qpart.testbed.faults); the line of each table says what measured it.
 """
 import argparse
 import pathlib
@@ -10,9 +11,110 @@ import tempfile
 import time
 
 from qpart.common import data
-from qpart.testbed import bench, reliability
-from qpart.testbed.demo import start_server, stop_server
+from qpart.device.client import ServerClient
+from qpart.testbed import bench, faults, reliability
+from qpart.testbed.processes import ServerProcess, peak_memory_kb
 from qpart.v1 import service_pb2 as spb
+
+FAULTS = {   # name -> (scenario, inputs it runs, what the notes column says)
+    "replica killed mid-run (two addresses)": (
+        faults.replica_switch, slice(0, 300), lambda f: f"finished on the {f['ended_on']}, {f['failovers']} failover(s)"),
+    "server killed and restarted mid-run": (
+        faults.server_restart, slice(300, 500), lambda f: "same address, retried with backoff until it was back"),
+    "graceful shutdown with a stream in flight": (
+        faults.graceful_shutdown, slice(0, 200),
+        lambda f: f"health while draining: {f['health_while_draining']}; a new call: {f['new_call_while_draining']}"),
+}
+
+
+def measure(args) -> dict:
+    images, _ = data.load_split("test", args.data)
+    x = data.to_float(images[:500])
+    with ServerProcess(args.models) as server:
+        held = reliability.load(server.target, args.sessions, args.seconds)
+        held["peak_memory_mb"] = peak_memory_kb(server.pid) / 1024
+        client = ServerClient(server.target)
+        valid = [client.plan(spb.PlanRequest(model="lenet", policy=spb.FIXED, fixed=spb.FixedPlan(
+            partition_point=p, weight_bits=[5], activation_bits=5))).plan_id for p in (1, 3, 6)]
+        client.close()
+        hostile = reliability.bad_inputs(server.target, valid, args.per_kind)
+        address = faults.unavailable_address(server.port)
+        alive = reliability.load(server.target, 4, 2.0, processes=1)   # the server still serves after all of it
+    with tempfile.TemporaryDirectory() as tmp:
+        shed = reliability.overload(args.models, pathlib.Path(tmp) / "server.log")
+    return {"held": held, "hostile": hostile, "address": address, "alive": alive, "shed": shed,
+            "faults": {name: scenario(args.models, x[inputs]) for name, (scenario, inputs, _) in FAULTS.items()},
+            "corrupted": faults.corrupted_chunk(args.models), "silent": faults.silent_peer()}
+
+
+def _load_tables(r: dict) -> list[str]:
+    held, shed = r["held"], r["shed"]
+    return ["## Load held", "",
+            "Each session is a device with its own connection: it plans once (lenet split at p = 3), fetches the "
+            "head, then classifies one input at a time for the whole period (qpart.testbed.loadgen).", "",
+            "| sessions | seconds | requests | answered | errors | p50 ms | p99 ms | answers/s | server peak memory |",
+            "|---|---|---|---|---|---|---|---|---|",
+            f"| {held['sessions']} | {held['seconds']} | {held['requests']} | {held['answered']} | "
+            f"{sum(held['errors'].values())} | {held['p50_ms']:.0f} | {held['p99_ms']:.0f} | {held['throughput_per_s']} | "
+            f"{held['peak_memory_mb']:.0f} MB |", "",
+            "## Past capacity", "",
+            "One compute slot, two waiting places, 48 sessions: the rest is refused at once with RESOURCE_EXHAUSTED "
+            "(the time is the server's own, from a batch's arrival to its refusal, in its JSON log).", "",
+            "| sessions | answered | refused | other errors | refusal p99 (server) | health after | "
+            "log lines without request id |", "|---|---|---|---|---|---|---|",
+            f"| {shed['sessions']} | {shed['answered']} | {shed['errors'].get('RESOURCE_EXHAUSTED', 0)} | "
+            f"{sum(v for k, v in shed['errors'].items() if k != 'RESOURCE_EXHAUSTED')} | {shed['refused_p99_ms']:.2f} ms | "
+            f"{shed['health_after']} | {shed['logged_without_request_id']} |", ""]
+
+
+def _fault_table(r: dict) -> list[str]:
+    lines = ["## Faults injected", "",
+             "A device classifies a run of test images (lenet, p = 3, head paced to ~5 ms per input) while the fault "
+             "strikes; its answers are compared with a fault-free run. Counted at the device: answers delivered to "
+             "the caller, answers that arrived for an input that had one already, inputs handed again to a reopened "
+             "stream (they had no answer yet). Counted from the servers' own debug logs, which name the request ids of every "
+             "batch the tail ran for: inputs the tail ran for, and those it ran for more than once (a batch computed "
+             "before the kill whose answer never left).", "",
+             "| fault | inputs | delivered | lost | arrived twice at the device | computed by a server | computed "
+             "twice | streams resent | inputs resent | agree with fault-free | notes |", "|" + "---|" * 11]
+    for name, f in r["faults"].items():
+        lines.append(f"| {name} | {f['inputs']} | {f['delivered']} | {f['lost']} | {f['arrived_twice']} | "
+                     f"{f['computed']} | {f['computed_twice']} | {f['resent_streams']} | {f['resent_inputs']} | "
+                     f"{100 * f['agree_with_fault_free']:.1f} % | {FAULTS[name][2](f)} |")
+    c, a, s = r["corrupted"], r["address"], r["silent"]
+    dash = "- | " * 9
+    return lines + [
+        f"| head chunk corrupted in transit | {dash}detected by the content hash, downloaded again "
+        f"({c['refetches']} refetch), head {'ok' if c['head_ok'] else 'BROKEN'} |",
+        f"| first address unavailable | {dash}moved to the next address after {a['failovers']} failover(s), "
+        f"{a['seconds'] * 1e3:.0f} ms |",
+        f"| peer that never answers | {dash}{s['status']} after {s['seconds']:.2f} s (deadline 1 s) |", ""]
+
+
+def _hostile_table(r: dict, per_kind: int) -> list[str]:
+    alive = r["alive"]
+    lines = ["## Bad inputs", "",
+             f"Hostile messages sent to a serving server ({per_kind} of each kind, from qpart.testbed.hostile), "
+             f"with the status each got. Afterwards {alive['answered']} inferences from 4 fresh sessions got "
+             f"{sum(alive['errors'].values())} errors.", "", "| kind | tried | statuses |", "|---|---|---|"]
+    for kind, statuses in r["hostile"].items():
+        lines.append(f"| {kind} | {sum(statuses.values())} | " +
+                     ", ".join(f"{code} {n}" for code, n in sorted(statuses.items(), key=lambda kv: -kv[1])) + " |")
+    return lines + [""]
+
+
+def markdown(r: dict, args, minutes: float) -> str:
+    m = bench.machine()
+    fs = r["faults"].values()
+    headline = (f"**Inputs lost: {sum(f['lost'] for f in fs)}. Answers that arrived twice at a device: "
+                f"{sum(f['arrived_twice'] for f in fs)}. Inputs a server computed twice: "
+                f"{sum(f['computed_twice'] for f in fs)} (of {sum(f['resent_inputs'] for f in fs)} sent again).**")
+    lines = ["# Reliability", "",
+             f"Produced by `python bench/reliability.py --models {args.models} --sessions {args.sessions} --seconds "
+             f"{args.seconds:g}` on {m['cpu']}, {m['cores']} cores, Python {m['python']}, torch {m['torch']}, "
+             f"{m['date']} ({minutes:.1f} minutes). Server and devices are separate processes on loopback; every "
+             "figure below is counted by the code named beside it.", "", headline, ""]
+    return "\n".join(lines + _load_tables(r) + _fault_table(r) + _hostile_table(r, args.per_kind))
 
 
 def main() -> None:
@@ -26,89 +128,10 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     bench.ensure_models(args.models, ("fc6", "lenet", "vgg8"), args.data)
-    images, _ = data.load_split("test", args.data)
-    x = data.to_float(images[:500])
-
-    server, target = start_server(args.models)
-    try:
-        held = reliability.load(target, args.sessions, args.seconds)
-        held["peak_memory_mb"] = reliability.peak_memory_kb(server.pid) / 1024
-        from qpart.device.client import ServerClient
-        client = ServerClient(target)
-        valid = [client.plan(spb.PlanRequest(model="lenet", policy=spb.FIXED, fixed=spb.FixedPlan(
-            partition_point=p, weight_bits=[5], activation_bits=5))).plan_id for p in (1, 3, 6)]
-        client.close()
-        hostile = reliability.bad_inputs(target, valid, args.per_kind)
-        port = int(target.rsplit(":", 1)[1])
-        address = reliability.unavailable_address(port)
-        alive = reliability.load(target, 4, 2.0, processes=1)   # the server still serves after all of it
-    finally:
-        stop_server(server)
-    with tempfile.TemporaryDirectory() as tmp:
-        shed = reliability.overload(args.models, pathlib.Path(tmp) / "server.log")
-    faults = {
-        "replica killed mid-run (two addresses)": reliability.replica_switch(args.models, x[:300]),
-        "server killed and restarted mid-run": reliability.server_restart(args.models, x[300:500]),
-        "graceful shutdown with a stream in flight": reliability.graceful_shutdown(args.models, x[:200]),
-    }
-    corrupted = reliability.corrupted_chunk(args.models)
-    silent = reliability.silent_peer()
-    lost = sum(f["lost"] for f in faults.values())
-    twice = sum(f["answered_twice"] for f in faults.values())
-    m = bench.machine()
-
-    lines = ["# Reliability", "",
-             f"Produced by `python bench/reliability.py --models {args.models} --sessions {args.sessions} --seconds "
-             f"{args.seconds:g}` on {m['cpu']}, {m['cores']} cores, Python {m['python']}, torch {m['torch']}, "
-             f"{m['date']} ({(time.perf_counter() - started) / 60:.1f} minutes). Server and devices are separate "
-             "processes on loopback; figures are measured, not assumed.", "",
-             f"**Inputs lost: {lost}. Inputs answered twice: {twice}.**", "",
-             "## Load held", "",
-             "Each session is a device with its own connection: it plans once (lenet split at p = 3), fetches the "
-             "head, then classifies one input at a time for the whole period.", "",
-             "| sessions | seconds | requests | answered | errors | p50 ms | p99 ms | answers/s | server peak memory |",
-             "|---|---|---|---|---|---|---|---|---|",
-             f"| {held['sessions']} | {held['seconds']} | {held['requests']} | {held['answered']} | "
-             f"{sum(held['errors'].values())} | {held['p50_ms']:.0f} | {held['p99_ms']:.0f} | {held['throughput_per_s']} | "
-             f"{held['peak_memory_mb']:.0f} MB |", "",
-             "## Past capacity", "",
-             "One compute slot, two waiting places, 48 sessions: the rest is refused at once with RESOURCE_EXHAUSTED "
-             "(the time is the server's own, from a batch's arrival to its refusal, in its JSON log).", "",
-             "| sessions | answered | refused | other errors | refusal p99 (server) | health after | log lines without request id |",
-             "|---|---|---|---|---|---|---|",
-             f"| {shed['sessions']} | {shed['answered']} | {shed['errors'].get('RESOURCE_EXHAUSTED', 0)} | "
-             f"{sum(v for k, v in shed['errors'].items() if k != 'RESOURCE_EXHAUSTED')} | {shed['refused_p99_ms']:.2f} ms | "
-             f"{shed['health_after']} | {shed['logged_without_request_id']} |", "",
-             "## Faults injected", "",
-             "A device classifies a run of test images (lenet, p = 3, head paced to ~5 ms per input) while the fault "
-             "strikes; its answers are compared with a fault-free run.", "",
-             "| fault | inputs | answered | lost | answered twice | streams resent | answers dropped as duplicates | "
-             "agree with fault-free | notes |", "|---|---|---|---|---|---|---|---|---|"]
-    for name, f in faults.items():
-        notes = {"replica killed mid-run (two addresses)": f"finished on the {f.get('ended_on')}, {f['failovers']} failover(s)",
-                 "server killed and restarted mid-run": "same address, retried with backoff until it was back",
-                 "graceful shutdown with a stream in flight":
-                     f"health while draining: {f.get('health_while_draining')}; a new call: {f.get('new_call_while_draining')}"}[name]
-        lines.append(f"| {name} | {f['inputs']} | {f['answered']} | {f['lost']} | {f['answered_twice']} | "
-                     f"{f['resent_streams']} | {f['duplicates_dropped']} | {100 * f['agree_with_fault_free']:.1f} % | {notes} |")
-    lines += [f"| head chunk corrupted in transit | - | - | - | - | - | - | - | detected by the content hash, "
-              f"downloaded again ({corrupted['refetches']} refetch), head {'ok' if corrupted['head_ok'] else 'BROKEN'} |",
-              f"| first address unavailable | - | - | - | - | - | - | - | moved to the next address after "
-              f"{address['failovers']} failover(s), {address['seconds'] * 1e3:.0f} ms |",
-              f"| peer that never answers | - | - | - | - | - | - | - | {silent['status']} after "
-              f"{silent['seconds']:.2f} s (deadline 1 s) |", "",
-              "## Bad inputs", "",
-              f"Hostile messages sent to a serving server ({args.per_kind} of each kind, from qpart.testbed.hostile), "
-              f"with the status each got. Afterwards {alive['answered']} inferences from 4 fresh sessions got "
-              f"{sum(alive['errors'].values())} errors.", "",
-              "| kind | tried | statuses |", "|---|---|---|"]
-    for kind, statuses in hostile.items():
-        lines.append(f"| {kind} | {sum(statuses.values())} | " +
-                     ", ".join(f"{code} {n}" for code, n in sorted(statuses.items(), key=lambda kv: -kv[1])) + " |")
-    lines.append("")
+    text = markdown(measure(args), args, (time.perf_counter() - started) / 60)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    args.out.write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ class RunReport:
     server_compute_s: float = 0.0           # tail compute the server reported, all inputs
     batch_latency_s: list[float] = field(default_factory=list)  # send of a batch -> its answer
     resent_streams: int = 0                 # streams opened again after a server became unavailable
-    resent_inputs: int = 0                  # inputs sent again on such a stream (they had no answer yet)
+    resent_inputs: int = 0                  # inputs handed to such a stream to send again (they had no answer)
     duplicates_dropped: int = 0             # answers that arrived for inputs that had one already (never used)
     total_s: float = 0.0                    # wall time of plan + head + all inferences
 
@@ -158,7 +158,6 @@ class DeviceAgent:
 
         def count_resend() -> None:
             report.resent_streams += 1
-            report.resent_inputs += sum(min(s + batch_size, len(x)) - s for s in unanswered())
 
         self.client.with_failover(send_unanswered, on_retry=count_resend)
         if len(answers) != len(x):
@@ -187,6 +186,8 @@ class DeviceAgent:
                     report.device_compute_s += time.perf_counter() - began
                 sent_at[b] = began
                 stop = min(start + batch_size, len(x))
+                if report.resent_streams:         # a stream opened again: these inputs are sent a second time
+                    report.resent_inputs += stop - start
                 yield spb.InferRequest(plan_id=plan.plan_id if b == 0 else "", batch=spb.ActivationBatch(
                     request_ids=range(first_id + start, first_id + stop), sample_shape=sample_shape,
                     bits=plan.activation.bits, data=encoded[start]))

@@ -4,7 +4,6 @@ The one place the harness, the demo and the tests start a server: on a free port
 given port, or inside a testbed network namespace.
 """
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -49,9 +48,6 @@ class ServerProcess:
     @property
     def pid(self) -> int:
         return self.process.pid
-
-    def signal(self, signum: int = signal.SIGTERM) -> None:
-        self.process.send_signal(signum)
 
     def stop(self, timeout_s: float = 15.0) -> int | None:
         """SIGTERM (graceful drain), then SIGKILL after timeout_s; returns the exit code."""

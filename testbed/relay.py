@@ -138,7 +138,6 @@ class Relay:
         self.rng = random.Random(seed)
         self.listener = socket.create_server(listen, reuse_port=False)
         self.port = self.listener.getsockname()[1]
-        self._threads: list[threading.Thread] = []
 
     def serve_forever(self) -> None:
         while True:

@@ -16,7 +16,6 @@ CATALOG_VERSION = 2
 BUDGETS = (0.1, 0.25, 0.5, 1.0, 2.0)
 CERTIFICATION = ("one-sided 95% upper confidence bound of the paired top-1 drop (float vs pattern, per-sample "
                  "flips) on a certification split disjoint from the search split; the test set is never used")
-KINDS = ("qpart", "uniform8", "float")
 
 
 @dataclass

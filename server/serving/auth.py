@@ -74,10 +74,6 @@ class Authenticator:
                                        entry.get("certificate_cn"))
         return cls(devices, mutual_tls)
 
-    @property
-    def enabled(self) -> bool:
-        return self.devices is not None
-
     def identify(self, metadata, peer_common_names: list[str] | None = None) -> Identity:
         """metadata: (key, value) pairs of the call; peer_common_names: the TLS client certificate's CNs."""
         if self.devices is None:
