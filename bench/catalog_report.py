@@ -22,7 +22,8 @@ def main() -> int:
     parser.add_argument("--data", help="directory of MNIST-format IDX files")
     parser.add_argument("--markdown", type=pathlib.Path, help="also write the table as markdown here")
     args = parser.parse_args()
-    lines = ["| model | p | kind | budget | weight bits | act | head bytes | % float32 | certified drop | test drop | within |",
+    lines = ["| model | cut | kind | budget | weight bits | act bits | head bytes | % float32 | certified drop | test drop "
+             "| within |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     failures = 0
     for model in ModelRepository(args.models):
@@ -37,14 +38,14 @@ def main() -> int:
               f"({time.perf_counter() - started:.0f} s)")
         for row in rows:
             e = row.entry
-            float32 = 4 * sum(layer.weight_count for layer in model.profile.device_layers(e.partition_point))
+            float32 = 4 * model.profile.cut(e.split.cut).device_parameters
             share = f"{100 * e.head_bytes / float32:.1f}" if float32 else "-"
             limit = (e.budget if e.budget is not None else e.certified_drop) + SLACK
             within = row.test.drop <= limit + 1e-9
             failures += e.kind == "qpart" and not within
             budget = f"{e.budget:g}" if e.budget is not None else "-"
-            lines.append(f"| {model.name} | {e.partition_point} | {e.kind} | {budget} | {e.weight_bits} | "
-                         f"{e.activation_bits} | {e.head_bytes:,} | {share} | {e.certified_drop:.2f} | "
+            lines.append(f"| {model.name} | {e.split.cut} | {e.kind} | {budget} | {list(e.split.weight_bits)} | "
+                         f"{list(e.split.activation_bits)} | {e.head_bytes:,} | {share} | {e.certified_drop:.2f} | "
                          f"{row.test.drop:.2f} | {'yes' if within else 'NO'} |")
     print("\n".join(lines))
     qpart_rows = sum(1 for line in lines[2:] if "| qpart |" in line)

@@ -22,14 +22,14 @@ from qpart.server.planning.planner import Planner, PlanRequest  # noqa: E402
 from qpart.server.models.repository import ModelRepository  # noqa: E402
 
 
-def per_partition_point(planner: Planner, request: PlanRequest):
-    """{p: chosen candidate at p} over the catalog's patterns within the budget."""
+def per_cut(planner: Planner, request: PlanRequest):
+    """{cut: cheapest QPART candidate at that cut} over the catalog's splits within the budget."""
     plan = planner.plan(request)
     best = {}
     for c in plan.candidates:
-        p = c.spec.partition_point
-        if not c.rejected and c.kind == "qpart" and (p not in best or c.costs.objective < best[p].costs.objective):
-            best[p] = c
+        cut = c.spec.split.cut
+        if not c.rejected and c.kind == "qpart" and (cut not in best or c.costs.objective < best[cut].costs.objective):
+            best[cut] = c
     return dict(sorted(best.items()))
 
 
@@ -43,12 +43,12 @@ def main() -> None:
     planner = Planner(ModelRepository(args.models), HeadStore())
     request = PlanRequest(args.model, profiles.load_device("paper-table2"), LinkProfile(rate_bps=200e6),
                           args.budget, Objective(1.0, 1.0, 1.0), explain=True)
-    rows = per_partition_point(planner, request)
+    rows = per_cut(planner, request)
     print(f"{args.model}, Table II parameters, budget {args.budget:g} points")
-    print(f"{'p':>3} {'weight bits':<24} {'act':>4} {'time ms':>9} {'energy mJ':>10} {'server cost':>12}")
-    for p, c in rows.items():
-        k = c.costs
-        print(f"{p:>3} {str(list(c.spec.weight_bits)):<24} {c.spec.activation_bits:>4} {k.total_time_s * 1e3:>9.3f} "
+    print(f"{'cut':>4} {'weight bits':<24} {'act bits':<9} {'time ms':>9} {'energy mJ':>10} {'server cost':>12}")
+    for cut, c in rows.items():
+        k, s = c.costs, c.spec.split
+        print(f"{cut:>4} {str(list(s.weight_bits)):<24} {str(list(s.activation_bits)):<9} {k.total_time_s * 1e3:>9.3f} "
               f"{(k.device_energy_j + k.tx_energy_j) * 1e3:>10.4f} {k.server_cost:>12.3e}")
     points = list(rows)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
@@ -56,11 +56,11 @@ def main() -> None:
               ("device energy (mJ)", [(rows[p].costs.device_energy_j + rows[p].costs.tx_energy_j) * 1e3 for p in points]),
               ("server cost", [rows[p].costs.server_cost for p in points])]
     for ax, (label, values) in zip(axes, series):
-        ax.plot([p - 1 for p in points], values, marker="o")
-        ax.set_xlabel("partition point (layers on the device)")
+        ax.plot(points, values, marker="o")
+        ax.set_xlabel("cut (nodes on the device)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{args.model}: QPART patterns within {args.budget:g} points, paper Table II parameters")
+    fig.suptitle(f"{args.model}: QPART splits within {args.budget:g} points, paper Table II parameters")
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=120)

@@ -35,7 +35,7 @@ def measure(args) -> dict:
         held["peak_memory_mb"] = peak_memory_kb(server.pid) / 1024
         client = ServerClient(server.target)
         valid = [client.plan(spb.PlanRequest(model="lenet", policy=spb.FIXED, fixed=spb.FixedPlan(
-            partition_point=p, weight_bits=[5], activation_bits=5))).plan_id for p in (1, 3, 6)]
+            cut=c, weight_bits=[5], activation_bits=[5]))).plan_id for c in (0, 7, 12)]
         client.close()
         hostile = reliability.bad_inputs(server.target, valid, args.per_kind)
         address = faults.unavailable_address(server.port)
@@ -50,7 +50,7 @@ def measure(args) -> dict:
 def _load_tables(r: dict) -> list[str]:
     held, shed = r["held"], r["shed"]
     return ["## Load held", "",
-            "Each session is a device with its own connection: it plans once (lenet split at p = 3), fetches the "
+            "Each session is a device with its own connection: it plans once (lenet split after its convolutions, cut 7), fetches the "
             "head, then classifies one input at a time for the whole period (qpart.testbed.loadgen).", "",
             "| sessions | seconds | requests | answered | errors | p50 ms | p99 ms | answers/s | server peak memory |",
             "|---|---|---|---|---|---|---|---|---|",
@@ -69,7 +69,7 @@ def _load_tables(r: dict) -> list[str]:
 
 def _fault_table(r: dict) -> list[str]:
     lines = ["## Faults injected", "",
-             "A device classifies a run of test images (lenet, p = 3, head paced to ~5 ms per input) while the fault "
+             "A device classifies a run of test images (lenet, cut 7, head paced to ~5 ms per input) while the fault "
              "strikes; its answers are compared with a fault-free run. Counted at the device: answers delivered to "
              "the caller, answers that arrived for an input that had one already, inputs handed again to a reopened "
              "stream (they had no answer yet). Counted from the servers' own debug logs, which name the request ids of every "

@@ -16,8 +16,9 @@ def command(sub, name: str, func, help: str, model_arg: str | None = None, repos
     if repository:
         p.add_argument("--models", type=pathlib.Path, default=DEFAULT_MODELS,
                        help="model repository (default %(default)s)")
-        p.add_argument("--data", help=f"directory of MNIST-format IDX files (default ${data.DATA_ENV} or "
-                                      f"{data.DEFAULT_DATA_DIR})")
+        p.add_argument("--data", help="the data: fashion-mnist, a directory of MNIST IDX files, a .npz of x and y, or "
+                                      "an image folder (default: what the model card records; Fashion-MNIST from "
+                                      f"${data.DATA_ENV} or {data.DEFAULT_DATA_DIR})")
     if model_arg == "one":
         p.add_argument("model", help="model name")
     return p

@@ -1,5 +1,9 @@
-"""`qpart train | models | profile`: the repository's models."""
+"""`qpart train | import | models | profile`: the repository's models."""
+import argparse
+import pathlib
+
 from qpart.cli.common import command
+from qpart.common.errors import InvalidArgument
 
 
 def cmd_train(args) -> None:
@@ -15,40 +19,96 @@ def cmd_train(args) -> None:
               f"{card['training']['seconds']} s -> {model.directory}")
 
 
+def _numbers(kind, count: int | None = None):
+    """argparse type: comma-separated numbers (exactly `count` of them when given)."""
+    def parse(text: str):
+        try:
+            values = tuple(kind(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {kind.__name__}") from None
+        if count is not None and len(values) != count:
+            raise argparse.ArgumentTypeError(f"{text!r}: give {count} values")
+        return values
+    return parse
+
+
+def cmd_import(args) -> None:
+    from qpart.common.preprocess import Preprocessing
+    from qpart.server.models import datasets, importer
+    channels = args.input_shape[0]
+    preprocessing = Preprocessing(channels=channels, resize=args.resize or (0, 0), crop=args.crop or (0, 0),
+                                  scale=args.scale, mean=args.mean or (), std=args.std or ())
+    images, _ = datasets.source({"data": args.data or "fashion-mnist"}).part("train")
+    produced = preprocessing.output_shape(*images.shape[1:3])
+    if produced != tuple(args.input_shape):
+        raise InvalidArgument(f"the data's {images.shape[1]}x{images.shape[2]} images become {list(produced)} with this "
+                              f"preprocessing, not the --input-shape {list(args.input_shape)}: set --resize/--crop")
+    module = importer.load_factory(args.module)()
+    if args.weights:
+        importer.load_weights(module, args.weights)
+    model = importer.import_model(args.models, args.name, module, args.data or "fashion-mnist", preprocessing,
+                                  args.description, args.validation_size, args.seed)
+    card = model.card
+    print(f"{model.name}: version {model.version}, {model.num_nodes} nodes, float test accuracy "
+          f"{card['float_test_accuracy']:.2f}% on {card['test_samples']} samples -> {model.directory}")
+    print(f"next: qpart catalog {model.name} --models {args.models}")
+
+
 def cmd_models(args) -> None:
     from qpart.server.models.repository import ModelRepository
     for model in ModelRepository(args.models):
-        weights = sum(layer.weight_count for layer in model.profile.layers)
-        print(f"{model.name:<10} {model.version}  L={model.num_layers}  {weights:>9,} parameters  "
-              f"test accuracy {model.card.get('float_test_accuracy', 0):.2f}%  {model.card.get('description', '')}")
+        weights = sum(node.weight_count for node in model.profile.nodes)
+        print(f"{model.name:<15} {model.version}  {model.num_nodes:>3} nodes  {weights:>9,} parameters  input "
+              f"{list(model.profile.input_shape)}  test accuracy {model.card.get('float_test_accuracy', 0):.2f}%  "
+              f"{model.card.get('description', '')}")
 
 
 def cmd_profile(args) -> None:
-    import math
     from qpart.server.models.repository import ModelRepository
     model = ModelRepository(args.models).get(args.model)
     profile = model.profile
-    print(f"{model.name} ({model.version}): input {list(profile.input_shape)}, {model.num_layers} learnable layers")
-    print(f"{'i':>3} {'name':<12} {'kind':<7} {'weights':>10} {'MACs':>12} {'input':<16} {'output':<16} "
-          f"{'cut p=i sends':>14}")
-    for layer in profile.layers:
-        sends = math.prod(profile.activation_shape(layer.index))
-        print(f"{layer.index:>3} {layer.name:<12} {layer.kind:<7} {layer.weight_count:>10,} {layer.macs:>12,} "
-              f"{str(list(layer.input_shape)):<16} {str(list(layer.output_shape)):<16} {sends:>14,}")
-    total_w = sum(layer.weight_count for layer in profile.layers)
-    total_m = sum(layer.macs for layer in profile.layers)
-    print(f"{'':>3} {'total':<12} {'':<7} {total_w:>10,} {total_m:>12,}")
+    offered = {c.cut: c for c in model.cuts()}
+    print(f"{model.name} ({model.version}): input {profile.input_name} {list(profile.input_shape)}, {profile.num_nodes} "
+          f"nodes; preprocessing {model.preprocessing.to_dict()}")
+    print("cut c runs nodes[0:c] on the device; 'sends' lists what crosses it (- : more than the server allows)")
+    print(f"{'c':>4} {'node':<28} {'op':<19} {'params':>9} {'MACs':>11} {'output':<15} {'device MACs':>12}  sends")
+    for node in profile.nodes:
+        cut = offered.get(node.index)
+        sends = " + ".join(f"{t} {list(s)}" for t, s in zip(cut.tensors, cut.shapes)) if cut else "-"
+        device = f"{cut.device_macs:,}" if cut else ""
+        print(f"{node.index:>4} {node.name[:28]:<28} {node.op:<19} {node.weight_count:>9,} {node.macs:>11,} "
+              f"{str(list(node.shape)):<15} {device:>12}  {sends}")
+    print(f"{profile.num_nodes:>4} {'(everything on the device)':<28} {'':<19} "
+          f"{sum(n.weight_count for n in profile.nodes):>9,} {sum(n.macs for n in profile.nodes):>11,}")
 
 
 def register(sub) -> None:
     p = command(sub, "train", cmd_train, "train zoo models into the repository")
-    p.add_argument("model", nargs="+", help="zoo model(s): fc6, lenet, vgg8")
+    p.add_argument("model", nargs="+", help="zoo model name(s), e.g. fc6 resnet8-96 (an unknown name lists them)")
     p.add_argument("--epochs", type=int, help="passes over the training split (default: the zoo's)")
     p.add_argument("--batch-size", type=int, default=128, help="samples per optimizer step (default %(default)s)")
     p.add_argument("--lr", type=float, help="Adam learning rate (default: the zoo's)")
     p.add_argument("--validation-size", type=int, default=10000, help="training images held out for calibration")
     p.add_argument("--seed", type=int, default=0, help="seeds the split, the initialization and the shuffling")
-    p.add_argument("--train-limit", type=int, default=0, help="train on only this many images (0: all)")
+    p.add_argument("--train-limit", type=int, help="train on only this many images (0: all; default: the zoo's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p = command(sub, "import", cmd_import, "import your own nn.Module with its data (traced with torch.fx, checked "
+                                           "against the module on real inputs)")
+    p.set_defaults(data=None)
+    p.add_argument("name", help="the model's name in the repository (1-64 letters, digits, _ . -)")
+    p.add_argument("--module", required=True, help="MODULE:FACTORY, e.g. mypkg.nets:build or nets.py:build; "
+                                                   "FACTORY() returns the nn.Module")
+    p.add_argument("--weights", type=pathlib.Path,
+                   help="its weights: a .safetensors file, or a torch state dict (read with weights_only=True)")
+    p.add_argument("--input-shape", type=_numbers(int, 3), required=True, help="C,H,W of one input sample")
+    p.add_argument("--resize", type=_numbers(int, 2), help="H,W: resize the data's images (bilinear) first")
+    p.add_argument("--crop", type=_numbers(int, 2), help="H,W: then crop at the centre")
+    p.add_argument("--scale", type=float, default=1 / 255, help="factor on the uint8 pixels (default 1/255)")
+    p.add_argument("--mean", type=_numbers(float), help="per-channel mean subtracted after scaling")
+    p.add_argument("--std", type=_numbers(float), help="per-channel standard deviation divided by")
+    p.add_argument("--description", default="", help="one line shown in ListModels")
+    p.add_argument("--validation-size", type=int, default=10000,
+                   help="training samples held out for calibration (at most half; default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the validation split")
     command(sub, "models", cmd_models, "list the repository's models")
     command(sub, "profile", cmd_profile, "per-layer MACs, weights and activation sizes (eqs 1-2)", "one")

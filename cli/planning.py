@@ -4,22 +4,24 @@ from qpart.common import options
 
 
 def cmd_calibrate(args) -> None:
-    from qpart.server.calibration import noise
+    from qpart.server.calibration import build, noise
     from qpart.server.calibration.accuracy import Evaluator
+    from qpart.server.models import datasets
     from qpart.server.models.repository import ModelRepository
-    from qpart.server.training import train
     model = ModelRepository(args.models).get(args.model)
-    x, y = train.validation_data(model, args.data)
-    am = noise.calibrate(Evaluator(model, x[: args.samples], y[: args.samples]), args.granularity)
+    x, y = datasets.model_split(model, "validation", args.data, limit=args.samples)
+    cuts = [c for c in build.catalog_cuts(model) if model.profile.cut(c).runs_tail]
+    am = noise.calibrate(Evaluator(model, x, y), cuts, args.granularity)
     bits = noise.SWEEP_BITS
     print(f"{model.name}: accuracy model on {am.samples} validation images ({am.granularity} weight scales)")
     print(f"alpha = {am.alpha:.3f} per bit (ln 4 = 1.386 for uniform noise), fitted on bits {noise.FIT_BITS}")
-    print(f"{'what':<6} {'elements':>9} {'q (0 bits)':>11} {'t':>6}  E||r||^2 at bits {bits}   drop (points)")
-    for prof in am.weights + am.activations:
-        name = f"{'W' if prof.kind == 'weight' else 'A'}{prof.index}"
+    print("W: a node's weights alone quantized; A c: a tensor alone quantized where it crosses cut c")
+    print(f"{'what':<34} {'elements':>9} {'q (0 bits)':>11} {'t':>6}  E||r||^2 at bits {bits}   drop (points)")
+    for prof in list(am.weights.values()) + list(am.activations.values()):
+        name = f"W {prof.name}" if prof.kind == "weight" else f"A {prof.cut} {prof.name}"
         energy = " ".join(f"{prof.energy[b]:.2e}" for b in bits)
         drops = " ".join(f"{prof.drop[b]:5.2f}" for b in bits)
-        print(f"{name:<6} {prof.elements:>9,} {prof.q:>11.3g} {prof.t:>6.2f}  {energy}  {drops}")
+        print(f"{name[:34]:<34} {prof.elements:>9,} {prof.q:>11.3g} {prof.t:>6.2f}  {energy}  {drops}")
     print("additivity (all weights quantized at once vs the sum of single layers):")
     for a in am.additivity:
         print(f"  {a['bits']} bits: E||r||^2 all {a['energy_all']:.3g} vs sum {a['energy_sum']:.3g} "
@@ -49,14 +51,15 @@ def cmd_catalog(args) -> None:
 
 
 def print_catalog(model, built) -> None:
-    print(f"{'p':>3} {'kind':<8} {'budget':>6} {'weight bits':<28} {'act':>4} {'certified':>9} {'head bytes':>11} "
-          f"{'% float32':>9}")
+    print(f"cuts {built.cuts} of {model.num_nodes} nodes; bits: the device's weight nodes, then the crossing tensors")
+    print(f"{'cut':>4} {'kind':<8} {'budget':>6} {'weight bits':<28} {'act bits':<10} {'certified':>9} "
+          f"{'head bytes':>11} {'% float32':>9}")
     for e in built.entries:
         s = e.split
-        float32 = 4 * sum(layer.weight_count for layer in model.profile.device_layers(s.partition_point))
+        float32 = 4 * model.profile.cut(s.cut).device_parameters
         share = f"{100 * e.head_bytes / float32:.1f}" if float32 else "-"
         budget = f"{e.budget:g}" if e.budget is not None else "-"
-        print(f"{s.partition_point:>3} {e.kind:<8} {budget:>6} {str(list(s.weight_bits)):<28} {s.activation_bits:>4} "
+        print(f"{s.cut:>4} {e.kind:<8} {budget:>6} {str(list(s.weight_bits))[:28]:<28} {str(list(s.activation_bits)):<10} "
               f"{e.certified_drop:>9.2f} {e.head_bytes:>11,} {share:>9}")
     print(f"certification: {built.certification}")
 
@@ -73,20 +76,23 @@ def cmd_plan(args) -> None:
     print(f"{args.model}: device {device.name} ({device.mac_rate / 1e6:.0f} MMAC/s), uplink {link.uplink_bps / 1e6:g} "
           f"Mbit/s, rtt {link.rtt_s * 1e3:g} ms, budget {args.budget:g} points, head reuse {args.reuse}, "
           f"policy {args.policy}")
-    print(f"{'':1} {'p':>3} {'kind':<8} {'weight bits':<26} {'act':>4} {'head B':>10} {'up B':>7} {'time ms':>9} "
-          f"{'energy J':>9} {'cost':>9} {'objective':>10} {'drop':>5}")
+    print("* chosen, x not eligible; cut: nodes on the device; bits of the device's weight nodes and of the "
+          "crossing tensors; bytes per inference; objective = weighted time s + energy J + cost")
+    print(f"{'':1} {'cut':>4} {'kind':<8} {'weight bits':<26} {'act bits':<10} {'head B':>10} {'up B':>7} "
+          f"{'time ms':>9} {'energy J':>9} {'cost':>9} {'objective':>10} {'drop':>5}")
     for c in plan.candidates:
         k, s = c.costs, c.spec.split
         mark = "*" if c.chosen else ("x" if c.rejected else " ")
         drop = f"{c.accuracy_drop:5.2f}" if c.accuracy_drop is not None else "    -"
-        print(f"{mark} {s.partition_point:>3} {c.kind:<8} {str(list(s.weight_bits)):<26} "
-              f"{s.activation_bits:>4} {int(c.work.head_bytes):>10,} {int(c.work.uplink_bytes):>7,} "
+        print(f"{mark} {s.cut:>4} {c.kind:<8} {str(list(s.weight_bits))[:26]:<26} {str(list(s.activation_bits)):<10} "
+              f"{int(c.work.head_bytes):>10,} {int(c.work.uplink_bytes):>7,} "
               f"{k.total_time_s * 1e3:>9.3f} {k.device_energy_j + k.tx_energy_j:>9.3g} {k.server_cost:>9.3g} "
               f"{k.objective:>10.4g} {drop}" + (f"  ({c.rejected})" if c.rejected else ""))
     chosen, s = plan.chosen, plan.chosen.spec.split
-    print(f"chosen: p={s.partition_point} {chosen.kind} weight bits {list(s.weight_bits)} "
-          f"activation {s.activation_bits} bits, predicted {chosen.costs.total_time_s * 1e3:.3f} ms, "
-          f"certified drop {chosen.accuracy_drop if chosen.accuracy_drop is not None else float('nan'):.2f} points")
+    drop = f"certified drop {chosen.accuracy_drop:.2f} points" if chosen.accuracy_drop is not None else "drop not measured"
+    print(f"chosen: cut {s.cut} of {planner.repository.get(args.model).num_nodes} nodes, "
+          f"{chosen.kind}, weight bits {list(s.weight_bits)}, activation bits {list(s.activation_bits)}, predicted "
+          f"{chosen.costs.total_time_s * 1e3:.3f} ms, {drop}")
 
 
 def register(sub) -> None:

@@ -1,11 +1,12 @@
 """The QPART cost model (eqs 5-8, 11-16, 24-26), extended with round-trip time and head reuse.
 
-Per inference, for partition point p (device runs learnable layers 1..p-1):
-    device time   T_loc = O_1(p) / r_d          r_d = f_d / c_d, or the measured MAC rate
-                  + the time to quantize and pack the activation (measured; not in the paper, but at
-                    100 Mbit/s a 3-bit input saves less transmission time than it costs to pack)
-    device energy E_loc = κ_d f_d^2 c_d O_1(p)   (eq 6)
-    server time   T_ser = O_2(p) / r_s (or the tail's measured time) + unpacking,  cost C_ser = μ T_ser   (eqs 7-8)
+Per inference, for a cut (the device runs the nodes before it, O_1 MACs; the server the rest, O_2):
+    device time   T_loc = (O_1 + O_enc) / r_d   r_d = f_d / c_d, or the measured MAC rate; O_enc: quantizing
+                  and packing the activations, in MAC-equivalents (timed on the server and converted at its
+                  measured MAC rate; not in the paper, but at 100 Mbit/s a 3-bit input saves less
+                  transmission time than it costs to pack), so it follows the device's speed
+    device energy E_loc = κ_d f_d^2 c_d (O_1 + O_enc)   (eq 6)
+    server time   T_ser = O_2 / r_s (or the tail's measured time) + unpacking,  cost C_ser = μ T_ser   (eqs 7-8)
     uplink        D_A bytes at R_up; downlink: the head's bytes / k (0 if the device holds it) plus the scores
     tx energy     P_d (uplink + downlink seconds)   (eq 16, decision A4: one P_d for both directions)
     round trips   one per inference when the server runs a tail; one more per head download, spread over k
@@ -140,14 +141,14 @@ class Workload:
 
     Each field is a number, or a numpy array with one value per candidate: `predict` prices them all at once.
     """
-    device_macs: object     # O_1(p)
-    server_macs: object     # O_2(p)
+    device_macs: object     # O_1: the head's MACs
+    server_macs: object     # O_2: the tail's MACs
     head_bytes: object      # serialized head; 0 when nothing is shipped
     uplink_bytes: object    # activation bytes sent per inference
     downlink_bytes: object  # answer bytes per inference (class scores)
     runs_tail: object       # False when everything runs on the device (no per-inference round trip)
     server_seconds: object = None  # measured tail time per inference; None: server_macs / the server's MAC rate
-    encode_seconds: object = 0.0   # quantizing and packing the activation on the device, per inference
+    encode_macs: object = 0.0      # quantizing and packing the activations on the device, MAC-equivalents
     decode_seconds: object = 0.0   # unpacking and dequantizing it on the server, per inference
 
 
@@ -175,14 +176,15 @@ def predict(work: Workload, device: DeviceProfile, link: LinkProfile, server: Se
     k = max(int(inferences_per_head), 1)
     head_bytes, device_macs = np.asarray(work.head_bytes), np.asarray(work.device_macs)
     shipped = np.logical_and(head_bytes > 0, np.logical_not(head_held))
-    device_time = device_macs / device.mac_rate + np.asarray(work.encode_seconds, float)
+    device_work = device_macs + np.asarray(work.encode_macs, float)
+    device_time = device_work / device.mac_rate
     server_time = (np.asarray(work.server_macs) / server.mac_rate if work.server_seconds is None
                    else np.asarray(work.server_seconds, float)) + np.asarray(work.decode_seconds, float)
     uplink = 8.0 * np.asarray(work.uplink_bytes) / link.uplink_bps
     downlink = 8.0 * (np.asarray(work.downlink_bytes) + shipped * head_bytes / k) / link.downlink_bps
     rtt = link.rtt_s * (np.asarray(work.runs_tail, float) + shipped / k)
     total = device_time + uplink + downlink + server_time + rtt
-    device_energy = device_macs * device.energy_per_mac
+    device_energy = device_work * device.energy_per_mac
     tx_energy = device.tx_power_w * (uplink + downlink)
     cost = server.price_per_second * server_time
     value = objective.time * total + objective.energy * (device_energy + tx_energy) + objective.cost * cost

@@ -1,5 +1,6 @@
 """Conversions between the cost-model dataclasses and their protobuf messages (both peers use them)."""
 from qpart.common.costmodel import DeviceProfile, LinkProfile, Objective
+from qpart.common.preprocess import Preprocessing
 from qpart.v1 import service_pb2 as spb
 
 
@@ -39,3 +40,13 @@ def objective_from_pb(msg: spb.ObjectiveWeights) -> Objective:
         time=msg.time if msg.HasField("time") else defaults.time,
         energy=msg.energy if msg.HasField("energy") else defaults.energy,
         cost=msg.cost if msg.HasField("cost") else defaults.cost)
+
+
+def preprocessing_to_pb(p: Preprocessing) -> spb.Preprocessing:
+    return spb.Preprocessing(channels=p.channels, resize_h=p.resize[0], resize_w=p.resize[1], crop_h=p.crop[0],
+                             crop_w=p.crop[1], scale=p.scale, mean=p.mean, std=p.std)
+
+
+def preprocessing_from_pb(msg: spb.Preprocessing) -> Preprocessing:
+    return Preprocessing(channels=msg.channels, resize=(msg.resize_h, msg.resize_w), crop=(msg.crop_h, msg.crop_w),
+                         scale=msg.scale, mean=tuple(msg.mean), std=tuple(msg.std))

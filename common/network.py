@@ -1,29 +1,42 @@
-"""The layer description (qpart.v1.NetworkSpec): validation, shape inference and per-layer profile.
+"""The network description (qpart.v1.NetworkSpec, version 2): a graph of nodes in topological order.
 
-Pure Python: a peer's description is checked here, with every shape and size bounded, before any
-tensor is allocated for it. Learnable layers (linear, conv2d) are numbered 1..L; partition point p
-cuts right before learnable layer p (p = L+1: the whole network runs on the device).
+Pure Python: a peer's description is checked here, with every name, shape and size bounded, before
+any tensor is allocated for it. A cut c puts nodes[0:c] on the device; the tensors that cross it are
+those made on the device side (the input included) that a server node reads or that are outputs.
+MACs count conv2d and linear only (eqs 1-2); other ops are priced at zero.
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from qpart.common.errors import InvalidArgument, ResourceExhausted
+from qpart.common.names import shown
 from qpart.common.tensors import DEFAULT_MAX_ELEMENTS, element_count
 from qpart.v1 import network_pb2 as pb
 
-FORMAT_VERSION = 1
-HEAD_FORMAT_VERSION = 1
-LEARNABLE_KINDS = ("linear", "conv2d")
-MAX_LAYERS = 4096
+FORMAT_VERSION = 2
+HEAD_FORMAT_VERSION = 2
+WEIGHT_OPS = ("conv2d", "linear")            # quantized per plan: the learnable layers of the paper
+PARAMETER_OPS = WEIGHT_OPS + ("batch_norm",)
+MAX_NODES = 4096
+MAX_NAME = 128
+MAX_INPUTS = 64
+MAX_CUT_TENSORS = 2                          # default: cuts that carry at most this many tensors are offered
+ARITY = {"add": (2, 2), "mul": (2, 2), "concat": (2, MAX_INPUTS)}   # (min, max) inputs; every other op: (1, 1)
+
+ACTIVATIONS = {value: name.lower() for name, value in pb.Activation.items() if value}   # 1 -> "relu", ...
 
 Shape = tuple[int, ...]
 
 
-def kind(layer: pb.Layer) -> str:
-    op = layer.WhichOneof("op")
+def op_of(node: pb.Node) -> str:
+    op = node.WhichOneof("op")
     if op is None:
-        raise InvalidArgument(f"layer {layer.name!r} has no operation")
+        raise InvalidArgument(f"node {shown(node.name)} has no operation")
     return op
+
+
+def parameter_name(node: str, pname: str) -> str:
+    return f"{node}.{pname}"
 
 
 def _positive(what: str, **values: int) -> None:
@@ -36,7 +49,7 @@ def _window_out(size: int, kernel: int, stride: int, padding: int, dilation: int
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _spatial_out(what: str, shape: Shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1) -> tuple[int, int]:
+def _spatial(what: str, shape: Shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1) -> tuple[int, int]:
     _, h, w = shape
     ho, wo = _window_out(h, kh, sh, ph, dh), _window_out(w, kw, sw, pw, dw)
     if ho < 1 or wo < 1:
@@ -44,151 +57,263 @@ def _spatial_out(what: str, shape: Shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1) ->
     return ho, wo
 
 
-def parameter_shapes(layer: pb.Layer) -> dict[str, Shape]:
-    """Shapes of a layer's parameters: {"weight": ..., "bias": ...} for learnable layers, else {}."""
-    op = kind(layer)
+def parameter_shapes(node: pb.Node) -> dict[str, Shape]:
+    """Shapes of a node's parameters ("weight", "bias"; "scale", "shift" for batch_norm), {} for other ops."""
+    op = op_of(node)
     if op == "linear":
-        lin = layer.linear
-        shapes = {"weight": (lin.out_features, lin.in_features)}
-        return shapes | ({"bias": (lin.out_features,)} if lin.bias else {})
+        lin = node.linear
+        return {"weight": (lin.out_features, lin.in_features)} | ({"bias": (lin.out_features,)} if lin.bias else {})
     if op == "conv2d":
-        c = layer.conv2d
-        groups = max(c.groups, 1)
-        shapes = {"weight": (c.out_channels, c.in_channels // groups, c.kernel_h, c.kernel_w)}
+        c = node.conv2d
+        shapes = {"weight": (c.out_channels, c.in_channels // max(c.groups, 1), c.kernel_h, c.kernel_w)}
         return shapes | ({"bias": (c.out_channels,)} if c.bias else {})
+    if op == "batch_norm":
+        return {"scale": (node.batch_norm.channels,), "shift": (node.batch_norm.channels,)}
     return {}
 
 
-def output_shape(layer: pb.Layer, shape: Shape) -> Shape:
-    """Shape of a layer's output for one sample whose input has `shape`; raises on any mismatch."""
-    op = kind(layer)
-    what = f"layer {layer.name!r} ({op})"
-    if op in ("relu", "dropout"):
-        return shape
-    if op == "flatten":
-        return (math.prod(shape),)
-    if op == "linear":
-        lin = layer.linear
-        _positive(what, in_features=lin.in_features, out_features=lin.out_features)
-        if shape != (lin.in_features,):
-            raise InvalidArgument(f"{what} expects input ({lin.in_features},), gets {shape}")
-        return (lin.out_features,)
-    if len(shape) != 3:
-        raise InvalidArgument(f"{what} expects a [channels, height, width] input, gets {shape}")
-    if op == "conv2d":
-        c = layer.conv2d
-        _positive(what, in_channels=c.in_channels, out_channels=c.out_channels, kernel_h=c.kernel_h,
-                  kernel_w=c.kernel_w, stride_h=c.stride_h, stride_w=c.stride_w, dilation_h=c.dilation_h,
-                  dilation_w=c.dilation_w, groups=c.groups)
-        if c.in_channels % c.groups or c.out_channels % c.groups:
-            raise InvalidArgument(f"{what}: channels {c.in_channels}->{c.out_channels} not divisible by groups {c.groups}")
-        if shape[0] != c.in_channels:
-            raise InvalidArgument(f"{what} expects {c.in_channels} input channels, gets {shape[0]}")
-        ho, wo = _spatial_out(what, shape, c.kernel_h, c.kernel_w, c.stride_h, c.stride_w, c.padding_h,
-                              c.padding_w, c.dilation_h, c.dilation_w)
-        return (c.out_channels, ho, wo)
-    pool = getattr(layer, op)
+def _broadcast(what: str, a: Shape, b: Shape) -> Shape:
+    """numpy broadcasting of two per-sample shapes, where the result must be one of them."""
+    out = []
+    for x, y in zip(reversed((1,) * (len(b) - len(a)) + a), reversed((1,) * (len(a) - len(b)) + b)):
+        if x != y and 1 not in (x, y):
+            raise InvalidArgument(f"{what}: shapes {list(a)} and {list(b)} do not broadcast")
+        out.append(max(x, y))
+    result = tuple(reversed(out))
+    if result not in (a, b):
+        raise InvalidArgument(f"{what}: shapes {list(a)} and {list(b)} broadcast to {list(result)}, "
+                              "which is neither input's shape")
+    return result
+
+
+def _conv(what: str, c: pb.Conv2dOp, shape: Shape) -> Shape:
+    _positive(what, in_channels=c.in_channels, out_channels=c.out_channels, kernel_h=c.kernel_h, kernel_w=c.kernel_w,
+              stride_h=c.stride_h, stride_w=c.stride_w, dilation_h=c.dilation_h, dilation_w=c.dilation_w,
+              groups=c.groups)
+    if c.in_channels % c.groups or c.out_channels % c.groups:
+        raise InvalidArgument(f"{what}: channels {c.in_channels}->{c.out_channels} not divisible by groups {c.groups}")
+    if len(shape) != 3 or shape[0] != c.in_channels:
+        raise InvalidArgument(f"{what} expects a [{c.in_channels}, height, width] input, gets {list(shape)}")
+    return (c.out_channels,) + _spatial(what, shape, c.kernel_h, c.kernel_w, c.stride_h, c.stride_w, c.padding_h,
+                                        c.padding_w, c.dilation_h, c.dilation_w)
+
+
+def _pool(what: str, pool: pb.Pool2dOp, shape: Shape) -> Shape:
     _positive(what, kernel_h=pool.kernel_h, kernel_w=pool.kernel_w, stride_h=pool.stride_h, stride_w=pool.stride_w)
     if 2 * pool.padding_h > pool.kernel_h or 2 * pool.padding_w > pool.kernel_w:
         raise InvalidArgument(f"{what}: padding must be at most half the window")
-    return (shape[0],) + _spatial_out(what, shape, pool.kernel_h, pool.kernel_w, pool.stride_h, pool.stride_w,
-                                      pool.padding_h, pool.padding_w)
+    if len(shape) != 3:
+        raise InvalidArgument(f"{what} expects a [channels, height, width] input, gets {list(shape)}")
+    return (shape[0],) + _spatial(what, shape, pool.kernel_h, pool.kernel_w, pool.stride_h, pool.stride_w,
+                                  pool.padding_h, pool.padding_w)
 
 
-def macs(layer: pb.Layer, out_shape: Shape) -> int:
-    """Multiply-accumulates per sample (eqs 1-2, with the output spatial size)."""
-    op = kind(layer)
+def output_shape(node: pb.Node, shapes: list[Shape]) -> Shape:
+    """Per-sample shape of a node's output given its inputs' shapes; raises naming the node on any mismatch."""
+    op = op_of(node)
+    what = f"node {shown(node.name)} ({op})"
+    shape = shapes[0]
+    if op in ("activation", "identity"):
+        if op == "activation" and node.activation.function not in ACTIVATIONS:
+            raise InvalidArgument(f"{what}: unknown activation function {node.activation.function}")
+        return shape
+    if op in ("add", "mul"):
+        return _broadcast(what, shapes[0], shapes[1])
+    if op == "concat":
+        axis = node.concat.axis
+        if any(len(s) != len(shape) for s in shapes) or axis >= len(shape):
+            raise InvalidArgument(f"{what}: inputs {[list(s) for s in shapes]} cannot be joined on axis {axis}")
+        if any(s[:axis] + s[axis + 1:] != shape[:axis] + shape[axis + 1:] for s in shapes):
+            raise InvalidArgument(f"{what}: inputs {[list(s) for s in shapes]} differ off axis {axis}")
+        return shape[:axis] + (sum(s[axis] for s in shapes),) + shape[axis + 1:]
+    if op == "flatten":
+        return (math.prod(shape),)
+    if op == "reshape":
+        new = tuple(int(d) for d in node.reshape.shape)
+        if not new or any(d < 1 for d in new) or math.prod(new) != math.prod(shape):
+            raise InvalidArgument(f"{what}: cannot reshape {list(shape)} to {list(new)}")
+        return new
     if op == "linear":
-        return layer.linear.in_features * layer.linear.out_features
+        lin = node.linear
+        _positive(what, in_features=lin.in_features, out_features=lin.out_features)
+        if shape[-1] != lin.in_features:
+            raise InvalidArgument(f"{what} expects a last dimension of {lin.in_features}, gets {list(shape)}")
+        return shape[:-1] + (lin.out_features,)
+    if op == "batch_norm":
+        if shape[0] != node.batch_norm.channels:
+            raise InvalidArgument(f"{what} expects {node.batch_norm.channels} channels, gets {list(shape)}")
+        return shape
     if op == "conv2d":
-        c = layer.conv2d
+        return _conv(what, node.conv2d, shape)
+    if op == "adaptive_avg_pool2d":
+        a = node.adaptive_avg_pool2d
+        _positive(what, out_h=a.out_h, out_w=a.out_w)
+        if len(shape) != 3:
+            raise InvalidArgument(f"{what} expects a [channels, height, width] input, gets {list(shape)}")
+        return shape[0], a.out_h, a.out_w
+    return _pool(what, getattr(node, op), shape)
+
+
+def macs(node: pb.Node, in_shape: Shape, out_shape: Shape) -> int:
+    """Multiply-accumulates per sample (eqs 1-2, with the output spatial size); 0 for ops without weights."""
+    op = op_of(node)
+    if op == "linear":
+        return math.prod(in_shape[:-1]) * node.linear.in_features * node.linear.out_features
+    if op == "conv2d":
+        c = node.conv2d
         return c.out_channels * (c.in_channels // c.groups) * c.kernel_h * c.kernel_w * out_shape[1] * out_shape[2]
     return 0
 
 
 @dataclass(frozen=True)
-class LayerProfile:
-    index: int           # 1-based number among learnable layers
-    position: int        # index into NetworkSpec.layers
+class NodeProfile:
+    index: int                  # position in the node list
     name: str
-    kind: str            # "linear" or "conv2d"
-    weight_count: int    # weight plus bias elements
-    macs: int            # multiply-accumulates per sample
-    input_shape: Shape   # activation entering the layer, per sample
-    output_shape: Shape  # the layer's own output, per sample
-    param_shapes: dict   # {"weight": shape, "bias": shape}
+    op: str
+    inputs: tuple[str, ...]
+    shape: Shape                # its output, per sample
+    macs: int                   # per sample
+    param_shapes: dict          # {"weight": shape, ...}
+    weight_count: int           # parameter elements
+
+    @property
+    def quantized(self) -> bool:
+        """A learnable layer whose weights get a plan's bit width."""
+        return self.op in WEIGHT_OPS
 
 
 @dataclass(frozen=True)
+class Cut:
+    cut: int                          # nodes[0:cut] run on the device
+    tensors: tuple[str, ...]          # what crosses, in production order (empty when everything runs on the device)
+    shapes: tuple[Shape, ...]         # their per-sample shapes
+    weight_nodes: tuple[int, ...]     # indices of the device side's conv2d and linear nodes
+    device_macs: int                  # per sample
+    device_parameters: int            # parameter elements of the device side
+    elements: int                     # elements crossing, per sample
+    peak_elements: int                # most activation elements alive at once while the device side runs
+
+    @property
+    def runs_tail(self) -> bool:
+        return bool(self.tensors)
+
+
+@dataclass
 class NetworkProfile:
+    input_name: str
     input_shape: Shape
-    shapes: tuple[Shape, ...]          # shapes[i]: per-sample input of layers[i]; shapes[-1]: network output
-    layers: tuple[LayerProfile, ...]   # the L learnable layers
+    nodes: tuple[NodeProfile, ...]
+    outputs: tuple[str, ...]
+    shapes: dict                                   # tensor name -> per-sample shape
+    last_use: dict                                 # tensor name -> index of its last reader (len(nodes) for outputs)
+    made: dict                                     # tensor name -> index of the node making it (-1: the input)
+    live: tuple[int, ...] = ()                     # live[i]: activation elements alive while node i runs
+    _cuts: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        elements = {t: math.prod(s) for t, s in self.shapes.items()}
+        self.live = tuple(sum(e for t, e in elements.items() if self.made[t] <= i <= self.last_use[t])
+                          for i in range(self.num_nodes))
 
     @property
-    def num_layers(self) -> int:
-        return len(self.layers)
+    def num_nodes(self) -> int:
+        return len(self.nodes)
 
     @property
-    def num_classes(self) -> int:
-        return self.shapes[-1][0]
+    def weight_nodes(self) -> tuple[NodeProfile, ...]:
+        return tuple(n for n in self.nodes if n.quantized)
 
-    def check_partition_point(self, p) -> int:
-        if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= self.num_layers + 1:
-            raise InvalidArgument(f"partition point {p!r} is out of range; this model takes 1..{self.num_layers + 1}")
-        return p
+    @property
+    def output_shapes(self) -> tuple[Shape, ...]:
+        return tuple(self.shapes[o] for o in self.outputs)
 
-    def cut_position(self, p: int) -> int:
-        """Index into NetworkSpec.layers where the server's part starts for partition point p.
+    def check_cut(self, c) -> int:
+        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= self.num_nodes:
+            raise InvalidArgument(f"cut {c!r} is out of range; this model takes 0..{self.num_nodes}")
+        return c
 
-        p = 1 sends the raw input (cut at 0); otherwise the cut sits right before learnable layer p,
-        so the parameter-free layers after layer p-1 (activation, pooling, flatten) run on the device.
-        """
-        self.check_partition_point(p)
-        if p == 1:
-            return 0
-        return self.layers[p - 1].position if p <= self.num_layers else len(self.shapes) - 1
+    def cut(self, c: int) -> Cut:
+        c = self.check_cut(c)
+        if c not in self._cuts:
+            self._cuts[c] = self._make_cut(c)
+        return self._cuts[c]
 
-    def activation_shape(self, p: int) -> Shape:
-        """Per-sample shape of what crosses the cut at partition point p."""
-        return self.shapes[self.cut_position(p)]
+    def _make_cut(self, c: int) -> Cut:
+        made = [self.input_name] + [n.name for n in self.nodes[:c]]
+        tensors = tuple(t for t in made if self.last_use[t] >= c) if c < self.num_nodes else ()
+        device = self.nodes[:c]
+        return Cut(c, tensors, tuple(self.shapes[t] for t in tensors), tuple(n.index for n in device if n.quantized),
+                   sum(n.macs for n in device), sum(n.weight_count for n in device),
+                   sum(math.prod(self.shapes[t]) for t in tensors),
+                   max((math.prod(self.input_shape),) + self.live[:c]))
 
-    def device_layers(self, p: int) -> tuple[LayerProfile, ...]:
-        return self.layers[: self.check_partition_point(p) - 1]
+    def cuts(self, max_tensors: int = MAX_CUT_TENSORS) -> list[Cut]:
+        """Every cut across which at most max_tensors tensors travel (everything on the device included)."""
+        return [cut for cut in (self.cut(c) for c in range(self.num_nodes + 1)) if len(cut.tensors) <= max_tensors]
+
+
+def _check_name(name: str, what: str) -> None:
+    if not name or len(name) > MAX_NAME:
+        raise InvalidArgument(f"{what} {shown(name)} must be 1-{MAX_NAME} characters")
 
 
 def analyze(spec: pb.NetworkSpec, max_elements: int = DEFAULT_MAX_ELEMENTS) -> NetworkProfile:
-    """Validate a network description and compute every shape, parameter count and MAC count."""
+    """Validate a network description and compute every shape, parameter count, MAC count and reader."""
     if spec.format_version != FORMAT_VERSION:
-        raise InvalidArgument(f"network format version {spec.format_version} is not supported; expected {FORMAT_VERSION}")
-    if len(spec.layers) > MAX_LAYERS:
-        raise ResourceExhausted(f"network has {len(spec.layers)} layers; the limit is {MAX_LAYERS}")
-    shape = tuple(int(d) for d in spec.input_shape)
-    element_count(shape, "network input", max_elements)
-    shapes, learnable = [shape], []
-    for position, layer in enumerate(spec.layers):
-        op = kind(layer)
-        out = output_shape(layer, shape)
-        element_count(out, f"output of layer {layer.name!r}", max_elements)
-        params = parameter_shapes(layer)
-        for pname, pshape in params.items():
-            element_count(pshape, f"{pname} of layer {layer.name!r}", max_elements)
-        if op in LEARNABLE_KINDS:
-            learnable.append(LayerProfile(
-                index=len(learnable) + 1, position=position, name=layer.name, kind=op,
-                weight_count=sum(math.prod(s) for s in params.values()), macs=macs(layer, out),
-                input_shape=shape, output_shape=out, param_shapes=params))
-        shapes.append(out)
-        shape = out
-    return NetworkProfile(tuple(int(d) for d in spec.input_shape), tuple(shapes), tuple(learnable))
+        raise InvalidArgument(f"network format version {spec.format_version} is not supported; expected "
+                              f"{FORMAT_VERSION} (a version-1 model must be rebuilt: `qpart train` or `qpart import`)")
+    if len(spec.nodes) > MAX_NODES:
+        raise ResourceExhausted(f"network has {len(spec.nodes)} nodes; the limit is {MAX_NODES}")
+    _check_name(spec.input, "the network input name")
+    input_shape = tuple(int(d) for d in spec.input_shape)
+    element_count(input_shape, "network input", max_elements)
+    shapes: dict[str, Shape] = {spec.input: input_shape}
+    last_use, made = {spec.input: -1}, {spec.input: -1}
+    nodes = []
+    for index, node in enumerate(spec.nodes):
+        nodes.append(_node(index, node, shapes, last_use, max_elements))
+        made[node.name] = index
+    if not spec.outputs or len(set(spec.outputs)) != len(spec.outputs):
+        raise InvalidArgument("the network needs one or more distinct outputs")
+    for out in spec.outputs:
+        if out not in shapes:
+            raise InvalidArgument(f"output {shown(out)} is not the input or a node")
+        last_use[out] = len(nodes)
+    unused = [n.name for n in nodes if last_use[n.name] < 0]
+    if unused:
+        raise InvalidArgument(f"node {shown(unused[0])} is not used by any output ({len(unused)} unused node(s))")
+    return NetworkProfile(spec.input, input_shape, tuple(nodes), tuple(spec.outputs), shapes, last_use, made)
 
 
-def head_spec(spec: pb.NetworkSpec, profile: NetworkProfile, p: int) -> pb.NetworkSpec:
-    """The description of the device's part (every layer before the cut)."""
-    head = pb.NetworkSpec(format_version=spec.format_version, input_shape=spec.input_shape)
-    head.layers.extend(spec.layers[: profile.cut_position(p)])
+def _node(index: int, node: pb.Node, shapes: dict, last_use: dict, max_elements: int) -> NodeProfile:
+    _check_name(node.name, "node name")
+    if node.name in shapes:
+        raise InvalidArgument(f"node name {shown(node.name)} is used twice (or is the input's name)")
+    op = op_of(node)
+    lo, hi = ARITY.get(op, (1, 1))
+    if not lo <= len(node.inputs) <= hi:
+        raise InvalidArgument(f"node {shown(node.name)} ({op}) takes {lo}..{hi} input(s), got {len(node.inputs)}")
+    for name in node.inputs:
+        if name not in shapes:
+            raise InvalidArgument(f"node {shown(node.name)} reads {shown(name)}, which is not the input or an earlier "
+                                  "node (a dangling name, or a cycle)")
+        last_use[name] = index
+    in_shapes = [shapes[name] for name in node.inputs]
+    out = output_shape(node, in_shapes)
+    element_count(out, f"output of node {shown(node.name)}", max_elements)
+    params = parameter_shapes(node)
+    for pname, pshape in params.items():
+        element_count(pshape, f"{pname} of node {shown(node.name)}", max_elements)
+    shapes[node.name] = out
+    last_use[node.name] = -1
+    return NodeProfile(index, node.name, op, tuple(node.inputs), out, macs(node, in_shapes[0], out), params,
+                       sum(math.prod(s) for s in params.values()))
+
+
+def head_spec(spec: pb.NetworkSpec, profile: NetworkProfile, c: int) -> pb.NetworkSpec:
+    """The description of the device's side of cut c: nodes[0:c], whose outputs are the crossing tensors."""
+    cut = profile.cut(c)
+    head = pb.NetworkSpec(format_version=FORMAT_VERSION, input_shape=spec.input_shape, input=spec.input,
+                          outputs=cut.tensors if cut.runs_tail else spec.outputs)
+    head.nodes.extend(spec.nodes[:c])
     return head
-
-
-def parameter_name(position: int, pname: str) -> str:
-    return f"{position}.{pname}"

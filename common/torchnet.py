@@ -1,78 +1,133 @@
-"""Rebuild torch modules from a layer description and float parameters (device head, server tail)."""
+"""Run a network description in torch: the server's tail, the evaluator, and the device's torch backend.
+
+`run_node` is the one definition of what each op computes (in float32, batch first); `GraphModule`
+runs a range of nodes, from the tensors that cross one cut to those that cross another.
+"""
+import time
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from qpart.common.errors import InvalidArgument
-from qpart.common.network import kind, parameter_name, parameter_shapes
+from qpart.common.network import ACTIVATIONS, NetworkProfile, op_of, parameter_name, parameter_shapes
 from qpart.v1 import network_pb2 as pb
 
-
-class MaxPool2d(nn.MaxPool2d):
-    """Max pooling; windows without padding take the maximum of strided slices, which is exact and
-    several times faster than torch's CPU kernel for small images."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        (kh, kw), (sh, sw) = _pair(self.kernel_size), _pair(self.stride)
-        if _pair(self.padding) != (0, 0):
-            return super().forward(x)
-        h_out, w_out = (x.shape[-2] - kh) // sh + 1, (x.shape[-1] - kw) // sw + 1   # [n, c, h_out, w_out]
-        out = None
-        for i in range(kh):
-            for j in range(kw):
-                window = x[..., i:i + sh * (h_out - 1) + 1:sh, j:j + sw * (w_out - 1) + 1:sw]
-                out = window if out is None else torch.maximum(out, window)
-        return out
+_ACTIVATION_FNS = {
+    "relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid,
+    "sigmoid": torch.sigmoid, "silu": F.silu, "gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+}
 
 
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
+def max_pool2d(x: torch.Tensor, kh: int, kw: int, sh: int, sw: int) -> torch.Tensor:
+    """Max pooling without padding as the maximum of strided slices: exact, and several times faster than
+    torch's CPU kernel for small images."""
+    h_out, w_out = (x.shape[-2] - kh) // sh + 1, (x.shape[-1] - kw) // sw + 1   # [n, c, h_out, w_out]
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            window = x[..., i:i + sh * (h_out - 1) + 1:sh, j:j + sw * (w_out - 1) + 1:sw]
+            out = window if out is None else torch.maximum(out, window)
+    return out
 
 
-def _module(layer: pb.Layer) -> nn.Module:
-    op = kind(layer)
-    if op == "linear":
-        lin = layer.linear
-        return nn.utils.skip_init(nn.Linear, lin.in_features, lin.out_features, bias=lin.bias)
+def _pool(op: str, p: pb.Pool2dOp, x: torch.Tensor) -> torch.Tensor:
+    if op == "max_pool2d":
+        if p.padding_h == p.padding_w == 0:
+            return max_pool2d(x, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w)
+        return F.max_pool2d(x, (p.kernel_h, p.kernel_w), (p.stride_h, p.stride_w), (p.padding_h, p.padding_w))
+    return F.avg_pool2d(x, (p.kernel_h, p.kernel_w), (p.stride_h, p.stride_w), (p.padding_h, p.padding_w))
+
+
+def run_node(node: pb.Node, args: list[torch.Tensor], params: dict) -> torch.Tensor:
+    """One node on a batch: args are its inputs [n, *shape], params its "weight"/"bias"/"scale"/"shift"."""
+    op = op_of(node)
+    x = args[0]
     if op == "conv2d":
-        c = layer.conv2d
-        return nn.utils.skip_init(
-            nn.Conv2d, c.in_channels, c.out_channels, (c.kernel_h, c.kernel_w), stride=(c.stride_h, c.stride_w),
-            padding=(c.padding_h, c.padding_w), dilation=(c.dilation_h, c.dilation_w), groups=c.groups, bias=c.bias)
-    if op == "relu":
-        return nn.ReLU()
+        c = node.conv2d
+        return F.conv2d(x, params["weight"], params.get("bias"), (c.stride_h, c.stride_w), (c.padding_h, c.padding_w),
+                        (c.dilation_h, c.dilation_w), c.groups)
+    if op == "linear":
+        return F.linear(x, params["weight"], params.get("bias"))
+    if op == "activation":
+        return _ACTIVATION_FNS[ACTIVATIONS[node.activation.function]](x)
+    if op == "add":
+        return args[0] + args[1]
+    if op == "mul":
+        return args[0] * args[1]
+    if op == "concat":
+        return torch.cat(args, dim=node.concat.axis + 1)
     if op in ("max_pool2d", "avg_pool2d"):
-        pool = getattr(layer, op)
-        cls = MaxPool2d if op == "max_pool2d" else nn.AvgPool2d
-        return cls((pool.kernel_h, pool.kernel_w), stride=(pool.stride_h, pool.stride_w),
-                   padding=(pool.padding_h, pool.padding_w))
+        return _pool(op, getattr(node, op), x)
+    if op == "adaptive_avg_pool2d":
+        return F.adaptive_avg_pool2d(x, (node.adaptive_avg_pool2d.out_h, node.adaptive_avg_pool2d.out_w))
     if op == "flatten":
-        return nn.Flatten()
-    if op == "dropout":
-        return nn.Identity()
-    raise InvalidArgument(f"layer {layer.name!r}: unknown operation {op!r}")
+        return x.flatten(1)
+    if op == "reshape":
+        return x.reshape(x.shape[0], *[int(d) for d in node.reshape.shape])
+    if op == "batch_norm":
+        view = (1, -1) + (1,) * (x.dim() - 2)
+        return x * params["scale"].reshape(view) + params["shift"].reshape(view)
+    if op == "identity":
+        return x
+    raise InvalidArgument(f"node {node.name!r}: unknown operation {op!r}")
 
 
-def build(spec: pb.NetworkSpec, params: dict, start: int = 0, stop: int | None = None) -> nn.Sequential:
-    """nn.Sequential of spec.layers[start:stop] in eval mode; params maps "<position>.<name>" to arrays.
+def node_parameters(node: pb.Node, params: dict, channels_last: bool = False) -> dict[str, torch.Tensor]:
+    """A node's parameters as float32 tensors, each checked against the shape the description implies."""
+    out = {}
+    for pname, shape in parameter_shapes(node).items():
+        key = parameter_name(node.name, pname)
+        if key not in params:
+            raise InvalidArgument(f"parameter {key!r} of node {node.name!r} is missing")
+        value = torch.as_tensor(np.asarray(params[key], np.float32))
+        if tuple(value.shape) != shape:
+            raise InvalidArgument(f"parameter {key!r} has shape {tuple(value.shape)}, expected {shape}")
+        out[pname] = value.contiguous(memory_format=torch.channels_last) if channels_last and value.dim() == 4 else value
+    return out
 
-    Shapes must already be validated (network.analyze); each parameter's shape is checked here.
-    """
-    stop = len(spec.layers) if stop is None else stop
-    modules = []
-    for position in range(start, stop):
-        layer = spec.layers[position]
-        module = _module(layer)
-        for pname, shape in parameter_shapes(layer).items():
-            key = parameter_name(position, pname)
-            if key not in params:
-                raise InvalidArgument(f"parameter {key!r} of layer {layer.name!r} is missing")
-            value = torch.as_tensor(np.asarray(params[key], np.float32))
-            if tuple(value.shape) != shape:
-                raise InvalidArgument(f"parameter {key!r} has shape {tuple(value.shape)}, expected {shape}")
-            getattr(module, pname).data = value.clone()
-        modules.append(module)
-    model = nn.Sequential(*modules).eval()
-    for param in model.parameters():
-        param.requires_grad_(False)
-    return model
+
+class GraphModule(nn.Module):
+    """nodes[start:stop] of a network in eval mode: forward(*tensors crossing `start`) returns the tuple of
+    tensors crossing `stop` (the network's outputs when stop is the end). Tensors are freed after their
+    last reader. Shapes must already be validated (network.analyze); parameters are checked here."""
+
+    def __init__(self, spec: pb.NetworkSpec, profile: NetworkProfile, params: dict, start: int = 0,
+                 stop: int | None = None):
+        super().__init__()
+        stop = profile.num_nodes if stop is None else stop
+        self.nodes = list(spec.nodes[start:stop])
+        self.inputs = profile.cut(start).tensors if start else (spec.input,)
+        self.outputs = profile.cut(stop).tensors if stop < profile.num_nodes else tuple(spec.outputs)
+        self.params = [node_parameters(node, params) for node in self.nodes]
+        keep = set(self.outputs)
+        # free[i]: tensors no later node of this range reads, dropped after node i
+        last = {}
+        for i, node in enumerate(self.nodes):
+            for name in node.inputs:
+                last[name] = i
+        self.free = [[t for t, j in last.items() if j == i and t not in keep] for i in range(len(self.nodes))]
+        self.eval()
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        env = dict(zip(self.inputs, tensors))
+        for node, params, free in zip(self.nodes, self.params, self.free):
+            env[node.name] = run_node(node, [env[name] for name in node.inputs], params)
+            for name in free:
+                del env[name]
+        return tuple(env[name] for name in self.outputs)
+
+
+def mac_rate(seconds: float = 0.3, width: int = 512, batch: int = 8) -> float:
+    """MACs per second of a float32 torch linear layer at batch `batch`, measured over ~`seconds`: the
+    kind of kernel a head or a tail runs."""
+    layer = nn.Linear(width, width).eval()
+    x = torch.randn(batch, width)
+    with torch.inference_mode():
+        layer(x)
+        runs, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            layer(x)
+            runs += 1
+    return runs * batch * width * width / (time.perf_counter() - started)

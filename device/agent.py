@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from google.protobuf import json_format
 
-from qpart.common import policies, quant, tensors
+from qpart.common import packing, policies, quant, tensors
 from qpart.common.errors import Internal, InvalidArgument, QpartError
 from qpart.device import netstat
 from qpart.device.cache import HeadCache
@@ -21,12 +21,12 @@ from qpart.v1 import service_pb2 as spb
 
 
 def activation_params(encoding: spb.ActivationEncoding) -> quant.QuantParams | None:
-    """The plan's static activation quantizer, validated (None for float32)."""
-    bits = quant.check_bits(encoding.bits, "the plan's activation bit width")
+    """The plan's static quantizer of one crossing tensor, validated (None for float32)."""
+    bits = quant.check_bits(encoding.bits, f"the plan's bit width of tensor {encoding.name[:64]!r}")
     if bits == quant.FLOAT_BITS:
         return None
     if not (math.isfinite(encoding.scale) and encoding.scale > 0) or encoding.zero_point > (1 << bits) - 1:
-        raise InvalidArgument("the plan's activation scale or zero point is invalid")
+        raise InvalidArgument(f"the plan's scale or zero point of tensor {encoding.name[:64]!r} is invalid")
     return quant.QuantParams(bits, np.array([encoding.scale], np.float32), np.array([encoding.zero_point], np.int64))
 
 
@@ -44,10 +44,11 @@ class HeadReport:
 class RunReport:
     model: str
     policy: str
-    partition_point: int
-    num_layers: int
-    weight_bits: list[int]
-    activation_bits: int
+    cut: int                      # the device ran nodes[0:cut]
+    num_nodes: int
+    weight_bits: list[int]        # of the device-side weight nodes
+    activation_bits: list[int]    # of the tensors crossing the cut
+    crossing: list[dict]          # per crossing tensor: name, shape, bits, bytes per input (packed)
     predicted: dict               # the server's PlanPrediction, as a dict
     head: HeadReport
     candidates: list[dict] = field(default_factory=list)  # what the planner weighed, when asked to explain
@@ -69,9 +70,10 @@ class RunReport:
 
     @classmethod
     def for_plan(cls, plan: spb.PlanResponse, head: "HeadReport | None" = None, **fields) -> "RunReport":
-        return cls(model=plan.model, policy=policies.from_enum(plan.policy),
-                   partition_point=plan.partition_point, num_layers=plan.num_layers,
-                   weight_bits=list(plan.weight_bits), activation_bits=plan.activation.bits,
+        return cls(model=plan.model, policy=policies.from_enum(plan.policy), cut=plan.cut, num_nodes=plan.num_nodes,
+                   weight_bits=list(plan.weight_bits), activation_bits=[a.bits for a in plan.activations],
+                   crossing=[{"name": a.name, "shape": list(a.sample_shape), "bits": a.bits,
+                              "bytes": packing.packed_size(math.prod(a.sample_shape), a.bits)} for a in plan.activations],
                    predicted=_message_dict(plan.predicted), head=head or HeadReport(),
                    candidates=[_message_dict(c) for c in plan.candidates], **fields)
 
@@ -91,8 +93,9 @@ class DeviceAgent:
         self.max_elements = max_elements        # refuse tensors with more elements than this
         # > 0: emulate a slower board by stretching each head run to macs / this rate (never faster than real)
         self.emulate_macs_per_second = emulate_macs_per_second
+        self._limits: spb.ServerLimits | None = None   # the server's, fetched once when first needed
 
-    def run_head(self, executor: HeadExecutor, x: np.ndarray) -> np.ndarray:
+    def run_head(self, executor: HeadExecutor, x: np.ndarray) -> list[np.ndarray]:
         started = time.perf_counter()
         out = executor.run(x)
         if self.emulate_macs_per_second > 0:
@@ -105,7 +108,7 @@ class DeviceAgent:
         return self.client.plan(request)
 
     def obtain_head(self, plan: spb.PlanResponse) -> tuple[HeadExecutor | None, HeadReport]:
-        if plan.partition_point == 1:
+        if plan.cut == 0:
             return None, HeadReport()
         report = HeadReport(content_hash=plan.head_hash, bytes=plan.head_bytes)
         data = self.cache.get(plan.head_hash)
@@ -116,7 +119,9 @@ class DeviceAgent:
             report.fetch_s = time.perf_counter() - started
             self.cache.put(plan.head_hash, data)
         executor = HeadExecutor.from_bytes(data, self.max_elements)
-        if executor.head.model != plan.model or executor.head.partition_point != plan.partition_point:
+        crossing = [a.name for a in plan.activations] or None
+        if executor.head.model != plan.model or executor.head.cut != plan.cut or \
+                (crossing is not None and list(executor.outputs) != crossing):
             raise InvalidArgument("the head does not belong to the plan")
         report.parameters = executor.weight_count
         report.float32_bytes = 4 * executor.weight_count
@@ -124,27 +129,27 @@ class DeviceAgent:
 
     def classify(self, plan: spb.PlanResponse, executor: HeadExecutor | None, x: np.ndarray, report: RunReport,
                  batch_size: int = 1, window: int = 1, first_id: int = 0) -> np.ndarray:
-        """Scores [n, classes] for inputs x [n, *input_shape]; at most `window` batches in flight. Input i
-        travels with request id first_id + i.
+        """The model's first output [n, *shape] (a classifier's scores) for inputs x [n, *input_shape]; at most
+        `window` batches in flight. Input i travels with request id first_id + i.
 
         Every input gets exactly one answer: when a stream breaks (server restart, switch to another
         replica) the inputs without an answer are sent again on a new stream (report.resent_inputs), and
         an answer for an input that has one already is dropped (counted in report.duplicates_dropped).
         """
-        if plan.partition_point == plan.num_layers + 1:
+        if not plan.activations:             # nothing crosses: the device runs the whole model
             scores = []
             for start in range(0, len(x), batch_size):
                 began = time.perf_counter()
-                scores.append(self.run_head(executor, x[start:start + batch_size]))
+                scores.append(self.run_head(executor, x[start:start + batch_size])[0])
                 elapsed = time.perf_counter() - began
                 report.device_compute_s += elapsed
                 report.batch_latency_s.append(elapsed)
             report.inputs, report.batches = len(x), len(report.batch_latency_s)
             return np.concatenate(scores)
-        params = activation_params(plan.activation)
-        sample_shape = tuple(plan.activation.sample_shape)
+        crossing = [(a.name, tuple(a.sample_shape), a.bits, activation_params(a)) for a in plan.activations]
+        batch_size = min(batch_size, self.max_batch(plan))
         starts = list(range(0, len(x), batch_size))
-        encoded: dict[int, bytes] = {}                 # batch start -> packed activations (kept for resends)
+        encoded: dict[int, list] = {}                  # batch start -> packed tensors (kept for resends)
         answers: dict[int, np.ndarray] = {}            # input index -> scores
 
         def unanswered() -> list[int]:
@@ -153,8 +158,8 @@ class DeviceAgent:
         def send_unanswered() -> None:
             pending = unanswered()
             if pending:
-                self._stream(plan, executor, x, pending, encoded, answers, report, batch_size, window, params,
-                             sample_shape, first_id)
+                self._stream(plan, executor, x, pending, encoded, answers, report, batch_size, window, crossing,
+                             first_id)
 
         def count_resend() -> None:
             report.resent_streams += 1
@@ -165,8 +170,31 @@ class DeviceAgent:
         report.inputs, report.batches = len(x), len(starts)
         return np.stack([answers[i] for i in range(len(x))])
 
-    def _stream(self, plan, executor, x, pending, encoded, answers, report, batch_size, window, params, sample_shape,
-                first_id):
+    def max_batch(self, plan: spb.PlanResponse) -> int:
+        """Most inputs one activation message may carry: the server's limits (inputs, elements, message bytes)
+        and this client's message limit, for this plan's tensors."""
+        if self._limits is None:
+            self._limits = self.client.limits()
+        limits = self._limits
+        elements = sum(math.prod(a.sample_shape) for a in plan.activations)
+        packed = sum(packing.packed_size(math.prod(a.sample_shape), a.bits) for a in plan.activations) + 16
+        message = min(limits.max_message_bytes or self.client.max_message_bytes, self.client.max_message_bytes) - 4096
+        return max(1, min(limits.max_batch_inputs or 1 << 30, (limits.max_batch_elements or 1 << 62) // max(elements, 1),
+                          message // packed))
+
+    def encode(self, executor: HeadExecutor | None, chunk: np.ndarray, crossing: list) -> list[spb.TensorBatch]:
+        """Run the head on a chunk of inputs and pack each crossing tensor as the plan says (cut 0: the input)."""
+        outputs = self.run_head(executor, chunk) if executor is not None else [chunk]
+        batches = []
+        for (name, shape, bits, params), value in zip(crossing, outputs, strict=True):
+            if value.shape[1:] != shape:
+                raise InvalidArgument(f"the head produced {list(value.shape[1:])} for {name!r}, the plan expects "
+                                      f"{list(shape)}")
+            batches.append(spb.TensorBatch(name=name, sample_shape=shape, bits=bits,
+                                           data=tensors.encode_batch(value, params)))
+        return batches
+
+    def _stream(self, plan, executor, x, pending, encoded, answers, report, batch_size, window, crossing, first_id):
         sent_at: dict[int, float] = {}
         slots = threading.Semaphore(window)
         failed = threading.Event()
@@ -178,19 +206,14 @@ class DeviceAgent:
                         return
                 began = time.perf_counter()
                 if start not in encoded:
-                    chunk = x[start:start + batch_size]
-                    activation = self.run_head(executor, chunk) if executor is not None else chunk
-                    if activation.shape[1:] != sample_shape:
-                        raise InvalidArgument(f"the head produced {activation.shape[1:]}, the plan expects {sample_shape}")
-                    encoded[start] = tensors.encode_batch(activation, params)
+                    encoded[start] = self.encode(executor, x[start:start + batch_size], crossing)
                     report.device_compute_s += time.perf_counter() - began
                 sent_at[b] = began
                 stop = min(start + batch_size, len(x))
                 if report.resent_streams:         # a stream opened again: these inputs are sent a second time
                     report.resent_inputs += stop - start
                 yield spb.InferRequest(plan_id=plan.plan_id if b == 0 else "", batch=spb.ActivationBatch(
-                    request_ids=range(first_id + start, first_id + stop), sample_shape=sample_shape,
-                    bits=plan.activation.bits, data=encoded[start]))
+                    request_ids=range(first_id + start, first_id + stop), tensors=encoded[start]))
 
         try:
             for b, response in enumerate(self.client.infer(requests(), timeout_s=self.stream_timeout(len(pending) * batch_size))):
@@ -202,8 +225,10 @@ class DeviceAgent:
                 for r in response.results:
                     if r.request_id - first_id in answers:
                         report.duplicates_dropped += 1
+                    elif not r.outputs:
+                        raise Internal(f"the server's answer for input {r.request_id} carries no output")
                     else:
-                        answers[r.request_id - first_id] = np.asarray(r.scores, np.float32)
+                        answers[r.request_id - first_id] = np.asarray(r.outputs[0].values, np.float32)
                 report.server_compute_s += response.server_compute_s
         except QpartError:
             failed.set()

@@ -94,6 +94,7 @@ class ServerClient:
         self._auth = (("authorization", f"Bearer {token}"),) if token else ()
         self._session = uuid.uuid4().hex[:8]       # request ids: <session>-<call number>, in the server's logs
         self._calls = itertools.count(1)
+        self.max_message_bytes = max_message_bytes
         self._options = [("grpc.max_receive_message_length", max_message_bytes),
                          ("grpc.max_send_message_length", max_message_bytes)]
         self._tls = tls
@@ -178,6 +179,10 @@ class ServerClient:
 
     def list_models(self, name: str = "") -> list[spb.ModelInfo]:
         return list(self._unary("ListModels", spb.ListModelsRequest(name=name)).models)
+
+    def limits(self) -> spb.ServerLimits:
+        """The server's limits (batch inputs, message and chunk sizes), from ListModels."""
+        return self._unary("ListModels", spb.ListModelsRequest()).limits
 
     def plan(self, request: spb.PlanRequest) -> spb.PlanResponse:
         return self._unary("Plan", request)

@@ -2,9 +2,10 @@
 
     qpart-device --server 127.0.0.1:50051 --model fc6 --profile rpi4 --rate-mbps 20 --budget 1 --count 1000
 
-The device asks the server for a plan (or gives one with --partition-point and bit widths), fetches
-the head unless its cache holds it, runs the head on local Fashion-MNIST test images, streams the
-packed activations and prints predictions, accuracy, bytes each way and timings.
+The device asks the server for a plan (or gives one with --cut and bit widths), fetches the head
+unless its cache holds it, runs the head on local test images (Fashion-MNIST, or --data) put through
+the model's preprocessing, streams the packed activations and prints predictions, accuracy, bytes
+each way and timings.
 """
 import argparse
 import dataclasses
@@ -16,7 +17,7 @@ import sys
 
 import numpy as np
 
-from qpart.common import data, messages, options, policies, runtime
+from qpart.common import data, datasets, messages, options, policies, runtime
 from qpart.common.errors import QpartError
 from qpart.device import probe
 from qpart.device.agent import DeviceAgent, RunReport
@@ -45,13 +46,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     options.add_plan_options(parser)
     parser.add_argument("--explain", action="store_true", help="print every candidate the planner weighed")
     g = parser.add_argument_group("fixed plan")
-    g.add_argument("--partition-point", type=int, help="fixed plan: cut before learnable layer P (implies --policy fixed)")
+    g.add_argument("--cut", type=int, help="fixed plan: run nodes[0:CUT] on the device (implies --policy fixed; "
+                                           "`qpart profile MODEL` lists the cuts)")
     g.add_argument("--weight-bits", type=options.bit_widths, default=[8],
-                   help="fixed plan: bits per device layer, one value or comma-separated")
-    g.add_argument("--activation-bits", type=int, default=8, help="fixed plan: bits of the activation at the cut")
+                   help="fixed plan: bits per device-side weight node, one value for all or comma-separated")
+    g.add_argument("--activation-bits", type=options.bit_widths, default=[8],
+                   help="fixed plan: bits per tensor crossing the cut, one value for all or comma-separated")
     g.add_argument("--per-channel", action="store_true", help="fixed plan: per-output-channel weight scales")
     g = parser.add_argument_group("inputs")
-    g.add_argument("--data", help=f"directory of MNIST-format IDX files (default ${data.DATA_ENV} or {data.DEFAULT_DATA_DIR})")
+    g.add_argument("--data", help="the test images: a data spec (fashion-mnist, a directory of MNIST IDX files, a "
+                                  f".npz of x and y, an image folder; default Fashion-MNIST from ${data.DATA_ENV} or "
+                                  f"{data.DEFAULT_DATA_DIR})")
     g.add_argument("--count", type=int, default=100, help="test images to classify (default %(default)s)")
     g.add_argument("--offset", type=int, default=0, help="first test image")
     g.add_argument("--batch-size", type=int, default=1, help="inputs per activation message")
@@ -86,30 +91,43 @@ def build_request(args, client: ServerClient) -> spb.PlanRequest:
         model=args.model, device=messages.device_to_pb(device), link=messages.link_to_pb(link),
         accuracy_budget=args.budget, weights=messages.objective_to_pb(options.objective_from_args(args)),
         inferences_per_head=args.reuse, policy=policies.to_enum(args.policy), explain=args.explain)
-    if args.partition_point is not None:
+    if args.cut is not None:
         request.policy = spb.FIXED
         request.fixed.CopyFrom(spb.FixedPlan(
-            partition_point=args.partition_point, weight_bits=args.weight_bits,
-            activation_bits=args.activation_bits,
+            cut=args.cut, weight_bits=args.weight_bits, activation_bits=args.activation_bits,
             weight_granularity=npb.PER_CHANNEL if args.per_channel else npb.PER_TENSOR))
     return request
 
 
 def unsplit_request(model: str) -> spb.PlanRequest:
-    """The whole float model on the server, raw float32 input: the unsplit reference."""
-    return spb.PlanRequest(model=model, policy=spb.FIXED,
-                           fixed=spb.FixedPlan(partition_point=1, activation_bits=32))
+    """The whole float model on the server, float32 input: the unsplit reference."""
+    return spb.PlanRequest(model=model, policy=spb.FIXED, fixed=spb.FixedPlan(cut=0, activation_bits=[32]))
+
+
+def test_inputs(client: ServerClient, model: str, spec, offset: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Test images of a data spec, put through the model's preprocessing (from ListModels), and their labels."""
+    info = client.list_models(model)[0]
+    images, labels = datasets.open_data(spec).part("test")
+    images, labels = images[offset:offset + count], labels[offset:offset + count]
+    return messages.preprocessing_from_pb(info.preprocessing).apply(images), labels
+
+
+def _drop(p: dict) -> str:
+    return f"certified drop {p['accuracy_drop']:.2f} points" if "accuracy_drop" in p else "accuracy drop not measured"
 
 
 def summary(report: RunReport) -> list[str]:
     p = report.predicted
     head = report.head
-    lines = [f"plan      {report.model} policy={report.policy} p={report.partition_point} of {report.num_layers + 1} "
-             f"weight bits {report.weight_bits} activation bits {report.activation_bits}",
+    lines = [f"plan      {report.model} policy={report.policy} cut {report.cut} of {report.num_nodes} nodes on the device, "
+             f"weight bits {report.weight_bits}, activation bits {report.activation_bits}",
              f"predicted {p['total_time_s'] * 1e3:.3f} ms/inference (device {p['device_time_s'] * 1e3:.3f}, uplink "
              f"{p['uplink_time_s'] * 1e3:.3f}, downlink {p['downlink_time_s'] * 1e3:.3f}, server {p['server_time_s'] * 1e3:.3f}, "
              f"rtt {p['rtt_time_s'] * 1e3:.3f}), energy {p['device_energy_j'] + p['tx_energy_j']:.3g} J, "
-             f"validation drop {p['accuracy_drop']:.2f} points"]
+             f"{_drop(p)}"]
+    if report.crossing:
+        lines.append("sends     " + ", ".join(f"{c['name']} {c['shape']} at {c['bits']} bits ({c['bytes']:,} B)"
+                                              for c in report.crossing) + " per input")
     if head.content_hash:
         ratio = 100.0 * head.bytes / head.float32_bytes if head.float32_bytes else 0.0
         how = "from cache" if head.cache_hit else f"downloaded in {head.fetch_s * 1e3:.1f} ms"
@@ -141,9 +159,7 @@ def main(argv=None) -> int:
     client = ServerClient(args.server, timeout_s=args.timeout, token=args.token, tls=tls, retries=args.retries)
     cache = HeadCache(None if args.no_cache else args.cache)
     try:
-        images, labels = data.load_split("test", args.data)
-        x = data.to_float(images[args.offset:args.offset + args.count])
-        y = labels[args.offset:args.offset + args.count]
+        x, y = test_inputs(client, args.model, args.data, args.offset, args.count)
         request = build_request(args, client)
         emulate = 0.0
         if args.emulate_speed:
@@ -177,14 +193,17 @@ def main(argv=None) -> int:
 
 
 def print_candidates(report: RunReport) -> None:
-    print(f"  {'p':>3} {'kind':<8} {'weight bits':<28} {'act':>4} {'head B':>10} {'up B':>8} {'time ms':>9} "
+    print("candidates (* chosen, x not eligible; cut: nodes on the device; bits of the device's weight nodes and of "
+          "the tensors crossing the cut; bytes per inference; objective = time s + energy J + cost, weighted):")
+    print(f"  {'cut':>4} {'kind':<8} {'weight bits':<28} {'act bits':<10} {'head B':>10} {'up B':>8} {'time ms':>9} "
           f"{'energy J':>10} {'cost':>10} {'objective':>10} {'drop':>6}")
     for c in report.candidates:
         k = c["predicted"]
         mark = "*" if c["chosen"] else ("x" if c["rejected_reason"] else " ")
-        print(f"{mark} {c['partition_point']:>3} {c['kind']:<8} {str(c['weight_bits']):<28} {c['activation_bits']:>4} {int(k['head_bytes']):>10,} "
-              f"{int(k['uplink_bytes']):>8,} {k['total_time_s'] * 1e3:>9.3f} {k['device_energy_j'] + k['tx_energy_j']:>10.3g} "
-              f"{k['server_cost']:>10.3g} {k['objective']:>10.4g} {k['accuracy_drop']:>6.2f}"
+        drop = f"{k['accuracy_drop']:>6.2f}" if "accuracy_drop" in k else "     -"
+        print(f"{mark} {c['cut']:>4} {c['kind']:<8} {str(c['weight_bits']):<28} {str(c['activation_bits']):<10} "
+              f"{int(k['head_bytes']):>10,} {int(k['uplink_bytes']):>8,} {k['total_time_s'] * 1e3:>9.3f} "
+              f"{k['device_energy_j'] + k['tx_energy_j']:>10.3g} {k['server_cost']:>10.3g} {k['objective']:>10.4g} {drop}"
               + (f"  ({c['rejected_reason']})" if c["rejected_reason"] else ""))
 
 

@@ -2,23 +2,11 @@
 import statistics
 import time
 
-import torch
-
 from qpart.common.costmodel import LinkProfile
+from qpart.common.torchnet import mac_rate as measure_mac_rate
 from qpart.device.client import ServerClient
 
-
-def measure_mac_rate(seconds: float = 0.3, width: int = 512, batch: int = 8) -> float:
-    """MACs per second of a float32 torch linear layer, batch `batch`, measured over ~`seconds`."""
-    layer = torch.nn.Linear(width, width).eval()
-    x = torch.randn(batch, width)
-    with torch.inference_mode():
-        layer(x)
-        runs, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            layer(x)
-            runs += 1
-    return runs * batch * width * width / (time.perf_counter() - started)
+__all__ = ["measure_mac_rate", "measure_link"]
 
 
 def measure_link(client: ServerClient, probe_bytes: int = 256 << 10, repeats: int = 3) -> LinkProfile:

@@ -39,7 +39,7 @@ SERVER_PORT = 50051
 
 @dataclass
 class BenchConfig:
-    models: tuple[str, ...] = ("fc6", "lenet", "vgg8")
+    models: tuple[str, ...] = ("fc6", "lenet", "vgg8", "resnet8-96", "mobilenetv2-96")
     devices: tuple[str, ...] = ("paper-table2", "rpi4", "rpi5", "jetson-orin-nano")
     rates_mbit: tuple[float, ...] = (1.0, 5.0, 20.0, 100.0)
     budgets: tuple[float, ...] = (0.5, 1.0, 2.0)

@@ -30,9 +30,9 @@ def _ms(seconds: float) -> str:
 def explain(verdict: dict, by_policy: dict) -> str:
     ours, theirs = by_policy["qpart"], by_policy[verdict["best_baseline"]]
     pred_gap = theirs["predicted_s"] - ours["predicted_s"]
-    return (f"QPART p={ours['partition_point']} {ours['weight_bits']}/{ours['activation_bits']} predicted "
+    return (f"QPART cut {ours['cut']} {ours['weight_bits']}/{ours['activation_bits']} predicted "
             f"{_ms(ours['predicted_s'])} ms, measured {_ms(ours['p50_s'])}; {verdict['best_baseline']} "
-            f"p={theirs['partition_point']} predicted {_ms(theirs['predicted_s'])}, measured {_ms(theirs['p50_s'])}: "
+            f"cut {theirs['cut']} predicted {_ms(theirs['predicted_s'])}, measured {_ms(theirs['p50_s'])}: "
             f"the predicted margin {_ms(pred_gap)} ms is "
             + ("smaller than the measured spread" if abs(pred_gap) < abs(ours['p50_s'] - theirs['p50_s']) else
                "reversed by a prediction error"))
@@ -105,7 +105,7 @@ def _losses(r: dict, rows_by_cell: dict) -> list[str]:
 
 def _runs_table(rows_by_cell: dict) -> list[str]:
     lines = ["", "## Every run", "",
-             "| model | device | Mbit/s | budget | reuse | objective | policy | p | weight bits | act | p50 ms | p95 ms | "
+             "| model | device | Mbit/s | budget | reuse | objective | policy | cut | weight bits | act bits | p50 ms | p95 ms | "
              "predicted ms | bytes up | bytes down | energy mJ | accuracy % | emulated MMAC/s |",
              "|" + "---|" * 18]
     for key in sorted(rows_by_cell):
@@ -116,7 +116,7 @@ def _runs_table(rows_by_cell: dict) -> list[str]:
             capped = " (capped)" if row["emulation_capped"] else ""
             lines.append(
                 f"| {row['model']} | {row['device']} | {row['rate_mbit']:g} | {row['budget']:g} | {row['reuse']} | "
-                f"{row['objective_name']} | {policy} | {row['partition_point']} | {row['weight_bits']} | "
+                f"{row['objective_name']} | {policy} | {row['cut']} | {row['weight_bits']} | "
                 f"{row['activation_bits']} | {_ms(row['p50_s'])} | {_ms(row['p95_s'])} | {_ms(row['predicted_s'])} | "
                 f"{row['bytes_up']:,.0f} | {row['bytes_down']:,.0f} | {row['energy_j'] * 1e3:.3f} | {row['accuracy']:.1f} | "
                 f"{row['emulated_macs_per_second'] / 1e6:,.0f}{capped} |")

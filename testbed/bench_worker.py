@@ -18,7 +18,9 @@ import time
 
 import numpy as np
 
-from qpart.common import data, messages, policies, profiles, runtime
+from google.protobuf import json_format
+
+from qpart.common import datasets, messages, policies, profiles, runtime
 from qpart.common.costmodel import Objective
 from qpart.device import netstat, probe
 from qpart.device.agent import DeviceAgent, RunReport
@@ -28,14 +30,14 @@ from qpart.v1 import service_pb2 as spb
 
 
 
-def calibrate(client: ServerClient, x: np.ndarray, models: list[str]) -> dict:
+def calibrate(client: ServerClient, inputs: dict, models: list[str]) -> dict:
     rates = {}
     for info in client.list_models():
         if info.name not in models:
             continue
-        L = len(info.layers)
+        x = inputs[info.name]
         plan = client.plan(spb.PlanRequest(model=info.name, policy=spb.FIXED, fixed=spb.FixedPlan(
-            partition_point=L + 1, weight_bits=[4])))
+            cut=len(info.nodes), weight_bits=[4])))
         agent = DeviceAgent(client, HeadCache(None))
         executor, _ = agent.obtain_head(plan)
         times = []
@@ -111,7 +113,7 @@ def _accuracy(client: ServerClient, plan: spb.PlanResponse, x: np.ndarray, label
     return 100.0 * float(np.mean(scores.argmax(axis=1) == labels))
 
 
-def measure(client: ServerClient, job: dict, x: np.ndarray, labels: np.ndarray) -> dict:
+def measure(client: ServerClient, job: dict, inputs: dict, labels: np.ndarray) -> dict:
     rate = job["rate_mbit"] * 1e6
     link = probe.measure_link(client, probe_bytes=int(min(256 << 10, max(16 << 10, rate / 8 * 0.3))), repeats=3)
     rows, timed, fetch = [], {}, {}
@@ -127,6 +129,7 @@ def measure(client: ServerClient, job: dict, x: np.ndarray, labels: np.ndarray) 
                 policy=policies.to_enum(cell["policy"]))
             plan = client.plan(request)
             key = f"{plan.plan_id}@{emulated:.6g}"
+            x = inputs[cell["model"]]
             if key not in timed:
                 timed[key] = _TimedPlan(client, plan, emulated, cache_dir)
             if plan.head_hash and plan.head_hash not in fetch:
@@ -137,9 +140,10 @@ def measure(client: ServerClient, job: dict, x: np.ndarray, labels: np.ndarray) 
             rows.append(cell | {
                 "emulated_macs_per_second": emulated, "emulation_capped": emulated < device.mac_rate,
                 "plan_id": plan.plan_id, "inference_key": key, "head_hash": plan.head_hash,
-                "head_bytes": plan.head_bytes, "partition_point": plan.partition_point, "num_layers": plan.num_layers,
-                "weight_bits": list(plan.weight_bits), "activation_bits": plan.activation.bits,
-                "predicted": {f.name: getattr(plan.predicted, f.name) for f in plan.predicted.DESCRIPTOR.fields},
+                "head_bytes": plan.head_bytes, "cut": plan.cut, "num_nodes": plan.num_nodes,
+                "weight_bits": list(plan.weight_bits), "activation_bits": [a.bits for a in plan.activations],
+                "predicted": json_format.MessageToDict(plan.predicted, preserving_proto_field_name=True,
+                                                       always_print_fields_with_no_presence=True),
                 "energy_per_mac": device.energy_coefficient * device.clock_hz ** 2 * device.cycles_per_mac,
                 "tx_power_w": device.tx_power_w})
         rounds = job["rounds"]
@@ -148,7 +152,7 @@ def measure(client: ServerClient, job: dict, x: np.ndarray, labels: np.ndarray) 
         rng = np.random.default_rng(0)
         for r in range(rounds):
             for i in rng.permutation(len(order)):
-                order[i].round(x[r * per_round:(r + 1) * per_round])
+                order[i].round(inputs[order[i].plan.model][r * per_round:(r + 1) * per_round])
     return {"link": dataclasses.asdict(link), "rows": rows,
             "inference": {key: t.result() for key, t in timed.items()}, "fetch": fetch, "accuracy": accuracy}
 
@@ -157,11 +161,13 @@ def main() -> int:
     job = json.load(sys.stdin)
     client = ServerClient(job["target"], timeout_s=600)
     try:
-        images, labels = data.load_split("test", job.get("data"))
+        images, labels = datasets.open_data(job.get("data")).part("test")
         n = max(job.get("accuracy_images", 0), job.get("inferences", 0) + 2 * job.get("rounds", 1), 100)
-        x, y = data.to_float(images[:n]), labels[:n]
+        inputs = {info.name: messages.preprocessing_from_pb(info.preprocessing).apply(images[:n])
+                  for info in client.list_models() if info.name in job["models"]}
         runtime.freeze_long_lived()
-        result = calibrate(client, x, job["models"]) if job["mode"] == "calibrate" else measure(client, job, x, y)
+        result = (calibrate(client, inputs, job["models"]) if job["mode"] == "calibrate"
+                  else measure(client, job, inputs, labels[:n]))
     finally:
         client.close()
     json.dump(result, sys.stdout)

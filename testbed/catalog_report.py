@@ -1,11 +1,12 @@
 """Figures the catalog promises, measured: test-set drops, mixed precision against uniform widths."""
 from dataclasses import dataclass
 
-from qpart.common import data, quant
+from qpart.common import quant
 from qpart.server.calibration.accuracy import Evaluator, Measurement
+from qpart.server.models import datasets
 from qpart.server.models.heads import build_head, serialize
 from qpart.server.models.repository import Model
-from qpart.server.models.split import Split
+from qpart.server.models.split import uniform
 from qpart.server.planning import catalog as catalog_mod
 
 
@@ -16,11 +17,9 @@ class TestRow:
 
 
 def test_evaluator(model: Model, data_dir=None, limit: int | None = None) -> Evaluator:
-    """An evaluator on the Fashion-MNIST test split (reporting only: the catalog never sees it)."""
-    images, labels = data.load_split("test", data_dir)
-    if limit:
-        images, labels = images[:limit], labels[:limit]
-    return Evaluator(model, data.to_float(images), labels)
+    """An evaluator on the model's test split, through its preprocessing (reporting only: the catalog never
+    sees it); data_dir overrides where the card's data lies."""
+    return Evaluator(model, *datasets.model_split(model, "test", data_dir, limit))
 
 
 def test_set_table(model: Model, catalog: catalog_mod.Catalog, evaluator: Evaluator) -> list[TestRow]:
@@ -47,19 +46,19 @@ def mixed_precision(model: Model, catalog: catalog_mod.Catalog, evaluator: Evalu
                     widths=range(2, 13)) -> list[MixedPrecisionRow]:
     """For the whole model on the device (p = L+1): each budget's QPART head against the narrowest
     uniform width (same quantizer and granularity) whose measured drop is no larger."""
-    L = model.num_layers
+    n = model.num_nodes
     granularity = catalog.config.get("granularity", quant.PER_CHANNEL)
-    uniform = {}
+    widths_at = {}
     for b in widths:
-        split = Split(L + 1, (b,) * L, 0, granularity)
-        uniform[b] = (evaluator.measure(split).drop, serialize(build_head(model, split)).size)
+        split = uniform(model.profile, n, b, granularity)
+        widths_at[b] = (evaluator.measure(split).drop, serialize(build_head(model, split)).size)
     rows = []
     for e in catalog.entries:
-        if e.kind != "qpart" or e.split.partition_point != L + 1:
+        if e.kind != "qpart" or e.split.cut != n:
             continue
         drop = evaluator.measure(e.split).drop
-        fits = [b for b in widths if uniform[b][0] <= drop + 1e-9]
+        fits = [b for b in widths if widths_at[b][0] <= drop + 1e-9]
         b = min(fits) if fits else None
         rows.append(MixedPrecisionRow(e.budget, list(e.split.weight_bits), e.head_bytes, drop, b,
-                                      uniform[b][1] if b else None, uniform[b][0] if b else None))
+                                      widths_at[b][1] if b else None, widths_at[b][0] if b else None))
     return rows

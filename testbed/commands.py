@@ -76,5 +76,5 @@ def register(sub) -> None:
     p.add_argument("--reduced", action="store_true", help="the small grid CI runs")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("docs/benchmarks"), help="where the reports go")
     p = command(sub, "demo", cmd_demo, "server and device as separate processes on 1,000 test images")
-    p.add_argument("--model", default="fc6", help="model (trained if absent; default %(default)s)")
+    p.add_argument("--model", default="resnet8-96", help="model (trained if absent; default %(default)s)")
     p.add_argument("--count", type=int, default=1000, help="test images (default %(default)s)")

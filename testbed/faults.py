@@ -30,8 +30,8 @@ from qpart.server.serving.settings import ServerSettings
 from qpart.testbed.processes import ServerProcess, free_port
 from qpart.v1 import service_pb2 as spb
 
-SPLIT = spb.PlanRequest(model="lenet", policy=spb.FIXED, fixed=spb.FixedPlan(partition_point=3, weight_bits=[6],
-                                                                            activation_bits=6))
+SPLIT = spb.PlanRequest(model="lenet", policy=spb.FIXED, fixed=spb.FixedPlan(cut=7, weight_bits=[6], activation_bits=[6]))
+SPLIT_INPUT_SHAPE = (1, 28, 28)   # lenet's input; cut 7 sends the flattened [400] features after conv2
 LOGGED = ("--no-measure-speed", "--cold-heads", "--grace", "0", "--json-logs")
 
 

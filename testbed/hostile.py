@@ -18,29 +18,52 @@ def packed_tensors(draw):
                             zero_point=draw(st.lists(u32, max_size=6)), data=draw(st.binary(max_size=256)))
 
 
+OPS = ["linear", "conv2d", "batch_norm", "activation", "add", "mul", "concat", "max_pool2d", "avg_pool2d",
+       "adaptive_avg_pool2d", "flatten", "reshape", "identity", None]
+
+
 @st.composite
-def layers(draw):
-    kind = draw(st.sampled_from(["linear", "conv2d", "relu", "max_pool2d", "avg_pool2d", "flatten", "dropout", None]))
-    layer = npb.Layer(name=draw(st.text(max_size=8)))
+def nodes(draw, names):
+    """A node with random fields, reading random names (earlier ones, the input, or names that do not exist)."""
+    kind = draw(st.sampled_from(OPS))
+    node = npb.Node(name=draw(st.one_of(st.text(max_size=8), st.sampled_from(names))),
+                    inputs=draw(st.lists(st.one_of(st.sampled_from(names), st.text(max_size=4)), max_size=3)))
     small = st.integers(0, 40)
     if kind == "linear":
-        layer.linear.CopyFrom(npb.LinearOp(in_features=draw(u32), out_features=draw(u32), bias=draw(st.booleans())))
+        node.linear.CopyFrom(npb.LinearOp(in_features=draw(u32), out_features=draw(u32), bias=draw(st.booleans())))
     elif kind == "conv2d":
-        layer.conv2d.CopyFrom(npb.Conv2dOp(**{f: draw(small) for f in (
+        node.conv2d.CopyFrom(npb.Conv2dOp(**{f: draw(small) for f in (
             "in_channels", "out_channels", "kernel_h", "kernel_w", "stride_h", "stride_w", "padding_h", "padding_w",
             "dilation_h", "dilation_w", "groups")}, bias=draw(st.booleans())))
     elif kind in ("max_pool2d", "avg_pool2d"):
-        getattr(layer, kind).CopyFrom(npb.Pool2dOp(**{f: draw(small) for f in (
+        getattr(node, kind).CopyFrom(npb.Pool2dOp(**{f: draw(small) for f in (
             "kernel_h", "kernel_w", "stride_h", "stride_w", "padding_h", "padding_w")}))
+    elif kind == "batch_norm":
+        node.batch_norm.channels = draw(u32)
+    elif kind == "activation":
+        node.activation.function = draw(st.integers(0, 12))
+    elif kind == "concat":
+        node.concat.axis = draw(st.integers(0, 5))
+    elif kind == "adaptive_avg_pool2d":
+        node.adaptive_avg_pool2d.CopyFrom(npb.AdaptiveAvgPool2dOp(out_h=draw(small), out_w=draw(small)))
+    elif kind == "reshape":
+        node.reshape.shape.extend(draw(dims))
     elif kind is not None:
-        getattr(layer, kind).SetInParent()
-    return layer
+        getattr(node, kind).SetInParent()
+    return node
 
 
 @st.composite
 def network_specs(draw):
-    return npb.NetworkSpec(format_version=draw(st.sampled_from([0, 1, 1, 1, 2])), input_shape=draw(dims),
-                           layers=draw(st.lists(layers(), max_size=6)))
+    names = ["input"]
+    spec = npb.NetworkSpec(format_version=draw(st.sampled_from([0, 1, 2, 2, 2, 3])), input_shape=draw(dims),
+                           input=draw(st.sampled_from(["input", "", "x" * 200])))
+    for _ in range(draw(st.integers(0, 6))):
+        node = draw(nodes(names))
+        spec.nodes.append(node)
+        names.append(node.name or "n")
+    spec.outputs.extend(draw(st.lists(st.sampled_from(names), max_size=2)))
+    return spec
 
 
 def plan_ids(valid: list[str]):
@@ -63,13 +86,17 @@ def plan_requests(draw, models):
         request.link.CopyFrom(spb.LinkCapabilities(rate_bps=draw(floats), rtt_s=draw(floats),
                                                    bandwidth_hz=draw(floats), snr_db=draw(floats)))
     if draw(st.booleans()):
-        request.fixed.CopyFrom(spb.FixedPlan(partition_point=draw(u32), weight_bits=draw(st.lists(u32, max_size=12)),
-                                             activation_bits=draw(u32), weight_granularity=draw(st.integers(0, 3))))
+        request.fixed.CopyFrom(spb.FixedPlan(cut=draw(u32), weight_bits=draw(st.lists(u32, max_size=12)),
+                                             activation_bits=draw(st.lists(u32, max_size=4)),
+                                             weight_granularity=draw(st.integers(0, 3))))
     return request
 
 
 @st.composite
 def infer_requests(draw, valid_plan_ids):
     ids = draw(st.one_of(st.lists(u64, max_size=8), st.builds(lambda n: list(range(n)), st.integers(0, 5000))))
+    tensors = draw(st.lists(st.builds(lambda name, shape, bits, data: spb.TensorBatch(
+        name=name, sample_shape=shape, bits=bits, data=data), st.one_of(st.text(max_size=12), st.just("flatten")),
+        dims, u32, st.binary(max_size=2048)), max_size=3))
     return spb.InferRequest(plan_id=draw(plan_ids(valid_plan_ids)), batch=spb.ActivationBatch(
-        request_ids=ids, sample_shape=draw(dims), bits=draw(u32), data=draw(st.binary(max_size=2048))))
+        request_ids=ids, tensors=tensors))

@@ -3,7 +3,7 @@
     python -m qpart.testbed.loadgen --server HOST:PORT --sessions 64 --seconds 20 [--model lenet]
 
 Sessions are spread over several processes (so that the Python interpreter is not the bottleneck),
-each running its sessions as threads. A session plans once (a fixed split plan by default), fetches
+each running its sessions as threads. A session plans once (a fixed split plan), fetches
 the head, and then classifies one input at a time with random data for the given time. It prints one
 JSON object: requests, answers, errors by status code, latency percentiles of answered requests and of
 refused ones (RESOURCE_EXHAUSTED, after which the session backs off briefly), and throughput.
@@ -35,9 +35,9 @@ def session(args, seed: int, until: float, out: dict, lock: threading.Lock) -> N
         try:
             agent = DeviceAgent(client, HeadCache(cache))
             plan = client.plan(spb.PlanRequest(model=args.model, policy=spb.FIXED, fixed=spb.FixedPlan(
-                partition_point=args.partition_point, weight_bits=[8], activation_bits=8)))
+                cut=args.cut, weight_bits=[8], activation_bits=[8])))
             executor, _ = agent.obtain_head(plan)
-            shape = (1, *[int(d) for d in executor.head.network.input_shape]) if executor else (1, 1, 28, 28)
+            shape = (1, *client.list_models(args.model)[0].input.shape)
             while time.monotonic() < until:
                 x = rng.random(shape, dtype=np.float32)
                 started = time.perf_counter()
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--model", default="lenet")
-    parser.add_argument("--partition-point", type=int, default=3)
+    parser.add_argument("--cut", type=int, default=7, help="nodes on the device (default 7: lenet's conv part)")
     parser.add_argument("--token")
     args = parser.parse_args(argv)
     json.dump(run(args), sys.stdout)

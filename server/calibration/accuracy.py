@@ -1,10 +1,10 @@
-"""Measure a quantization split's effect: top-1 drop and logit noise against the float model.
+"""Measure a split's effect: top-1 drop and logit noise against the float model.
 
-The split is the one the runtime executes: the weights of learnable layers 1..p-1 quantized at
-their bit widths (fake-quantized with the same numpy quantizer the head builder uses), the
-activation at cut p quantized with the static range the plan ships, everything else in float.
-Activations after each layer are cached by the prefix of bit widths that produced them, so that
-splits sharing a prefix only recompute the rest.
+The split is the one the runtime executes: the weights of the device-side conv2d and linear nodes
+quantized at their bit widths (fake-quantized with the same numpy quantizer the head builder uses),
+each tensor crossing the cut quantized with the static range the plan ships, everything else in
+float. The tensors alive after each step are cached by the prefix of steps that produced them, so
+that splits sharing a prefix only recompute the rest.
 """
 import collections
 import math
@@ -12,13 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from qpart.common import network, quant
+from qpart.common import quant
+from qpart.common.torchnet import node_parameters, run_node
 from qpart.server.models.repository import Model
-from qpart.server.models.split import FLOAT, Split
+from qpart.server.models.split import FLOAT, Split, uniform
 
 CHUNK = 500   # samples per torch call
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -53,96 +54,93 @@ def fake_quantize_torch(x: torch.Tensor, params: quant.QuantParams) -> torch.Ten
     return (codes - zero) * scale
 
 
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+
+
 class Evaluator:
     def __init__(self, model: Model, x: np.ndarray, labels: np.ndarray, cache_bytes: int = 2 << 30):
         self.model = model
+        self.profile = model.profile
+        self.nodes = list(model.spec.nodes)
         self.labels = torch.from_numpy(np.asarray(labels))
         x = torch.from_numpy(np.ascontiguousarray(x, np.float32))
-        # activations travel as chunks of CHUNK samples, images channels-last (faster CPU convolutions)
-        self.x = [c.contiguous(memory_format=torch.channels_last) if c.dim() == 4 else c for c in x.split(CHUNK)]
-        self.profile = model.profile
-        self.learnable_at = {layer.position: layer.index for layer in self.profile.layers}
-        self.ops = [model.segment(i, i + 1)[0] for i in range(len(model.spec.layers))]
+        self.x = [_channels_last(c) for c in x.split(CHUNK)]    # chunks; images channels-last (faster convolutions)
+        self._float = [node_parameters(node, model.params, channels_last=True) for node in self.nodes]
         self._weights: dict = {}
         self._cache: collections.OrderedDict = collections.OrderedDict()
         self._cache_size = 0
         self.cache_bytes = cache_bytes
         self.evaluations = 0
-        self.float_logits = self._forward(Split(self.profile.num_layers + 1, (FLOAT,) * self.profile.num_layers, 0))
+        n = self.profile.num_nodes
+        self.float_logits = self._forward(uniform(self.profile, n, FLOAT))
         self.float_correct = self.float_logits.argmax(1) == self.labels
         self.float_accuracy = 100.0 * float(self.float_correct.float().mean())
 
-    def _weight(self, index: int, bits: int, granularity: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _params(self, index: int, bits: int, granularity: str) -> dict:
+        if bits == FLOAT:
+            return self._float[index]
         key = (index, bits, granularity)
         if key not in self._weights:
-            layer = self.profile.layers[index - 1]
-            out = []
-            for pname in ("weight", "bias"):
-                value = self.model.params.get(network.parameter_name(layer.position, pname))
-                if value is not None and bits != FLOAT:
-                    value = quant.fake_quantize(value, bits, granularity if pname == "weight" else quant.PER_TENSOR)
-                tensor = None if value is None else torch.from_numpy(np.asarray(value, np.float32))
-                if tensor is not None and tensor.dim() == 4:
-                    tensor = tensor.contiguous(memory_format=torch.channels_last)
-                out.append(tensor)
-            self._weights[key] = tuple(out)
+            out = {}
+            for pname, value in self._float[index].items():
+                array = np.ascontiguousarray(value.numpy())
+                q = quant.fake_quantize(array, bits, granularity if pname == "weight" else quant.PER_TENSOR)
+                out[pname] = _channels_last(torch.from_numpy(q))
+            self._weights[key] = out
         return self._weights[key]
 
-    def _apply(self, position: int, h: list[torch.Tensor], bits: int, granularity: str) -> list[torch.Tensor]:
-        op = self.ops[position]
-        if position not in self.learnable_at:
-            fn = op
-        else:
-            weight, bias = self._weight(self.learnable_at[position], bits, granularity)
-            if isinstance(op, torch.nn.Linear):
-                def fn(t):
-                    return F.linear(t, weight, bias)
-            else:
-                def fn(t):
-                    return F.conv2d(t, weight, bias, op.stride, op.padding, op.dilation, op.groups)
-        with torch.inference_mode():
-            return [fn(chunk) for chunk in h]
-
     def _steps(self, split: Split) -> list[tuple]:
-        """The (position, key) sequence of the split: ('w', position, bits) per layer, ('a', bits) at the cut."""
-        p = split.partition_point
-        cut = self.profile.cut_position(p)
+        """('w', node, bits, granularity) per node; ('a', bits per crossing tensor) at the cut, when quantized."""
+        cut = self.profile.cut(split.cut)
+        widths = dict(zip(cut.weight_nodes, split.weight_bits))
         steps = []
-        for position in range(len(self.ops) + 1):
-            if position == cut and p <= self.profile.num_layers and split.activation_bits != FLOAT:
-                steps.append(("a", split.activation_bits))
-            if position == len(self.ops):
+        for i in range(self.profile.num_nodes + 1):
+            if i == split.cut and cut.runs_tail and any(b != FLOAT for b in split.activation_bits):
+                steps.append(("a", tuple(split.activation_bits)))
+            if i == self.profile.num_nodes:
                 break
-            index = self.learnable_at.get(position)
-            bits = split.weight_bits[index - 1] if index is not None and index < p else FLOAT
-            steps.append(("w", position, bits, split.granularity if bits != FLOAT else ""))
+            bits = widths.get(i, FLOAT)
+            steps.append(("w", i, bits, split.granularity if bits != FLOAT else ""))
         return steps
+
+    def _run(self, step: tuple, env: dict, split: Split) -> dict:
+        env = dict(env)
+        if step[0] == "a":
+            for name, bits in zip(self.profile.cut(split.cut).tensors, step[1]):
+                if bits != FLOAT:
+                    params = self.model.activation_params(name, bits)
+                    env[name] = [fake_quantize_torch(c, params) for c in env[name]]
+            return env
+        i = step[1]
+        node, params = self.nodes[i], self._params(i, step[2], step[3])
+        args = [env[name] for name in node.inputs]
+        env[node.name] = [run_node(node, [a[k] for a in args], params) for k in range(len(self.x))]
+        for name in node.inputs:
+            if self.profile.last_use[name] == i:
+                env.pop(name, None)
+        return env
 
     def _forward(self, split: Split) -> torch.Tensor:
         steps = self._steps(split)
-        start, h = 0, self.x
+        start, env = 0, {self.profile.input_name: self.x}
         for n in range(len(steps), 0, -1):          # the longest cached prefix
             cached = self._cache.get(tuple(steps[:n]))
             if cached is not None:
                 self._cache.move_to_end(tuple(steps[:n]))
-                start, h = n, cached[0]
+                start, env = n, cached[0]
                 break
-        for n in range(start, len(steps)):
-            step = steps[n]
-            if step[0] == "a":
-                params = self.model.activation_params(split.partition_point, step[1])
-                with torch.inference_mode():
-                    h = [fake_quantize_torch(chunk, params) for chunk in h]
-            else:
-                h = self._apply(step[1], h, step[2], split.granularity)
-            self._remember(tuple(steps[: n + 1]), h)
-        return torch.cat(h)
+        with torch.inference_mode():
+            for n in range(start, len(steps)):
+                env = self._run(steps[n], env, split)
+                self._remember(tuple(steps[: n + 1]), env)
+        return torch.cat(env[self.profile.outputs[0]])
 
-    def _remember(self, key: tuple, h: list[torch.Tensor]) -> None:
-        size = sum(chunk.numel() * chunk.element_size() for chunk in h)
+    def _remember(self, key: tuple, env: dict) -> None:
+        size = sum(c.numel() * c.element_size() for chunks in env.values() for c in chunks)
         if size > self.cache_bytes // 4:
             return
-        self._cache[key] = (h, size)
+        self._cache[key] = (env, size)
         self._cache_size += size
         while self._cache_size > self.cache_bytes:
             _, (_, old_size) = self._cache.popitem(last=False)

@@ -1,4 +1,4 @@
-"""Bit allocation for one partition point (eqs 28-40): minimise the payload Σ γ_i b_i subject to
+"""Bit allocation for one cut (eqs 28-40): minimise the payload Σ γ_i b_i subject to
 the noise budget Σ q_i e^{-α b_i} <= C, with b_i in [b_min, b_max].
 
 `continuous` is the KKT solution (eq 40) with water-filling for the box constraints, a lower bound

@@ -1,8 +1,12 @@
-"""Build the offline catalog (paper Algorithm 1): certified splits for every partition point.
+"""Build the offline catalog (paper Algorithm 1): certified splits for every catalog cut.
 
-For each partition point p and each accuracy budget a:
- 1. the accuracy model gives the allocation problem of p (γ: weights of layers 1..p-1 and activation
-    elements at the cut; q: their fitted noise coefficients) and the noise budget C(a);
+The catalog cuts are the model's cuts (at most network.MAX_CUT_TENSORS tensors crossing) that no
+other cut dominates: a cut is dropped when another has no more device MACs, no more device
+parameters and no more crossing elements (a cut inside a residual block, which sends the skip
+tensor too, is dominated by the block's start in every network of the zoo). For each catalog cut
+and each accuracy budget a:
+ 1. the accuracy model gives the allocation problem of the cut (γ: weights of each device-side node
+    and elements of each crossing tensor; q: their fitted noise coefficients) and the noise budget C(a);
  2. the exact integer allocation (qpart.server.calibration.allocation.integer) is found for a ladder
     of noise budgets around the budgets' C(a), giving splits ordered by payload;
  3. repair: the cheapest split whose drop measured on the search split, plus the margin the
@@ -21,14 +25,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm import tqdm
 
-from qpart.common import quant
+from qpart.common import network, quant
 from qpart.server.calibration import allocation, noise
 from qpart.server.calibration.accuracy import Evaluator, Measurement, paired_drop_bound
+from qpart.server.models import datasets
 from qpart.server.models.heads import build_head, serialize
 from qpart.server.models.repository import Model
-from qpart.server.models.split import FLOAT, Split
+from qpart.server.models.split import FLOAT, Split, uniform
 from qpart.server.planning.catalog import BUDGETS, Catalog, Entry
-from qpart.server.training import train
 
 
 @dataclass
@@ -40,8 +44,10 @@ class CatalogConfig:
     granularity: str = quant.PER_CHANNEL       # weight scale sharing of the QPART splits
     weight_bits: tuple[int, int] = (2, 12)     # allowed weight widths, inclusive
     activation_bits: tuple[int, int] = (2, 12) # allowed activation widths, inclusive
-    ladder: int = 48                           # noise budgets tried per partition point
+    ladder: int = 48                           # noise budgets tried per cut
     max_certification_attempts: int = 4        # richer splits tried when one fails certification
+    prune_dominated: bool = True               # leave out cuts another cut dominates (see the module docstring)
+    sweep_bits: tuple[int, ...] = noise.FIT_BITS   # widths each tensor's noise is measured at for the accuracy model
 
 
 @dataclass
@@ -53,29 +59,48 @@ class _Splits:
 
     @classmethod
     def of(cls, model: Model, config: CatalogConfig, data_dir=None) -> "_Splits":
-        x, y = train.validation_data(model, data_dir)
-        half = len(x) // 2
+        images, y = datasets.split(model.card, "validation", data_dir)
+        half = len(y) // 2
         search_n = min(config.search_samples, half)
         calib_n = min(config.calibration_samples, search_n)
-        cert_n = min(config.certification_samples, len(x) - half)
-        return cls(Evaluator(model, x[:calib_n], y[:calib_n]), Evaluator(model, x[:search_n], y[:search_n]),
-                   Evaluator(model, x[half:half + cert_n], y[half:half + cert_n]))
+        cert_n = min(config.certification_samples, len(y) - half)
+        search_x = datasets.preprocessed(images[:search_n], model.preprocessing)
+        cert_x = datasets.preprocessed(images[half:half + cert_n], model.preprocessing)
+        return cls(Evaluator(model, search_x[:calib_n], y[:calib_n]), Evaluator(model, search_x, y[:search_n]),
+                   Evaluator(model, cert_x, y[half:half + cert_n]))
 
     @property
     def evaluations(self) -> int:
         return self.calibration.evaluations + self.search.evaluations + self.certification.evaluations
 
 
-def _problem(model: Model, am: noise.AccuracyModel, p: int, config: CatalogConfig) -> allocation.Problem:
+def catalog_cuts(model: Model, prune: bool = True) -> list[int]:
+    """The cuts the catalog certifies splits for: every offered cut, less the dominated ones (ties: the later).
+    Cut 0 (the input) and the whole model on the device always stay: the baselines need them."""
+    cuts = model.cuts()
+    if not prune:
+        return [c.cut for c in cuts]
+    ends = (0, model.num_nodes)
+
+    def dominates(a: network.Cut, b: network.Cut) -> bool:
+        no_worse = (a.device_macs <= b.device_macs and a.device_parameters <= b.device_parameters
+                    and a.elements <= b.elements and a.runs_tail == b.runs_tail)
+        better = (a.device_macs, a.device_parameters, a.elements) != (b.device_macs, b.device_parameters, b.elements)
+        return no_worse and (better or a.cut > b.cut or a.cut in ends)
+    return [b.cut for b in cuts if b.cut in ends or not any(dominates(a, b) for a in cuts if a is not b)]
+
+
+def _problem(model: Model, am: noise.AccuracyModel, cut: int, config: CatalogConfig) -> allocation.Problem:
+    c = model.profile.cut(cut)
     gamma, q, lo, hi = [], [], [], []
-    for layer in model.profile.device_layers(p):
-        gamma.append(layer.weight_count)
-        q.append(am.weights[layer.index - 1].q)
+    for index in c.weight_nodes:
+        gamma.append(model.profile.nodes[index].weight_count)
+        q.append(am.weights[index].q)
         lo.append(config.weight_bits[0])
         hi.append(config.weight_bits[1])
-    if p <= model.num_layers:
-        gamma.append(math.prod(model.profile.activation_shape(p)))
-        q.append(am.activations[p - 1].q)
+    for name, shape in zip(c.tensors, c.shapes):
+        gamma.append(math.prod(shape))
+        q.append(am.activations[(cut, name)].q)
         lo.append(config.activation_bits[0])
         hi.append(config.activation_bits[1])
     return allocation.Problem(tuple(gamma), tuple(q), am.alpha, tuple(lo), tuple(hi))
@@ -94,11 +119,10 @@ def _ladder(problem: allocation.Problem, am: noise.AccuracyModel, config: Catalo
     return sorted(out, key=problem.payload, reverse=True)
 
 
-def _split(bits: tuple[int, ...], p: int, num_layers: int, granularity: str) -> Split:
-    """The split of an allocation vector (weight bits of layers 1..p-1, then the activation's)."""
-    if p <= num_layers:
-        return Split(p, bits[:-1], int(bits[-1]), granularity)
-    return Split(p, bits, 0, granularity)
+def _split(bits: tuple[int, ...], model: Model, cut: int, granularity: str) -> Split:
+    """The split of an allocation vector (the device nodes' weight bits, then each crossing tensor's)."""
+    w = len(model.profile.cut(cut).weight_nodes)
+    return Split(cut, bits[:w], bits[w:], granularity)
 
 
 def _entry(model: Model, kind: str, split: Split, certified: Measurement | None, budget: float | None = None,
@@ -109,19 +133,17 @@ def _entry(model: Model, kind: str, split: Split, certified: Measurement | None,
                  asdict(certified) if certified else None, predicted)
 
 
-def _baselines(model: Model, p: int, cert: Evaluator) -> list[Entry]:
-    """The float32 and uniform 8-bit splits at p: float32 is exact (drop 0), uniform 8-bit is certified."""
-    L = model.num_layers
-    last = p == L + 1
-    uniform = Split(p, (8,) * (p - 1), 0 if last else 8, quant.PER_TENSOR)
-    return [_entry(model, "float", Split(p, (FLOAT,) * (p - 1), 0 if last else FLOAT), None),
-            _entry(model, "uniform8", uniform, cert.measure(uniform))]
+def _baselines(model: Model, cut: int, cert: Evaluator) -> list[Entry]:
+    """The float32 and uniform 8-bit splits at a cut: float32 is exact (drop 0), uniform 8-bit is certified."""
+    eight = uniform(model.profile, cut, 8)
+    return [_entry(model, "float", uniform(model.profile, cut, FLOAT), None),
+            _entry(model, "uniform8", eight, cert.measure(eight))]
 
 
-def _qpart_entries(model: Model, p: int, am: noise.AccuracyModel, splits: _Splits, config: CatalogConfig) -> list[Entry]:
-    """For each budget, the cheapest split of p's ladder that passes certification."""
-    problem = _problem(model, am, p, config)
-    ladder = [_split(bits, p, model.num_layers, config.granularity) for bits in _ladder(problem, am, config)]
+def _qpart_entries(model: Model, cut: int, am: noise.AccuracyModel, splits: _Splits, config: CatalogConfig) -> list[Entry]:
+    """For each budget, the cheapest split of the cut's ladder that passes certification."""
+    problem = _problem(model, am, cut, config)
+    ladder = [_split(bits, model, cut, config.granularity) for bits in _ladder(problem, am, config)]
     cert_n = len(splits.certification.labels)
     measured: dict[int, Measurement] = {}
 
@@ -148,34 +170,34 @@ def _qpart_entries(model: Model, p: int, am: noise.AccuracyModel, splits: _Split
         for attempt in range(lo, max(lo - config.max_certification_attempts, -1), -1):
             m = splits.certification.measure(ladder[attempt])
             if m.drop_ucb <= budget:
-                predicted = am.predicted_drop(problem.noise(_bits(ladder[attempt])))
+                predicted = am.predicted_drop(problem.noise(ladder[attempt].bits))
                 entries.append(_entry(model, "qpart", ladder[attempt], m, budget, searched(attempt), predicted))
                 start = attempt
                 break
     return entries
 
 
-def _bits(split: Split) -> tuple[int, ...]:
-    return split.weight_bits + ((split.activation_bits,) if split.activation_bits else ())
-
-
 def build(model: Model, data_dir=None, config: CatalogConfig = CatalogConfig(), progress: bool = True) -> Catalog:
+    """The catalog of a classifier; data_dir overrides where the model card's data lies."""
     started = time.perf_counter()
+    cuts = catalog_cuts(model, config.prune_dominated)
     splits = _Splits.of(model, config, data_dir)
-    L = model.num_layers
-    bar = tqdm(total=2 * L + L + 1, desc=f"catalog {model.name}", disable=not progress, unit="step")
-    am = noise.calibrate(splits.calibration, config.granularity, progress=bar.update)
+    weights = len(model.profile.weight_nodes)
+    bar = tqdm(total=weights + 2 * len(cuts), desc=f"catalog {model.name}", disable=not progress, unit="step")
+    am = noise.calibrate(splits.calibration, [c for c in cuts if model.profile.cut(c).runs_tail], config.granularity,
+                         progress=bar.update, widths=tuple(config.sweep_bits))
+    bar.update(len(cuts) - sum(model.profile.cut(c).runs_tail for c in cuts))
     entries: list[Entry] = []
-    for p in range(1, L + 2):
-        entries += _baselines(model, p, splits.certification)
-        entries += _qpart_entries(model, p, am, splits, config)
+    for cut in cuts:
+        entries += _baselines(model, cut, splits.certification)
+        entries += _qpart_entries(model, cut, am, splits, config)
         bar.update()
     bar.close()
     return Catalog(
-        model.name, model.version, list(config.budgets), _dedupe(entries), config=asdict(config),
+        model.name, model.version, list(config.budgets), _dedupe(entries), config=asdict(config), cuts=cuts,
         accuracy_model={"alpha": am.alpha, "samples": am.samples, "granularity": am.granularity,
-                        "weights": [w.as_dict() for w in am.weights],
-                        "activations": [a.as_dict() for a in am.activations], "additivity": am.additivity},
+                        "weights": [w.as_dict() for w in am.weights.values()],
+                        "activations": [a.as_dict() for a in am.activations.values()], "additivity": am.additivity},
         build_seconds=round(time.perf_counter() - started, 1), evaluations=splits.evaluations)
 
 

@@ -1,7 +1,7 @@
 """The accuracy model (eqs 18-22), measured on the validation split only.
 
-For each learnable layer i, only its weights are quantized, at each width of a sweep; for each cut p,
-only the activation crossing it. The logit noise r (quantized minus float logits) gives:
+For each conv2d and linear node i, only its weights are quantized, at each width of a sweep; for each
+tensor crossing each catalog cut, only that tensor (as it crosses that cut). The logit noise r (quantized minus float logits) gives:
     e_i(b) = E||r||^2                       (eqs 18-19)
     v_i(b) = E<r, u>^2                      u = (e_j - e_k)/sqrt(2): towards the runner-up class j of
                                             each sample, the direction of its smallest flipping
@@ -29,9 +29,10 @@ FIT_BITS = (4, 6, 8)
 
 @dataclass
 class NoiseProfile:
-    kind: str                  # "weight" (layer index) or "activation" (cut p)
-    index: int                 # learnable layer i, or partition point p
-    elements: int              # γ: weights of the layer, or activation elements crossing the cut
+    kind: str                  # "weight" or "activation"
+    name: str                  # the weight node, or the tensor crossing the cut
+    cut: int                   # the cut an activation crosses (-1 for weights)
+    elements: int              # γ: weights of the node, or elements of the crossing tensor
     energy: dict[int, float]   # bits -> E||r||^2 on the logits
     projected: dict[int, float]  # bits -> E<r, u>^2
     drop: dict[int, float]     # bits -> measured top-1 drop, points
@@ -45,8 +46,8 @@ class NoiseProfile:
 @dataclass
 class AccuracyModel:
     alpha: float
-    weights: list[NoiseProfile]        # layer 1..L
-    activations: list[NoiseProfile]    # cut 1..L
+    weights: dict[int, NoiseProfile]   # node index -> its weights' noise
+    activations: dict[tuple[int, str], NoiseProfile]   # (cut, tensor) -> the noise of quantizing it there
     margins: np.ndarray                # d_k - d_j logit margin of each calibration sample
     correct: np.ndarray                # float model correct on the sample
     granularity: str
@@ -80,54 +81,69 @@ def _noise(ev: Evaluator, split: Split, runner_up: torch.Tensor, top: torch.Tens
     return m.noise, float((along ** 2).mean()), m.drop
 
 
+def _fit_points(prof: NoiseProfile) -> tuple[np.ndarray, np.ndarray]:
+    """(bits, ln v) of the widths in FIT_BITS with noise: a width that restores the tensor exactly (8-bit
+    Fashion-MNIST pixels are multiples of 1/255) has none and says nothing about the decay."""
+    bits = [b for b in FIT_BITS if prof.projected[b] > 0]
+    return np.array(bits, float), np.log([prof.projected[b] for b in bits])
+
+
 def fit_alpha(profiles: list[NoiseProfile]) -> float:
     """One slope for ln v = ln q - α b over all profiles, each with its own intercept; sets each q."""
     num = den = 0.0
     for prof in profiles:
-        b = np.array(FIT_BITS, float)
-        y = np.log([max(prof.projected[k], 1e-30) for k in FIT_BITS])
-        num += float(((b - b.mean()) * (y - y.mean())).sum())
-        den += float(((b - b.mean()) ** 2).sum())
-    alpha = -num / den
+        b, y = _fit_points(prof)
+        if len(b) >= 2:
+            num += float(((b - b.mean()) * (y - y.mean())).sum())
+            den += float(((b - b.mean()) ** 2).sum())
+    alpha = -num / den if den else math.log(4.0)
     for prof in profiles:
-        y = np.log([max(prof.projected[k], 1e-30) for k in FIT_BITS])
-        prof.q = float(np.exp(np.mean(y + alpha * np.array(FIT_BITS, float))))
+        b, y = _fit_points(prof)
+        prof.q = float(np.exp(np.mean(y + alpha * b))) if len(b) else 1e-30
         prof.t = prof.energy[6] / max(prof.projected[6], 1e-30)
     return float(alpha)
 
 
-def calibrate(ev: Evaluator, granularity: str = quant.PER_CHANNEL, progress=None) -> AccuracyModel:
+def _sweep(ev: Evaluator, prof: NoiseProfile, split_at, runner_up, top, widths) -> NoiseProfile:
+    for bits in widths:
+        prof.energy[bits], prof.projected[bits], prof.drop[bits] = _noise(ev, split_at(bits), runner_up, top)
+    return prof
+
+
+def calibrate(ev: Evaluator, cuts: list[int], granularity: str = quant.PER_CHANNEL, progress=None,
+              widths: tuple[int, ...] = SWEEP_BITS) -> AccuracyModel:
+    """The accuracy model from weight sweeps of every conv2d/linear node and activation sweeps of every
+    tensor crossing each of `cuts`, at `widths` (which must hold FIT_BITS and 6); progress() is called
+    after each sweep."""
     profile = ev.profile
-    L = profile.num_layers
+    n = profile.num_nodes
+    all_weights = profile.cut(n).weight_nodes
     logits = ev.float_logits
     top2 = logits.topk(2, dim=1).indices
     top, runner_up = top2[:, 0], top2[:, 1]
     margins = (logits.gather(1, top[:, None]) - logits.gather(1, runner_up[:, None]))[:, 0].numpy()
-    weights, activations = [], []
-    for layer in profile.layers:
-        prof = NoiseProfile("weight", layer.index, layer.weight_count, {}, {}, {})
-        for bits in SWEEP_BITS:
-            wb = tuple(bits if i == layer.index else FLOAT for i in range(1, L + 1))
-            prof.energy[bits], prof.projected[bits], prof.drop[bits] = _noise(
-                ev, Split(L + 1, wb, 0, granularity), runner_up, top)
-        weights.append(prof)
+    weights, activations = {}, {}
+    for index in all_weights:
+        node = profile.nodes[index]
+        weights[index] = _sweep(ev, NoiseProfile("weight", node.name, -1, node.weight_count, {}, {}, {}), lambda b: Split(
+            n, tuple(b if i == index else FLOAT for i in all_weights), (), granularity), runner_up, top, widths)
         if progress:
             progress()
-    for p in range(1, L + 1):
-        elements = math.prod(profile.activation_shape(p))
-        prof = NoiseProfile("activation", p, elements, {}, {}, {})
-        for bits in SWEEP_BITS:
-            prof.energy[bits], prof.projected[bits], prof.drop[bits] = _noise(
-                ev, Split(p, (FLOAT,) * (p - 1), bits, granularity), runner_up, top)
-        activations.append(prof)
+    for c in cuts:
+        cut = profile.cut(c)
+        for j, name in enumerate(cut.tensors):
+            activations[(c, name)] = _sweep(
+                ev, NoiseProfile("activation", name, c, math.prod(cut.shapes[j]), {}, {}, {}), lambda b: Split(
+                    c, (FLOAT,) * len(cut.weight_nodes), tuple(b if k == j else FLOAT for k in range(len(cut.tensors))),
+                    granularity), runner_up, top, widths)
         if progress:
             progress()
-    alpha = fit_alpha(weights + activations)
+    alpha = fit_alpha(list(weights.values()) + list(activations.values()))
     model = AccuracyModel(alpha, weights, activations, margins, ev.float_correct.numpy(), granularity, len(margins))
-    for bits in (4, 6):   # additivity: every layer's weights at once vs the sum of single-layer noise
-        energy, projected, drop = _noise(ev, Split(L + 1, (bits,) * L, 0, granularity), runner_up, top)
+    for bits in (4, 6):   # additivity: every node's weights at once vs the sum of single-node noise
+        energy, projected, drop = _noise(ev, Split(n, (bits,) * len(all_weights), (), granularity), runner_up, top)
         model.additivity.append({
-            "bits": bits, "energy_all": energy, "energy_sum": sum(w.energy[bits] for w in weights),
-            "projected_all": projected, "projected_sum": sum(w.projected[bits] for w in weights),
-            "drop_all": drop, "predicted_drop": model.predicted_drop(sum(w.projected[bits] for w in weights))})
+            "bits": bits, "energy_all": energy, "energy_sum": sum(w.energy[bits] for w in weights.values()),
+            "projected_all": projected, "projected_sum": sum(w.projected[bits] for w in weights.values()),
+            "drop_all": drop, "predicted_drop": model.predicted_drop(sum(w.projected[bits] for w in weights.values()))})
     return model

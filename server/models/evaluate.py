@@ -1,19 +1,29 @@
-"""Float evaluation helpers: logits, accuracy and the activation range at every cut."""
+"""Float evaluation helpers: outputs, accuracy, and the range of every tensor of a network."""
 import numpy as np
 import torch
 
 from qpart.common import network
-from qpart.common.torchnet import build
+from qpart.common.torchnet import GraphModule, run_node
 from qpart.v1 import network_pb2 as pb
 
-EVAL_BATCH = 1000
+EVAL_BATCH = 500
 
 
-def logits(module: torch.nn.Module, x: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
+def chunks(x, batch: int = EVAL_BATCH):
+    """x itself chunk by chunk when it is an array; any other iterable of arrays as it comes."""
+    if isinstance(x, np.ndarray):
+        return (x[i:i + batch] for i in range(0, len(x), batch))
+    return x
+
+
+def logits(module: torch.nn.Module, x, batch: int = EVAL_BATCH) -> np.ndarray:
+    """The first output of a GraphModule (or any module returning a tensor or a tuple) over x: an array
+    [n, *input_shape] or an iterable of such arrays."""
     out = []
     with torch.inference_mode():
-        for i in range(0, len(x), batch):
-            out.append(module(torch.from_numpy(x[i:i + batch])).numpy())
+        for chunk in chunks(x, batch):
+            y = module(torch.from_numpy(np.ascontiguousarray(chunk)))
+            out.append((y[0] if isinstance(y, (tuple, list)) else y).numpy())
     return np.concatenate(out)
 
 
@@ -22,20 +32,24 @@ def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
     return 100.0 * float(np.mean(predictions == labels))
 
 
-def cut_ranges(spec: pb.NetworkSpec, params: dict, x: np.ndarray) -> list[tuple[float, float]]:
-    """[(min, max)] of the activation crossing cut p = 1..L over the samples x, from one float pass."""
-    profile = network.analyze(spec)
-    positions = [profile.cut_position(p) for p in range(1, profile.num_layers + 1)]
-    lo = {pos: np.inf for pos in positions}
-    hi = {pos: -np.inf for pos in positions}
-    module = build(spec, params)
+def tensor_ranges(spec: pb.NetworkSpec, params: dict, x) -> dict[str, list[float]]:
+    """{tensor: [min, max]} of the input and every node's output over the samples x (an array or an iterable
+    of arrays), in one float pass."""
+    module = GraphModule(spec, network.analyze(spec), params)
+    lo: dict[str, float] = {}
+    hi: dict[str, float] = {}
+
+    def seen(name: str, value: torch.Tensor) -> None:
+        lo[name] = min(lo.get(name, np.inf), float(value.min()))
+        hi[name] = max(hi.get(name, -np.inf), float(value.max()))
+
     with torch.inference_mode():
-        for i in range(0, len(x), EVAL_BATCH):
-            h = torch.from_numpy(x[i:i + EVAL_BATCH])
-            for position, layer in enumerate([*module, None]):
-                if position in lo:
-                    lo[position] = min(lo[position], float(h.min()))
-                    hi[position] = max(hi[position], float(h.max()))
-                if layer is not None:
-                    h = layer(h)
-    return [(lo[pos], hi[pos]) for pos in positions]
+        for chunk in chunks(x):
+            env = {spec.input: torch.from_numpy(np.ascontiguousarray(chunk))}
+            seen(spec.input, env[spec.input])
+            for node, node_params, free in zip(module.nodes, module.params, module.free):
+                env[node.name] = run_node(node, [env[n] for n in node.inputs], node_params)
+                seen(node.name, env[node.name])
+                for name in free:
+                    del env[name]
+    return {name: [lo[name], hi[name]] for name in lo}

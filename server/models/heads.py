@@ -21,18 +21,19 @@ class BuiltHead:
 
 
 def build_head(model: Model, split: Split) -> pb.Head:
-    """The layers before the cut, with each learnable layer's weight and bias packed at its bit width.
+    """The nodes before the cut, with each conv2d and linear node's weight and bias packed at its bit width
+    and each batch_norm node's scale and shift as float32.
 
     Per-channel granularity applies to weights; a bias always has one scale (per element would cost more).
     """
     profile = model.profile
-    p = split.partition_point
     head = pb.Head(format_version=network.HEAD_FORMAT_VERSION, model=model.name, model_version=model.version,
-                   partition_point=p, network=network.head_spec(model.spec, profile, p),
-                   output_shape=profile.activation_shape(p))
-    for layer, bits in zip(profile.device_layers(p), split.weight_bits):
-        for pname in layer.param_shapes:
-            key = network.parameter_name(layer.position, pname)
+                   cut=split.cut, network=network.head_spec(model.spec, profile, split.cut))
+    widths = dict(zip(profile.cut(split.cut).weight_nodes, split.weight_bits))
+    for node in profile.nodes[:split.cut]:
+        for pname in node.param_shapes:
+            key = network.parameter_name(node.name, pname)
+            bits = widths.get(node.index, quant.FLOAT_BITS)
             granularity = split.granularity if pname == "weight" else quant.PER_TENSOR
             head.parameters.append(tensors.encode(key, model.params[key], bits, granularity))
     return head
@@ -54,11 +55,11 @@ class HeadStore:
 
     @staticmethod
     def key(model: Model, split: Split) -> tuple:
-        """What a head depends on: the weights and the device layers' widths (not the activation's)."""
-        return model.name, model.version, split.partition_point, split.weight_bits, split.granularity
+        """What a head depends on: the weights, the cut and its nodes' widths (not the activations')."""
+        return model.name, model.version, split.cut, split.weight_bits, split.granularity
 
     def get(self, model: Model, split: Split) -> BuiltHead | None:
-        """The split's head, or None when the split ships nothing (p = 1)."""
+        """The split's head, or None when the split ships nothing (cut 0)."""
         if not split.ships_head:
             return None
         key = self.key(model, split)

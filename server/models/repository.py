@@ -1,8 +1,8 @@
 """The model repository: one directory per model, nothing in it is ever unpickled.
 
-    <root>/<name>/network.json         the layer description (qpart.v1.NetworkSpec, protobuf JSON)
-    <root>/<name>/weights.safetensors  float32 parameters named "<position>.weight" / "<position>.bias"
-    <root>/<name>/card.json            measured accuracy, data splits, activation ranges at each cut
+    <root>/<name>/network.json         the network description (qpart.v1.NetworkSpec version 2, protobuf JSON)
+    <root>/<name>/weights.safetensors  float32 parameters named "<node>.weight", "<node>.bias", ...
+    <root>/<name>/card.json            data spec and preprocessing, splits, measured accuracy, tensor ranges
     <root>/<name>/catalog.json         the planner's offline catalog (built by `qpart catalog`)
 """
 import hashlib
@@ -13,14 +13,14 @@ import threading
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from google.protobuf import json_format
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from qpart.common import network, quant, torchnet
 from qpart.common.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
-from qpart.common.names import check_name
+from qpart.common.names import check_name, shown
+from qpart.common.preprocess import Preprocessing
 from qpart.v1 import network_pb2 as pb
 
 NETWORK_FILE = "network.json"
@@ -48,48 +48,61 @@ class Model:
     card: dict
     version: str
     profile: network.NetworkProfile = field(init=False)
-    tail_seconds: list[float] | None = field(default=None, init=False)  # server's part from cut p = 1..L+1, batch 1, s (None: not measured)
+    preprocessing: Preprocessing = field(init=False)
+    tail_seconds: dict | None = field(default=None, init=False)  # cut -> the server's part at batch 1, s (None: not timed)
     _derived: dict = field(default_factory=dict, init=False, repr=False)  # built modules, activation quantizers
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self):
         self.profile = network.analyze(self.spec)
-        torchnet.build(self.spec, self.params)  # checks every parameter's presence and shape once
+        known = set()
+        for node in self.spec.nodes:        # every parameter present with its shape, and none left over
+            torchnet.node_parameters(node, self.params)
+            known.update(network.parameter_name(node.name, p) for p in network.parameter_shapes(node))
+        extra = sorted(set(self.params) - known)
+        if extra:
+            raise InvalidArgument(f"model {self.name!r}: parameter {extra[0]!r} belongs to no node")
+        self.preprocessing = Preprocessing.from_dict(self.card.get("preprocessing", {}))
 
     @property
-    def num_layers(self) -> int:
-        return self.profile.num_layers
+    def num_nodes(self) -> int:
+        return self.profile.num_nodes
 
-    def segment(self, start: int, stop: int | None = None) -> torch.nn.Sequential:
-        """Float module of spec.layers[start:stop], built once and shared (eval mode, no grad)."""
+    def cuts(self) -> list[network.Cut]:
+        """The cuts a plan may name: at most network.MAX_CUT_TENSORS tensors cross each."""
+        return self.profile.cuts(network.MAX_CUT_TENSORS)
+
+    def module(self, start: int = 0, stop: int | None = None) -> torchnet.GraphModule:
+        """Float module of nodes[start:stop], built once and shared (eval mode)."""
         key = (start, stop)
         with self._lock:
             if key not in self._derived:
-                self._derived[key] = torchnet.build(self.spec, self.params, start, stop)
+                self._derived[key] = torchnet.GraphModule(self.spec, self.profile, self.params, start, stop)
             return self._derived[key]
 
-    def tail(self, p: int) -> torch.nn.Sequential:
-        return self.segment(self.profile.cut_position(p))
+    def tail(self, cut: int) -> torchnet.GraphModule:
+        return self.module(cut)
 
-    def activation_range(self, p: int) -> tuple[float, float]:
-        """Min and max of the activation crossing cut p, measured on the validation split."""
-        ranges = self.card.get("cut_ranges", [])
-        if not 1 <= p <= len(ranges):
-            raise FailedPrecondition(f"model {self.name!r} has no calibrated activation range for cut {p}; retrain it")
-        lo, hi = ranges[p - 1]
+    def tensor_range(self, tensor: str) -> tuple[float, float]:
+        """Min and max of a tensor of the network, measured on the validation split."""
+        ranges = self.card.get("tensor_ranges", {})
+        if tensor not in ranges:
+            raise FailedPrecondition(f"model {self.name!r} has no calibrated range for tensor {tensor!r}; "
+                                     "import or train it again")
+        lo, hi = ranges[tensor]
         return float(lo), float(hi)
 
-    def activation_params(self, p: int, bits: int) -> quant.QuantParams:
-        key = ("activation", p, bits)
+    def activation_params(self, tensor: str, bits: int) -> quant.QuantParams:
+        key = ("activation", tensor, bits)
         if key not in self._derived:
-            self._derived[key] = quant.params_for_range(*self.activation_range(p), bits)
+            self._derived[key] = quant.params_for_range(*self.tensor_range(tensor), bits)
         return self._derived[key]
 
-    def cut_quantizer(self, split) -> quant.QuantParams | None:
-        """The static quantizer of the activation a split sends (None: float32, or nothing is sent)."""
-        if split.activation_bits in (0, quant.FLOAT_BITS):
-            return None
-        return self.activation_params(split.partition_point, split.activation_bits)
+    def cut_quantizers(self, split) -> list[quant.QuantParams | None]:
+        """The static quantizer of each tensor a split sends (None: float32)."""
+        tensors = self.profile.cut(split.cut).tensors
+        return [None if bits == quant.FLOAT_BITS else self.activation_params(t, bits)
+                for t, bits in zip(tensors, split.activation_bits)]
 
     @property
     def catalog_path(self) -> pathlib.Path:
@@ -106,7 +119,14 @@ def model_version(directory: pathlib.Path) -> str:
 def load_model(directory: pathlib.Path) -> Model:
     name = check_name(directory.name)
     try:
-        spec = json_format.Parse((directory / NETWORK_FILE).read_text(), pb.NetworkSpec())
+        text = (directory / NETWORK_FILE).read_text()
+        version = json.loads(text).get("formatVersion", json.loads(text).get("format_version"))
+        if version != network.FORMAT_VERSION:
+            raise FailedPrecondition(
+                f"model {name!r}: {directory / NETWORK_FILE} is a version-{version} description, this server reads "
+                f"version {network.FORMAT_VERSION}; rebuild it with `qpart train {name}` (zoo models) or "
+                f"`qpart import {name} ...`")
+        spec = json_format.Parse(text, pb.NetworkSpec())
         params = load_file(str(directory / WEIGHTS_FILE))
         card = json.loads((directory / CARD_FILE).read_text())
     except FileNotFoundError as e:
@@ -156,7 +176,7 @@ class ModelRepository:
         model = self._models.get(name)
         if model is None:
             known = ", ".join(self.names()) or "none"
-            raise NotFound(f"unknown model {name!r}; this server has: {known}")
+            raise NotFound(f"unknown model {shown(name)}; this server has: {known}")
         return model
 
     def __iter__(self):

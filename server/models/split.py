@@ -12,14 +12,26 @@ FLOAT = quant.FLOAT_BITS
 
 @dataclass(frozen=True)
 class Split:
-    partition_point: int                 # p: the device runs learnable layers 1..p-1 (p = L+1: all of them)
-    weight_bits: tuple[int, ...]         # bits of device layers 1..p-1 (32: float32)
-    activation_bits: int                 # bits of the activation at the cut (32: float32; 0 when p = L+1)
+    cut: int                             # nodes[0:cut] run on the device (0: none; the node count: all)
+    weight_bits: tuple[int, ...]         # bits of each device-side conv2d/linear node, in order (32: float32)
+    activation_bits: tuple[int, ...]     # bits of each tensor crossing the cut, in order (32: float32)
     granularity: str = quant.PER_TENSOR  # scale sharing of the head's weights: per tensor or per output channel
 
     def __post_init__(self):
         object.__setattr__(self, "weight_bits", tuple(int(b) for b in self.weight_bits))
+        object.__setattr__(self, "activation_bits", tuple(int(b) for b in self.activation_bits))
 
     @property
     def ships_head(self) -> bool:
-        return self.partition_point > 1
+        return self.cut > 0
+
+    @property
+    def bits(self) -> tuple[int, ...]:
+        """Every width of the split: the weights', then the activations'."""
+        return self.weight_bits + self.activation_bits
+
+
+def uniform(profile, cut: int, bits: int, granularity: str = quant.PER_TENSOR) -> Split:
+    """Every weight and crossing tensor of a cut at the same width (32: the float32 split)."""
+    c = profile.cut(cut)
+    return Split(cut, (bits,) * len(c.weight_nodes), (bits,) * len(c.tensors), granularity)

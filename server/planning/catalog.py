@@ -1,4 +1,4 @@
-"""The catalog as stored beside a model (catalog.json): certified splits for every partition point.
+"""The catalog as stored beside a model (catalog.json): certified splits for the catalog's cuts.
 
 `qpart catalog` builds it offline (qpart.server.calibration.build, paper Algorithm 1); the planner
 reads it here. A catalog applies only to the weights it was built for: one built for another model
@@ -12,7 +12,7 @@ from qpart.common.errors import FailedPrecondition
 from qpart.server.models.repository import Model, write_json
 from qpart.server.models.split import Split
 
-CATALOG_VERSION = 2
+CATALOG_VERSION = 3
 BUDGETS = (0.1, 0.25, 0.5, 1.0, 2.0)
 CERTIFICATION = ("one-sided 95% upper confidence bound of the paired top-1 drop (float vs pattern, per-sample "
                  "flips) on a certification split disjoint from the search split; the test set is never used")
@@ -43,6 +43,7 @@ class Catalog:
     model_version: str
     budgets: list[float]
     entries: list[Entry]
+    cuts: list[int] = field(default_factory=list)   # the cuts it certified splits for
     certification: str = CERTIFICATION
     config: dict = field(default_factory=dict)
     accuracy_model: dict = field(default_factory=dict)

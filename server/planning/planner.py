@@ -1,14 +1,14 @@
-"""The online planner (paper Algorithm 2): the catalog pattern with the lowest weighted objective.
+"""The online planner (paper Algorithm 2): the catalog split with the lowest weighted objective.
 
-The catalog (built offline, `qpart catalog`) holds certified QPART patterns for every partition point
-and budget, plus the uniform 8-bit and float32 patterns the baselines use. Per request the planner
-prices every pattern of the requested policy at once (the cost model on arrays), drops those whose
-certified drop exceeds the budget or that do not fit the device's memory, and takes the cheapest.
+The catalog (built offline, `qpart catalog`) holds certified QPART splits for every catalog cut and
+budget, plus the uniform 8-bit and float32 splits the baselines use. Per request the planner prices
+every split of the requested policy at once (the cost model on arrays), drops those whose certified
+drop exceeds the budget or that do not fit the device's memory, and takes the cheapest.
 
-Policies: qpart (every catalog pattern), server_only (p = 1: the raw input, quantized only if the
-budget allows), device_only (the float32 model shipped), float_split (float32 at every cut,
-Neurosurgeon-style), uniform_int8 (8-bit weights and activation at every cut), fixed (the request's
-own pattern, priced but not checked against the budget).
+Policies (qpart.common.policies): qpart (every catalog split), server_only (cut 0: the input,
+quantized only if the budget allows), device_only (the float32 model shipped), float_split (float32
+at every cut, Neurosurgeon-style), uniform_int8 (8-bit weights and activations at every cut), fixed
+(the request's own split, priced but not checked against the budget).
 """
 import math
 import threading
@@ -47,7 +47,7 @@ class PlanRequest:
         if not math.isfinite(self.accuracy_budget) or self.accuracy_budget < 0:
             raise InvalidArgument(f"accuracy budget must be a non-negative number of points, got {self.accuracy_budget}")
         if self.policy == "fixed" and self.fixed is None:
-            raise InvalidArgument("policy 'fixed' needs the fixed plan (partition point and bit widths)")
+            raise InvalidArgument("policy 'fixed' needs the fixed plan (cut and bit widths)")
 
 
 @dataclass
@@ -57,8 +57,8 @@ class Candidate:
     accuracy_drop: float | None   # certified bound on validation data; None when unknown (fixed plans)
     work: Workload
     costs: Costs
-    memory_bytes: int             # device bytes: 4 per head weight (float32 after decoding) + the packed head
-                                  # + 8 per element of the largest activation (input and output of a layer)
+    memory_bytes: int             # device bytes: the serialized head, 4 per head parameter (decoded to float32),
+                                  # 4 per element of the most activation elements alive at once in the head
     head_hash: str = ""
     rejected: str = ""
     chosen: bool = False
@@ -68,60 +68,68 @@ class Candidate:
 class Plan:
     spec: PlanSpec
     policy: str
-    activation: quant.QuantParams | None   # static quantizer at the cut (None: float32 or nothing sent)
-    sample_shape: tuple[int, ...]          # per-sample shape of what crosses the cut
+    activations: list             # per crossing tensor: (name, sample shape, QuantParams or None for float32)
     chosen: Candidate
     candidates: list[Candidate] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class CodecCosts:
+    """The activation codec on this server, timed at start-up (qpart.server.serving.speed)."""
+    per_width: dict          # bits -> (encode s, encode s per element, decode s, decode s per element)
+    mac_rate: float          # this machine's float32 MAC rate: encode seconds * mac_rate = MAC-equivalents
+
+    def tensor(self, bits: int, elements: int) -> tuple[float, float]:
+        """(device MAC-equivalents to encode, server seconds to decode) one tensor of one input."""
+        e0, e1, d0, d1 = self.per_width.get(bits, (0.0,) * 4)
+        return (e0 + e1 * elements) * self.mac_rate, d0 + d1 * elements
+
+
 @dataclass
 class Patterns:
-    """Candidate patterns as arrays, one row per pattern, ready to be priced per request."""
+    """Candidate splits as arrays, one row per split, ready to be priced per request."""
     specs: list[PlanSpec]
     kinds: np.ndarray        # "qpart", "uniform8", "float" or "fixed"
     drop: np.ndarray         # certified top-1 drop, points (NaN: unknown)
     hashes: list[str]        # head content hashes ("" when nothing ships)
     work: Workload           # arrays
     memory: np.ndarray       # device bytes needed
-    p: np.ndarray = field(init=False)
-    _rows: list = field(init=False, repr=False)   # the workload of each pattern as plain numbers
+    cut: np.ndarray = field(init=False)
+    _rows: list = field(init=False, repr=False)   # the workload of each split as plain numbers
 
     def __post_init__(self):
-        self.p = np.array([s.split.partition_point for s in self.specs])
+        self.cut = np.array([s.split.cut for s in self.specs])
         columns = [np.broadcast_to(np.asarray(getattr(self.work, f.name)), (len(self.specs),)).tolist()
                    if getattr(self.work, f.name) is not None else [None] * len(self.specs) for f in fields(Workload)]
         self._rows = list(zip(*columns))
 
     @classmethod
-    def of(cls, model: Model, specs: list[PlanSpec], kinds, drops, head_bytes, hashes,
-           codec: dict | None = None) -> "Patterns":
+    def of(cls, model: Model, specs: list[PlanSpec], kinds, drops, head_bytes, hashes, server: ServerProfile,
+           codec: CodecCosts | None = None) -> "Patterns":
         profile = model.profile
-        macs = np.cumsum([0] + [layer.macs for layer in profile.layers])   # macs[p-1] = O_1(p)
-        weights = np.cumsum([0] + [layer.weight_count for layer in profile.layers])
-        elements = [math.prod(s) for s in profile.shapes]
+        total = sum(n.macs for n in profile.nodes)
+        cuts = [profile.cut(s.split.cut) for s in specs]
         splits = [s.split for s in specs]
-        p = np.array([s.partition_point for s in splits])
-        runs_tail = p <= profile.num_layers
-        uplink = np.array([packing.packed_size(math.prod(profile.activation_shape(s.partition_point)),
-                                               s.activation_bits) + INPUT_OVERHEAD_BYTES if tail else 0
-                           for s, tail in zip(splits, runs_tail)], float)
+        runs_tail = np.array([c.runs_tail for c in cuts])
+        uplink = np.array([sum(packing.packed_size(math.prod(shape), bits) for shape, bits in zip(c.shapes, s.activation_bits))
+                           + (INPUT_OVERHEAD_BYTES if c.runs_tail else 0) for c, s in zip(cuts, splits)], float)
         head_bytes = np.asarray(head_bytes, float)
-        largest = np.array([max(elements[: profile.cut_position(s.partition_point) + 1]) for s in splits])
-        answer = np.where(runs_tail, 4 * profile.num_classes + ANSWER_OVERHEAD_BYTES, 0.0)
+        answer = np.where(runs_tail, 4 * sum(math.prod(s) for s in profile.output_shapes) + ANSWER_OVERHEAD_BYTES, 0.0)
+        device_macs = np.array([c.device_macs for c in cuts], float)
         server_seconds = None
-        if model.tail_seconds is not None:   # measured on this server: the tail from each cut
-            server_seconds = np.array([model.tail_seconds[s.partition_point - 1] for s in splits])
+        if model.tail_seconds is not None:   # timed on this server: the tail from each catalog cut
+            server_seconds = np.array([model.tail_seconds.get(c.cut, (total - c.device_macs) / server.mac_rate)
+                                       if c.runs_tail else 0.0 for c in cuts])
         encode = decode = 0.0
-        if codec is not None:   # measured on this server: a + b n per width, for each pattern's activation
-            n = np.array([math.prod(profile.activation_shape(s.partition_point)) if tail else 0
-                          for s, tail in zip(splits, runs_tail)], float)
-            table = np.array([codec.get(s.activation_bits, (0.0,) * 4) if tail else (0.0,) * 4
-                              for s, tail in zip(splits, runs_tail)]).reshape(-1, 4)
-            encode, decode = table[:, 0] + table[:, 1] * n, table[:, 2] + table[:, 3] * n
-        work = Workload(macs[p - 1].astype(float), (macs[-1] - macs[p - 1]).astype(float), head_bytes, uplink,
-                        answer, runs_tail, server_seconds, encode, decode)
-        return cls(specs, np.asarray(kinds), np.asarray(drops, float), list(hashes), work,
-                   4 * weights[p - 1] + head_bytes + 8 * largest)
+        if codec is not None:
+            pairs = [[codec.tensor(bits, math.prod(shape)) for shape, bits in zip(c.shapes, s.activation_bits)]
+                     for c, s in zip(cuts, splits)]
+            encode = np.array([sum(e for e, _ in row) for row in pairs])
+            decode = np.array([sum(d for _, d in row) for row in pairs])
+        work = Workload(device_macs, total - device_macs, head_bytes, uplink, answer, runs_tail, server_seconds,
+                        encode, decode)
+        memory = head_bytes + np.array([4 * c.device_parameters + 4 * c.peak_elements for c in cuts], float)
+        return cls(specs, np.asarray(kinds), np.asarray(drops, float), list(hashes), work, memory)
 
     def candidate(self, costs: Costs, i: int, rejected: str = "") -> Candidate:
         work = Workload(*self._rows[i])
@@ -130,16 +138,16 @@ class Patterns:
                          self.hashes[i], rejected)
 
 
-def catalog_patterns(model: Model, catalog: catalog_mod.Catalog, codec: dict | None = None
-                     ) -> tuple[Patterns, dict[str, np.ndarray]]:
-    """The catalog's patterns and, per policy, which of them it may use."""
-    entries = sorted(catalog.entries, key=lambda e: e.split.partition_point)   # stable: argmin ties pick the earliest cut
+def catalog_patterns(model: Model, catalog: catalog_mod.Catalog, server: ServerProfile = ServerProfile(),
+                     codec: CodecCosts | None = None) -> tuple[Patterns, dict[str, np.ndarray]]:
+    """The catalog's splits and, per policy, which of them it may use."""
+    entries = sorted(catalog.entries, key=lambda e: e.split.cut)   # stable: argmin ties pick the earliest cut
     patterns = Patterns.of(model, [PlanSpec(model.name, model.version, e.split) for e in entries],
                            [e.kind for e in entries], [e.certified_drop for e in entries],
-                           [e.head_bytes for e in entries], [e.head_hash for e in entries], codec)
-    p, kinds, L = patterns.p, patterns.kinds, model.num_layers
-    masks = {policies.QPART: np.ones(len(entries), bool), "server_only": p == 1,
-             "device_only": (kinds == "float") & (p == L + 1), "float_split": kinds == "float",
+                           [e.head_bytes for e in entries], [e.head_hash for e in entries], server, codec)
+    cut, kinds, n = patterns.cut, patterns.kinds, model.num_nodes
+    masks = {policies.QPART: np.ones(len(entries), bool), "server_only": cut == 0,
+             "device_only": (kinds == "float") & (cut == n), "float_split": kinds == "float",
              "uniform_int8": kinds == "uniform8"}
     return patterns, masks
 
@@ -151,7 +159,7 @@ class Planner:
         self.server = server
         self._catalogs: dict[tuple[str, str], tuple[catalog_mod.Catalog, Patterns, dict]] = {}
         self._lock = threading.Lock()
-        self.codec: dict | None = None   # measured activation encode/decode costs per width (serving.speed)
+        self.codec: CodecCosts | None = None   # the activation codec timed on this server (serving.speed)
 
     def forget(self) -> None:
         """Drop the priced patterns (after the server's speed was measured, or catalogs were rebuilt)."""
@@ -166,7 +174,7 @@ class Planner:
             if catalog is None:
                 return None
             with self._lock:
-                self._catalogs[key] = (catalog, *catalog_patterns(model, catalog, self.codec))
+                self._catalogs[key] = (catalog, *catalog_patterns(model, catalog, self.server, self.codec))
         return self._catalogs[key][0]
 
     def patterns(self, model: Model) -> tuple[Patterns, dict[str, np.ndarray]]:
@@ -215,15 +223,15 @@ class Planner:
 
     def _plan(self, model: Model, policy: str, chosen: Candidate, candidates: list[Candidate]) -> Plan:
         split = chosen.spec.split
-        sends = split.partition_point <= model.num_layers
-        return Plan(chosen.spec, policy, model.cut_quantizer(split),
-                    model.profile.activation_shape(split.partition_point) if sends else (), chosen, candidates)
+        cut = model.profile.cut(split.cut)
+        return Plan(chosen.spec, policy, list(zip(cut.tensors, cut.shapes, model.cut_quantizers(split))), chosen,
+                    candidates)
 
     def _plan_fixed(self, model: Model, request: PlanRequest) -> Plan:
         spec = self.fixed_spec(model, request.fixed)
         head = self.heads.get(model, spec.split)
         patterns = Patterns.of(model, [spec], ["fixed"], [np.nan], [head.size if head else 0],
-                               [head.content_hash if head else ""], self.codec)
+                               [head.content_hash if head else ""], self.server, self.codec)
         costs = predict(patterns.work, request.device, request.link, self.server, request.objective,
                         request.inferences_per_head, bool(head) and head.content_hash in request.held_heads)
         chosen = patterns.candidate(costs, 0)
@@ -232,12 +240,13 @@ class Planner:
 
     @staticmethod
     def fixed_spec(model: Model, fixed: Split) -> PlanSpec:
-        """The device's split, checked: a single weight width stands for every device layer; the
-        activation width is ignored when nothing crosses the cut."""
-        p = model.profile.check_partition_point(fixed.partition_point)
-        bits = fixed.weight_bits
-        if len(bits) == 1 and p > 2:
-            bits = bits * (p - 1)
-        act = 0 if p == model.num_layers + 1 else fixed.activation_bits
-        split = Split(p, bits if p > 1 else (), act, fixed.granularity)
+        """The device's split, checked: one weight width stands for every device-side weight node, one
+        activation width for every crossing tensor; activation widths are ignored when nothing crosses."""
+        cut = model.profile.cut(model.profile.check_cut(fixed.cut))
+        weights, acts = fixed.weight_bits, fixed.activation_bits
+        if len(weights) == 1:
+            weights = weights * len(cut.weight_nodes)
+        if len(acts) == 1:
+            acts = acts * len(cut.tensors)
+        split = Split(cut.cut, weights, acts if cut.runs_tail else (), fixed.granularity)
         return PlanSpec(model.name, model.version, split).check(model)

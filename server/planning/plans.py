@@ -15,7 +15,7 @@ from qpart.server.models.split import Split
 if TYPE_CHECKING:
     from qpart.server.models.repository import Model
 
-TOKEN_VERSION = "p1"
+TOKEN_VERSION = "p2"
 MAX_TOKEN_LENGTH = 1024
 _GRANULARITY_CODES = {quant.PER_TENSOR: "t", quant.PER_CHANNEL: "c"}
 _MALFORMED = "plan id is malformed; use the plan_id a Plan call returned"
@@ -29,9 +29,8 @@ class PlanSpec:
 
     def token(self) -> str:
         s = self.split
-        bits = ",".join(str(b) for b in s.weight_bits) or "-"
-        return ":".join([TOKEN_VERSION, self.model, self.version, str(s.partition_point), bits,
-                         str(s.activation_bits), _GRANULARITY_CODES[s.granularity]])
+        return ":".join([TOKEN_VERSION, self.model, self.version, str(s.cut), _widths(s.weight_bits),
+                         _widths(s.activation_bits), _GRANULARITY_CODES[s.granularity]])
 
     @classmethod
     def parse(cls, token: str) -> "PlanSpec":
@@ -42,13 +41,12 @@ class PlanSpec:
         parts = token.split(":")
         if len(parts) != 7 or parts[0] != TOKEN_VERSION:
             raise InvalidArgument(_MALFORMED)
-        _, model, version, p, bits, act, gran = parts
+        _, model, version, cut, weights, acts, gran = parts
         granularity = {v: k for k, v in _GRANULARITY_CODES.items()}.get(gran)
         if granularity is None:
             raise InvalidArgument("plan id names an unknown weight granularity")
         try:
-            weight_bits = () if bits == "-" else tuple(int(b) for b in bits.split(","))
-            return cls(check_name(model), version, Split(int(p), weight_bits, int(act), granularity))
+            return cls(check_name(model), version, Split(int(cut), _parse(weights), _parse(acts), granularity))
         except ValueError:
             raise InvalidArgument(_MALFORMED) from None
 
@@ -58,15 +56,25 @@ class PlanSpec:
             raise FailedPrecondition(f"the plan is for version {self.version} of model {model.name!r}, "
                                      f"the server holds version {model.version}; ask for a new plan")
         s = self.split
-        p = model.profile.check_partition_point(s.partition_point)
-        if len(s.weight_bits) != p - 1:
-            raise InvalidArgument(f"partition point {p} needs {p - 1} weight bit width(s), got {len(s.weight_bits)}")
-        for i, bits in enumerate(s.weight_bits, start=1):
-            quant.check_bits(bits, f"weight bit width of layer {i}")
-        if p == model.num_layers + 1:
-            if s.activation_bits != 0:
-                raise InvalidArgument("nothing crosses the cut when the whole model runs on the device; "
-                                      "activation bits must be 0")
-        else:
-            quant.check_bits(s.activation_bits, "activation bit width")
+        cut = model.profile.cut(model.profile.check_cut(s.cut))
+        if len(s.weight_bits) != len(cut.weight_nodes):
+            raise InvalidArgument(f"cut {s.cut} has {len(cut.weight_nodes)} weight node(s) on the device, the plan "
+                                  f"gives {len(s.weight_bits)} weight bit width(s)")
+        if len(s.activation_bits) != len(cut.tensors):
+            raise InvalidArgument(f"{len(cut.tensors)} tensor(s) cross cut {s.cut}, the plan gives "
+                                  f"{len(s.activation_bits)} activation bit width(s)")
+        for index, bits in zip(cut.weight_nodes, s.weight_bits):
+            quant.check_bits(bits, f"weight bit width of node {model.profile.nodes[index].name!r}")
+        for name, bits in zip(cut.tensors, s.activation_bits):
+            quant.check_bits(bits, f"activation bit width of tensor {name!r}")
         return self
+
+
+def _widths(bits: tuple[int, ...]) -> str:
+    return ",".join(str(b) for b in bits) or "-"
+
+
+def _parse(text: str) -> tuple[int, ...]:
+    if len(text) > MAX_TOKEN_LENGTH // 2:
+        raise ValueError(text)
+    return () if text == "-" else tuple(int(b) for b in text.split(","))

@@ -5,6 +5,7 @@ from qpart.server.models.repository import Model
 from qpart.server.models.split import Split
 from qpart.server.planning.planner import Candidate, Plan, PlanRequest
 from qpart.server.serving.core import HeadChunk, InferResult
+from qpart.server.serving.settings import ServerSettings
 from qpart.v1 import network_pb2 as npb
 from qpart.v1 import service_pb2 as spb
 
@@ -13,16 +14,29 @@ GRANULARITY_FROM_PB = {npb.GRANULARITY_UNSPECIFIED: quant.PER_TENSOR, npb.PER_TE
 GRANULARITY_TO_PB = {quant.PER_TENSOR: npb.PER_TENSOR, quant.PER_CHANNEL: npb.PER_CHANNEL}
 
 
+def limits(settings: ServerSettings) -> spb.ServerLimits:
+    return spb.ServerLimits(max_message_bytes=settings.max_message_bytes, max_batch_inputs=settings.max_batch,
+                            max_batch_elements=settings.max_activation_elements,
+                            max_chunk_bytes=settings.head_chunk_bytes, min_chunk_bytes=settings.min_chunk_bytes)
+
+
 def model_info(model: Model, catalog=None) -> spb.ModelInfo:
-    card = model.card
+    card, profile = model.card, model.profile
     info = spb.ModelInfo(
         name=model.name, version=model.version, description=card.get("description", ""),
-        input_shape=model.profile.input_shape, num_classes=model.profile.num_classes,
-        class_names=card.get("class_names", []), float_test_accuracy=card.get("float_test_accuracy", 0.0),
-        test_samples=card.get("test_samples", 0), dataset=card.get("dataset", ""))
-    for layer in model.profile.layers:
-        info.layers.add(index=layer.index, name=layer.name, kind=layer.kind, weight_count=layer.weight_count,
-                        macs=layer.macs, input_shape=layer.input_shape, output_shape=layer.output_shape)
+        input=spb.TensorInfo(name=profile.input_name, shape=profile.input_shape), task=card.get("task", ""),
+        class_names=card.get("class_names", []), preprocessing=messages.preprocessing_to_pb(model.preprocessing),
+        float_test_accuracy=round(card.get("float_test_accuracy", 0.0), 2), test_samples=card.get("test_samples", 0),
+        dataset=card.get("dataset", ""))
+    info.outputs.extend(spb.TensorInfo(name=o, shape=s) for o, s in zip(profile.outputs, profile.output_shapes))
+    for node in profile.nodes:
+        info.nodes.add(name=node.name, op=node.op, inputs=node.inputs, output_shape=node.shape, macs=node.macs,
+                       weight_count=node.weight_count)
+    in_catalog = set(catalog.cuts) if catalog is not None else set()
+    for cut in model.cuts():
+        info.cuts.add(cut=cut.cut, tensors=[spb.TensorInfo(name=n, shape=s) for n, s in zip(cut.tensors, cut.shapes)],
+                      weight_nodes=[profile.nodes[i].name for i in cut.weight_nodes], device_macs=cut.device_macs,
+                      in_catalog=cut.cut in in_catalog)
     if catalog is not None:
         info.has_catalog = True
         info.catalog_budgets.extend(catalog.budgets)
@@ -33,7 +47,7 @@ def plan_request(msg: spb.PlanRequest) -> PlanRequest:
     fixed = None
     if msg.HasField("fixed"):
         f = msg.fixed
-        fixed = Split(f.partition_point, tuple(f.weight_bits), f.activation_bits,
+        fixed = Split(f.cut, tuple(f.weight_bits), tuple(f.activation_bits),
                       GRANULARITY_FROM_PB.get(f.weight_granularity, quant.PER_TENSOR))
     return PlanRequest(
         model=msg.model,
@@ -46,30 +60,33 @@ def plan_request(msg: spb.PlanRequest) -> PlanRequest:
 
 def _prediction(c: Candidate) -> spb.PlanPrediction:
     k = c.costs
-    return spb.PlanPrediction(
+    prediction = spb.PlanPrediction(
         device_time_s=k.device_time_s, uplink_time_s=k.uplink_time_s, downlink_time_s=k.downlink_time_s,
         server_time_s=k.server_time_s, rtt_time_s=k.rtt_time_s, total_time_s=k.total_time_s,
         device_energy_j=k.device_energy_j, tx_energy_j=k.tx_energy_j, server_cost=k.server_cost,
-        objective=k.objective, accuracy_drop=c.accuracy_drop if c.accuracy_drop is not None else 0.0,
-        head_bytes=int(c.work.head_bytes), uplink_bytes=int(c.work.uplink_bytes), device_memory_bytes=c.memory_bytes)
+        objective=k.objective, head_bytes=int(c.work.head_bytes), uplink_bytes=int(c.work.uplink_bytes),
+        device_memory_bytes=c.memory_bytes)
+    if c.accuracy_drop is not None:
+        prediction.accuracy_drop = c.accuracy_drop
+    return prediction
 
 
-def plan_response(plan: Plan, num_layers: int) -> spb.PlanResponse:
+def plan_response(plan: Plan, model: Model) -> spb.PlanResponse:
     spec, split = plan.spec, plan.spec.split
-    activation = spb.ActivationEncoding(bits=split.activation_bits, sample_shape=plan.sample_shape)
-    if plan.activation is not None:
-        activation.scale = float(plan.activation.scale[0])
-        activation.zero_point = int(plan.activation.zero_point[0])
+    cut = model.profile.cut(split.cut)
     msg = spb.PlanResponse(
         plan_id=spec.token(), model=spec.model, model_version=spec.version, policy=policies.to_enum(plan.policy),
-        partition_point=split.partition_point, num_layers=num_layers, weight_bits=split.weight_bits,
-        weight_granularity=GRANULARITY_TO_PB[split.granularity], activation=activation,
+        cut=split.cut, num_nodes=model.num_nodes, weight_nodes=[model.profile.nodes[i].name for i in cut.weight_nodes],
+        weight_bits=split.weight_bits, weight_granularity=GRANULARITY_TO_PB[split.granularity],
         head_hash=plan.chosen.head_hash, head_bytes=int(plan.chosen.work.head_bytes), predicted=_prediction(plan.chosen))
+    for (name, shape, quantizer), bits in zip(plan.activations, split.activation_bits):
+        encoding = msg.activations.add(name=name, bits=bits, sample_shape=shape)
+        if quantizer is not None:
+            encoding.scale, encoding.zero_point = float(quantizer.scale[0]), int(quantizer.zero_point[0])
     for c in plan.candidates:
         s = c.spec.split
-        msg.candidates.add(partition_point=s.partition_point, weight_bits=s.weight_bits,
-                           activation_bits=s.activation_bits, predicted=_prediction(c), chosen=c.chosen,
-                           rejected_reason=c.rejected, kind=c.kind)
+        msg.candidates.add(cut=s.cut, weight_bits=s.weight_bits, activation_bits=s.activation_bits,
+                           predicted=_prediction(c), chosen=c.chosen, rejected_reason=c.rejected, kind=c.kind)
     return msg
 
 
@@ -78,8 +95,15 @@ def head_chunk(chunk: HeadChunk) -> spb.HeadChunk:
                          data=chunk.data)
 
 
+def batch_tensors(batch: spb.ActivationBatch) -> list[tuple]:
+    return [(t.name, tuple(t.sample_shape), t.bits, t.data) for t in batch.tensors]
+
+
 def infer_response(result: InferResult) -> spb.InferResponse:
     msg = spb.InferResponse(server_compute_s=result.compute_s, server_queue_s=result.queue_s)
-    for request_id, scores, label in zip(result.request_ids, result.scores, result.labels):
-        msg.results.add(request_id=request_id, scores=scores.tolist(), label=int(label))
+    flat = [o.reshape(len(result.request_ids), -1) for o in result.outputs]
+    for i, request_id in enumerate(result.request_ids):
+        r = msg.results.add(request_id=request_id, outputs=[spb.OutputValues(values=o[i].tolist()) for o in flat])
+        if result.labels is not None:
+            r.label = int(result.labels[i])
     return msg

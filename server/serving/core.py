@@ -12,11 +12,12 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from qpart.common import quant, tensors
+from qpart.common import quant, tensors, torchnet
 from qpart.common.errors import FailedPrecondition, InvalidArgument, OutOfRange, ResourceExhausted
+from qpart.common.names import shown
 from qpart.server.models.heads import BuiltHead, HeadStore
 from qpart.server.models.repository import Model, ModelRepository
-from qpart.server.planning.planner import Plan, Planner, PlanRequest
+from qpart.server.planning.planner import CodecCosts, Plan, Planner, PlanRequest
 from qpart.server.planning.plans import PlanSpec
 from qpart.server.serving import speed
 from qpart.server.serving.admission import Admission
@@ -27,24 +28,33 @@ log = logging.getLogger("qpart.server.core")
 MAX_LOGGED_RUNS = 64
 
 
+@dataclass(frozen=True)
+class CutTensor:
+    """One tensor crossing the cut, as the plan says it travels."""
+    name: str
+    sample_shape: tuple[int, ...]
+    bits: int
+    quantizer: quant.QuantParams | None   # None: float32
+
+
 @dataclass
 class InferSession:
     """A plan resolved once for a whole Infer stream."""
     token: str
     model: Model
     spec: PlanSpec
-    activation: quant.QuantParams | None   # None: float32 at the cut
-    sample_shape: tuple[int, ...]
+    tensors: list[CutTensor]       # what crosses the cut, in order
     tail: torch.nn.Module
+    classifier: bool               # answers carry the top-1 label of the first output
 
 
 @dataclass
 class InferResult:
     request_ids: list[int]
-    scores: np.ndarray     # [n, classes] float32
-    labels: np.ndarray     # [n] int64
-    compute_s: float       # the tail's run
-    queue_s: float         # waiting for a compute slot
+    outputs: list[np.ndarray]      # per model output: [n, *shape] float32
+    labels: np.ndarray | None      # [n] top-1 of the first output (classifiers), else None
+    compute_s: float               # the tail's run
+    queue_s: float                 # waiting for a compute slot
 
 
 @dataclass(frozen=True)
@@ -62,12 +72,13 @@ class InferStream:
         self.core, self.identity = core, identity
         self.session: InferSession | None = None
 
-    def infer(self, plan_id: str, request_ids, sample_shape, bits: int, data: bytes) -> InferResult:
+    def infer(self, plan_id: str, request_ids, tensors) -> InferResult:
+        """tensors: (name, sample_shape, bits, data) of each crossing tensor, as the batch carries them."""
         if self.session is None:
             self.session = self.core.open_session(plan_id, self.identity)
         elif plan_id and plan_id != self.session.token:
             raise InvalidArgument("the plan id changed within one Infer stream; open a new stream per plan")
-        return self.core.infer(self.session, request_ids, sample_shape, bits, data)
+        return self.core.infer(self.session, request_ids, tensors)
 
 
 class QpartCore:
@@ -80,10 +91,12 @@ class QpartCore:
         self.admission = Admission(settings.compute_slots or os.cpu_count() or 1, settings.max_queued)
 
     def measure_speed(self) -> None:
-        """Time each model's tail from every cut and the activation codecs on this machine; the planner prices with them."""
+        """Time each model's tail from every catalog cut, the activation codecs and this machine's MAC rate;
+        the planner prices the server's part and the device's encoding with them."""
         for model in self.repository:
-            model.tail_seconds = speed.tail_seconds(model)
-        self.planner.codec = speed.activation_codec_costs()
+            catalog = self.planner.catalog(model)
+            model.tail_seconds = speed.tail_seconds(model, catalog.cuts if catalog else [])
+        self.planner.codec = CodecCosts(speed.activation_codec_costs(), torchnet.mac_rate())
         self.planner.forget()
 
     def warm_heads(self) -> int:
@@ -95,8 +108,8 @@ class QpartCore:
                 if entry.split.ships_head:
                     head = self.heads.get(model, entry.split)
                     if head.content_hash != entry.head_hash:
-                        raise FailedPrecondition(f"model {model.name!r}: the catalog's head for p="
-                                                 f"{entry.split.partition_point} does not match the head built now; "
+                        raise FailedPrecondition(f"model {model.name!r}: the catalog's head for cut "
+                                                 f"{entry.split.cut} does not match the head built now; "
                                                  f"rebuild the catalog with `qpart catalog {model.name} --force`")
                     built += 1
         return built
@@ -127,7 +140,7 @@ class QpartCore:
         model, spec = self.resolve(token, identity)
         built = self.heads.get(model, spec.split)
         if built is None:
-            raise FailedPrecondition("this plan sends the raw input (partition point 1); there is no head to fetch")
+            raise FailedPrecondition("this plan sends the input itself (cut 0); there is no head to fetch")
         return built
 
     def head_chunks(self, token: str, offset: int = 0, max_chunk_bytes: int = 0,
@@ -136,7 +149,8 @@ class QpartCore:
         total = built.size
         if offset > total:
             raise OutOfRange(f"offset {offset} is past the end of the {total}-byte head")
-        step = min(max_chunk_bytes or self.settings.head_chunk_bytes, self.settings.head_chunk_bytes)
+        largest = self.settings.head_chunk_bytes
+        step = min(max(max_chunk_bytes or largest, self.settings.min_chunk_bytes), largest)
         view = memoryview(built.data)
         for start in range(offset, total, step):
             yield HeadChunk(built.content_hash, total, start, bytes(view[start:start + step]))
@@ -146,35 +160,44 @@ class QpartCore:
 
     def open_session(self, token: str, identity: Identity = ANYONE) -> InferSession:
         model, spec = self.resolve(token, identity)
-        p = spec.split.partition_point
-        if p == model.num_layers + 1:
+        cut = model.profile.cut(spec.split.cut)
+        if not cut.runs_tail:
             raise FailedPrecondition("this plan runs the whole model on the device; there is nothing to infer here")
-        return InferSession(token, model, spec, model.cut_quantizer(spec.split), model.profile.activation_shape(p),
-                            model.tail(p))
+        crossing = [CutTensor(name, shape, bits, q) for name, shape, bits, q in
+                    zip(cut.tensors, cut.shapes, spec.split.activation_bits, model.cut_quantizers(spec.split))]
+        return InferSession(token, model, spec, crossing, model.tail(cut.cut), model.card.get("task") == "classification")
 
-    def infer(self, session: InferSession, request_ids, sample_shape, bits: int, data: bytes) -> InferResult:
+    def _decode(self, session: InferSession, n: int, batch) -> list[np.ndarray]:
+        """Check every declared name, shape, bit width and byte count of a batch's tensors, then decode them."""
+        if len(batch) != len(session.tensors):
+            raise InvalidArgument(f"the plan sends {len(session.tensors)} tensor(s) across the cut "
+                                  f"({', '.join(t.name for t in session.tensors)}), the batch holds {len(batch)}")
+        budget = self.settings.max_activation_elements
+        for expected, (name, sample_shape, bits, data) in zip(session.tensors, batch):
+            shape = tuple(int(d) for d in sample_shape)
+            if name != expected.name or shape != expected.sample_shape or bits != expected.bits:
+                raise InvalidArgument(f"tensor {shown(name)} {list(shape)} at {bits} bits does not match the plan's "
+                                      f"{expected.name!r} {list(expected.sample_shape)} at {expected.bits} bits")
+            budget -= tensors.check_batch(n, shape, bits, len(data), budget)
+        return [tensors.decode_batch(data, n, t.sample_shape, t.quantizer)              # [n, *sample_shape]
+                for t, (_, _, _, data) in zip(session.tensors, batch)]
+
+    def infer(self, session: InferSession, request_ids, batch) -> InferResult:
         n = len(request_ids)
         if n == 0:
             raise InvalidArgument("the activation batch holds no inputs (request_ids is empty)")
         if n > self.settings.max_batch:
             raise ResourceExhausted(f"the batch holds {n} inputs; the limit is {self.settings.max_batch}")
-        shape = tuple(int(d) for d in sample_shape)
-        if shape != session.sample_shape:
-            raise InvalidArgument(f"activation sample shape {list(shape)} does not match the plan's "
-                                  f"{list(session.sample_shape)}")
-        expected_bits = session.spec.split.activation_bits
-        if bits != expected_bits:
-            raise InvalidArgument(f"activation bit width {bits} does not match the plan's {expected_bits}")
-        tensors.check_batch(n, shape, bits, len(data), self.settings.max_activation_elements)
-        x = tensors.decode_batch(data, n, shape, session.activation)   # [n, *sample_shape]
+        x = self._decode(session, n, batch)
         with self.admission.slot() as queued:
             started = time.perf_counter()
             with torch.inference_mode():
-                scores = session.tail(torch.from_numpy(x)).numpy()      # [n, classes]
+                outputs = [y.numpy() for y in session.tail(*[torch.from_numpy(t) for t in x])]
             done = time.perf_counter()
         if log.isEnabledFor(logging.DEBUG):   # which inputs ran: the reliability report counts inputs computed twice
             log.debug("tail ran for %d input(s)", n, extra={"fields": {"computed": id_runs(request_ids)}})
-        return InferResult(list(request_ids), scores, scores.argmax(axis=1), done - started, queued)
+        labels = outputs[0].reshape(n, -1).argmax(axis=1) if session.classifier else None
+        return InferResult(list(request_ids), outputs, labels, done - started, queued)
 
 
 def id_runs(ids) -> list[list[int]]:

@@ -8,7 +8,7 @@ Metrics (at http://HOST:PORT/metrics with --metrics-port):
   qpart_infer_transfer_seconds            server time of a batch outside queue and compute (decode, answer)
   qpart_bytes_total{rpc,direction}        message bytes received and sent
   qpart_inferences_total{model}           inputs classified
-  qpart_plans_total{model,policy,partition_point}   plans handed out
+  qpart_plans_total{model,policy,cut}     plans handed out
   qpart_plan_bits_total{model,tensor,bits}          bit widths in those plans (tensor: weights, activation)
   qpart_shed_total                        batches refused at capacity
 """
@@ -51,7 +51,7 @@ class Metrics:
                                   buckets=LATENCY_BUCKETS, registry=r)
         self.bytes = Counter("qpart_bytes", "Message bytes, by RPC and direction", ["rpc", "direction"], registry=r)
         self.inferences = Counter("qpart_inferences", "Inputs classified", ["model"], registry=r)
-        self.plans = Counter("qpart_plans", "Plans handed out", ["model", "policy", "partition_point"], registry=r)
+        self.plans = Counter("qpart_plans", "Plans handed out", ["model", "policy", "cut"], registry=r)
         self.bits = Counter("qpart_plan_bits", "Bit widths in the plans handed out", ["model", "tensor", "bits"],
                             registry=r)
         self.shed = Counter("qpart_shed", "Batches refused because the server was at capacity", registry=r)
@@ -108,7 +108,7 @@ class RpcObserver:
         if "model" not in call.fields and message.plan_id:
             try:
                 spec = PlanSpec.parse(message.plan_id)
-                call.fields.update(model=spec.model, partition_point=spec.split.partition_point)
+                call.fields.update(model=spec.model, cut=spec.split.cut)
             except QpartError:
                 pass   # the core refuses the plan id; the log line shows its status
 
@@ -122,14 +122,15 @@ class RpcObserver:
 
     def _planned(self, plan) -> None:
         policy = policies.from_enum(plan.policy)
-        self.annotate(model=plan.model, policy=policy, partition_point=plan.partition_point,
-                      weight_bits=list(plan.weight_bits), activation_bits=plan.activation.bits)
+        activation_bits = [a.bits for a in plan.activations]
+        self.annotate(model=plan.model, policy=policy, cut=plan.cut, weight_bits=list(plan.weight_bits),
+                      activation_bits=activation_bits)
         if self.metrics:
-            self.metrics.plans.labels(plan.model, policy, str(plan.partition_point)).inc()
+            self.metrics.plans.labels(plan.model, policy, str(plan.cut)).inc()
             for bits in plan.weight_bits:
                 self.metrics.bits.labels(plan.model, "weights", str(bits)).inc()
-            if plan.activation.bits:
-                self.metrics.bits.labels(plan.model, "activation", str(plan.activation.bits)).inc()
+            for bits in activation_bits:
+                self.metrics.bits.labels(plan.model, "activation", str(bits)).inc()
 
     def _answered(self, response) -> None:
         call = _CALL.get()

@@ -32,13 +32,14 @@ class SplitInferenceServicer:
     def ListModels(self, request: spb.ListModelsRequest, context: grpc.ServicerContext):
         identity = self._identity(context)
         return spb.ListModelsResponse(models=[convert.model_info(m, self.core.planner.catalog(m))
-                                              for m in self.core.list_models(request.name, identity)])
+                                              for m in self.core.list_models(request.name, identity)],
+                                      limits=convert.limits(self.core.settings))
 
     @servicer_method
     def Plan(self, request: spb.PlanRequest, context: grpc.ServicerContext):
         identity = self._identity(context)
         plan = self.core.plan(convert.plan_request(request), identity)
-        return convert.plan_response(plan, self.core.repository.get(plan.spec.model).num_layers)
+        return convert.plan_response(plan, self.core.repository.get(plan.spec.model))
 
     @servicer_method
     def FetchHead(self, request: spb.FetchHeadRequest, context: grpc.ServicerContext):
@@ -50,9 +51,8 @@ class SplitInferenceServicer:
     def Infer(self, requests, context: grpc.ServicerContext):
         stream = self.core.infer_stream(self._identity(context))
         for request in requests:
-            batch = request.batch
-            yield convert.infer_response(stream.infer(request.plan_id, batch.request_ids, batch.sample_shape,
-                                                      batch.bits, batch.data))
+            yield convert.infer_response(stream.infer(request.plan_id, request.batch.request_ids,
+                                                      convert.batch_tensors(request.batch)))
 
     @servicer_method
     def Probe(self, request: spb.ProbeRequest, context: grpc.ServicerContext):

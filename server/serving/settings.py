@@ -17,7 +17,9 @@ class ServerSettings:
                                      scale=2**20)
     max_batch: int = setting(1024, "most inputs in one activation batch")
     max_activation_elements: int = setting(1 << 24, "most activation elements in one batch")
-    head_chunk_bytes: int = setting(256 << 10, "FetchHead chunk size, bytes")
+    head_chunk_bytes: int = setting(256 << 10, "largest FetchHead chunk, bytes")
+    min_chunk_bytes: int = setting(16 << 10, "smallest FetchHead chunk but a head's last, bytes (a device asking "
+                                             "for less gets this: tiny chunks would multiply the messages)")
     head_cache_bytes: int = setting(256 << 20, "memory for serialized heads, MiB", flag="--head-cache-mb", scale=2**20)
     torch_threads: int = setting(0, "intra-op threads for the tail (0: torch's default)")
     price_per_second: float = setting(1.0, "server cost μ of one busy second, used by the planner")

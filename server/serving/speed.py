@@ -18,8 +18,9 @@ def _seconds_after_idle(idle_s: float, fn, *args) -> float:
     return time.perf_counter() - started
 
 
-def tail_seconds(model, idle_s: float = 0.01, repeats: int = 7) -> list[float]:
-    """Seconds the server's part takes for one input from each cut p = 1..L+1 (0 at L+1).
+def tail_seconds(model, cuts, idle_s: float = 0.01, repeats: int = 7) -> dict[int, float]:
+    """{cut: seconds the server's part takes for one input from it} for the given cuts (0 where nothing
+    crosses: the device runs everything).
 
     Each run follows an idle pause, as a device's next input does (a network round trip after the
     last): after 10 ms idle this 2-core VM ran a tail 2-4 times slower than back to back, and even
@@ -27,15 +28,16 @@ def tail_seconds(model, idle_s: float = 0.01, repeats: int = 7) -> list[float]:
     The figure is the lower quartile of the runs: now and then a run stalls ~10 ms (a third of
     lenet's first conv here, waiting on a descheduled vCPU), and a median can land on the stalls.
     """
-    tails = [(model.tail(p), torch.zeros(1, *model.profile.activation_shape(p))) for p in range(1, model.num_layers + 1)]
+    runs = [c for c in cuts if model.profile.cut(c).runs_tail]
+    tails = [(model.tail(c), [torch.zeros(1, *s) for s in model.profile.cut(c).shapes]) for c in runs]
     samples = [[] for _ in tails]
     with torch.inference_mode():
         for tail, x in tails:
-            tail(x)                      # first run: allocations that happen once
+            tail(*x)                     # first run: allocations that happen once
         for _ in range(repeats):         # rounds over all cuts: drift of the machine hits every cut alike
             for i, (tail, x) in enumerate(tails):
-                samples[i].append(_seconds_after_idle(idle_s, tail, x))
-    return [sorted(s)[len(s) // 4] for s in samples] + [0.0]
+                samples[i].append(_seconds_after_idle(idle_s, tail, *x))
+    return {c: 0.0 for c in cuts} | {c: sorted(s)[len(s) // 4] for c, s in zip(runs, samples)}
 
 
 CODEC_WIDTHS = tuple(range(1, 17)) + (32,)

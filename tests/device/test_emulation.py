@@ -24,7 +24,7 @@ def test_pacing_arithmetic(macs, rate, elapsed, wait):
 
 def test_head_runs_are_paced(repo):
     model = repo.get("lenet")
-    head = HeadExecutor(build_head(model, Split(6, (8,) * 5, 0)))
+    head = HeadExecutor(build_head(model, Split(model.num_nodes, (8,) * 5, ())))
     agent = DeviceAgent(None, HeadCache(None), emulate_macs_per_second=20e6)
     started = time.perf_counter()
     agent.run_head(head, np.zeros((2, 1, 28, 28), np.float32))

@@ -13,7 +13,7 @@ import qpart.device.main, qpart.device.agent, qpart.device.head, qpart.device.pr
 from qpart.device.head import HeadExecutor
 head = open(sys.argv[1], "rb").read()
 import numpy as np
-out = HeadExecutor.from_bytes(head).run(np.zeros((2, 1, 28, 28), np.float32))
+(out,) = HeadExecutor.from_bytes(head).run(np.zeros((2, 1, 28, 28), np.float32))
 print(out.shape)
 '''
 
@@ -23,7 +23,7 @@ def test_device_runs_a_head_without_server_code(repo, tmp_path):
     from qpart.server.models.split import Split
     model = repo.get("fc6")
     path = tmp_path / "head.bin"
-    path.write_bytes(build_head(model, Split(3, (4, 4), 4)).SerializeToString())
+    path.write_bytes(build_head(model, Split(3, (4,), (4,))).SerializeToString())
     result = subprocess.run([sys.executable, "-c", SCRIPT, str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "(2, 256)"
+    assert result.stdout.strip() == "(2, 512)"           # fc1's output, after its ReLU

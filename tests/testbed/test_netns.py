@@ -36,7 +36,7 @@ def _device_link(bed, data_dir, tmp_path) -> dict:
     out = tmp_path / "r.json"
     result = subprocess.run(testbed.netns(testbed.DEVICE_NS, sys.executable, "-m", "qpart.device.main", "--server",
                                           bed.device_target(50051), "--model", "fc6", "--measure-link",
-                                          "--partition-point", "1", "--activation-bits", "8", "--count", "5",
+                                          "--cut", "0", "--activation-bits", "8", "--count", "5",
                                           "--data", str(data_dir), "--no-cache", "--json", str(out)),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -64,7 +64,7 @@ def test_device_reports_the_bytes_that_crossed_the_wire(server_process, data_dir
     proxy = CountingProxy(int(target.rsplit(":", 1)[1]))
     try:
         out = tmp_path / "report.json"
-        result = run_device(f"127.0.0.1:{proxy.port}", data_dir, "--model", "lenet", "--partition-point", "3",
+        result = run_device(f"127.0.0.1:{proxy.port}", data_dir, "--model", "lenet", "--cut", "7",
                             "--weight-bits", "6", "--activation-bits", "5", "--count", "200", "--batch-size", "10",
                             "--cache", str(tmp_path / "cache"), "--json", str(out))
         assert result.returncode == 0, result.stderr
@@ -89,17 +89,17 @@ def test_device_errors_are_clear(server_process, data_dir, tmp_path):
     result = run_device(target, data_dir, "--model", "nope", "--count", "1", "--cache", str(tmp_path))
     assert result.returncode == 2
     assert "NOT_FOUND: unknown model 'nope'" in result.stderr
-    result = run_device(target, data_dir, "--model", "fc6", "--partition-point", "2", "--weight-bits", "17",
+    result = run_device(target, data_dir, "--model", "fc6", "--cut", "2", "--weight-bits", "17",
                         "--count", "1", "--cache", str(tmp_path))
     assert result.returncode == 2 and "--weight-bits" in result.stderr and "got 17" in result.stderr
-    result = run_device(target, data_dir, "--model", "fc6", "--partition-point", "2", "--weight-bits", "4,x",
+    result = run_device(target, data_dir, "--model", "fc6", "--cut", "2", "--weight-bits", "4,x",
                         "--count", "1", "--cache", str(tmp_path))
     assert result.returncode == 2 and "--weight-bits" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_second_run_uses_the_cached_head(server_process, data_dir, tmp_path):
     _, target = server_process
-    args = ("--model", "fc6", "--partition-point", "4", "--weight-bits", "4", "--activation-bits", "8",
+    args = ("--model", "fc6", "--cut", "5", "--weight-bits", "4", "--activation-bits", "8",
             "--count", "20", "--cache", str(tmp_path / "cache"), "--json", str(tmp_path / "r.json"))
     first = run_device(target, data_dir, *args)
     assert first.returncode == 0, first.stderr

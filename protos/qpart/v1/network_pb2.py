@@ -24,33 +24,47 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16qpart/v1/network.proto\x12\x08qpart.v1\"C\n\x08LinearOp\x12\x13\n\x0bin_features\x18\x01 \x01(\r\x12\x14\n\x0cout_features\x18\x02 \x01(\r\x12\x0c\n\x04\x62ias\x18\x03 \x01(\x08\"\xe9\x01\n\x08\x43onv2dOp\x12\x13\n\x0bin_channels\x18\x01 \x01(\r\x12\x14\n\x0cout_channels\x18\x02 \x01(\r\x12\x10\n\x08kernel_h\x18\x03 \x01(\r\x12\x10\n\x08kernel_w\x18\x04 \x01(\r\x12\x10\n\x08stride_h\x18\x05 \x01(\r\x12\x10\n\x08stride_w\x18\x06 \x01(\r\x12\x11\n\tpadding_h\x18\x07 \x01(\r\x12\x11\n\tpadding_w\x18\x08 \x01(\r\x12\x12\n\ndilation_h\x18\t \x01(\r\x12\x12\n\ndilation_w\x18\n \x01(\r\x12\x0e\n\x06groups\x18\x0b \x01(\r\x12\x0c\n\x04\x62ias\x18\x0c \x01(\x08\"\x08\n\x06ReLUOp\"x\n\x08Pool2dOp\x12\x10\n\x08kernel_h\x18\x01 \x01(\r\x12\x10\n\x08kernel_w\x18\x02 \x01(\r\x12\x10\n\x08stride_h\x18\x03 \x01(\r\x12\x10\n\x08stride_w\x18\x04 \x01(\r\x12\x11\n\tpadding_h\x18\x05 \x01(\r\x12\x11\n\tpadding_w\x18\x06 \x01(\r\"\x0b\n\tFlattenOp\"\x16\n\tDropoutOp\x12\t\n\x01p\x18\x01 \x01(\x02\"\xad\x02\n\x05Layer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x06linear\x18\x02 \x01(\x0b\x32\x12.qpart.v1.LinearOpH\x00\x12$\n\x06\x63onv2d\x18\x03 \x01(\x0b\x32\x12.qpart.v1.Conv2dOpH\x00\x12 \n\x04relu\x18\x04 \x01(\x0b\x32\x10.qpart.v1.ReLUOpH\x00\x12(\n\nmax_pool2d\x18\x05 \x01(\x0b\x32\x12.qpart.v1.Pool2dOpH\x00\x12(\n\navg_pool2d\x18\x06 \x01(\x0b\x32\x12.qpart.v1.Pool2dOpH\x00\x12&\n\x07\x66latten\x18\x07 \x01(\x0b\x32\x13.qpart.v1.FlattenOpH\x00\x12&\n\x07\x64ropout\x18\x08 \x01(\x0b\x32\x13.qpart.v1.DropoutOpH\x00\x42\x04\n\x02op\"[\n\x0bNetworkSpec\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12\x13\n\x0binput_shape\x18\x02 \x03(\x04\x12\x1f\n\x06layers\x18\x03 \x03(\x0b\x32\x0f.qpart.v1.Layer\"\x96\x01\n\x0cPackedTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x04\x12\x0c\n\x04\x62its\x18\x03 \x01(\r\x12*\n\x0bgranularity\x18\x04 \x01(\x0e\x32\x15.qpart.v1.Granularity\x12\r\n\x05scale\x18\x05 \x03(\x02\x12\x12\n\nzero_point\x18\x06 \x03(\r\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\x0c\"\xc7\x01\n\x04Head\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x17\n\x0fpartition_point\x18\x04 \x01(\r\x12&\n\x07network\x18\x05 \x01(\x0b\x32\x15.qpart.v1.NetworkSpec\x12*\n\nparameters\x18\x06 \x03(\x0b\x32\x16.qpart.v1.PackedTensor\x12\x14\n\x0coutput_shape\x18\x07 \x03(\x04*K\n\x0bGranularity\x12\x1b\n\x17GRANULARITY_UNSPECIFIED\x10\x00\x12\x0e\n\nPER_TENSOR\x10\x01\x12\x0f\n\x0bPER_CHANNEL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16qpart/v1/network.proto\x12\x08qpart.v1\"C\n\x08LinearOp\x12\x13\n\x0bin_features\x18\x01 \x01(\r\x12\x14\n\x0cout_features\x18\x02 \x01(\r\x12\x0c\n\x04\x62ias\x18\x03 \x01(\x08\"\xe9\x01\n\x08\x43onv2dOp\x12\x13\n\x0bin_channels\x18\x01 \x01(\r\x12\x14\n\x0cout_channels\x18\x02 \x01(\r\x12\x10\n\x08kernel_h\x18\x03 \x01(\r\x12\x10\n\x08kernel_w\x18\x04 \x01(\r\x12\x10\n\x08stride_h\x18\x05 \x01(\r\x12\x10\n\x08stride_w\x18\x06 \x01(\r\x12\x11\n\tpadding_h\x18\x07 \x01(\r\x12\x11\n\tpadding_w\x18\x08 \x01(\r\x12\x12\n\ndilation_h\x18\t \x01(\r\x12\x12\n\ndilation_w\x18\n \x01(\r\x12\x0e\n\x06groups\x18\x0b \x01(\r\x12\x0c\n\x04\x62ias\x18\x0c \x01(\x08\"\x1f\n\x0b\x42\x61tchNormOp\x12\x10\n\x08\x63hannels\x18\x01 \x01(\r\"6\n\x0c\x41\x63tivationOp\x12&\n\x08\x66unction\x18\x01 \x01(\x0e\x32\x14.qpart.v1.Activation\"\x07\n\x05\x41\x64\x64Op\"\x07\n\x05MulOp\"\x18\n\x08\x43oncatOp\x12\x0c\n\x04\x61xis\x18\x01 \x01(\r\"x\n\x08Pool2dOp\x12\x10\n\x08kernel_h\x18\x01 \x01(\r\x12\x10\n\x08kernel_w\x18\x02 \x01(\r\x12\x10\n\x08stride_h\x18\x03 \x01(\r\x12\x10\n\x08stride_w\x18\x04 \x01(\r\x12\x11\n\tpadding_h\x18\x05 \x01(\r\x12\x11\n\tpadding_w\x18\x06 \x01(\r\"3\n\x13\x41\x64\x61ptiveAvgPool2dOp\x12\r\n\x05out_h\x18\x01 \x01(\r\x12\r\n\x05out_w\x18\x02 \x01(\r\"\x0b\n\tFlattenOp\"\x1a\n\tReshapeOp\x12\r\n\x05shape\x18\x01 \x03(\x04\"\x0c\n\nIdentityOp\"\xd3\x04\n\x04Node\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12$\n\x06\x63onv2d\x18\n \x01(\x0b\x32\x12.qpart.v1.Conv2dOpH\x00\x12$\n\x06linear\x18\x0b \x01(\x0b\x32\x12.qpart.v1.LinearOpH\x00\x12+\n\nbatch_norm\x18\x0c \x01(\x0b\x32\x15.qpart.v1.BatchNormOpH\x00\x12,\n\nactivation\x18\r \x01(\x0b\x32\x16.qpart.v1.ActivationOpH\x00\x12\x1e\n\x03\x61\x64\x64\x18\x0e \x01(\x0b\x32\x0f.qpart.v1.AddOpH\x00\x12\x1e\n\x03mul\x18\x0f \x01(\x0b\x32\x0f.qpart.v1.MulOpH\x00\x12$\n\x06\x63oncat\x18\x10 \x01(\x0b\x32\x12.qpart.v1.ConcatOpH\x00\x12(\n\nmax_pool2d\x18\x11 \x01(\x0b\x32\x12.qpart.v1.Pool2dOpH\x00\x12(\n\navg_pool2d\x18\x12 \x01(\x0b\x32\x12.qpart.v1.Pool2dOpH\x00\x12<\n\x13\x61\x64\x61ptive_avg_pool2d\x18\x13 \x01(\x0b\x32\x1d.qpart.v1.AdaptiveAvgPool2dOpH\x00\x12&\n\x07\x66latten\x18\x14 \x01(\x0b\x32\x13.qpart.v1.FlattenOpH\x00\x12&\n\x07reshape\x18\x15 \x01(\x0b\x32\x13.qpart.v1.ReshapeOpH\x00\x12(\n\x08identity\x18\x16 \x01(\x0b\x32\x14.qpart.v1.IdentityOpH\x00\x42\x04\n\x02op\"\x87\x01\n\x0bNetworkSpec\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12\x13\n\x0binput_shape\x18\x02 \x03(\x04\x12\x1d\n\x05nodes\x18\x04 \x03(\x0b\x32\x0e.qpart.v1.Node\x12\r\n\x05input\x18\x05 \x01(\t\x12\x0f\n\x07outputs\x18\x06 \x03(\tJ\x04\x08\x03\x10\x04R\x06layers\"\x96\x01\n\x0cPackedTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x04\x12\x0c\n\x04\x62its\x18\x03 \x01(\r\x12*\n\x0bgranularity\x18\x04 \x01(\x0e\x32\x15.qpart.v1.Granularity\x12\r\n\x05scale\x18\x05 \x03(\x02\x12\x12\n\nzero_point\x18\x06 \x03(\r\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\x0c\"\xa5\x01\n\x04Head\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0b\n\x03\x63ut\x18\x04 \x01(\r\x12&\n\x07network\x18\x05 \x01(\x0b\x32\x15.qpart.v1.NetworkSpec\x12*\n\nparameters\x18\x06 \x03(\x0b\x32\x16.qpart.v1.PackedTensor*\x8d\x01\n\nActivation\x12\x1a\n\x16\x41\x43TIVATION_UNSPECIFIED\x10\x00\x12\x08\n\x04RELU\x10\x01\x12\t\n\x05RELU6\x10\x02\x12\r\n\tHARDSWISH\x10\x03\x12\x0f\n\x0bHARDSIGMOID\x10\x04\x12\x0b\n\x07SIGMOID\x10\x05\x12\x08\n\x04SILU\x10\x06\x12\x08\n\x04GELU\x10\x07\x12\r\n\tGELU_TANH\x10\x08*K\n\x0bGranularity\x12\x1b\n\x17GRANULARITY_UNSPECIFIED\x10\x00\x12\x0e\n\nPER_TENSOR\x10\x01\x12\x0f\n\x0bPER_CHANNEL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qpart.v1.network_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GRANULARITY']._serialized_start=1262
-  _globals['_GRANULARITY']._serialized_end=1337
+  _globals['_ACTIVATION']._serialized_start=1762
+  _globals['_ACTIVATION']._serialized_end=1903
+  _globals['_GRANULARITY']._serialized_start=1905
+  _globals['_GRANULARITY']._serialized_end=1980
   _globals['_LINEAROP']._serialized_start=36
   _globals['_LINEAROP']._serialized_end=103
   _globals['_CONV2DOP']._serialized_start=106
   _globals['_CONV2DOP']._serialized_end=339
-  _globals['_RELUOP']._serialized_start=341
-  _globals['_RELUOP']._serialized_end=349
-  _globals['_POOL2DOP']._serialized_start=351
-  _globals['_POOL2DOP']._serialized_end=471
-  _globals['_FLATTENOP']._serialized_start=473
-  _globals['_FLATTENOP']._serialized_end=484
-  _globals['_DROPOUTOP']._serialized_start=486
-  _globals['_DROPOUTOP']._serialized_end=508
-  _globals['_LAYER']._serialized_start=511
-  _globals['_LAYER']._serialized_end=812
-  _globals['_NETWORKSPEC']._serialized_start=814
-  _globals['_NETWORKSPEC']._serialized_end=905
-  _globals['_PACKEDTENSOR']._serialized_start=908
-  _globals['_PACKEDTENSOR']._serialized_end=1058
-  _globals['_HEAD']._serialized_start=1061
-  _globals['_HEAD']._serialized_end=1260
+  _globals['_BATCHNORMOP']._serialized_start=341
+  _globals['_BATCHNORMOP']._serialized_end=372
+  _globals['_ACTIVATIONOP']._serialized_start=374
+  _globals['_ACTIVATIONOP']._serialized_end=428
+  _globals['_ADDOP']._serialized_start=430
+  _globals['_ADDOP']._serialized_end=437
+  _globals['_MULOP']._serialized_start=439
+  _globals['_MULOP']._serialized_end=446
+  _globals['_CONCATOP']._serialized_start=448
+  _globals['_CONCATOP']._serialized_end=472
+  _globals['_POOL2DOP']._serialized_start=474
+  _globals['_POOL2DOP']._serialized_end=594
+  _globals['_ADAPTIVEAVGPOOL2DOP']._serialized_start=596
+  _globals['_ADAPTIVEAVGPOOL2DOP']._serialized_end=647
+  _globals['_FLATTENOP']._serialized_start=649
+  _globals['_FLATTENOP']._serialized_end=660
+  _globals['_RESHAPEOP']._serialized_start=662
+  _globals['_RESHAPEOP']._serialized_end=688
+  _globals['_IDENTITYOP']._serialized_start=690
+  _globals['_IDENTITYOP']._serialized_end=702
+  _globals['_NODE']._serialized_start=705
+  _globals['_NODE']._serialized_end=1300
+  _globals['_NETWORKSPEC']._serialized_start=1303
+  _globals['_NETWORKSPEC']._serialized_end=1438
+  _globals['_PACKEDTENSOR']._serialized_start=1441
+  _globals['_PACKEDTENSOR']._serialized_end=1591
+  _globals['_HEAD']._serialized_start=1594
+  _globals['_HEAD']._serialized_end=1759
 # @@protoc_insertion_point(module_scope)

@@ -7,11 +7,32 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Activation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACTIVATION_UNSPECIFIED: _ClassVar[Activation]
+    RELU: _ClassVar[Activation]
+    RELU6: _ClassVar[Activation]
+    HARDSWISH: _ClassVar[Activation]
+    HARDSIGMOID: _ClassVar[Activation]
+    SIGMOID: _ClassVar[Activation]
+    SILU: _ClassVar[Activation]
+    GELU: _ClassVar[Activation]
+    GELU_TANH: _ClassVar[Activation]
+
 class Granularity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     GRANULARITY_UNSPECIFIED: _ClassVar[Granularity]
     PER_TENSOR: _ClassVar[Granularity]
     PER_CHANNEL: _ClassVar[Granularity]
+ACTIVATION_UNSPECIFIED: Activation
+RELU: Activation
+RELU6: Activation
+HARDSWISH: Activation
+HARDSIGMOID: Activation
+SIGMOID: Activation
+SILU: Activation
+GELU: Activation
+GELU_TANH: Activation
 GRANULARITY_UNSPECIFIED: Granularity
 PER_TENSOR: Granularity
 PER_CHANNEL: Granularity
@@ -54,9 +75,31 @@ class Conv2dOp(_message.Message):
     bias: bool
     def __init__(self, in_channels: _Optional[int] = ..., out_channels: _Optional[int] = ..., kernel_h: _Optional[int] = ..., kernel_w: _Optional[int] = ..., stride_h: _Optional[int] = ..., stride_w: _Optional[int] = ..., padding_h: _Optional[int] = ..., padding_w: _Optional[int] = ..., dilation_h: _Optional[int] = ..., dilation_w: _Optional[int] = ..., groups: _Optional[int] = ..., bias: _Optional[bool] = ...) -> None: ...
 
-class ReLUOp(_message.Message):
+class BatchNormOp(_message.Message):
+    __slots__ = ("channels",)
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    channels: int
+    def __init__(self, channels: _Optional[int] = ...) -> None: ...
+
+class ActivationOp(_message.Message):
+    __slots__ = ("function",)
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    function: Activation
+    def __init__(self, function: _Optional[_Union[Activation, str]] = ...) -> None: ...
+
+class AddOp(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class MulOp(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ConcatOp(_message.Message):
+    __slots__ = ("axis",)
+    AXIS_FIELD_NUMBER: _ClassVar[int]
+    axis: int
+    def __init__(self, axis: _Optional[int] = ...) -> None: ...
 
 class Pool2dOp(_message.Message):
     __slots__ = ("kernel_h", "kernel_w", "stride_h", "stride_w", "padding_h", "padding_w")
@@ -74,45 +117,77 @@ class Pool2dOp(_message.Message):
     padding_w: int
     def __init__(self, kernel_h: _Optional[int] = ..., kernel_w: _Optional[int] = ..., stride_h: _Optional[int] = ..., stride_w: _Optional[int] = ..., padding_h: _Optional[int] = ..., padding_w: _Optional[int] = ...) -> None: ...
 
+class AdaptiveAvgPool2dOp(_message.Message):
+    __slots__ = ("out_h", "out_w")
+    OUT_H_FIELD_NUMBER: _ClassVar[int]
+    OUT_W_FIELD_NUMBER: _ClassVar[int]
+    out_h: int
+    out_w: int
+    def __init__(self, out_h: _Optional[int] = ..., out_w: _Optional[int] = ...) -> None: ...
+
 class FlattenOp(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
-class DropoutOp(_message.Message):
-    __slots__ = ("p",)
-    P_FIELD_NUMBER: _ClassVar[int]
-    p: float
-    def __init__(self, p: _Optional[float] = ...) -> None: ...
+class ReshapeOp(_message.Message):
+    __slots__ = ("shape",)
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
-class Layer(_message.Message):
-    __slots__ = ("name", "linear", "conv2d", "relu", "max_pool2d", "avg_pool2d", "flatten", "dropout")
+class IdentityOp(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Node(_message.Message):
+    __slots__ = ("name", "inputs", "source", "conv2d", "linear", "batch_norm", "activation", "add", "mul", "concat", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "flatten", "reshape", "identity")
     NAME_FIELD_NUMBER: _ClassVar[int]
-    LINEAR_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     CONV2D_FIELD_NUMBER: _ClassVar[int]
-    RELU_FIELD_NUMBER: _ClassVar[int]
+    LINEAR_FIELD_NUMBER: _ClassVar[int]
+    BATCH_NORM_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    ADD_FIELD_NUMBER: _ClassVar[int]
+    MUL_FIELD_NUMBER: _ClassVar[int]
+    CONCAT_FIELD_NUMBER: _ClassVar[int]
     MAX_POOL2D_FIELD_NUMBER: _ClassVar[int]
     AVG_POOL2D_FIELD_NUMBER: _ClassVar[int]
+    ADAPTIVE_AVG_POOL2D_FIELD_NUMBER: _ClassVar[int]
     FLATTEN_FIELD_NUMBER: _ClassVar[int]
-    DROPOUT_FIELD_NUMBER: _ClassVar[int]
+    RESHAPE_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
     name: str
-    linear: LinearOp
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    source: str
     conv2d: Conv2dOp
-    relu: ReLUOp
+    linear: LinearOp
+    batch_norm: BatchNormOp
+    activation: ActivationOp
+    add: AddOp
+    mul: MulOp
+    concat: ConcatOp
     max_pool2d: Pool2dOp
     avg_pool2d: Pool2dOp
+    adaptive_avg_pool2d: AdaptiveAvgPool2dOp
     flatten: FlattenOp
-    dropout: DropoutOp
-    def __init__(self, name: _Optional[str] = ..., linear: _Optional[_Union[LinearOp, _Mapping]] = ..., conv2d: _Optional[_Union[Conv2dOp, _Mapping]] = ..., relu: _Optional[_Union[ReLUOp, _Mapping]] = ..., max_pool2d: _Optional[_Union[Pool2dOp, _Mapping]] = ..., avg_pool2d: _Optional[_Union[Pool2dOp, _Mapping]] = ..., flatten: _Optional[_Union[FlattenOp, _Mapping]] = ..., dropout: _Optional[_Union[DropoutOp, _Mapping]] = ...) -> None: ...
+    reshape: ReshapeOp
+    identity: IdentityOp
+    def __init__(self, name: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., source: _Optional[str] = ..., conv2d: _Optional[_Union[Conv2dOp, _Mapping]] = ..., linear: _Optional[_Union[LinearOp, _Mapping]] = ..., batch_norm: _Optional[_Union[BatchNormOp, _Mapping]] = ..., activation: _Optional[_Union[ActivationOp, _Mapping]] = ..., add: _Optional[_Union[AddOp, _Mapping]] = ..., mul: _Optional[_Union[MulOp, _Mapping]] = ..., concat: _Optional[_Union[ConcatOp, _Mapping]] = ..., max_pool2d: _Optional[_Union[Pool2dOp, _Mapping]] = ..., avg_pool2d: _Optional[_Union[Pool2dOp, _Mapping]] = ..., adaptive_avg_pool2d: _Optional[_Union[AdaptiveAvgPool2dOp, _Mapping]] = ..., flatten: _Optional[_Union[FlattenOp, _Mapping]] = ..., reshape: _Optional[_Union[ReshapeOp, _Mapping]] = ..., identity: _Optional[_Union[IdentityOp, _Mapping]] = ...) -> None: ...
 
 class NetworkSpec(_message.Message):
-    __slots__ = ("format_version", "input_shape", "layers")
+    __slots__ = ("format_version", "input_shape", "nodes", "input", "outputs")
     FORMAT_VERSION_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
-    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     format_version: int
     input_shape: _containers.RepeatedScalarFieldContainer[int]
-    layers: _containers.RepeatedCompositeFieldContainer[Layer]
-    def __init__(self, format_version: _Optional[int] = ..., input_shape: _Optional[_Iterable[int]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ...) -> None: ...
+    nodes: _containers.RepeatedCompositeFieldContainer[Node]
+    input: str
+    outputs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, format_version: _Optional[int] = ..., input_shape: _Optional[_Iterable[int]] = ..., nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., input: _Optional[str] = ..., outputs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PackedTensor(_message.Message):
     __slots__ = ("name", "shape", "bits", "granularity", "scale", "zero_point", "data")
@@ -133,19 +208,17 @@ class PackedTensor(_message.Message):
     def __init__(self, name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., bits: _Optional[int] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., scale: _Optional[_Iterable[float]] = ..., zero_point: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class Head(_message.Message):
-    __slots__ = ("format_version", "model", "model_version", "partition_point", "network", "parameters", "output_shape")
+    __slots__ = ("format_version", "model", "model_version", "cut", "network", "parameters")
     FORMAT_VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
-    PARTITION_POINT_FIELD_NUMBER: _ClassVar[int]
+    CUT_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
-    OUTPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     format_version: int
     model: str
     model_version: str
-    partition_point: int
+    cut: int
     network: NetworkSpec
     parameters: _containers.RepeatedCompositeFieldContainer[PackedTensor]
-    output_shape: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, format_version: _Optional[int] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., partition_point: _Optional[int] = ..., network: _Optional[_Union[NetworkSpec, _Mapping]] = ..., parameters: _Optional[_Iterable[_Union[PackedTensor, _Mapping]]] = ..., output_shape: _Optional[_Iterable[int]] = ...) -> None: ...
+    def __init__(self, format_version: _Optional[int] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., cut: _Optional[int] = ..., network: _Optional[_Union[NetworkSpec, _Mapping]] = ..., parameters: _Optional[_Iterable[_Union[PackedTensor, _Mapping]]] = ...) -> None: ...

@@ -31,39 +31,98 @@ class ListModelsRequest(_message.Message):
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
-class ListModelsResponse(_message.Message):
-    __slots__ = ("models",)
-    MODELS_FIELD_NUMBER: _ClassVar[int]
-    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+class ServerLimits(_message.Message):
+    __slots__ = ("max_message_bytes", "max_batch_inputs", "max_batch_elements", "max_chunk_bytes", "min_chunk_bytes")
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MIN_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    max_message_bytes: int
+    max_batch_inputs: int
+    max_batch_elements: int
+    max_chunk_bytes: int
+    min_chunk_bytes: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_batch_inputs: _Optional[int] = ..., max_batch_elements: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ..., min_chunk_bytes: _Optional[int] = ...) -> None: ...
 
-class LayerInfo(_message.Message):
-    __slots__ = ("index", "name", "kind", "weight_count", "macs", "input_shape", "output_shape")
-    INDEX_FIELD_NUMBER: _ClassVar[int]
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models", "limits")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    limits: ServerLimits
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., limits: _Optional[_Union[ServerLimits, _Mapping]] = ...) -> None: ...
+
+class TensorInfo(_message.Message):
+    __slots__ = ("name", "shape")
     NAME_FIELD_NUMBER: _ClassVar[int]
-    KIND_FIELD_NUMBER: _ClassVar[int]
-    WEIGHT_COUNT_FIELD_NUMBER: _ClassVar[int]
-    MACS_FIELD_NUMBER: _ClassVar[int]
-    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
-    OUTPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
-    index: int
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
     name: str
-    kind: str
-    weight_count: int
-    macs: int
-    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Preprocessing(_message.Message):
+    __slots__ = ("channels", "resize_h", "resize_w", "crop_h", "crop_w", "scale", "mean", "std")
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    RESIZE_H_FIELD_NUMBER: _ClassVar[int]
+    RESIZE_W_FIELD_NUMBER: _ClassVar[int]
+    CROP_H_FIELD_NUMBER: _ClassVar[int]
+    CROP_W_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    STD_FIELD_NUMBER: _ClassVar[int]
+    channels: int
+    resize_h: int
+    resize_w: int
+    crop_h: int
+    crop_w: int
+    scale: float
+    mean: _containers.RepeatedScalarFieldContainer[float]
+    std: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, channels: _Optional[int] = ..., resize_h: _Optional[int] = ..., resize_w: _Optional[int] = ..., crop_h: _Optional[int] = ..., crop_w: _Optional[int] = ..., scale: _Optional[float] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class NodeInfo(_message.Message):
+    __slots__ = ("name", "op", "inputs", "output_shape", "macs", "weight_count")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    MACS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    op: str
+    inputs: _containers.RepeatedScalarFieldContainer[str]
     output_shape: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., weight_count: _Optional[int] = ..., macs: _Optional[int] = ..., input_shape: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ...) -> None: ...
+    macs: int
+    weight_count: int
+    def __init__(self, name: _Optional[str] = ..., op: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., output_shape: _Optional[_Iterable[int]] = ..., macs: _Optional[int] = ..., weight_count: _Optional[int] = ...) -> None: ...
+
+class CutInfo(_message.Message):
+    __slots__ = ("cut", "tensors", "weight_nodes", "device_macs", "in_catalog")
+    CUT_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_NODES_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_MACS_FIELD_NUMBER: _ClassVar[int]
+    IN_CATALOG_FIELD_NUMBER: _ClassVar[int]
+    cut: int
+    tensors: _containers.RepeatedCompositeFieldContainer[TensorInfo]
+    weight_nodes: _containers.RepeatedScalarFieldContainer[str]
+    device_macs: int
+    in_catalog: bool
+    def __init__(self, cut: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., weight_nodes: _Optional[_Iterable[str]] = ..., device_macs: _Optional[int] = ..., in_catalog: _Optional[bool] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "description", "input_shape", "num_classes", "class_names", "layers", "float_test_accuracy", "test_samples", "dataset", "has_catalog", "catalog_budgets")
+    __slots__ = ("name", "version", "description", "input", "task", "class_names", "outputs", "preprocessing", "nodes", "cuts", "float_test_accuracy", "test_samples", "dataset", "has_catalog", "catalog_budgets")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
-    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
-    NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
     CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
-    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    CUTS_FIELD_NUMBER: _ClassVar[int]
     FLOAT_TEST_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     TEST_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -72,16 +131,19 @@ class ModelInfo(_message.Message):
     name: str
     version: str
     description: str
-    input_shape: _containers.RepeatedScalarFieldContainer[int]
-    num_classes: int
+    input: TensorInfo
+    task: str
     class_names: _containers.RepeatedScalarFieldContainer[str]
-    layers: _containers.RepeatedCompositeFieldContainer[LayerInfo]
+    outputs: _containers.RepeatedCompositeFieldContainer[TensorInfo]
+    preprocessing: Preprocessing
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
+    cuts: _containers.RepeatedCompositeFieldContainer[CutInfo]
     float_test_accuracy: float
     test_samples: int
     dataset: str
     has_catalog: bool
     catalog_budgets: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., description: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., float_test_accuracy: _Optional[float] = ..., test_samples: _Optional[int] = ..., dataset: _Optional[str] = ..., has_catalog: _Optional[bool] = ..., catalog_budgets: _Optional[_Iterable[float]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., description: _Optional[str] = ..., input: _Optional[_Union[TensorInfo, _Mapping]] = ..., task: _Optional[str] = ..., class_names: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., cuts: _Optional[_Iterable[_Union[CutInfo, _Mapping]]] = ..., float_test_accuracy: _Optional[float] = ..., test_samples: _Optional[int] = ..., dataset: _Optional[str] = ..., has_catalog: _Optional[bool] = ..., catalog_budgets: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class DeviceCapabilities(_message.Message):
     __slots__ = ("name", "clock_hz", "cycles_per_mac", "macs_per_second", "energy_coefficient", "tx_power_w", "memory_bytes")
@@ -128,16 +190,16 @@ class ObjectiveWeights(_message.Message):
     def __init__(self, time: _Optional[float] = ..., energy: _Optional[float] = ..., cost: _Optional[float] = ...) -> None: ...
 
 class FixedPlan(_message.Message):
-    __slots__ = ("partition_point", "weight_bits", "activation_bits", "weight_granularity")
-    PARTITION_POINT_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("cut", "weight_bits", "activation_bits", "weight_granularity")
+    CUT_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_BITS_FIELD_NUMBER: _ClassVar[int]
     ACTIVATION_BITS_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_GRANULARITY_FIELD_NUMBER: _ClassVar[int]
-    partition_point: int
+    cut: int
     weight_bits: _containers.RepeatedScalarFieldContainer[int]
-    activation_bits: int
+    activation_bits: _containers.RepeatedScalarFieldContainer[int]
     weight_granularity: _network_pb2.Granularity
-    def __init__(self, partition_point: _Optional[int] = ..., weight_bits: _Optional[_Iterable[int]] = ..., activation_bits: _Optional[int] = ..., weight_granularity: _Optional[_Union[_network_pb2.Granularity, str]] = ...) -> None: ...
+    def __init__(self, cut: _Optional[int] = ..., weight_bits: _Optional[_Iterable[int]] = ..., activation_bits: _Optional[_Iterable[int]] = ..., weight_granularity: _Optional[_Union[_network_pb2.Granularity, str]] = ...) -> None: ...
 
 class PlanRequest(_message.Message):
     __slots__ = ("model", "device", "link", "accuracy_budget", "weights", "inferences_per_head", "held_heads", "policy", "fixed", "explain")
@@ -164,16 +226,18 @@ class PlanRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., device: _Optional[_Union[DeviceCapabilities, _Mapping]] = ..., link: _Optional[_Union[LinkCapabilities, _Mapping]] = ..., accuracy_budget: _Optional[float] = ..., weights: _Optional[_Union[ObjectiveWeights, _Mapping]] = ..., inferences_per_head: _Optional[int] = ..., held_heads: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[Policy, str]] = ..., fixed: _Optional[_Union[FixedPlan, _Mapping]] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class ActivationEncoding(_message.Message):
-    __slots__ = ("bits", "scale", "zero_point", "sample_shape")
+    __slots__ = ("name", "bits", "scale", "zero_point", "sample_shape")
+    NAME_FIELD_NUMBER: _ClassVar[int]
     BITS_FIELD_NUMBER: _ClassVar[int]
     SCALE_FIELD_NUMBER: _ClassVar[int]
     ZERO_POINT_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
     bits: int
     scale: float
     zero_point: int
     sample_shape: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, bits: _Optional[int] = ..., scale: _Optional[float] = ..., zero_point: _Optional[int] = ..., sample_shape: _Optional[_Iterable[int]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., bits: _Optional[int] = ..., scale: _Optional[float] = ..., zero_point: _Optional[int] = ..., sample_shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PlanPrediction(_message.Message):
     __slots__ = ("device_time_s", "uplink_time_s", "downlink_time_s", "server_time_s", "rtt_time_s", "total_time_s", "device_energy_j", "tx_energy_j", "server_cost", "objective", "accuracy_drop", "head_bytes", "uplink_bytes", "device_memory_bytes")
@@ -208,34 +272,35 @@ class PlanPrediction(_message.Message):
     def __init__(self, device_time_s: _Optional[float] = ..., uplink_time_s: _Optional[float] = ..., downlink_time_s: _Optional[float] = ..., server_time_s: _Optional[float] = ..., rtt_time_s: _Optional[float] = ..., total_time_s: _Optional[float] = ..., device_energy_j: _Optional[float] = ..., tx_energy_j: _Optional[float] = ..., server_cost: _Optional[float] = ..., objective: _Optional[float] = ..., accuracy_drop: _Optional[float] = ..., head_bytes: _Optional[int] = ..., uplink_bytes: _Optional[int] = ..., device_memory_bytes: _Optional[int] = ...) -> None: ...
 
 class PlanCandidate(_message.Message):
-    __slots__ = ("partition_point", "weight_bits", "activation_bits", "predicted", "chosen", "rejected_reason", "kind")
-    PARTITION_POINT_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("cut", "weight_bits", "activation_bits", "predicted", "chosen", "rejected_reason", "kind")
+    CUT_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_BITS_FIELD_NUMBER: _ClassVar[int]
     ACTIVATION_BITS_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_FIELD_NUMBER: _ClassVar[int]
     CHOSEN_FIELD_NUMBER: _ClassVar[int]
     REJECTED_REASON_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
-    partition_point: int
+    cut: int
     weight_bits: _containers.RepeatedScalarFieldContainer[int]
-    activation_bits: int
+    activation_bits: _containers.RepeatedScalarFieldContainer[int]
     predicted: PlanPrediction
     chosen: bool
     rejected_reason: str
     kind: str
-    def __init__(self, partition_point: _Optional[int] = ..., weight_bits: _Optional[_Iterable[int]] = ..., activation_bits: _Optional[int] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., chosen: _Optional[bool] = ..., rejected_reason: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
+    def __init__(self, cut: _Optional[int] = ..., weight_bits: _Optional[_Iterable[int]] = ..., activation_bits: _Optional[_Iterable[int]] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., chosen: _Optional[bool] = ..., rejected_reason: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class PlanResponse(_message.Message):
-    __slots__ = ("plan_id", "model", "model_version", "policy", "partition_point", "num_layers", "weight_bits", "weight_granularity", "activation", "head_hash", "head_bytes", "predicted", "candidates")
+    __slots__ = ("plan_id", "model", "model_version", "policy", "cut", "num_nodes", "weight_nodes", "weight_bits", "weight_granularity", "activations", "head_hash", "head_bytes", "predicted", "candidates")
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
-    PARTITION_POINT_FIELD_NUMBER: _ClassVar[int]
-    NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    CUT_FIELD_NUMBER: _ClassVar[int]
+    NUM_NODES_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_NODES_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_BITS_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_GRANULARITY_FIELD_NUMBER: _ClassVar[int]
-    ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
     HEAD_HASH_FIELD_NUMBER: _ClassVar[int]
     HEAD_BYTES_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_FIELD_NUMBER: _ClassVar[int]
@@ -244,16 +309,17 @@ class PlanResponse(_message.Message):
     model: str
     model_version: str
     policy: Policy
-    partition_point: int
-    num_layers: int
+    cut: int
+    num_nodes: int
+    weight_nodes: _containers.RepeatedScalarFieldContainer[str]
     weight_bits: _containers.RepeatedScalarFieldContainer[int]
     weight_granularity: _network_pb2.Granularity
-    activation: ActivationEncoding
+    activations: _containers.RepeatedCompositeFieldContainer[ActivationEncoding]
     head_hash: str
     head_bytes: int
     predicted: PlanPrediction
     candidates: _containers.RepeatedCompositeFieldContainer[PlanCandidate]
-    def __init__(self, plan_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., policy: _Optional[_Union[Policy, str]] = ..., partition_point: _Optional[int] = ..., num_layers: _Optional[int] = ..., weight_bits: _Optional[_Iterable[int]] = ..., weight_granularity: _Optional[_Union[_network_pb2.Granularity, str]] = ..., activation: _Optional[_Union[ActivationEncoding, _Mapping]] = ..., head_hash: _Optional[str] = ..., head_bytes: _Optional[int] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[PlanCandidate, _Mapping]]] = ...) -> None: ...
+    def __init__(self, plan_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., policy: _Optional[_Union[Policy, str]] = ..., cut: _Optional[int] = ..., num_nodes: _Optional[int] = ..., weight_nodes: _Optional[_Iterable[str]] = ..., weight_bits: _Optional[_Iterable[int]] = ..., weight_granularity: _Optional[_Union[_network_pb2.Granularity, str]] = ..., activations: _Optional[_Iterable[_Union[ActivationEncoding, _Mapping]]] = ..., head_hash: _Optional[str] = ..., head_bytes: _Optional[int] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[PlanCandidate, _Mapping]]] = ...) -> None: ...
 
 class FetchHeadRequest(_message.Message):
     __slots__ = ("plan_id", "offset", "max_chunk_bytes")
@@ -277,17 +343,25 @@ class HeadChunk(_message.Message):
     data: bytes
     def __init__(self, content_hash: _Optional[str] = ..., total_bytes: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
-class ActivationBatch(_message.Message):
-    __slots__ = ("request_ids", "sample_shape", "bits", "data")
-    REQUEST_IDS_FIELD_NUMBER: _ClassVar[int]
+class TensorBatch(_message.Message):
+    __slots__ = ("name", "sample_shape", "bits", "data")
+    NAME_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_SHAPE_FIELD_NUMBER: _ClassVar[int]
     BITS_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
-    request_ids: _containers.RepeatedScalarFieldContainer[int]
+    name: str
     sample_shape: _containers.RepeatedScalarFieldContainer[int]
     bits: int
     data: bytes
-    def __init__(self, request_ids: _Optional[_Iterable[int]] = ..., sample_shape: _Optional[_Iterable[int]] = ..., bits: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., sample_shape: _Optional[_Iterable[int]] = ..., bits: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ActivationBatch(_message.Message):
+    __slots__ = ("request_ids", "tensors")
+    REQUEST_IDS_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    request_ids: _containers.RepeatedScalarFieldContainer[int]
+    tensors: _containers.RepeatedCompositeFieldContainer[TensorBatch]
+    def __init__(self, request_ids: _Optional[_Iterable[int]] = ..., tensors: _Optional[_Iterable[_Union[TensorBatch, _Mapping]]] = ...) -> None: ...
 
 class InferRequest(_message.Message):
     __slots__ = ("plan_id", "batch")
@@ -297,25 +371,31 @@ class InferRequest(_message.Message):
     batch: ActivationBatch
     def __init__(self, plan_id: _Optional[str] = ..., batch: _Optional[_Union[ActivationBatch, _Mapping]] = ...) -> None: ...
 
-class Classification(_message.Message):
-    __slots__ = ("request_id", "scores", "label")
+class OutputValues(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class InferResult(_message.Message):
+    __slots__ = ("request_id", "outputs", "label")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
-    SCORES_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     request_id: int
-    scores: _containers.RepeatedScalarFieldContainer[float]
+    outputs: _containers.RepeatedCompositeFieldContainer[OutputValues]
     label: int
-    def __init__(self, request_id: _Optional[int] = ..., scores: _Optional[_Iterable[float]] = ..., label: _Optional[int] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputValues, _Mapping]]] = ..., label: _Optional[int] = ...) -> None: ...
 
 class InferResponse(_message.Message):
     __slots__ = ("results", "server_compute_s", "server_queue_s")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     SERVER_COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
     SERVER_QUEUE_S_FIELD_NUMBER: _ClassVar[int]
-    results: _containers.RepeatedCompositeFieldContainer[Classification]
+    results: _containers.RepeatedCompositeFieldContainer[InferResult]
     server_compute_s: float
     server_queue_s: float
-    def __init__(self, results: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ..., server_compute_s: _Optional[float] = ..., server_queue_s: _Optional[float] = ...) -> None: ...
+    def __init__(self, results: _Optional[_Iterable[_Union[InferResult, _Mapping]]] = ..., server_compute_s: _Optional[float] = ..., server_queue_s: _Optional[float] = ...) -> None: ...
 
 class ProbeRequest(_message.Message):
     __slots__ = ("payload", "reply_bytes")

@@ -72,14 +72,14 @@ class SplitInferenceServicer:
     """
 
     def ListModels(self, request, context):
-        """Lists the models the server holds, with per-layer metadata.
+        """Lists the models the server holds, with their graph, cuts and preprocessing, and the server's limits.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Plan(self, request, context):
-        """Chooses a partition point and bit widths for one device and returns the plan.
+        """Chooses a cut and bit widths for one device and returns the plan.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,7 +93,7 @@ class SplitInferenceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Infer(self, request_iterator, context):
-        """The device streams quantized activations; the server answers class scores per input, in order.
+        """The device streams quantized activations; the server answers the model's outputs per input, in order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

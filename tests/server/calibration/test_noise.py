@@ -1,19 +1,23 @@
 import numpy as np
+import pytest
 
 from qpart.server.calibration import noise as calibration
 
-from qpart.server.training import train
+from qpart.server.calibration.build import catalog_cuts
+from qpart.server.models import datasets
 from qpart.server.calibration.accuracy import Evaluator, fake_quantize_torch, paired_drop_bound
 from qpart.server.models.split import Split
 
 
 def test_accuracy_model(repo, data_dir):
     model = repo.get("lenet")
-    x, y = train.validation_data(model, data_dir)
-    am = calibration.calibrate(Evaluator(model, x[:1000], y[:1000]))
+    x, y = datasets.model_split(model, "validation", data_dir, limit=1000)
+    cuts = [c for c in catalog_cuts(model) if model.profile.cut(c).runs_tail]
+    am = calibration.calibrate(Evaluator(model, x, y), cuts)
     assert 1.0 < am.alpha < 2.5                       # ln 4 = 1.39 in theory (eq 18)
-    assert len(am.weights) == len(am.activations) == model.num_layers
-    for prof in am.weights + am.activations:
+    assert len(am.weights) == len(model.profile.weight_nodes)
+    assert set(am.activations) == {(c, t) for c in cuts for t in model.profile.cut(c).tensors}
+    for prof in list(am.weights.values()) + list(am.activations.values()):
         assert prof.q > 0 and prof.t > 1              # projected noise is a share of the noise energy
         assert prof.energy[2] > prof.energy[8]        # fewer bits, more noise
     for check in am.additivity:                       # sum of single-layer noise ~ noise of all layers at once
@@ -28,7 +32,7 @@ def test_the_evaluator_uses_the_wire_quantizer(repo):
     import torch
     from qpart.common import quant
     model = repo.get("vgg8")
-    params = model.activation_params(3, 5)
+    params = model.activation_params(model.profile.nodes[3].name, 5)
     x = np.random.default_rng(0).uniform(-1, 30, (7, 12, 14, 14)).astype(np.float32)
     codes = quant.quantize_with(x, params)
     expected = quant.dequantize(codes, params)
@@ -41,11 +45,14 @@ def test_paired_bound():
     assert paired_drop_bound(0, 0, 100) == (0.0, 0.0)
 
 
-def test_prefix_cache_gives_the_same_answer(repo, data_dir):
-    model = repo.get("lenet")
-    x, y = train.validation_data(model, data_dir)
-    cached = Evaluator(model, x[:600], y[:600])
-    pattern = Split(4, (5, 4, 3), 4, "channel")
-    cached.measure(Split(4, (5, 4, 6), 4, "channel"))          # shares the first two layers' prefix
-    fresh = Evaluator(model, x[:600], y[:600], cache_bytes=0)
-    assert np.array_equal(cached.logits(pattern).numpy(), fresh.logits(pattern).numpy())
+@pytest.mark.parametrize("name", ["lenet", "resnet8"])
+def test_prefix_cache_gives_the_same_answer(name, repo, data_dir):
+    model = repo.get(name)
+    x, y = datasets.model_split(model, "validation", data_dir, limit=600)
+    cached = Evaluator(model, x, y)
+    cut = next(c for c in model.cuts() if len(c.weight_nodes) >= 3 and c.runs_tail)   # two tensors for resnet8
+    width = len(cut.weight_nodes)
+    split = Split(cut.cut, (5, 4) + (3,) * (width - 2), (4,) * len(cut.tensors), "channel")
+    cached.measure(Split(cut.cut, (5, 4) + (6,) * (width - 2), (4,) * len(cut.tensors), "channel"))  # shared prefix
+    fresh = Evaluator(model, x, y, cache_bytes=0)
+    assert np.array_equal(cached.logits(split).numpy(), fresh.logits(split).numpy())

@@ -3,39 +3,46 @@ import math
 import pytest
 
 from qpart.server.models.heads import HeadStore, build_head, serialize
-from qpart.server.models.split import Split
+from qpart.server.models.split import Split, uniform
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 5, 8, 16])
 def test_head_size_is_the_packed_weights_plus_small_headers(repo, bits):
     model = repo.get("fc6")
-    p = model.num_layers + 1                       # every layer: 576,810 parameters
-    plan = Split(p, (bits,) * (p - 1), 0)
-    head = build_head(model, plan)
-    weights = sum(layer.weight_count for layer in model.profile.layers)
+    split = uniform(model.profile, model.num_nodes, bits)          # every node: 576,810 parameters
+    head = build_head(model, split)
+    weights = sum(n.weight_count for n in model.profile.nodes)
     bound = math.ceil(weights * bits / 8)
     packed = sum(len(t.data) for t in head.parameters)
     assert bound <= packed <= bound + len(head.parameters)          # only per-tensor rounding to whole bytes
     scales_and_headers = len(serialize(head).data) - packed
-    assert scales_and_headers < 1500
+    assert scales_and_headers < 2000
     assert len(serialize(head).data) <= 1.01 * bound + scales_and_headers
 
 
 def test_heads_are_deterministic_and_cached(repo):
     model = repo.get("lenet")
-    plan = Split(3, (6, 5), 8)
+    split = Split(7, (6, 5), (8,))
     store = HeadStore()
-    first = store.get(model, plan)
-    assert first.content_hash == serialize(build_head(model, plan)).content_hash
-    assert store.get(model, Split(3, (6, 5), 4)) is first   # activation bits don't matter
-    assert store.get(model, Split(1, (), 8)) is None          # p = 1 ships nothing
+    first = store.get(model, split)
+    assert first.content_hash == serialize(build_head(model, split)).content_hash
+    assert store.get(model, Split(7, (6, 5), (4,))) is first   # activation bits don't matter
+    assert store.get(model, Split(0, (), (8,))) is None          # cut 0 ships nothing
+
+
+def test_a_head_holds_the_nodes_before_the_cut_and_outputs_what_crosses(repo):
+    model = repo.get("resnet8")
+    cut = next(c for c in model.cuts() if len(c.tensors) == 2)
+    head = build_head(model, uniform(model.profile, cut.cut, 8))
+    assert len(head.network.nodes) == cut.cut and list(head.network.outputs) == list(cut.tensors)
+    assert {t.name.rsplit(".", 1)[0] for t in head.parameters} == {model.profile.nodes[i].name for i in cut.weight_nodes}
 
 
 def test_the_head_cache_is_bounded(repo):
     model = repo.get("fc6")
-    size = HeadStore().get(model, Split(3, (4, 4), 4)).size
+    size = HeadStore().get(model, Split(3, (4,), (4,))).size
     store = HeadStore(max_bytes=int(2.5 * size))
-    heads = [store.get(model, Split(3, (b, 4), 4)) for b in (2, 3, 4, 5, 6)]
+    heads = [store.get(model, Split(3, (b,), (4,))) for b in (2, 3, 4, 5, 6)]
     assert len(store._cache) <= 3 and store._size <= store.max_bytes
-    assert store.get(model, Split(3, (6, 4), 4)) is heads[-1]                 # the newest stayed
-    assert store.get(model, Split(3, (2, 4), 4)) is not heads[0]              # the oldest was rebuilt
+    assert store.get(model, Split(3, (6,), (4,))) is heads[-1]                 # the newest stayed
+    assert store.get(model, Split(3, (2,), (4,))) is not heads[0]              # the oldest was rebuilt

@@ -4,7 +4,7 @@ import pytest
 
 from qpart.common import policies, profiles
 from qpart.common.costmodel import LinkProfile, Objective
-from qpart.common.errors import FailedPrecondition
+from qpart.common.errors import FailedPrecondition, InvalidArgument
 from qpart.server.models.heads import HeadStore
 from qpart.server.models.split import Split
 from qpart.server.planning.planner import Planner, PlanRequest, catalog_patterns
@@ -24,14 +24,14 @@ def request(**kw) -> PlanRequest:
 
 
 def test_baseline_policies(planner, repo):
-    L = repo.get("vgg8").num_layers
-    assert planner.plan(request(policy="server_only")).spec.split.partition_point == 1
+    n = repo.get("vgg8").num_nodes
+    assert planner.plan(request(policy="server_only")).spec.split.cut == 0
     device_only = planner.plan(request(policy="device_only")).spec.split
-    assert device_only.partition_point == L + 1 and set(device_only.weight_bits) == {32}
+    assert device_only.cut == n and set(device_only.weight_bits) == {32} and device_only.activation_bits == ()
     float_split = planner.plan(request(policy="float_split")).spec.split
-    assert set(float_split.weight_bits) <= {32} and float_split.activation_bits in (0, 32)
+    assert set(float_split.weight_bits) <= {32} and set(float_split.activation_bits) <= {32}
     int8 = planner.plan(request(policy="uniform_int8")).spec.split
-    assert set(int8.weight_bits) <= {8} and int8.activation_bits in (0, 8)
+    assert set(int8.weight_bits) <= {8} and set(int8.activation_bits) <= {8}
 
 
 GRID = [(device, rate, rtt, reuse) for device in ("paper-table2", "rpi4", "jetson-orin-nano")
@@ -49,7 +49,7 @@ def strict_wins(planner: Planner, model: str) -> list[tuple]:
         others = [planner.plan(dataclasses.replace(base, policy=p)).chosen.costs.objective for p in policies.BASELINES]
         assert best.costs.objective <= min(others) * (1 + 1e-12)      # QPART weighs every baseline's splits too
         if best.costs.objective < min(others) * (1 - 1e-9):
-            wins.append((device, rate, reuse, best.kind, best.spec.split.partition_point))
+            wins.append((device, rate, reuse, best.kind, best.spec.split.cut))
     return wins
 
 
@@ -62,13 +62,13 @@ def test_mixed_precision_beats_every_baseline_somewhere(planner):
 
 
 def test_without_mixed_precision_qpart_only_ties(repo, catalogs):
-    """The check above can fail: a planner whose catalog lost its mixed-precision entries (all but p = 1,
+    """The check above can fail: a planner whose catalog lost its mixed-precision entries (all but cut 0,
     which server_only uses too) never beats the baselines."""
     stripped = Planner(repo, HeadStore())
     model = repo.get("vgg8")
     catalog = dataclasses.replace(catalogs["vgg8"], entries=[e for e in catalogs["vgg8"].entries
-                                                             if e.kind != "qpart" or e.split.partition_point == 1])
-    stripped._catalogs[(model.name, model.version)] = (catalog, *catalog_patterns(model, catalog))
+                                                             if e.kind != "qpart" or e.split.cut == 0])
+    stripped._catalogs[(model.name, model.version)] = (catalog, *catalog_patterns(model, catalog, stripped.server))
     assert strict_wins(stripped, "vgg8") == []
 
 
@@ -79,7 +79,7 @@ def test_budget_zero_gets_a_lossless_plan(planner):
 
 def test_memory_limit(planner):
     roomy = planner.plan(request(inferences_per_head=1000))
-    assert roomy.spec.split.partition_point > 1
+    assert roomy.spec.split.cut > 0
     tight = planner.plan(request(inferences_per_head=1000,
                                  device=dataclasses.replace(RPI4, memory_bytes=roomy.chosen.memory_bytes - 1)))
     assert tight.chosen.memory_bytes < roomy.chosen.memory_bytes
@@ -90,9 +90,9 @@ def test_memory_limit(planner):
 def test_held_heads_and_reuse_change_the_choice(planner):
     slow = request(device=profiles.load_device("jetson-orin-nano"), link=LinkProfile(rate_bps=1e6, rtt_s=0.01))
     first = planner.plan(slow)
-    assert first.spec.split.partition_point == 1            # a head costs too much to ship for one inference
+    assert first.spec.split.cut == 0                        # a head costs too much to ship for one inference
     device_only = planner.plan(dataclasses.replace(slow, inferences_per_head=100_000)).chosen
-    assert device_only.spec.split.partition_point > 1 and device_only.head_hash
+    assert device_only.spec.split.cut > 0 and device_only.head_hash
     held = planner.plan(dataclasses.replace(slow, held_heads=frozenset({device_only.head_hash})))
     assert held.chosen.head_hash == device_only.head_hash   # a held head ships for free
 
@@ -114,36 +114,43 @@ def test_time_only_objective_prefers_less_time(planner):
     assert timed.chosen.costs.total_time_s == min(c.costs.total_time_s for c in eligible)
 
 
-def test_fixed_plans_are_priced(planner):
-    plan = planner.plan(request(policy="fixed", fixed=Split(3, (6,), 5)))
+def test_fixed_plans_are_priced(planner, repo):
+    cut = next(c for c in repo.get("vgg8").cuts() if len(c.weight_nodes) == 2 and c.runs_tail)
+    plan = planner.plan(request(policy="fixed", fixed=Split(cut.cut, (6,), (5,))))
     assert plan.spec.split.weight_bits == (6, 6) and plan.chosen.accuracy_drop is None
     assert plan.chosen.work.head_bytes > 0 and plan.chosen.costs.total_time_s > 0
+    with pytest.raises(InvalidArgument, match="weight bit width"):
+        planner.plan(request(policy="fixed", fixed=Split(cut.cut, (6, 6, 6), (5,))))
 
 
 def test_plan_rpc_carries_the_prediction(client, catalogs):
     response = client.plan(spb.PlanRequest(model="fc6", accuracy_budget=1.0, explain=True))
     assert response.policy == spb.QPART and response.plan_id
-    assert response.predicted.accuracy_drop <= 1.0 and response.predicted.total_time_s > 0
-    assert sum(c.chosen for c in response.candidates) == 1
+    assert response.predicted.HasField("accuracy_drop") and response.predicted.accuracy_drop <= 1.0
+    assert response.predicted.total_time_s > 0 and sum(c.chosen for c in response.candidates) == 1
     info = client.list_models("fc6")[0]
     assert info.has_catalog and list(info.catalog_budgets) == [0.1, 0.25, 0.5, 1.0, 2.0]
+    fixed = client.plan(spb.PlanRequest(model="fc6", policy=spb.FIXED, fixed=spb.FixedPlan(cut=3, weight_bits=[4],
+                                                                                          activation_bits=[4])))
+    assert not fixed.predicted.HasField("accuracy_drop")      # priced, never measured: unknown, not 0
 
 
-def test_measured_tail_times_price_the_server_part(planner, repo):
+def test_measured_tail_times_price_the_server_part(planner, repo, catalogs):
     from qpart.server.serving import speed
     model = repo.get("vgg8")
-    L = model.num_layers
-    measured = speed.tail_seconds(model, idle_s=0.001, repeats=3)
-    assert len(measured) == L + 1 and measured[-1] == 0.0 and all(t > 0 for t in measured[:-1])
+    cuts = catalogs["vgg8"].cuts
+    measured = speed.tail_seconds(model, cuts, idle_s=0.001, repeats=3)
+    assert set(measured) == set(cuts) and measured[model.num_nodes] == 0.0
+    assert all(t > 0 for c, t in measured.items() if c < model.num_nodes)
     try:
         for seconds in (1e-4, 1.0):   # a fast server, then one whose every tail takes a second
-            model.tail_seconds = [seconds] * L + [0.0]
+            model.tail_seconds = {c: seconds if c < model.num_nodes else 0.0 for c in cuts}
             planner.forget()
             server_only = planner.plan(request(policy="server_only")).chosen
             assert server_only.costs.server_time_s == pytest.approx(seconds)
             chosen = planner.plan(request(device=profiles.load_device("paper-table2"), objective=Objective(1, 0, 0),
                                           link=LinkProfile(rate_bps=100e6, rtt_s=0.0), inferences_per_head=1000)).chosen
-            assert (chosen.spec.split.partition_point == L + 1) == (seconds == 1.0)   # a slow server sends work to the device
+            assert (chosen.spec.split.cut == model.num_nodes) == (seconds == 1.0)   # a slow server sends work to the device
     finally:
         model.tail_seconds = None
         planner.forget()

@@ -19,9 +19,9 @@ def stub(server):
 
 @pytest.fixture(scope="module")
 def plan(stub):
-    """A valid plan for lenet cut at p = 3 (activation [400] at 8 bits)."""
+    """A valid plan for lenet cut after its conv part (cut 7: activation "flatten1" [400] at 8 bits)."""
     return stub.Plan(spb.PlanRequest(model="lenet", policy=spb.FIXED, fixed=spb.FixedPlan(
-        partition_point=3, weight_bits=[8], activation_bits=8)), timeout=30)
+        cut=7, weight_bits=[8], activation_bits=[8])), timeout=30)
 
 
 def infer_once(stub, plan_id: str, batch: spb.ActivationBatch):
@@ -30,7 +30,9 @@ def infer_once(stub, plan_id: str, batch: spb.ActivationBatch):
 
 def good_batch(plan, n: int = 2) -> spb.ActivationBatch:
     size = packing.packed_size(n * 400, 8)
-    return spb.ActivationBatch(request_ids=range(n), sample_shape=plan.activation.sample_shape, bits=8, data=bytes(size))
+    a = plan.activations[0]
+    return spb.ActivationBatch(request_ids=range(n), tensors=[spb.TensorBatch(
+        name=a.name, sample_shape=a.sample_shape, bits=8, data=bytes(size))])
 
 
 def assert_still_serving(stub, plan):
@@ -49,9 +51,9 @@ def expect(status: grpc.StatusCode, match: str, call):
     assert peak < 4 << 20, f"handling the bad request allocated {peak} bytes in Python"
 
 
-def fixed(stub, model="lenet", p=3, weight_bits=(8,), activation_bits=8):
+def fixed(stub, model="lenet", cut=7, weight_bits=(8,), activation_bits=(8,)):
     return stub.Plan(spb.PlanRequest(model=model, policy=spb.FIXED, fixed=spb.FixedPlan(
-        partition_point=p, weight_bits=weight_bits, activation_bits=activation_bits)), timeout=30)
+        cut=cut, weight_bits=weight_bits, activation_bits=activation_bits)), timeout=30)
 
 
 def test_unknown_model(stub, plan):
@@ -61,13 +63,13 @@ def test_unknown_model(stub, plan):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"weight_bits": (0,)}, "weight bit width of layer 1 must be 1..16 or 32 (float32), got 0"),
-    ({"weight_bits": (17,)}, "weight bit width of layer 1 must be 1..16 or 32 (float32), got 17"),
-    ({"activation_bits": 0}, "activation bit width must be 1..16 or 32 (float32), got 0"),
-    ({"activation_bits": 17}, "activation bit width must be 1..16 or 32 (float32), got 17"),
-    ({"p": 0}, "partition point 0 is out of range"),
-    ({"p": 99}, "partition point 99 is out of range"),
-    ({"p": 4, "weight_bits": (8, 8, 8, 8)}, "needs 3 weight bit width(s), got 4"),
+    ({"weight_bits": (0,)}, "weight bit width of node 'conv1' must be 1..16 or 32 (float32), got 0"),
+    ({"weight_bits": (17,)}, "weight bit width of node 'conv1' must be 1..16 or 32 (float32), got 17"),
+    ({"activation_bits": (0,)}, "activation bit width of tensor 'flatten1' must be 1..16 or 32 (float32), got 0"),
+    ({"activation_bits": (17,)}, "activation bit width of tensor 'flatten1' must be 1..16 or 32 (float32), got 17"),
+    ({"cut": 99}, "cut 99 is out of range"),
+    ({"weight_bits": (8, 8, 8)}, "cut 7 has 2 weight node(s) on the device, the plan gives 3"),
+    ({"activation_bits": (8, 8)}, "1 tensor(s) cross cut 7, the plan gives 2"),
 ])
 def test_bad_fixed_plans(stub, plan, kwargs, match):
     expect(grpc.StatusCode.INVALID_ARGUMENT, match, lambda: fixed(stub, **kwargs))
@@ -86,15 +88,27 @@ def test_bad_plan_requests(stub, plan):
 
 def test_bad_shape(stub, plan):
     batch = good_batch(plan)
-    batch.sample_shape[:] = [20, 20]
-    expect(grpc.StatusCode.INVALID_ARGUMENT, "sample shape [20, 20] does not match the plan's [400]",
+    batch.tensors[0].sample_shape[:] = [20, 20]
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "tensor 'flatten1' [20, 20] at 8 bits does not match the plan's "
+           "'flatten1' [400] at 8 bits", lambda: infer_once(stub, plan.plan_id, batch))
+    assert_still_serving(stub, plan)
+
+
+def test_tensors_must_be_the_plans(stub, plan):
+    batch = good_batch(plan)
+    batch.tensors[0].name = "relu4"
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "does not match the plan's 'flatten1'",
+           lambda: infer_once(stub, plan.plan_id, batch))
+    batch = good_batch(plan)
+    batch.tensors.add().CopyFrom(batch.tensors[0])
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "the plan sends 1 tensor(s) across the cut (flatten1), the batch holds 2",
            lambda: infer_once(stub, plan.plan_id, batch))
     assert_still_serving(stub, plan)
 
 
 def test_truncated_bytes(stub, plan):
     batch = good_batch(plan)
-    batch.data = batch.data[:-1]
+    batch.tensors[0].data = batch.tensors[0].data[:-1]
     expect(grpc.StatusCode.INVALID_ARGUMENT, "take 800 bytes, got 799", lambda: infer_once(stub, plan.plan_id, batch))
     assert_still_serving(stub, plan)
 
@@ -102,18 +116,16 @@ def test_truncated_bytes(stub, plan):
 def test_declared_shape_of_2_to_the_40_elements(stub, plan):
     batch = good_batch(plan)
     batch.request_ids[:] = [0]
-    batch.sample_shape[:] = [1 << 20, 1 << 20]
+    batch.tensors[0].sample_shape[:] = [1 << 20, 1 << 20]
     expect(grpc.StatusCode.INVALID_ARGUMENT, "[1048576, 1048576]", lambda: infer_once(stub, plan.plan_id, batch))
-    big_plan_free = spb.ActivationBatch(request_ids=[0], sample_shape=[1 << 40], bits=8, data=b"\0" * 10)
-    expect(grpc.StatusCode.INVALID_ARGUMENT, "sample shape", lambda: infer_once(stub, plan.plan_id, big_plan_free))
     assert_still_serving(stub, plan)
 
 
 @pytest.mark.parametrize("bits", [0, 17, 4])
 def test_activation_bit_width_must_match_the_plan(stub, plan, bits):
     batch = good_batch(plan)
-    batch.bits = bits
-    expect(grpc.StatusCode.INVALID_ARGUMENT, f"activation bit width {bits} does not match the plan's 8",
+    batch.tensors[0].bits = bits
+    expect(grpc.StatusCode.INVALID_ARGUMENT, f"at {bits} bits does not match the plan's 'flatten1' [400] at 8 bits",
            lambda: infer_once(stub, plan.plan_id, batch))
     assert_still_serving(stub, plan)
 
@@ -126,14 +138,16 @@ def test_bad_plan_ids(stub, plan):
     stale = plan.plan_id.replace(plan.model_version, "0" * 16)
     expect(grpc.StatusCode.FAILED_PRECONDITION, "ask for a new plan", lambda: infer_once(stub, stale, good_batch(plan)))
     expect(grpc.StatusCode.INVALID_ARGUMENT, "plan id is malformed",
-           lambda: list(stub.FetchHead(spb.FetchHeadRequest(plan_id="p1:x"), timeout=30)))
+           lambda: list(stub.FetchHead(spb.FetchHeadRequest(plan_id="p2:x"), timeout=30)))
     assert_still_serving(stub, plan)
 
 
 def test_empty_and_oversized_batches(stub, plan):
-    batch = spb.ActivationBatch(sample_shape=[400], bits=8)
+    batch = good_batch(plan)
+    batch.ClearField("request_ids")
     expect(grpc.StatusCode.INVALID_ARGUMENT, "no inputs", lambda: infer_once(stub, plan.plan_id, batch))
-    too_many = spb.ActivationBatch(request_ids=range(5000), sample_shape=[400], bits=8)
+    too_many = good_batch(plan)
+    too_many.request_ids[:] = range(5000)
     expect(grpc.StatusCode.RESOURCE_EXHAUSTED, "limit is 1024", lambda: infer_once(stub, plan.plan_id, too_many))
     assert_still_serving(stub, plan)
 
@@ -143,7 +157,7 @@ def test_head_offsets(stub, plan):
     assert sum(len(c.data) for c in chunks) == 10
     expect(grpc.StatusCode.OUT_OF_RANGE, "past the end",
            lambda: list(stub.FetchHead(spb.FetchHeadRequest(plan_id=plan.plan_id, offset=1 << 40), timeout=30)))
-    raw_input_plan = fixed(stub, p=1, weight_bits=())
+    raw_input_plan = fixed(stub, cut=0, weight_bits=())
     expect(grpc.StatusCode.FAILED_PRECONDITION, "no head",
            lambda: list(stub.FetchHead(spb.FetchHeadRequest(plan_id=raw_input_plan.plan_id), timeout=30)))
 

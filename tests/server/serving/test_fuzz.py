@@ -61,7 +61,7 @@ def test_activation_batch_checks(n, shape, bits, data_len):
 @pytest.fixture(scope="module")
 def head_bytes(repo):
     model = repo.get("lenet")
-    return build_head(model, Split(3, (5, 5), 5)).SerializeToString()
+    return build_head(model, Split(7, (5, 5), (5,))).SerializeToString()
 
 
 @FUZZ
@@ -101,7 +101,8 @@ class GoodTraffic(threading.Thread):
         self.plan_id, self.stop, self.answers, self.errors = plan_id, threading.Event(), 0, []
 
     def run(self):
-        batch = spb.ActivationBatch(request_ids=[0, 1], sample_shape=[400], bits=5, data=bytes(500))
+        batch = spb.ActivationBatch(request_ids=[0, 1], tensors=[spb.TensorBatch(
+            name="flatten1", sample_shape=[400], bits=5, data=bytes(500))])
         while not self.stop.is_set():
             try:
                 self.answers += len(list(self.stub.Infer(iter([spb.InferRequest(plan_id=self.plan_id, batch=batch)]),
@@ -117,7 +118,7 @@ def rpc(server, catalogs):
     channel = grpc.insecure_channel(target)
     stub = service_pb2_grpc.SplitInferenceStub(channel)
     valid = [stub.Plan(spb.PlanRequest(model="lenet", policy=spb.FIXED, fixed=spb.FixedPlan(
-        partition_point=p, weight_bits=[5], activation_bits=5)), timeout=30).plan_id for p in (1, 3, 6)]
+        cut=c, weight_bits=[5], activation_bits=[5])), timeout=30).plan_id for c in (0, 7, 12)]
     traffic = GoodTraffic(target, valid[1])
     traffic.start()
     yield stub, channel, valid
@@ -180,7 +181,8 @@ def test_server_memory_stays_bounded(rpc):
         return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmRSS"))) * 1024
     before = rss()
     for _ in range(50):
-        batch = spb.ActivationBatch(request_ids=range(1024), sample_shape=[1 << 20], bits=16, data=bytes(1 << 20))
+        batch = spb.ActivationBatch(request_ids=range(1024), tensors=[spb.TensorBatch(
+            name="flatten1", sample_shape=[1 << 20], bits=16, data=bytes(1 << 20))])
         assert status(lambda: list(stub.Infer(iter([spb.InferRequest(plan_id=valid[1], batch=batch)]), timeout=30))) \
             == grpc.StatusCode.INVALID_ARGUMENT
     assert rss() - before < 64 << 20

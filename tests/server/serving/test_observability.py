@@ -39,8 +39,8 @@ def test_metrics(observed, test_set):
     running, port = observed
     client = ServerClient(f"127.0.0.1:{running.port}", timeout_s=30)
     x, labels = test_set
-    request = spb.PlanRequest(model="lenet", policy=spb.FIXED, fixed=spb.FixedPlan(partition_point=3, weight_bits=[6],
-                                                                                 activation_bits=5))
+    request = spb.PlanRequest(model="lenet", policy=spb.FIXED, fixed=spb.FixedPlan(cut=7, weight_bits=[6],
+                                                                                 activation_bits=[5]))
     DeviceAgent(client, HeadCache(None)).run(request, x[:40], labels[:40], batch_size=10)
     with pytest.raises(Exception):
         client.plan(spb.PlanRequest(model="nope"))
@@ -49,7 +49,7 @@ def test_metrics(observed, test_set):
     assert m['qpart_requests_total{code="OK",rpc="Plan"}'] >= 1
     assert m['qpart_requests_total{code="NOT_FOUND",rpc="Plan"}'] >= 1
     assert m['qpart_requests_total{code="OK",rpc="Infer"}'] >= 1
-    assert m['qpart_plans_total{model="lenet",partition_point="3",policy="fixed"}'] >= 1
+    assert m['qpart_plans_total{cut="7",model="lenet",policy="fixed"}'] >= 1
     assert m['qpart_plan_bits_total{bits="6",model="lenet",tensor="weights"}'] >= 2
     assert m['qpart_plan_bits_total{bits="5",model="lenet",tensor="activation"}'] >= 1
     assert m['qpart_inferences_total{model="lenet"}'] >= 40
@@ -70,4 +70,4 @@ def test_logs_carry_request_ids(observed, caplog):
     records = [r for r in caplog.records if getattr(r, "fields", {}).get("rpc") == "Plan"]
     line = json.loads(JsonFormatter().format(records[-1]))
     assert line["request_id"] == "trace-me-42" and line["code"] == "OK" and line["model"] == "fc6"
-    assert line["partition_point"] >= 1 and "weight_bits" in line and line["ms"] > 0
+    assert line["cut"] >= 0 and "weight_bits" in line and line["ms"] > 0

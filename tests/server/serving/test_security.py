@@ -11,6 +11,7 @@ from qpart.device.client import ServerClient, TlsSettings
 from qpart.server.serving.auth import token_digest
 from qpart.server.serving.main import RunningServer
 from qpart.server.serving.servicer import SERVICE
+from tests.conftest import ZOO_NAMES
 from qpart.server.serving.settings import ServerSettings
 from qpart.v1 import service_pb2 as spb
 from tests.certs import Authority
@@ -83,8 +84,8 @@ def raw_calls(channel, metadata):
 def test_tls_with_a_token_serves_end_to_end(tls_server, pki, test_set):
     c = client(tls_server, pki, TOKENS["device-a"])
     x, labels = test_set
-    request = spb.PlanRequest(model="lenet", policy=spb.FIXED, fixed=spb.FixedPlan(partition_point=3, weight_bits=[6],
-                                                                                 activation_bits=6))
+    request = spb.PlanRequest(model="lenet", policy=spb.FIXED, fixed=spb.FixedPlan(cut=7, weight_bits=[6],
+                                                                                 activation_bits=[6]))
     report = DeviceAgent(c, HeadCache(None)).run(request, x[:50], labels[:50], batch_size=10)
     assert report.inputs == 50 and report.accuracy > 50
     c.close()
@@ -114,7 +115,7 @@ def test_a_device_may_use_only_its_models(tls_server, pki):
     with pytest.raises(PermissionDenied):
         c.list_models("lenet")
     other = client(tls_server, pki, TOKENS["device-a"]).plan(spb.PlanRequest(
-        model="lenet", policy=spb.FIXED, fixed=spb.FixedPlan(partition_point=2, weight_bits=[8], activation_bits=8)))
+        model="lenet", policy=spb.FIXED, fixed=spb.FixedPlan(cut=3, weight_bits=[8], activation_bits=[8])))
     with pytest.raises(PermissionDenied):          # a plan id does not smuggle a forbidden model through
         c.fetch_head(other, max_bytes=1 << 20)
     c.close()
@@ -130,7 +131,7 @@ def test_a_plaintext_client_gets_nothing(tls_server):
 
 def test_mutual_tls(mtls_server, pki):
     ok = client(mtls_server, pki, TOKENS["device-a"], cert="device-a")
-    assert len(ok.list_models()) == 3
+    assert len(ok.list_models()) == len(ZOO_NAMES)
     ok.close()
     wrong_pair = client(mtls_server, pki, TOKENS["device-a"], cert="device-c")   # a's token, c's certificate
     with pytest.raises(PermissionDenied, match="its own client certificate"):

@@ -26,10 +26,17 @@ def test_list_models_metadata(client, repo):
     models = {m.name: m for m in client.list_models()}
     assert sorted(models) == repo.names()
     lenet = models["lenet"]
-    assert lenet.version == repo.get("lenet").version and list(lenet.input_shape) == [1, 28, 28]
-    assert lenet.num_classes == 10 and len(lenet.class_names) == 10 and lenet.dataset == "fashion-mnist"
-    assert [layer.kind for layer in lenet.layers] == ["conv2d", "conv2d", "linear", "linear", "linear"]
-    assert lenet.layers[0].macs == 6 * 25 * 28 * 28 and lenet.layers[0].weight_count == 6 * 25 + 6
-    assert list(lenet.layers[2].input_shape) == [400]
-    assert abs(lenet.float_test_accuracy - repo.get("lenet").card["float_test_accuracy"]) < 1e-9
+    assert lenet.version == repo.get("lenet").version and list(lenet.input.shape) == [1, 28, 28]
+    assert [list(o.shape) for o in lenet.outputs] == [[10]] and lenet.task == "classification"
+    assert len(lenet.class_names) == 10 and lenet.dataset == "fashion-mnist"
+    assert [n.op for n in lenet.nodes if n.macs] == ["conv2d", "conv2d", "linear", "linear", "linear"]
+    assert lenet.nodes[0].macs == 6 * 25 * 28 * 28 and lenet.nodes[0].weight_count == 6 * 25 + 6
+    cut7 = next(c for c in lenet.cuts if c.cut == 7)
+    assert [list(t.shape) for t in cut7.tensors] == [[400]] and list(cut7.weight_nodes) == ["conv1", "conv2"]
+    assert lenet.preprocessing.channels == 1 and abs(lenet.preprocessing.scale - 1 / 255) < 1e-9
+    camera = models["resnet8-96"]
+    assert list(camera.input.shape) == [3, 96, 96] and (camera.preprocessing.resize_h, camera.preprocessing.channels) == (96, 3)
+    assert lenet.float_test_accuracy == round(repo.get("lenet").card["float_test_accuracy"], 2)
     assert [m.name for m in client.list_models("fc6")] == ["fc6"]
+    limits = client.limits()
+    assert limits.max_batch_inputs == 1024 and limits.max_message_bytes == 16 << 20 and limits.min_chunk_bytes > 0

@@ -1,37 +1,44 @@
-"""The zoo's models as the layer description sees them: learnable layers, MACs (eqs 1-2), cuts."""
+"""The zoo's models as the network description sees them: nodes, MACs (eqs 1-2), cuts."""
 import pytest
+import torch
 
 from qpart.common import network
-from qpart.common.errors import InvalidArgument
-from qpart.server.models import export
+from qpart.server.models import tracing
 from qpart.server.training import zoo
 
 
 @pytest.fixture(scope="module")
-def specs():
-    return {name: export.export(entry.build().eval(), (1, 28, 28))[0] for name, entry in zoo.ZOO.items()}
+def profiles():
+    out = {}
+    for name, entry in zoo.ZOO.items():
+        shape = entry.preprocessing.output_shape(28, 28)
+        spec, _ = tracing.trace(entry.build().eval(), torch.rand(2, *shape))
+        out[name] = network.analyze(spec)
+    return out
 
 
-def test_zoo_profiles(specs):
-    fc6 = network.analyze(specs["fc6"])
-    assert fc6.num_layers == 6 and fc6.num_classes == 10
-    assert [layer.macs for layer in fc6.layers] == [784 * 512, 512 * 256, 256 * 128, 128 * 64, 64 * 32, 32 * 10]
-    assert fc6.layers[0].weight_count == 784 * 512 + 512
-    lenet = network.analyze(specs["lenet"])
-    assert lenet.num_layers == 5
-    # conv2 (eq 2 with the output size): 16 * 6 * 5 * 5 * 10 * 10
-    assert lenet.layers[1].macs == 16 * 6 * 25 * 100 and lenet.layers[1].output_shape == (16, 10, 10)
-    assert network.analyze(specs["vgg8"]).num_layers >= 8
+def test_chains(profiles):
+    fc6 = profiles["fc6"]
+    assert [n.macs for n in fc6.weight_nodes] == [784 * 512, 512 * 256, 256 * 128, 128 * 64, 64 * 32, 32 * 10]
+    assert fc6.weight_nodes[0].weight_count == 784 * 512 + 512 and fc6.output_shapes == ((10,),)
+    lenet = profiles["lenet"]
+    conv2 = lenet.weight_nodes[1]   # eq 2 with the output size: 16 * 6 * 5 * 5 * 10 * 10
+    assert conv2.macs == 16 * 6 * 25 * 100 and conv2.shape == (16, 10, 10)
+    assert [c.tensors for c in lenet.cuts() if c.cut == 7] == [("flatten1",)]       # conv part on the device
+    assert len(profiles["vgg8"].weight_nodes) == 8
 
 
-def test_cut_positions_and_activation_shapes(specs):
-    lenet = network.analyze(specs["lenet"])
-    assert lenet.cut_position(1) == 0 and lenet.activation_shape(1) == (1, 28, 28)   # raw input
-    assert lenet.activation_shape(2) == (6, 14, 14)     # after conv1, relu, pool run on the device
-    assert lenet.activation_shape(3) == (400,)          # flatten ran on the device
-    assert lenet.activation_shape(6) == (10,)           # p = L+1: everything on the device
-    for bad in (0, 7, -1, 2.0, True):
-        with pytest.raises(InvalidArgument, match="partition point"):
-            lenet.check_partition_point(bad)
-
-
+def test_residual_and_inverted_residual_networks(profiles):
+    for name in ("resnet8", "resnet8-96", "mobilenetv2", "mobilenetv2-96"):
+        p = profiles[name]
+        ops = {n.op for n in p.nodes}
+        assert "add" in ops and "adaptive_avg_pool2d" in ops, name
+        assert any(len(c.tensors) == 2 for c in p.cuts()), name      # inside a block: branch and skip
+    mobile = profiles["mobilenetv2-96"]
+    assert any(n.op == "conv2d" and n.param_shapes["weight"][1] == 1 for n in mobile.nodes)   # depthwise
+    assert any(n.op == "activation" for n in mobile.nodes)
+    for name in ("resnet8-96", "mobilenetv2-96"):
+        p = profiles[name]
+        assert p.input_shape == (3, 96, 96)
+        stem = next(c for c in p.cuts() if c.elements == 8 * 24 * 24)   # the stride-4 stem: a sixth of the input
+        assert stem.device_macs < 0.05 * sum(n.macs for n in p.nodes)
