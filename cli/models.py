@@ -70,7 +70,8 @@ def cmd_profile(args) -> None:
     offered = {c.cut: c for c in model.cuts()}
     print(f"{model.name} ({model.version}): input {profile.input_name} {list(profile.input_shape)}, {profile.num_nodes} "
           f"nodes; preprocessing {model.preprocessing.to_dict()}")
-    print("cut c runs nodes[0:c] on the device; 'sends' lists what crosses it (- : more than the server allows)")
+    print("row c is cut c: the nodes above the row run on the device, 'sends' lists what crosses the cut "
+          "(-: more tensors than the server offers)")
     print(f"{'c':>4} {'node':<28} {'op':<19} {'params':>9} {'MACs':>11} {'output':<15} {'device MACs':>12}  sends")
     for node in profile.nodes:
         cut = offered.get(node.index)

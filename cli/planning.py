@@ -76,7 +76,7 @@ def cmd_plan(args) -> None:
     print(f"{args.model}: device {device.name} ({device.mac_rate / 1e6:.0f} MMAC/s), uplink {link.uplink_bps / 1e6:g} "
           f"Mbit/s, rtt {link.rtt_s * 1e3:g} ms, budget {args.budget:g} points, head reuse {args.reuse}, "
           f"policy {args.policy}")
-    print("* chosen, x not eligible; cut: nodes on the device; bits of the device's weight nodes and of the "
+    print("legend: * chosen, x not eligible; cut: nodes on the device; bits of the device's weight nodes and of the "
           "crossing tensors; bytes per inference; objective = weighted time s + energy J + cost")
     print(f"{'':1} {'cut':>4} {'kind':<8} {'weight bits':<26} {'act bits':<10} {'head B':>10} {'up B':>7} "
           f"{'time ms':>9} {'energy J':>9} {'cost':>9} {'objective':>10} {'drop':>5}")

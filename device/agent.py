@@ -94,6 +94,7 @@ class DeviceAgent:
         # > 0: emulate a slower board by stretching each head run to macs / this rate (never faster than real)
         self.emulate_macs_per_second = emulate_macs_per_second
         self._limits: spb.ServerLimits | None = None   # the server's, fetched once when first needed
+        self._baseline = self._counters() if client is not None else None   # bytes before this agent's first call
 
     def run_head(self, executor: HeadExecutor, x: np.ndarray) -> list[np.ndarray]:
         started = time.perf_counter()
@@ -237,11 +238,19 @@ class DeviceAgent:
     def stream_timeout(self, inputs: int) -> float:
         return self.client.timeout_s + inputs * 0.5
 
+    def _counters(self) -> tuple[dict, object]:
+        """gRPC message bytes per RPC and the kernel's TCP byte counts so far."""
+        return ({rpc: (b.sent, b.received) for rpc, b in self.client.bytes.items()},
+                netstat.tcp_bytes(self.client.port))
+
+    def model_info(self, name: str) -> spb.ModelInfo:
+        return self.client.list_models(name)[0]
+
     def run(self, request: spb.PlanRequest, x: np.ndarray, labels: np.ndarray | None = None,
             batch_size: int = 1, window: int = 1) -> RunReport:
         started = time.perf_counter()
-        before = {rpc: (b.sent, b.received) for rpc, b in self.client.bytes.items()}
-        tcp_before = netstat.tcp_bytes(self.client.port)
+        before, tcp_before = self._baseline or self._counters()   # the first run also counts what came before it
+        self._baseline = None
         plan = self.plan(request)
         planned = time.perf_counter()
         executor, head_report = self.obtain_head(plan)

@@ -104,9 +104,8 @@ def unsplit_request(model: str) -> spb.PlanRequest:
     return spb.PlanRequest(model=model, policy=spb.FIXED, fixed=spb.FixedPlan(cut=0, activation_bits=[32]))
 
 
-def test_inputs(client: ServerClient, model: str, spec, offset: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+def test_inputs(info: spb.ModelInfo, spec, offset: int, count: int) -> tuple[np.ndarray, np.ndarray]:
     """Test images of a data spec, put through the model's preprocessing (from ListModels), and their labels."""
-    info = client.list_models(model)[0]
     images, labels = datasets.open_data(spec).part("test")
     images, labels = images[offset:offset + count], labels[offset:offset + count]
     return messages.preprocessing_from_pb(info.preprocessing).apply(images), labels
@@ -159,13 +158,13 @@ def main(argv=None) -> int:
     client = ServerClient(args.server, timeout_s=args.timeout, token=args.token, tls=tls, retries=args.retries)
     cache = HeadCache(None if args.no_cache else args.cache)
     try:
-        x, y = test_inputs(client, args.model, args.data, args.offset, args.count)
-        request = build_request(args, client)
         emulate = 0.0
         if args.emulate_speed:
-            device = request.device
-            emulate = device.macs_per_second or device.clock_hz / device.cycles_per_mac
+            device = options.device_from_args(args)
+            emulate = device.mac_rate
         agent = DeviceAgent(client, cache, max_head_bytes=int(args.max_head_mb * 2**20), emulate_macs_per_second=emulate)
+        x, y = test_inputs(agent.model_info(args.model), args.data, args.offset, args.count)
+        request = build_request(args, client)
         runtime.freeze_long_lived()
         report = agent.run(request, x, y, args.batch_size, args.window)
         result = {"split": report.as_dict()}
