@@ -73,13 +73,16 @@ def parameter_shapes(node: pb.Node) -> dict[str, Shape]:
 
 
 def _broadcast(what: str, a: Shape, b: Shape) -> Shape:
-    """numpy broadcasting of two per-sample shapes, where the result must be one of them."""
+    """Broadcasting of two per-sample shapes of the same rank (so that the batch dimensions line up), where
+    the result must be one of them."""
+    if len(a) != len(b):
+        raise InvalidArgument(f"{what}: shapes {list(a)} and {list(b)} differ in rank")
     out = []
-    for x, y in zip(reversed((1,) * (len(b) - len(a)) + a), reversed((1,) * (len(a) - len(b)) + b)):
+    for x, y in zip(a, b):
         if x != y and 1 not in (x, y):
             raise InvalidArgument(f"{what}: shapes {list(a)} and {list(b)} do not broadcast")
         out.append(max(x, y))
-    result = tuple(reversed(out))
+    result = tuple(out)
     if result not in (a, b):
         raise InvalidArgument(f"{what}: shapes {list(a)} and {list(b)} broadcast to {list(result)}, "
                               "which is neither input's shape")

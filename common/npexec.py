@@ -1,0 +1,128 @@
+"""Run a network description with numpy alone: the device's head executor where torch is absent.
+
+`run_node` computes what `qpart.common.torchnet.run_node` computes, op for op, in float32 (batch
+first): convolutions as im2col matrix products (depthwise ones as a sum of shifted products), pooling
+over strided windows. GELU uses erf from a rational approximation (max error 1.5e-7).
+"""
+import math
+
+import numpy as np
+
+from qpart.common.errors import InvalidArgument
+from qpart.common.network import ACTIVATIONS, op_of
+from qpart.v1 import network_pb2 as pb
+
+_SQRT_HALF = np.float32(math.sqrt(0.5))
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """Abramowitz and Stegun 7.1.26 with more terms (W. J. Cody's form): |error| < 1.5e-7."""
+    a = np.abs(x).astype(np.float64)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return (np.sign(x) * (1.0 - poly * np.exp(-a * a))).astype(np.float32)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    e = np.exp(x[~pos])
+    out[~pos] = e / (1.0 + e)
+    return out
+
+
+def _relu6(x):
+    return np.clip(x, 0.0, 6.0)
+
+
+_ACTIVATIONS = {
+    "relu": lambda x: np.maximum(x, 0.0), "relu6": _relu6,
+    "hardswish": lambda x: x * _relu6(x + 3.0) / 6.0, "hardsigmoid": lambda x: _relu6(x + 3.0) / 6.0,
+    "sigmoid": _sigmoid, "silu": lambda x: x * _sigmoid(x),
+    "gelu": lambda x: 0.5 * x * (1.0 + erf(x * _SQRT_HALF)),
+    "gelu_tanh": lambda x: 0.5 * x * (1.0 + np.tanh(np.float32(math.sqrt(2 / math.pi)) * (x + 0.044715 * x ** 3))),
+}
+
+
+def _windows(x: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int = 1, dw: int = 1) -> np.ndarray:
+    """[n, c, H, W] -> [n, c, kh, kw, H_out, W_out]: the strided (dilated) windows, a view."""
+    n, c, h, w = x.shape
+    h_out, w_out = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
+    s = x.strides
+    return np.lib.stride_tricks.as_strided(
+        x, (n, c, kh, kw, h_out, w_out), (s[0], s[1], s[2] * dh, s[3] * dw, s[2] * sh, s[3] * sw), writeable=False)
+
+
+def conv2d(x: np.ndarray, weight: np.ndarray, bias, c: pb.Conv2dOp) -> np.ndarray:
+    x = np.pad(x, ((0, 0), (0, 0), (c.padding_h, c.padding_h), (c.padding_w, c.padding_w)))
+    win = _windows(x, c.kernel_h, c.kernel_w, c.stride_h, c.stride_w, c.dilation_h, c.dilation_w)
+    n, _, kh, kw, h_out, w_out = win.shape
+    g = c.groups
+    if g == c.in_channels and weight.shape[1] == 1:           # depthwise: a sum of kh*kw shifted products
+        m = c.out_channels // g
+        out = np.zeros((n, c.out_channels, h_out, w_out), np.float32)
+        src = np.repeat(win, m, axis=1) if m > 1 else win
+        for i in range(kh):
+            for j in range(kw):
+                out += src[:, :, i, j] * weight[:, 0, i, j][None, :, None, None]
+    else:                                                      # im2col: one matrix product per group
+        cg, og = c.in_channels // g, c.out_channels // g
+        cols = win.reshape(n, g, cg * kh * kw, h_out * w_out)                        # [n, g, cg*kh*kw, HW]
+        w = weight.reshape(g, og, cg * kh * kw)                                      # [g, og, cg*kh*kw]
+        out = np.matmul(w[None], cols).reshape(n, c.out_channels, h_out, w_out)
+    if bias is not None:
+        out += bias[None, :, None, None]
+    return out.astype(np.float32, copy=False)
+
+
+def _pool(op: str, p: pb.Pool2dOp, x: np.ndarray) -> np.ndarray:
+    pad = ((0, 0), (0, 0), (p.padding_h, p.padding_h), (p.padding_w, p.padding_w))
+    if op == "max_pool2d":
+        x = np.pad(x, pad, constant_values=-np.inf) if p.padding_h or p.padding_w else x
+        return _windows(x, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w).max(axis=(2, 3))
+    x = np.pad(x, pad) if p.padding_h or p.padding_w else x
+    return _windows(x, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w).mean(axis=(2, 3), dtype=np.float32)
+
+
+def adaptive_avg_pool2d(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Cell (i, j) averages rows floor(i*H/out_h)..ceil((i+1)*H/out_h)-1 and the columns likewise."""
+    n, c, h, w = x.shape
+    out = np.empty((n, c, out_h, out_w), np.float32)
+    for i in range(out_h):
+        r0, r1 = (i * h) // out_h, -(-((i + 1) * h) // out_h)
+        for j in range(out_w):
+            c0, c1 = (j * w) // out_w, -(-((j + 1) * w) // out_w)
+            out[:, :, i, j] = x[:, :, r0:r1, c0:c1].mean(axis=(2, 3))
+    return out
+
+
+def run_node(node: pb.Node, args: list[np.ndarray], params: dict) -> np.ndarray:
+    """One node on a batch: args are its inputs [n, *shape] float32, params its float32 parameters."""
+    op = op_of(node)
+    x = args[0]
+    if op == "conv2d":
+        return conv2d(x, params["weight"], params.get("bias"), node.conv2d)
+    if op == "linear":
+        y = x @ params["weight"].T
+        return y + params["bias"] if "bias" in params else y
+    if op == "activation":
+        return _ACTIVATIONS[ACTIVATIONS[node.activation.function]](x).astype(np.float32, copy=False)
+    if op in ("add", "mul"):
+        return args[0] + args[1] if op == "add" else args[0] * args[1]
+    if op == "concat":
+        return np.concatenate(args, axis=node.concat.axis + 1)
+    if op in ("max_pool2d", "avg_pool2d"):
+        return _pool(op, getattr(node, op), x)
+    if op == "adaptive_avg_pool2d":
+        return adaptive_avg_pool2d(x, node.adaptive_avg_pool2d.out_h, node.adaptive_avg_pool2d.out_w)
+    if op == "flatten":
+        return x.reshape(len(x), -1)
+    if op == "reshape":
+        return x.reshape(len(x), *[int(d) for d in node.reshape.shape])
+    if op == "batch_norm":
+        view = (1, -1) + (1,) * (x.ndim - 2)
+        return x * params["scale"].reshape(view) + params["shift"].reshape(view)
+    if op == "identity":
+        return x
+    raise InvalidArgument(f"node {node.name!r}: unknown operation {op!r}")
