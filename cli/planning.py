@@ -70,11 +70,11 @@ def cmd_plan(args) -> None:
     from qpart.server.planning.planner import Planner, PlanRequest
     planner = Planner(ModelRepository(args.models), HeadStore())
     request = PlanRequest(args.model, options.device_from_args(args), options.link_from_args(args), args.budget,
-                          options.objective_from_args(args), args.reuse, policy=args.policy, explain=True)
+                          options.objective_from_args(args), args.reuse or 1, policy=args.policy, explain=True)
     plan = planner.plan(request)
     device, link = request.device, request.link
     print(f"{args.model}: device {device.name} ({device.mac_rate / 1e6:.0f} MMAC/s), uplink {link.uplink_bps / 1e6:g} "
-          f"Mbit/s, rtt {link.rtt_s * 1e3:g} ms, budget {args.budget:g} points, head reuse {args.reuse}, "
+          f"Mbit/s, rtt {link.rtt_s * 1e3:g} ms, budget {args.budget:g} points, head reuse {args.reuse or 1}, "
           f"policy {args.policy}")
     print("legend: * chosen, x not eligible; cut: nodes on the device; bits of the device's weight nodes and of the "
           "crossing tensors; bytes per inference; objective = weighted time s + energy J + cost")

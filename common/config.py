@@ -15,14 +15,21 @@ import dataclasses
 import types
 import typing
 
+try:
+    import tomllib
+except ModuleNotFoundError:          # Python 3.10 (JetPack 6's): the same parser, from PyPI
+    import tomli as tomllib
+
 _NO_DEFAULT = dataclasses.MISSING
 
 
 def setting(default=_NO_DEFAULT, help: str = "", *, flag: str | None = None, scale: float = 1.0,
-            group: str | None = None, cli: bool = True, choices=None, metavar: str | None = None):
-    """A dataclass field with what the command line needs to offer it."""
+            group: str | None = None, cli: bool = True, choices=None, metavar: str | None = None, factory=None):
+    """A dataclass field with what the command line needs to offer it (factory: a default_factory)."""
     meta = {"help": help, "flag": flag, "scale": scale, "group": group, "cli": cli, "choices": choices,
             "metavar": metavar}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 

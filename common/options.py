@@ -47,7 +47,7 @@ def add_plan_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--w-time", type=float, default=1.0, help="objective weight on seconds (ω_T)")
     g.add_argument("--w-energy", type=float, default=1.0, help="objective weight on joules (ω_E)")
     g.add_argument("--w-cost", type=float, default=1.0, help="objective weight on server cost (ω_C)")
-    g.add_argument("--reuse", type=int, default=1, help="inferences that will reuse the head (default %(default)s)")
+    g.add_argument("--reuse", type=int, help="inferences that will reuse the head (qpart plan: 1; qpart-device: --count)")
     g.add_argument("--policy", default=policies.QPART, choices=policies.NAMES,
                    help="how the plan is chosen (default %(default)s): " + "; ".join(
                        f"{name}: {what}" for name, (_, what) in policies.POLICIES.items()))

@@ -4,9 +4,9 @@ Bundled: paper-table2 (the paper's Table II device), rpi4, rpi5, jetson-orin-nan
 DeviceProfile field; each bundled file cites its sources in comments.
 """
 import pathlib
-import tomllib
 from dataclasses import fields
 
+from qpart.common.config import tomllib
 from qpart.common.costmodel import DeviceProfile
 from qpart.common.errors import InvalidArgument, NotFound
 

@@ -1,6 +1,7 @@
 """PackedTensor <-> numpy, with every declared size checked before anything is allocated."""
 import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -56,16 +57,33 @@ def encode(name: str, x: np.ndarray, bits: int, granularity: str = quant.PER_TEN
     return msg
 
 
-def decode(msg: pb.PackedTensor, expected_shape=None, max_elements: int = DEFAULT_MAX_ELEMENTS) -> np.ndarray:
-    """Restore a PackedTensor to float32, validating bits, shape, scales and byte count first."""
-    what = f"tensor {msg.name!r}" if msg.name else "tensor"
+@dataclass(frozen=True)
+class CompactTensor:
+    """A parameter kept as it travels: integer codes (one byte each for 8 bits or fewer, two above) and
+    their scales, dequantized only when used; or float32 values (bits = 32)."""
+    shape: tuple[int, ...]
+    codes: np.ndarray | None = None              # uint8 or uint16, [*shape]
+    params: quant.QuantParams | None = None
+    values: np.ndarray | None = None             # float32 when the tensor travelled unquantized
+
+    def float(self) -> np.ndarray:
+        return self.values if self.values is not None else quant.dequantize(self.codes, self.params)
+
+    @property
+    def nbytes(self) -> int:
+        return self.values.nbytes if self.values is not None else self.codes.nbytes + self.params.scale.nbytes * 3
+
+
+def decode_compact(msg: pb.PackedTensor, expected_shape=None, max_elements: int = DEFAULT_MAX_ELEMENTS) -> CompactTensor:
+    """A PackedTensor as codes and scales, validating bits, shape, scales and byte count first."""
+    what = f"tensor {msg.name[:64]!r}" if msg.name else "tensor"
     shape = [int(d) for d in msg.shape]
     if expected_shape is not None and shape != [int(d) for d in expected_shape]:
-        raise InvalidArgument(f"{what} has shape {shape}, expected {list(expected_shape)}")
+        raise InvalidArgument(f"{what} has shape {shape[:8]}, expected {list(expected_shape)}")
     n = element_count(shape, what, max_elements)
     bits = quant.check_bits(msg.bits, f"bit width of {what}")
     if bits == quant.FLOAT_BITS:
-        return decode_float32(msg.data, n).reshape(shape)
+        return CompactTensor(tuple(shape), values=decode_float32(msg.data, n).reshape(shape))
     groups = {pb.PER_TENSOR: 1, pb.PER_CHANNEL: shape[0]}.get(msg.granularity)
     if groups is None:
         raise InvalidArgument(f"{what} is quantized but its granularity is not PER_TENSOR or PER_CHANNEL")
@@ -78,10 +96,13 @@ def decode(msg: pb.PackedTensor, expected_shape=None, max_elements: int = DEFAUL
     zero = np.asarray(msg.zero_point, np.int64)
     if (zero > (1 << bits) - 1).any():
         raise InvalidArgument(f"{what} has a zero point above {(1 << bits) - 1}, the largest {bits}-bit code")
-    codes = packing.unpack(msg.data, n, bits).reshape(shape)
-    return quant.dequantize(codes, quant.QuantParams(bits, scale, zero))
+    codes = packing.unpack(msg.data, n, bits).astype(quant.code_type(bits)).reshape(shape)
+    return CompactTensor(tuple(shape), codes, quant.QuantParams(bits, scale, zero))
 
 
+def decode(msg: pb.PackedTensor, expected_shape=None, max_elements: int = DEFAULT_MAX_ELEMENTS) -> np.ndarray:
+    """Restore a PackedTensor to float32, validating bits, shape, scales and byte count first."""
+    return decode_compact(msg, expected_shape, max_elements).float()
 
 
 def check_batch(n: int, sample_shape, bits: int, data_len: int, max_elements: int = DEFAULT_MAX_ELEMENTS) -> int:

@@ -1,5 +1,12 @@
-"""qpart.device: the device agent. Client, head cache, head executor, link and compute probes, the
-agent that runs one job, and `qpart-device`.
+"""qpart.device: the device agent. Client, head cache, head executors (numpy always, torch where
+installed), link and compute probes, the agent that runs one job, the library API for applications
+(SplitClient), the daemon (`qpart-device serve`), and `qpart-device`.
 
-May import: qpart.common and the generated contract (qpart.v1). Never server, training or harness code.
+    from qpart.device import SplitClient
+
+May import: qpart.common and the generated contract (qpart.v1). Never server, training or harness
+code, and never torch unless the torch backend is chosen: a board installs numpy, grpcio and protobuf.
 """
+from qpart.device.split_client import Result, SplitClient
+
+__all__ = ["SplitClient", "Result"]

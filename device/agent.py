@@ -38,6 +38,8 @@ class HeadReport:
     fetch_s: float = 0.0          # download time (0 on a cache hit)
     parameters: int = 0           # weight and bias elements in the head
     float32_bytes: int = 0        # the same parameters as float32
+    backend: str = ""             # what runs it: numpy, torch or torch-cuda
+    weight_bytes: int = 0         # its parameters as the backend holds them in memory
 
 
 @dataclass
@@ -86,11 +88,13 @@ class RunReport:
 
 class DeviceAgent:
     def __init__(self, client: ServerClient, cache: HeadCache, max_head_bytes: int = 256 << 20,
-                 max_elements: int = tensors.DEFAULT_MAX_ELEMENTS, emulate_macs_per_second: float = 0.0):
+                 max_elements: int = tensors.DEFAULT_MAX_ELEMENTS, emulate_macs_per_second: float = 0.0,
+                 backend: str = "auto"):
         self.client = client
         self.cache = cache
         self.max_head_bytes = max_head_bytes    # refuse heads larger than this, bytes
         self.max_elements = max_elements        # refuse tensors with more elements than this
+        self.backend = backend                  # head executor: auto, numpy or torch (qpart.device.backends)
         # > 0: emulate a slower board by stretching each head run to macs / this rate (never faster than real)
         self.emulate_macs_per_second = emulate_macs_per_second
         self._limits: spb.ServerLimits | None = None   # the server's, fetched once when first needed
@@ -119,13 +123,14 @@ class DeviceAgent:
             data = self.client.fetch_head(plan, self.max_head_bytes)
             report.fetch_s = time.perf_counter() - started
             self.cache.put(plan.head_hash, data)
-        executor = HeadExecutor.from_bytes(data, self.max_elements)
+        executor = HeadExecutor.from_bytes(data, self.max_elements, self.backend)
         crossing = [a.name for a in plan.activations] or None
         if executor.head.model != plan.model or executor.head.cut != plan.cut or \
                 (crossing is not None and list(executor.outputs) != crossing):
             raise InvalidArgument("the head does not belong to the plan")
         report.parameters = executor.weight_count
         report.float32_bytes = 4 * executor.weight_count
+        report.backend, report.weight_bytes = executor.backend.name, executor.backend.weight_bytes
         return executor, report
 
     def classify(self, plan: spb.PlanResponse, executor: HeadExecutor | None, x: np.ndarray, report: RunReport,

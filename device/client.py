@@ -145,6 +145,12 @@ class ServerClient:
             channel.close()
         self._channels.clear()
 
+    def __enter__(self) -> "ServerClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def with_failover(self, call, on_retry=None):
         """call() until it returns, retrying on UNAVAILABLE: each retry moves to the next address and backs
         off (see failover); a refused TLS handshake is raised as Unauthenticated at once; after `retries`

@@ -1,6 +1,7 @@
 """qpart-device: run split inference against a qpart server.
 
     qpart-device --server 127.0.0.1:50051 --model fc6 --profile rpi4 --rate-mbps 20 --budget 1 --count 1000
+    qpart-device serve --config /etc/qpart/device.toml     (the daemon: see qpart.device.daemon)
 
 The device asks the server for a plan (or gives one with --cut and bit widths), fetches the head
 unless its cache holds it, runs the head on local test images (Fashion-MNIST, or --data) put through
@@ -19,7 +20,7 @@ import numpy as np
 
 from qpart.common import data, datasets, messages, options, policies, runtime
 from qpart.common.errors import QpartError
-from qpart.device import probe
+from qpart.device import backends, probe
 from qpart.device.agent import DeviceAgent, RunReport
 from qpart.device.cache import HeadCache
 from qpart.device.client import ServerClient, TlsSettings
@@ -36,7 +37,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="server address host:port, or several separated by commas (replicas, tried in turn)")
     parser.add_argument("--model", default="fc6", help="model to run (default %(default)s)")
     options.add_device_options(parser)
-    parser.add_argument("--measure-compute", action="store_true", help="measure this machine's MAC rate and send it")
+    parser.add_argument("--no-measure-compute", dest="measure_compute", action="store_false",
+                        help="price the head with the profile's speed instead of this device's MAC rate, which is "
+                             "measured by default (except with --emulate-speed) for the backend that will run the head")
+    parser.add_argument("--backend", choices=backends.NAMES, default="auto",
+                        help="head executor: numpy, torch, or auto (the fastest installed one, timed on the head)")
     parser.add_argument("--emulate-speed", action="store_true",
                         help="emulate the profile's board: stretch each head run to its MAC count / the profile's "
                              "MAC rate (reported as emulated; a real board runs at its own speed)")
@@ -82,21 +87,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_request(args, client: ServerClient) -> spb.PlanRequest:
+def measured_device(args) -> tuple:
+    """(DeviceProfile the plan is priced with, what was measured): this device's MAC rate for its backend
+    (the fastest installed one for auto) unless emulating a profile or told not to."""
     device = options.device_from_args(args)
-    if args.measure_compute:
-        device = dataclasses.replace(device, macs_per_second=probe.measure_mac_rate())
-    link = probe.measure_link(client) if args.measure_link else options.link_from_args(args)
+    if not args.measure_compute or args.emulate_speed:
+        return device, {}
+    chosen = backends.installed() if args.backend == "auto" else [args.backend]
+    rates = {name: backends.mac_rate(name) for name in chosen}
+    name = max(rates, key=rates.get)
+    return dataclasses.replace(device, macs_per_second=rates[name]), {"macs_per_second": rates[name], "backend": name}
+
+
+def build_request(args, client: ServerClient) -> tuple[spb.PlanRequest, dict]:
+    device, measured = measured_device(args)
+    if args.measure_link:
+        before = client.bytes["Probe"].sent + client.bytes["ProbeStream"].sent
+        link = probe.measure_link(client)
+        measured["link"] = {"uplink_bps": link.uplink_bps, "downlink_bps": link.downlink_bps, "rtt_s": link.rtt_s,
+                            "probe_bytes_sent": client.bytes["Probe"].sent + client.bytes["ProbeStream"].sent - before}
+    else:
+        link = options.link_from_args(args)
     request = spb.PlanRequest(
         model=args.model, device=messages.device_to_pb(device), link=messages.link_to_pb(link),
         accuracy_budget=args.budget, weights=messages.objective_to_pb(options.objective_from_args(args)),
-        inferences_per_head=args.reuse, policy=policies.to_enum(args.policy), explain=args.explain)
+        inferences_per_head=args.reuse or args.count, policy=policies.to_enum(args.policy), explain=args.explain)
     if args.cut is not None:
         request.policy = spb.FIXED
         request.fixed.CopyFrom(spb.FixedPlan(
             cut=args.cut, weight_bits=args.weight_bits, activation_bits=args.activation_bits,
             weight_granularity=npb.PER_CHANNEL if args.per_channel else npb.PER_TENSOR))
-    return request
+    return request, measured
 
 
 def unsplit_request(model: str) -> spb.PlanRequest:
@@ -115,6 +136,19 @@ def _drop(p: dict) -> str:
     return f"certified drop {p['accuracy_drop']:.2f} points" if "accuracy_drop" in p else "accuracy drop not measured"
 
 
+def measured_lines(measured: dict, request: spb.PlanRequest) -> list[str]:
+    lines = []
+    if "macs_per_second" in measured:
+        lines.append(f"measured  compute {measured['macs_per_second'] / 1e9:.2f} GMAC/s ({measured['backend']} "
+                     "backend): the plan is priced with it")
+    if "link" in measured:
+        link = measured["link"]
+        lines.append(f"measured  link up {link['uplink_bps'] / 1e6:.2f} Mbit/s, down {link['downlink_bps'] / 1e6:.2f} "
+                     f"Mbit/s, round trip {link['rtt_s'] * 1e3:.1f} ms ({link['probe_bytes_sent']:,} probe bytes sent)")
+    lines.append(f"reuse     the head is priced for {request.inferences_per_head} inference(s) (--reuse; default: --count)")
+    return lines
+
+
 def summary(report: RunReport) -> list[str]:
     p = report.predicted
     head = report.head
@@ -131,7 +165,7 @@ def summary(report: RunReport) -> list[str]:
         ratio = 100.0 * head.bytes / head.float32_bytes if head.float32_bytes else 0.0
         how = "from cache" if head.cache_hit else f"downloaded in {head.fetch_s * 1e3:.1f} ms"
         lines.append(f"head      {head.content_hash[:16]} {head.bytes:,} bytes for {head.parameters:,} parameters "
-                     f"({ratio:.1f}% of float32), {how}")
+                     f"({ratio:.1f}% of float32), {how}; runs on {head.backend} holding {head.weight_bytes:,} B of weights")
     accuracy = f"; accuracy {report.accuracy:.2f}%" if report.accuracy is not None else ""
     if report.emulated_macs_per_second:
         accuracy += f"; device speed EMULATED at {report.emulated_macs_per_second / 1e6:,.0f} MMAC/s"
@@ -149,7 +183,40 @@ def summary(report: RunReport) -> list[str]:
     return lines
 
 
+def serve(argv) -> int:
+    """`qpart-device serve --config FILE`: run the daemon until SIGTERM or SIGINT."""
+    import signal
+    import threading
+    from qpart.device import config, daemon
+    parser = argparse.ArgumentParser(prog="qpart-device serve", description=daemon.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=pathlib.Path, required=True, help="the daemon's TOML configuration "
+                                                                           "(deploy/device.toml documents every key)")
+    args = parser.parse_args(argv)
+    try:
+        settings = config.load(args.config)
+        logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        running = daemon.RunningDaemon(settings)
+    except QpartError as e:
+        print(f"qpart-device serve: {e.status}: {e}", file=sys.stderr)
+        return 2
+    print(f"qpart-device serving {', '.join(settings.models)} on {settings.listen}", flush=True)
+    stopping = threading.Event()
+
+    def on_signal(signum, _frame):
+        stopping.set()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stopping.wait(0.5):     # wakes for signals
+        pass
+    running.stop()
+    return 0
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:
+        return serve(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     tls = None
@@ -162,13 +229,14 @@ def main(argv=None) -> int:
         if args.emulate_speed:
             device = options.device_from_args(args)
             emulate = device.mac_rate
-        agent = DeviceAgent(client, cache, max_head_bytes=int(args.max_head_mb * 2**20), emulate_macs_per_second=emulate)
+        agent = DeviceAgent(client, cache, max_head_bytes=int(args.max_head_mb * 2**20), emulate_macs_per_second=emulate,
+                            backend=args.backend)
         x, y = test_inputs(agent.model_info(args.model), args.data, args.offset, args.count)
-        request = build_request(args, client)
+        request, measured = build_request(args, client)
         runtime.freeze_long_lived()
         report = agent.run(request, x, y, args.batch_size, args.window)
-        result = {"split": report.as_dict()}
-        for line in summary(report):
+        result = {"split": report.as_dict(), "measured": measured}
+        for line in measured_lines(measured, request) + summary(report):
             print(line)
         if args.explain:
             print_candidates(report)

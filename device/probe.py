@@ -3,16 +3,23 @@ import statistics
 import time
 
 from qpart.common.costmodel import LinkProfile
-from qpart.common.torchnet import mac_rate as measure_mac_rate
+from qpart.device.backends import mac_rate as measure_mac_rate
 from qpart.device.client import ServerClient
 
 __all__ = ["measure_mac_rate", "measure_link"]
 
 
-def measure_link(client: ServerClient, probe_bytes: int = 256 << 10, repeats: int = 3) -> LinkProfile:
+SMALL_PROBE = 8 << 10      # bytes each way of the first probe, which sizes the second
+PROBE_SECONDS = 0.15       # the second probe moves about this much traffic each way, at the first's rate
+MAX_PROBE = 256 << 10
+
+
+def measure_link(client: ServerClient, repeats: int = 2) -> LinkProfile:
     """Round-trip time as an inference stream sees it (median of empty round trips on one stream, the
-    first, which opens the stream, left out); uplink and downlink rates from probe_bytes each way,
-    less the unary call's own round trip."""
+    first two, which open the stream, left out); uplink and downlink rates from probes sized to the
+    link (a small one, then one of about PROBE_SECONDS at the rate the small one showed), less the
+    unary call's own round trip. All of it is counted in client.bytes like any RPC; at most ~1 s of
+    traffic whatever the link."""
     def best(payload: int, reply: int) -> float:
         times = []
         for _ in range(repeats):
@@ -20,9 +27,13 @@ def measure_link(client: ServerClient, probe_bytes: int = 256 << 10, repeats: in
             client.probe(payload, reply)
             times.append(time.perf_counter() - started)
         return min(times)
-    rtt = statistics.median(client.probe_round_trips(12)[2:])
+
+    def rates(size: int, unary: float) -> tuple[float, float]:
+        return (8 * size / max(best(size, 0) - unary, 1e-6), 8 * size / max(best(0, size) - unary, 1e-6))
+
+    rtt = statistics.median(client.probe_round_trips(10)[2:])
     unary = best(0, 0)
-    up = best(probe_bytes, 0)
-    down = best(0, probe_bytes)
-    return LinkProfile(rate_bps=8 * probe_bytes / max(up - unary, 1e-6),
-                       downlink_rate_bps=8 * probe_bytes / max(down - unary, 1e-6), rtt_s=rtt)
+    up, down = rates(SMALL_PROBE, unary)
+    size = int(min(max(min(up, down) * PROBE_SECONDS / 8, SMALL_PROBE), MAX_PROBE))
+    up, down = rates(size, unary)
+    return LinkProfile(rate_bps=up, downlink_rate_bps=down, rtt_s=rtt)

@@ -115,7 +115,7 @@ def _accuracy(client: ServerClient, plan: spb.PlanResponse, x: np.ndarray, label
 
 def measure(client: ServerClient, job: dict, inputs: dict, labels: np.ndarray) -> dict:
     rate = job["rate_mbit"] * 1e6
-    link = probe.measure_link(client, probe_bytes=int(min(256 << 10, max(16 << 10, rate / 8 * 0.3))), repeats=3)
+    link = probe.measure_link(client, repeats=3)
     rows, timed, fetch = [], {}, {}
     accuracy = dict(job.get("known_accuracy", {}))     # plans measured at another link rate already
     with tempfile.TemporaryDirectory() as cache_dir:

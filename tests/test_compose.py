@@ -44,3 +44,21 @@ def test_netem_script_builds_the_qdisc(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "called").read_text().split() == [
         "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", "20ms", "2ms", "loss", "0.5%", "rate", "5mbit"]
+
+
+def test_images_copy_every_package_they_install():
+    """pip install '.' needs every directory pyproject maps to a package; a Dockerfile missing one fails to build."""
+    import tomllib
+    dirs = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
+    for name in ("Dockerfile", "device.Dockerfile"):
+        text = (ROOT / "docker" / name).read_text()
+        copied = {line.split()[1] for line in text.splitlines() if line.startswith("COPY ") and "--from" not in line}
+        missing = sorted(d for d in dirs if d.split("/")[0] not in copied)
+        assert not missing, f"docker/{name} does not copy {missing}"
+
+
+def test_device_image_is_multi_arch_without_torch():
+    text = (ROOT / "docker" / "device.Dockerfile").read_text()
+    assert "--platform linux/amd64,linux/arm64,linux/arm/v7" in text and "piwheels" in text
+    assert "torch" not in "".join(line for line in text.splitlines() if line.startswith("RUN"))
+    assert "'.[images]'" in text and "[server]" not in text

@@ -17,9 +17,9 @@ import hashlib
 import os
 import pathlib
 import secrets
-import tomllib
 from dataclasses import dataclass
 
+from qpart.common.config import tomllib
 from qpart.common.errors import InvalidArgument, PermissionDenied, Unauthenticated
 
 TOKEN_HEADER = "authorization"

@@ -1,0 +1,128 @@
+"""The head's executors: numpy always; torch (with CUDA on a Jetson) where it is installed.
+
+"auto" picks by what is installed and, among those, what runs this head fastest here, timed on a
+batch of one. The numpy backend keeps the weights as they travelled (one byte per code for 8 bits or
+fewer) and dequantizes a node's weights as it runs; torch dequantizes once into float32 tensors.
+"""
+import importlib.util
+import time
+
+import numpy as np
+
+from qpart.common import npexec
+from qpart.common.errors import FailedPrecondition, InvalidArgument
+from qpart.common.network import NetworkProfile
+from qpart.common.tensors import CompactTensor
+from qpart.v1 import network_pb2 as pb
+
+NAMES = ("auto", "numpy", "torch")
+
+
+class NumpyBackend:
+    name = "numpy"
+
+    def __init__(self, spec: pb.NetworkSpec, profile: NetworkProfile, params: dict[str, dict[str, CompactTensor]]):
+        self.nodes = list(spec.nodes)
+        self.params = [params.get(node.name, {}) for node in self.nodes]
+        self.inputs, self.outputs = (spec.input,), tuple(spec.outputs)
+        keep = set(self.outputs)
+        last = {name: i for i, node in enumerate(self.nodes) for name in node.inputs}
+        self.free = [[t for t, j in last.items() if j == i and t not in keep] for i in range(len(self.nodes))]
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        env = self.tensors(x, keep=False)
+        return [env[name] for name in self.outputs]
+
+    def tensors(self, x: np.ndarray, keep: bool = True) -> dict[str, np.ndarray]:
+        """Every tensor of a run by name (keep=False: only those still needed at the end, the outputs)."""
+        env = {self.inputs[0]: np.ascontiguousarray(x, np.float32)}
+        for node, params, free in zip(self.nodes, self.params, self.free):
+            weights = {name: tensor.float() for name, tensor in params.items()}      # this node's, for this run
+            env[node.name] = npexec.run_node(node, [env[name] for name in node.inputs], weights)
+            for name in free if not keep else ():
+                del env[name]
+        return env
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(t.nbytes for p in self.params for t in p.values())
+
+
+class TorchBackend:
+    def __init__(self, spec: pb.NetworkSpec, profile: NetworkProfile, params: dict[str, dict[str, CompactTensor]]):
+        import torch
+        from qpart.common.torchnet import GraphModule
+        self.torch = torch
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.name = "torch-cuda" if self.device == "cuda" else "torch"
+        flat = {f"{node}.{pname}": t.float() for node, p in params.items() for pname, t in p.items()}
+        self.module = GraphModule(spec, profile, flat).to(self.device)
+        self.module.params = [{k: v.to(self.device) for k, v in p.items()} for p in self.module.params]
+        self.weight_bytes = sum(v.numel() * 4 for p in self.module.params for v in p.values())
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        with self.torch.inference_mode():
+            out = self.module(self.torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device))
+            return [y.cpu().numpy() for y in out]
+
+    def tensors(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every tensor of a run by name."""
+        from qpart.common.torchnet import run_node
+        with self.torch.inference_mode():
+            env = {self.module.inputs[0]: self.torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)}
+            for node, params in zip(self.module.nodes, self.module.params):
+                env[node.name] = run_node(node, [env[name] for name in node.inputs], params)
+            return {name: value.cpu().numpy() for name, value in env.items()}
+
+
+def installed() -> list[str]:
+    try:
+        has_torch = importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        has_torch = False
+    return ["numpy"] + (["torch"] if has_torch else [])
+
+
+def _seconds(backend, x: np.ndarray, runs: int = 5) -> float:
+    backend.run(x)
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        backend.run(x)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def make(spec: pb.NetworkSpec, profile: NetworkProfile, params: dict, choice: str = "auto"):
+    """The backend to run a head with: `choice`, or with "auto" the fastest installed one on this head."""
+    if choice not in NAMES:
+        raise InvalidArgument(f"unknown backend {choice!r}; use one of {', '.join(NAMES)}")
+    if choice == "numpy":
+        return NumpyBackend(spec, profile, params)
+    if choice == "torch":
+        if "torch" not in installed():
+            raise FailedPrecondition("backend torch is not installed here; use numpy (or auto)")
+        return TorchBackend(spec, profile, params)
+    candidates = [NumpyBackend(spec, profile, params)]
+    if "torch" in installed():
+        candidates.append(TorchBackend(spec, profile, params))
+    if len(candidates) == 1:
+        return candidates[0]
+    x = np.zeros((1, *profile.input_shape), np.float32)
+    return min(candidates, key=lambda b: _seconds(b, x))
+
+
+def mac_rate(backend: str = "numpy", seconds: float = 0.3, width: int = 512, batch: int = 8) -> float:
+    """MACs per second of a float32 matrix product [batch, width] x [width, width] on a backend: the kind of
+    kernel a head runs (what `--measure-compute` sends the planner)."""
+    if backend.startswith("torch"):
+        from qpart.common.torchnet import mac_rate as torch_rate
+        return torch_rate(seconds, width, batch)
+    rng = np.random.default_rng(0)
+    x, w = rng.random((batch, width), np.float32), rng.random((width, width), np.float32)
+    x @ w
+    runs, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        x @ w
+        runs += 1
+    return runs * batch * width * width / (time.perf_counter() - started)

@@ -1,0 +1,169 @@
+"""The library API for applications on a board: classify your own inputs through the split.
+
+    from qpart.device import SplitClient
+
+    with SplitClient("10.0.0.5:50051", "resnet8-96", budget=1.0, profile="rpi4") as qp:
+        result = qp.classify(open("frame.png", "rb").read())      # or a uint8 image, or the input tensor
+        print(result.class_name, result.label)
+
+The first classify plans (the link is probed and this device's MAC rate measured unless given),
+fetches the head (or takes it from the cache) and runs it; later calls reuse both until `replan()`.
+Failover across several server addresses, retries and exactly-once resends are the agent's
+(qpart.device.agent). Safe to share between threads: planning is serialized, inferences are not.
+"""
+import dataclasses
+import io
+import pathlib
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from qpart.common import messages, policies, profiles
+from qpart.common.costmodel import DeviceProfile, LinkProfile, Objective
+from qpart.common.errors import InvalidArgument
+from qpart.device import backends, probe
+from qpart.device.agent import DeviceAgent, RunReport
+from qpart.device.cache import HeadCache
+from qpart.device.client import ServerClient, TlsSettings
+from qpart.v1 import service_pb2 as spb
+
+DEFAULT_CACHE = pathlib.Path.home() / ".cache" / "qpart" / "heads"
+
+
+@dataclass
+class Result:
+    label: int                  # index of the highest score
+    class_name: str             # its name, when the model has names ("" otherwise)
+    scores: np.ndarray          # the model's first output (a classifier's class scores), float32
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """PNG or JPEG bytes as uint8 pixels [H, W] (gray) or [H, W, 3] (needs Pillow)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise InvalidArgument("passing image bytes needs Pillow (pip install pillow); or pass pixels as an array") from None
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return np.asarray(img.convert("L" if img.mode in ("L", "1", "LA", "I", "F") else "RGB"), np.uint8)
+    except OSError as e:
+        raise InvalidArgument(f"the image bytes do not decode: {e}") from None
+
+
+class SplitClient:
+    def __init__(self, server: str, model: str, budget: float = 1.0, profile: str | DeviceProfile = "rpi4", *,
+                 link: LinkProfile | None = None, objective: Objective = Objective(), policy: str = policies.QPART,
+                 expected_inputs: int = 1000, token: str | None = None, tls: TlsSettings | None = None,
+                 cache_dir: str | pathlib.Path | None = DEFAULT_CACHE, backend: str = "auto",
+                 measure_compute: bool = True, timeout_s: float = 30.0, retries: int = 6):
+        """server: host:port (several, comma-separated, are replicas); link: None probes it; profile: a bundled
+        name or a TOML file, for energy and (with measure_compute=False) speed; expected_inputs: how many
+        inferences the head is priced to be reused for."""
+        self.model, self.budget, self.policy = model, budget, policy
+        self.objective, self.expected_inputs = objective, expected_inputs
+        self.device = profiles.load_device(profile) if isinstance(profile, str) else profile
+        self._link, self._measure = link, measure_compute
+        self.client = ServerClient(server, timeout_s=timeout_s, token=token, tls=tls, retries=retries)
+        self.agent = DeviceAgent(self.client, HeadCache(cache_dir), backend=backend)
+        self._lock = threading.Lock()
+        self._info: spb.ModelInfo | None = None
+        self._state: tuple | None = None     # (plan, executor): swapped whole when replanning
+
+    @property
+    def info(self) -> spb.ModelInfo:
+        if self._info is None:
+            self._info = self.agent.model_info(self.model)
+        return self._info
+
+    @property
+    def plan(self) -> spb.PlanResponse:
+        return self._ready()[0]
+
+    @property
+    def backend(self) -> str:
+        """The backend running the current head (numpy, torch, torch-cuda); "" before the first plan."""
+        return self._state[1].backend.name if self._state else ""
+
+    def measured(self) -> tuple[DeviceProfile, LinkProfile]:
+        """The device (its MAC rate measured for the backend unless measure_compute is off) and the link."""
+        if self._measure and not self.device.macs_per_second:
+            rates = {name: backends.mac_rate(name) for name in (
+                backends.installed() if self.agent.backend == "auto" else [self.agent.backend])}
+            self.device = dataclasses.replace(self.device, macs_per_second=max(rates.values()))
+        if self._link is None:
+            self._link = probe.measure_link(self.client)
+        return self.device, self._link
+
+    def replan(self, expected_inputs: int | None = None, link: LinkProfile | None = None) -> spb.PlanResponse:
+        """Ask for a new plan (for a changed workload or link) and load its head; returns the plan."""
+        with self._lock:
+            if expected_inputs is not None:
+                self.expected_inputs = expected_inputs
+            if link is not None:
+                self._link = link
+            return self._replan()[0]
+
+    def _replan(self) -> tuple:
+        device, link = self.measured()
+        request = spb.PlanRequest(model=self.model, device=messages.device_to_pb(device),
+                                  link=messages.link_to_pb(link), accuracy_budget=self.budget,
+                                  weights=messages.objective_to_pb(self.objective),
+                                  inferences_per_head=max(int(self.expected_inputs), 1),
+                                  policy=policies.to_enum(self.policy))
+        plan = self.agent.plan(request)
+        executor, _ = self.agent.obtain_head(plan)
+        self._state = (plan, executor)
+        return self._state
+
+    def _ready(self) -> tuple:
+        """(plan, head executor), planning first if there is no plan yet."""
+        if self._state is None:
+            with self._lock:
+                if self._state is None:
+                    self._replan()
+        return self._state
+
+    def inputs(self, x) -> tuple[np.ndarray, bool]:
+        """(the model's float32 inputs [n, *input_shape], whether x was one input) from image bytes, a list of
+        them, uint8 pixels (one image [H, W] or [H, W, C] with C in 1, 3, 4; a batch [N, H, W] or [N, H, W, C])
+        or the input tensor itself (float, one or a batch)."""
+        shape = tuple(self.info.input.shape)
+        if isinstance(x, (bytes, bytearray)):
+            x, single = decode_image(bytes(x))[None], True
+        elif isinstance(x, (list, tuple)) and x and isinstance(x[0], (bytes, bytearray)):
+            images = [decode_image(bytes(b)) for b in x]
+            if len({img.shape for img in images}) != 1:
+                raise InvalidArgument("the images differ in size; classify them one by one")
+            x, single = np.stack(images), False
+        else:
+            x = np.asarray(x)
+            # uint8: [H, W] or [H, W, C] (C in 1, 3, 4) is one image, [N, H, W] or [N, H, W, C] a batch
+            single = x.shape == shape or (x.dtype == np.uint8 and (x.ndim == 2 or x.ndim == 3 and x.shape[2] in (1, 3, 4)))
+            if x.dtype != np.uint8 and x.shape in (shape, x.shape[:1] + shape):
+                batch = x[None] if x.shape == shape else x
+                return np.ascontiguousarray(batch, np.float32), x.shape == shape
+            if x.dtype != np.uint8:
+                raise InvalidArgument(f"give the model's input {list(shape)} (float, one or a batch), uint8 pixels, "
+                                      f"or image bytes; got {x.dtype} {list(x.shape)}")
+            x = x[None] if single else x
+        return messages.preprocessing_from_pb(self.info.preprocessing).apply(x), single
+
+    def classify(self, x, batch_size: int = 16) -> Result | list[Result]:
+        """The model's answer for one input, or a list of answers for a batch (see `inputs` for the forms)."""
+        inputs, single = self.inputs(x)
+        plan, executor = self._ready()
+        scores = self.agent.classify(plan, executor, inputs, RunReport.for_plan(plan), batch_size=batch_size)
+        names = list(self.info.class_names)
+        results = [Result(int(s.argmax()), names[int(s.argmax())] if int(s.argmax()) < len(names) else "", s)
+                   for s in scores]
+        return results[0] if single else results
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> "SplitClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

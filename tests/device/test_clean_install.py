@@ -1,0 +1,117 @@
+"""The device as a board gets it: a fresh virtualenv without torch, `pip install` of this checkout (the
+base dependencies only: numpy, grpcio, protobuf), then the daemon against a server in another
+process, applications classifying through its unix socket, and the README's library example."""
+import os
+import pathlib
+import re
+import shutil
+import signal
+import subprocess
+import sys
+
+import grpc
+import numpy as np
+import pytest
+
+from qpart.common import health
+from qpart.device.agent import DeviceAgent
+from qpart.device.cache import HeadCache
+from qpart.device.client import ServerClient
+from qpart.testbed.processes import ServerProcess, free_port
+from qpart.v1 import agent_pb2 as apb
+from qpart.v1 import agent_pb2_grpc as agrpc
+from qpart.v1 import service_pb2 as spb
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SOURCES = ("pyproject.toml", "README.md", "protos", "common", "device", "server", "cli", "testbed")
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory) -> pathlib.Path:
+    """A virtualenv from the base interpreter with `pip install <a copy of the checkout>`: no torch."""
+    root = tmp_path_factory.mktemp("board")
+    source = root / "src"
+    source.mkdir()
+    for name in SOURCES:
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
+        copy(ROOT / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                            if (ROOT / name).is_dir() else {}))
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", str(root / "venv")], check=True)
+    pip = subprocess.run([str(root / "venv" / "bin" / "pip"), "install", "--quiet", str(source)],
+                         capture_output=True, text=True)
+    assert pip.returncode == 0, pip.stdout[-2000:] + pip.stderr[-2000:]
+    return root / "venv"
+
+
+def run_in(venv, code: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True,
+                          cwd=venv.parent, **kw)
+
+
+def test_the_device_installs_and_imports_without_torch(venv):
+    installed = run_in(venv, "import importlib.util as u; print(u.find_spec('torch'), u.find_spec('PIL'))")
+    assert installed.stdout.split() == ["None", "None"], installed.stdout + installed.stderr
+    imported = run_in(venv, "import sys, qpart.device, qpart.device.daemon, qpart.device.main; "
+                            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or "
+                            "m.startswith(('qpart.server', 'qpart.testbed', 'qpart.cli'))))")
+    assert imported.returncode == 0 and imported.stdout.strip() == "[]", imported.stdout + imported.stderr
+
+
+@pytest.fixture(scope="module")
+def server_process(models_dir):
+    with ServerProcess(models_dir) as process:
+        yield process
+
+
+def test_daemon_without_torch_serves_a_split(venv, server_process, model_inputs, data_dir, tmp_path):
+    from qpart.common import data
+    images, _ = data.load_split("test", data_dir)
+    x, labels = model_inputs("resnet8-96", 60)
+    socket, metrics = tmp_path / "agent.sock", free_port()
+    config = tmp_path / "device.toml"
+    config.write_text(f'server = "{server_process.target}"\nmodels = ["resnet8-96"]\nbudget = 2.0\n'
+                      f'listen = "unix:{socket}"\ncache_dir = "{tmp_path / "heads"}"\nmetrics_port = {metrics}\n'
+                      f'rate_mbps = 1.0\nrtt_ms = 20.0\nreplan_factor = 1000000.0\n')
+    daemon = subprocess.Popen([str(venv / "bin" / "qpart-device"), "serve", "--config", str(config)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert health.wait_serving(f"unix:{socket}", timeout_s=180), daemon.stderr.read() if daemon.poll() else ""
+        with grpc.insecure_channel(f"unix:{socket}") as channel:
+            stub = agrpc.LocalAgentStub(channel)
+            answers = [stub.Classify(apb.ClassifyRequest(pixels=apb.Tensor(
+                shape=[28, 28], data=images[i].astype("<f4").tobytes())), timeout=60) for i in range(len(x))]
+            with pytest.raises(grpc.RpcError) as no_pillow:
+                stub.Classify(apb.ClassifyRequest(image=b"\x89PNG...."), timeout=60)
+            (status,) = stub.Status(apb.StatusRequest()).models
+        assert no_pillow.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "Pillow" in no_pillow.value.details()
+        assert status.backend == "numpy" and status.inputs == len(x) and 0 < status.plan.cut < status.plan.num_nodes
+        # the same plan, run here with torch installed: the same answers
+        plan = status.plan
+        request = spb.PlanRequest(model="resnet8-96", policy=spb.FIXED, fixed=spb.FixedPlan(
+            cut=plan.cut, weight_bits=plan.weight_bits, activation_bits=[a.bits for a in plan.activations],
+            weight_granularity=plan.weight_granularity))
+        with ServerClient(server_process.target, timeout_s=60) as client:
+            reference = DeviceAgent(client, HeadCache(None), backend="torch").run(request, x, labels, batch_size=20)
+        agreement = np.mean(np.array([a.label for a in answers]) == np.array(reference.predictions))
+        assert agreement >= 0.98, agreement
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+        assert "planned resnet8-96 (start)" in daemon.stderr.read()
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+
+
+def test_the_readme_library_example_runs_as_written(venv, server_process, tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- library-example[^\n]*-->\n```python\n(.*?)```", readme, re.S)
+    assert block, "the README lost its library example"
+    code = block.group(1).replace("localhost:50051", server_process.target)
+    result = run_in(venv, code, env={**os.environ, "HOME": str(tmp_path)}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, last = result.stdout.strip().splitlines()
+    assert re.fullmatch(r".+ \[(\d, ){7}\d\]", first), first
+    assert re.fullmatch(r"cut \d+ of \d+ nodes, head on numpy", last), last
+    assert (tmp_path / ".cache" / "qpart" / "heads").is_dir()
