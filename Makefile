@@ -1,6 +1,7 @@
 # qpart: two commands set up a fresh machine.
 #   make demo   venv + pinned deps + dataset, trains the default model if absent, runs server and device
 #   make test   venv + pinned deps + dataset, runs the test suite
+#   make test-board   the device part on an emulated arm64 board (debootstrap + qemu-user; root; cached)
 PYTHON ?= python3
 VENV ?= .venv
 MODELS ?= model-repo
@@ -11,7 +12,7 @@ TORCH_PIP_FLAGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.qpart-installed
 
-.PHONY: demo test dataset protos install clean
+.PHONY: demo test test-board dataset protos install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,9 @@ demo: $(STAMP) dataset
 test: $(STAMP) dataset
 	@sh scripts/ensure-test-tools.sh
 	$(BIN)/python -m pytest -q
+
+test-board: $(STAMP) dataset
+	$(BIN)/python -m qpart.testbed.board
 
 protos: $(STAMP)
 	$(BIN)/python scripts/generate_protos.py

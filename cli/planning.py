@@ -69,6 +69,9 @@ def cmd_plan(args) -> None:
     from qpart.server.models.repository import ModelRepository
     from qpart.server.planning.planner import Planner, PlanRequest
     planner = Planner(ModelRepository(args.models), HeadStore())
+    if args.measure_server:
+        from qpart.server.serving import speed
+        speed.measure(planner, [planner.repository.get(args.model)])
     request = PlanRequest(args.model, options.device_from_args(args), options.link_from_args(args), args.budget,
                           options.objective_from_args(args), args.reuse or 1, policy=args.policy, explain=True)
     plan = planner.plan(request)
@@ -88,6 +91,13 @@ def cmd_plan(args) -> None:
               f"{int(c.work.head_bytes):>10,} {int(c.work.uplink_bytes):>7,} "
               f"{k.total_time_s * 1e3:>9.3f} {k.device_energy_j + k.tx_energy_j:>9.3g} {k.server_cost:>9.3g} "
               f"{k.objective:>10.4g} {drop}" + (f"  ({c.rejected})" if c.rejected else ""))
+    print(f"why: {plan.reason}")
+    if args.measure_server:
+        print("server part: timed here as qpart-server times it at start-up (the tail from each cut after 10 ms idle, "
+              "the activation codec): on the server's machine this gives the live server's answer")
+    else:
+        print(f"server part: priced at the server profile's {planner.server.mac_rate / 1e9:g} GMAC/s; a live qpart-server "
+              "times its own tail and codec at start-up, so its answer can differ (--measure-server times them here)")
     chosen, s = plan.chosen, plan.chosen.spec.split
     drop = f"certified drop {chosen.accuracy_drop:.2f} points" if chosen.accuracy_drop is not None else "drop not measured"
     print(f"chosen: cut {s.cut} of {planner.repository.get(args.model).num_nodes} nodes, "
@@ -109,3 +119,5 @@ def register(sub) -> None:
     options.add_device_options(p)
     options.add_link_options(p)
     options.add_plan_options(p)
+    p.add_argument("--measure-server", action="store_true", help="time the tail and the codec on this machine, as "
+                   "qpart-server does at start-up, instead of the server profile's MAC rate")

@@ -61,7 +61,9 @@ class RunReport:
     wire: dict = field(default_factory=dict)  # rpc -> {"sent": bytes, "received": bytes} of gRPC messages
     tcp: dict | None = None                  # {"sent", "received"}: TCP payload bytes from the kernel (None: unknown)
     emulated_macs_per_second: float = 0.0   # > 0: device compute was stretched to this rate (emulated board)
-    plan_s: float = 0.0
+    reason: str = ""                        # the server's one line on why it chose this split
+    plan_s: float = 0.0                     # the Plan RPC, round trip, as this device timed it
+    plan_decision_s: float = 0.0            # of which the server's planner took this long to choose
     device_compute_s: float = 0.0           # head compute plus packing, all inputs
     server_compute_s: float = 0.0           # tail compute the server reported, all inputs
     batch_latency_s: list[float] = field(default_factory=list)  # send of a batch -> its answer
@@ -76,7 +78,8 @@ class RunReport:
                    weight_bits=list(plan.weight_bits), activation_bits=[a.bits for a in plan.activations],
                    crossing=[{"name": a.name, "shape": list(a.sample_shape), "bits": a.bits,
                               "bytes": packing.packed_size(math.prod(a.sample_shape), a.bits)} for a in plan.activations],
-                   predicted=_message_dict(plan.predicted), head=head or HeadReport(),
+                   predicted=_message_dict(plan.predicted), head=head or HeadReport(), reason=plan.reason,
+                   plan_decision_s=plan.decision_seconds,
                    candidates=[_message_dict(c) for c in plan.candidates], **fields)
 
     def as_dict(self) -> dict:
@@ -256,10 +259,11 @@ class DeviceAgent:
         started = time.perf_counter()
         before, tcp_before = self._baseline or self._counters()   # the first run also counts what came before it
         self._baseline = None
+        asked = time.perf_counter()
         plan = self.plan(request)
         planned = time.perf_counter()
         executor, head_report = self.obtain_head(plan)
-        report = RunReport.for_plan(plan, head_report, plan_s=planned - started,
+        report = RunReport.for_plan(plan, head_report, plan_s=planned - asked,
                                     emulated_macs_per_second=self.emulate_macs_per_second)
         scores = self.classify(plan, executor, x, report, batch_size, window)
         predictions = scores.argmax(axis=1)

@@ -77,6 +77,26 @@ def diagnose_tls(target: str, tls: TlsSettings, timeout_s: float = 3.0) -> str |
     return None
 
 
+def speaks_tls(target: str, timeout_s: float = 2.0) -> bool:
+    """Whether the server at `target` (host:port) answers a TLS handshake: why a plaintext client sees only
+    "Socket closed" (nothing is verified; the handshake is dropped at once)."""
+    host, _, port = target.rpartition(":")
+    if not port.isdigit():
+        return False           # unix sockets and names gRPC resolves itself
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as raw:
+            with context.wrap_socket(raw, server_hostname=host.strip("[]") or None):
+                return True
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+        return False           # closed on us: not a TLS server
+    except ssl.SSLError as e:
+        return e.reason != "WRONG_VERSION_NUMBER"     # an alert: TLS, but not with us; else plaintext bytes came back
+    except OSError:
+        return False
+
+
 def message_bytes(message) -> int:
     return message.ByteSize() + GRPC_FRAME_BYTES
 
@@ -168,8 +188,13 @@ class ServerClient:
                 self.failover(attempt)
 
     def check_tls(self) -> None:
-        """After a failed connection: raise Unauthenticated if the certificates are why (never retried)."""
-        if self._tls is not None:
+        """After a failed connection: raise Unauthenticated if the certificates are why, or if the server speaks
+        TLS and this client does not (never retried)."""
+        if self._tls is None:
+            if speaks_tls(self.target):
+                raise Unauthenticated(f"{self.target} speaks TLS and this client connects in plaintext: give --tls-ca "
+                                      "(and --tls-cert with --tls-key where the server asks for device certificates)")
+        else:
             reason = diagnose_tls(self.target, self._tls)
             if reason:
                 raise Unauthenticated(f"{self.target}: {reason}")

@@ -16,7 +16,11 @@ import os
 import pathlib
 import sys
 
-import numpy as np
+# gRPC core's own log lines (a failed TLS handshake, say) would reach the user beside our message that says
+# what went wrong; GRPC_VERBOSITY=ERROR in the environment brings them back
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import numpy as np  # noqa: E402
 
 from qpart.common import data, datasets, messages, options, policies, runtime
 from qpart.common.errors import QpartError
@@ -158,6 +162,8 @@ def summary(report: RunReport) -> list[str]:
              f"{p['uplink_time_s'] * 1e3:.3f}, downlink {p['downlink_time_s'] * 1e3:.3f}, server {p['server_time_s'] * 1e3:.3f}, "
              f"rtt {p['rtt_time_s'] * 1e3:.3f}), energy {p['device_energy_j'] + p['tx_energy_j']:.3g} J, "
              f"{_drop(p)}"]
+    if report.reason:
+        lines.append(f"why       {report.reason}")
     if report.crossing:
         lines.append("sends     " + ", ".join(f"{c['name']} {c['shape']} at {c['bits']} bits ({c['bytes']:,} B)"
                                               for c in report.crossing) + " per input")
@@ -177,7 +183,8 @@ def summary(report: RunReport) -> list[str]:
     if report.tcp is not None:
         lines.append(f"wire      sent {report.tcp['sent']:,} B, received {report.tcp['received']:,} B "
                      "(TCP payload from the kernel: HTTP/2 framing and control frames included)")
-    lines.append(f"time      plan {report.plan_s * 1e3:.1f} ms, device compute {report.device_compute_s / max(report.inputs, 1) * 1e3:.3f} "
+    lines.append(f"time      plan decided in {report.plan_decision_s * 1e3:.2f} ms on the server, Plan RPC "
+                 f"{report.plan_s * 1e3:.1f} ms round trip; device compute {report.device_compute_s / max(report.inputs, 1) * 1e3:.3f} "
                  f"ms/input, batch latency p50 {report.latency_percentile(50) * 1e3:.2f} ms p95 "
                  f"{report.latency_percentile(95) * 1e3:.2f} ms, total {report.total_s:.2f} s")
     return lines

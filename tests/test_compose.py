@@ -36,14 +36,33 @@ def test_compose_services():
 def test_netem_script_builds_the_qdisc(tmp_path):
     """The device's entrypoint turns the environment into one `tc qdisc replace ... netem` call."""
     fake_tc = tmp_path / "tc"
-    fake_tc.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/called\n")
+    fake_tc.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/called\n")
     fake_tc.chmod(0o755)
+    fake_ip = tmp_path / "ip"
+    fake_ip.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/ip-called\n")
+    fake_ip.chmod(0o755)
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "NETEM_RATE": "5mbit", "NETEM_DELAY": "20ms", "NETEM_JITTER": "2ms",
            "NETEM_LOSS": "0.5%"}
     result = subprocess.run(["sh", str(ROOT / "docker" / "netem.sh"), "true"], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "called").read_text().split() == [
+    calls = (tmp_path / "called").read_text().splitlines()
+    assert calls[0].split() == [
         "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", "20ms", "2ms", "loss", "0.5%", "rate", "5mbit"]
+    # the ingress (head downloads, answers) through an IFB device at the down rate
+    assert calls[1:] == ["qdisc replace dev eth0 handle ffff: ingress",
+                         "filter replace dev eth0 parent ffff: protocol all u32 match u32 0 0 action mirred egress "
+                         "redirect dev ifb-qpart", "qdisc replace dev ifb-qpart root netem rate 5mbit"]
+    assert "ifb-qpart up" in (tmp_path / "ip-called").read_text()
+
+
+def test_netem_script_says_when_ingress_cannot_be_shaped(tmp_path):
+    (tmp_path / "tc").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "ip").write_text("#!/bin/sh\nexit 1\n")
+    for tool in ("tc", "ip"):
+        (tmp_path / tool).chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "NETEM_RATE": "5mbit"}
+    result = subprocess.run(["sh", str(ROOT / "docker" / "netem.sh"), "true"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0 and "ingress is NOT shaped" in result.stderr
 
 
 def test_images_copy_every_package_they_install():

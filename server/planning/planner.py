@@ -12,6 +12,7 @@ at every cut, Neurosurgeon-style), uniform_int8 (8-bit weights and activations a
 """
 import math
 import threading
+import time
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -71,6 +72,8 @@ class Plan:
     activations: list             # per crossing tensor: (name, sample shape, QuantParams or None for float32)
     chosen: Candidate
     candidates: list[Candidate] = field(default_factory=list)
+    reason: str = ""              # one line: why this split, against sending the input and running it all on the device
+    decision_s: float = 0.0       # seconds the planner took to choose (no transport)
 
 
 @dataclass(frozen=True)
@@ -184,9 +187,13 @@ class Planner:
         return patterns, masks
 
     def plan(self, request: PlanRequest) -> Plan:
+        started = time.perf_counter()
         model = self.repository.get(request.model)
-        if request.policy == policies.FIXED:
-            return self._plan_fixed(model, request)
+        plan = self._plan_fixed(model, request) if request.policy == policies.FIXED else self._choose(model, request)
+        plan.decision_s = time.perf_counter() - started
+        return plan
+
+    def _choose(self, model: Model, request: PlanRequest) -> Plan:
         patterns, masks = self.patterns(model)
         held = [h in request.held_heads for h in patterns.hashes] if request.held_heads else False
         costs = predict(patterns.work, request.device, request.link, self.server, request.objective,
@@ -200,8 +207,13 @@ class Planner:
             raise FailedPrecondition(self._no_plan_reason(model, request, patterns, in_policy, fits_budget))
         best = int(np.argmin(np.where(eligible, costs.objective, np.inf)))   # ties: the first, the earliest cut
         rows = np.flatnonzero(in_policy) if request.explain else [best]
-        candidates = []
+        candidates, seen = [], {}
         for i in rows:
+            key = patterns.specs[i].split
+            if key in seen and int(i) != best:      # the same split under another kind (qpart at 8 bits = uniform8)
+                continue
+            if key in seen:
+                candidates.remove(seen[key])
             rejected = ""
             if not fits_budget[i]:
                 rejected = f"certified drop {patterns.drop[i]:.2f} points exceeds the budget {request.accuracy_budget:g}"
@@ -209,8 +221,12 @@ class Planner:
                 rejected = f"needs {int(patterns.memory[i])} bytes of device memory, the device has {memory}"
             candidates.append(patterns.candidate(costs, int(i), rejected))
             candidates[-1].chosen = int(i) == best
+            seen[key] = candidates[-1]
         chosen = next(c for c in candidates if c.chosen)
-        return self._plan(model, request.policy, chosen, candidates if request.explain else [])
+        plan = self._plan(model, request.policy, chosen, candidates if request.explain else [])
+        plan.reason = why(model, patterns, costs, eligible, best, int((in_policy & ~fits_budget).sum()),
+                          int((in_policy & fits_budget & ~fits_memory).sum()))
+        return plan
 
     @staticmethod
     def _no_plan_reason(model: Model, request: PlanRequest, patterns: Patterns, in_policy, fits_budget) -> str:
@@ -236,7 +252,9 @@ class Planner:
                         request.inferences_per_head, bool(head) and head.content_hash in request.held_heads)
         chosen = patterns.candidate(costs, 0)
         chosen.chosen = True
-        return self._plan(model, policies.FIXED, chosen, [chosen] if request.explain else [])
+        plan = self._plan(model, policies.FIXED, chosen, [chosen] if request.explain else [])
+        plan.reason = f"a fixed plan: cut {spec.split.cut} as asked, priced but not chosen (its accuracy is not certified)"
+        return plan
 
     @staticmethod
     def fixed_spec(model: Model, fixed: Split) -> PlanSpec:
@@ -250,3 +268,25 @@ class Planner:
             acts = acts * len(cut.tensors)
         split = Split(cut.cut, weights, acts if cut.runs_tail else (), fixed.granularity)
         return PlanSpec(model.name, model.version, split).check(model)
+
+
+def why(model: Model, patterns: Patterns, costs: Costs, eligible: np.ndarray, best: int, over_budget: int,
+        over_memory: int) -> str:
+    """One line: the chosen split's objective and time against the best eligible plan that sends the input
+    (cut 0) and the best that runs the whole network on the device, and what was ruled out."""
+    def brief(i: int) -> str:
+        k = costs.at(i)
+        return f"objective {k.objective:.4g} ({k.total_time_s * 1e3:.2f} ms)"
+    cut = int(patterns.cut[best])
+    where = {0: "sending the input", model.num_nodes: "all on the device"}.get(
+        cut, f"cut {cut} of {model.num_nodes} ({', '.join(model.profile.cut(cut).tensors)} crossing)")
+    parts = [f"{where}: {brief(best)}"]
+    for name, at in (("sending the input", 0), ("all on the device", model.num_nodes)):
+        rows = np.flatnonzero(eligible & (patterns.cut == at))
+        if at != cut and len(rows):
+            parts.append(f"{name}: {brief(int(rows[np.argmin(np.asarray(costs.objective)[rows])]))}")
+        elif at != cut:
+            parts.append(f"{name}: not eligible")
+    ruled = [f"{n} over the accuracy budget" for n in [over_budget] if n] + \
+            [f"{n} over the device memory" for n in [over_memory] if n]
+    return "; ".join(parts) + (f"; ruled out: {', '.join(ruled)}" if ruled else "")

@@ -78,7 +78,8 @@ def plan_response(plan: Plan, model: Model) -> spb.PlanResponse:
         plan_id=spec.token(), model=spec.model, model_version=spec.version, policy=policies.to_enum(plan.policy),
         cut=split.cut, num_nodes=model.num_nodes, weight_nodes=[model.profile.nodes[i].name for i in cut.weight_nodes],
         weight_bits=split.weight_bits, weight_granularity=GRANULARITY_TO_PB[split.granularity],
-        head_hash=plan.chosen.head_hash, head_bytes=int(plan.chosen.work.head_bytes), predicted=_prediction(plan.chosen))
+        head_hash=plan.chosen.head_hash, head_bytes=int(plan.chosen.work.head_bytes), predicted=_prediction(plan.chosen),
+        reason=plan.reason, decision_seconds=plan.decision_s)
     for (name, shape, quantizer), bits in zip(plan.activations, split.activation_bits):
         encoding = msg.activations.add(name=name, bits=bits, sample_shape=shape)
         if quantizer is not None:

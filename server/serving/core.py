@@ -12,12 +12,12 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from qpart.common import quant, tensors, torchnet
+from qpart.common import quant, tensors
 from qpart.common.errors import FailedPrecondition, InvalidArgument, OutOfRange, ResourceExhausted
 from qpart.common.names import shown
 from qpart.server.models.heads import BuiltHead, HeadStore
 from qpart.server.models.repository import Model, ModelRepository
-from qpart.server.planning.planner import CodecCosts, Plan, Planner, PlanRequest
+from qpart.server.planning.planner import Plan, Planner, PlanRequest
 from qpart.server.planning.plans import PlanSpec
 from qpart.server.serving import speed
 from qpart.server.serving.admission import Admission
@@ -93,11 +93,7 @@ class QpartCore:
     def measure_speed(self) -> None:
         """Time each model's tail from every catalog cut, the activation codecs and this machine's MAC rate;
         the planner prices the server's part and the device's encoding with them."""
-        for model in self.repository:
-            catalog = self.planner.catalog(model)
-            model.tail_seconds = speed.tail_seconds(model, catalog.cuts if catalog else [])
-        self.planner.codec = CodecCosts(speed.activation_codec_costs(), torchnet.mac_rate())
-        self.planner.forget()
+        speed.measure(self.planner, self.repository)
 
     def warm_heads(self) -> int:
         """Build and cache the head of every catalog split; returns how many were built."""

@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from qpart.common import config, runtime
 from qpart.common.errors import FailedPrecondition, InvalidArgument, QpartError
 from qpart.server.serving.core import QpartCore
-from qpart.server.serving.observe import Metrics, RpcObserver, configure_logging
+from qpart.server.serving.observe import JsonFormatter, Metrics, RpcObserver, configure_logging
 from qpart.server.serving.servicer import SplitInferenceServicer, add_to_server
 from qpart.server.serving.settings import ServerSettings
 from qpart.v1 import service_pb2
@@ -122,7 +122,12 @@ def main(argv=None) -> int:
     security = ("mutual TLS" if settings.tls_client_ca else "TLS" if settings.tls_cert else "plaintext") + (
         ", device tokens" if settings.devices else "")
     metrics = f", metrics on {settings.metrics_host}:{settings.metrics_port}" if settings.metrics_port else ""
-    print(f"qpart-server listening on {settings.host}:{running.port} serving {names} ({security}{metrics})", flush=True)
+    listening = f"qpart-server listening on {settings.host}:{running.port} serving {names} ({security}{metrics})"
+    if settings.json_logs:      # stdout carries JSON lines only, like the logs
+        record = logging.LogRecord("qpart.server", logging.INFO, __file__, 0, listening, None, None)
+        record.fields = {"event": "listening", "host": settings.host, "port": running.port}
+        listening = JsonFormatter().format(record)
+    print(listening, flush=True)
     stopping = threading.Event()
 
     def on_signal(signum, _frame):

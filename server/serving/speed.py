@@ -1,13 +1,17 @@
 """What this server's part costs on this machine, timed at start-up: the tail from every cut and the
 activation codec (quantize + pack on the device side, check + unpack + dequantize on the server's).
 The planner prices the server's part with these figures."""
+import logging
 import statistics
 import time
 
 import numpy as np
 import torch
 
-from qpart.common import quant, tensors
+from qpart.common import quant, tensors, torchnet
+from qpart.server.planning.planner import CodecCosts, Planner
+
+log = logging.getLogger("qpart.server.speed")
 
 
 def _seconds_after_idle(idle_s: float, fn, *args) -> float:
@@ -76,3 +80,21 @@ def activation_codec_costs(sizes=(256, 16384), repeats: int = 11, idle_s: float 
         b_enc, b_dec = max((e2 - e1) / span, 0.0), max((d2 - d1) / span, 0.0)
         out[bits] = (max(e1 - b_enc * sizes[0], 0.0), b_enc, max(d1 - b_dec * sizes[0], 0.0), b_dec)
     return out
+
+
+def measure(planner: Planner, models) -> None:
+    """Time each model's tail from every catalog cut, the activation codecs and this machine's MAC rate, and
+    price plans with them: what qpart-server does at start-up, and `qpart plan --measure-server` offline."""
+    for model in models:
+        catalog = planner.catalog(model)
+        model.tail_seconds = tail_seconds(model, catalog.cuts if catalog else [])
+        times = model.tail_seconds
+        log.info("%s: tail timed from %d cuts, %.3f to %.3f ms per input", model.name, len(times),
+                 min(times.values(), default=0) * 1e3, max(times.values(), default=0) * 1e3,
+                 extra={"fields": {"event": "tail_timed", "model": model.name,
+                                   "tail_ms": {str(c): round(t * 1e3, 4) for c, t in times.items()}}})
+    planner.codec = CodecCosts(activation_codec_costs(), torchnet.mac_rate())
+    log.info("MAC rate %.2f GMAC/s; activation codec timed at %s bits", planner.codec.mac_rate / 1e9,
+             ",".join(map(str, sorted(planner.codec.per_width))),
+             extra={"fields": {"event": "speed_measured", "macs_per_second": planner.codec.mac_rate}})
+    planner.forget()

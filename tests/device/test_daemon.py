@@ -18,19 +18,18 @@ from qpart.v1 import agent_pb2 as apb
 from qpart.v1 import agent_pb2_grpc as agrpc
 
 
-def test_config_refuses_unknown_keys_and_wrong_types(tmp_path):
+@pytest.mark.parametrize("extra, message", [
+    ('models = ["lenet"]\nbudegt = 2.0', "unknown key.*budegt"),
+    ('models = ["lenet"]\nbudget = "two"', "`budget` must be a float"),
+    ("models = []", "needs `models`"),
+    ('models = ["lenet"]\nbudget = 2\nrate_window_s = 0', "rate_window_s"),
+    ('models = ["lenet"]\nreplan_factor = 1', "replan_factor"),
+    ('models = ["lenet"', "device.toml"),
+])
+def test_config_refuses_unknown_keys_wrong_types_and_ranges(tmp_path, extra, message):
     path = tmp_path / "device.toml"
-    path.write_text('server = "127.0.0.1:1"\nmodels = ["lenet"]\nbudegt = 2.0\n')
-    with pytest.raises(InvalidArgument, match="unknown key.*budegt"):
-        device_config.load(path)
-    path.write_text('server = "127.0.0.1:1"\nmodels = ["lenet"]\nbudget = "two"\n')
-    with pytest.raises(InvalidArgument, match="`budget` must be a float"):
-        device_config.load(path)
-    path.write_text('server = "127.0.0.1:1"\nmodels = []\n')
-    with pytest.raises(InvalidArgument, match="needs `models`"):
-        device_config.load(path)
-    path.write_text('server = "127.0.0.1:1"\nmodels = ["lenet"]\nbudget = 2\nrate_window_s = 0\n')
-    with pytest.raises(InvalidArgument, match="rate_window_s"):
+    path.write_text(f'server = "127.0.0.1:1"\n{extra}\n')
+    with pytest.raises(InvalidArgument, match=message):
         device_config.load(path)
 
 

@@ -99,13 +99,25 @@ def test_held_heads_and_reuse_change_the_choice(planner):
 
 def test_explain_lists_every_candidate(planner, catalogs):
     plan = planner.plan(request(explain=True, accuracy_budget=0.5))
-    assert len(plan.candidates) == len(catalogs["vgg8"].entries)
+    assert len(plan.candidates) == len({e.split for e in catalogs["vgg8"].entries})   # each split once
     assert sum(c.chosen for c in plan.candidates) == 1
     rejected = [c for c in plan.candidates if c.rejected]
     assert rejected and all("exceeds the budget 0.5" in c.rejected for c in rejected)
     chosen = next(c for c in plan.candidates if c.chosen)
     eligible = [c for c in plan.candidates if not c.rejected]
     assert chosen.costs.objective == min(c.costs.objective for c in eligible)
+
+
+def test_the_plan_says_why_in_one_line(planner, repo):
+    n = repo.get("vgg8").num_nodes
+    plan = planner.plan(request(accuracy_budget=0.25))
+    assert plan.decision_s > 0 and "\n" not in plan.reason
+    cut = plan.spec.split.cut
+    assert plan.reason.startswith({0: "sending the input", n: "all on the device"}.get(cut, f"cut {cut} of {n}"))
+    for other, name in ((0, "sending the input"), (n, "all on the device")):
+        assert cut == other or f"; {name}: objective" in plan.reason or f"; {name}: not eligible" in plan.reason
+    assert "over the accuracy budget" in plan.reason, plan.reason
+    assert "fixed plan" in planner.plan(request(policy="fixed", fixed=Split(0, (), (8,)))).reason
 
 
 def test_time_only_objective_prefers_less_time(planner):
@@ -128,6 +140,7 @@ def test_plan_rpc_carries_the_prediction(client, catalogs):
     assert response.policy == spb.QPART and response.plan_id
     assert response.predicted.HasField("accuracy_drop") and response.predicted.accuracy_drop <= 1.0
     assert response.predicted.total_time_s > 0 and sum(c.chosen for c in response.candidates) == 1
+    assert response.reason and 0 < response.decision_seconds < 1
     info = client.list_models("fc6")[0]
     assert info.has_catalog and list(info.catalog_budgets) == [0.1, 0.25, 0.5, 1.0, 2.0]
     fixed = client.plan(spb.PlanRequest(model="fc6", policy=spb.FIXED, fixed=spb.FixedPlan(cut=3, weight_bits=[4],

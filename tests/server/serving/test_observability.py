@@ -71,3 +71,23 @@ def test_logs_carry_request_ids(observed, caplog):
     line = json.loads(JsonFormatter().format(records[-1]))
     assert line["request_id"] == "trace-me-42" and line["code"] == "OK" and line["model"] == "fc6"
     assert line["cut"] >= 0 and "weight_bits" in line and line["ms"] > 0
+
+
+def test_json_logs_put_only_json_lines_out(models_dir, tmp_path):
+    """With --json-logs the listening line is JSON too, and the speeds timed at start-up are logged."""
+    import subprocess
+    import sys
+    process = subprocess.Popen([sys.executable, "-m", "qpart.server.serving.main", "--models", str(models_dir),
+                                "--port", "0", "--json-logs", "--log-level", "INFO"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        listening = json.loads(process.stdout.readline())
+        assert listening["event"] == "listening" and listening["port"] > 0 and "listening on" in listening["message"]
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=60)
+    logs = [json.loads(line) for line in err.splitlines() if line.strip()]    # every line is JSON
+    events = {entry.get("event") for entry in logs}
+    assert {"tail_timed", "speed_measured"} <= events, events
+    timed = next(e for e in logs if e.get("event") == "tail_timed" and e["model"] == "vgg8")
+    assert timed["tail_ms"]["0"] > 0 and all(t >= 0 for t in timed["tail_ms"].values())

@@ -121,12 +121,15 @@ def test_a_device_may_use_only_its_models(tls_server, pki):
     c.close()
 
 
-def test_a_plaintext_client_gets_nothing(tls_server):
-    c = ServerClient(f"localhost:{tls_server.port}", timeout_s=5, token=TOKENS["device-a"], retries=0)
-    with pytest.raises(Exception) as info:
-        c.list_models()
-    assert info.value.status in ("UNAVAILABLE", "UNAUTHENTICATED")
-    c.close()
+def test_a_plaintext_client_gets_nothing_and_is_told_why(tls_server, mtls_server, server):
+    from qpart.device.client import speaks_tls
+    for running in (tls_server, mtls_server):
+        c = ServerClient(f"localhost:{running.port}", timeout_s=5, token=TOKENS["device-a"], retries=3)
+        with pytest.raises(Unauthenticated, match="speaks TLS and this client connects in plaintext: give --tls-ca"):
+            c.list_models()          # at once: no retries against a server that will never answer plaintext
+        c.close()
+    assert not speaks_tls(f"127.0.0.1:{server.port}")     # a plaintext gRPC server
+    assert not speaks_tls("127.0.0.1:1") and not speaks_tls("unix:/tmp/x.sock")
 
 
 def test_mutual_tls(mtls_server, pki):

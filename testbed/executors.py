@@ -1,0 +1,70 @@
+"""The device's head executors side by side: numpy against torch, top-1 through the server's tail at
+every cut, and what a head costs in time and resident memory (bench/device_executors.py reports it)."""
+import json
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from qpart.device.head import HeadExecutor
+from qpart.server.models.heads import build_head
+from qpart.server.models.split import uniform
+
+
+def agreement_at_cuts(model, x: np.ndarray, bits: int = 16) -> dict[int, float]:
+    """{cut: share of inputs whose top-1 is the same with the numpy and the torch executor}, every cut the
+    model offers; the head's outputs go through the server's float tail where the cut has one."""
+    head = build_head(model, uniform(model.profile, model.num_nodes, bits))   # every cut's head is a prefix of it
+    runs = [HeadExecutor(head, backend=b).backend.tensors(x) for b in ("numpy", "torch")]
+    out = {}
+    for cut in model.cuts():
+        if not cut.runs_tail:
+            top = [run[model.profile.outputs[0]].argmax(1) for run in runs]
+        else:
+            with torch.inference_mode():
+                both = [torch.from_numpy(np.concatenate([run[t] for run in runs])) for t in cut.tensors]
+                scores = model.tail(cut.cut)(*both)[0].numpy()
+            top = [scores[:len(x)].argmax(1), scores[len(x):].argmax(1)]
+        out[cut.cut] = float(np.mean(top[0] == top[1]))
+    return out
+
+
+def seconds_per_input(executor: HeadExecutor, x: np.ndarray, repeats: int = 3) -> float:
+    """Best of `repeats` runs over x, per input."""
+    executor.run(x[:1])
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        executor.run(x)
+        best = min(best, time.perf_counter() - started)
+    return best / len(x)
+
+
+# Runs in a fresh interpreter that imports qpart.device and numpy only: its peak RSS before and after
+# the head is loaded and run on one input.
+RSS_SCRIPT = r'''
+import json, resource, sys
+import numpy as np
+import qpart.device.agent
+from qpart.device.head import HeadExecutor
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+executor = HeadExecutor.from_bytes(open(sys.argv[1], "rb").read(), backend="numpy")
+executor.run(np.zeros((1, *executor.profile.input_shape), np.float32))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"before_kib": before, "after_kib": after, "torch": "torch" in sys.modules,
+                  "weight_bytes": executor.backend.weight_bytes}))
+'''
+
+
+def peak_rss(head) -> dict:
+    """Peak resident memory (KiB) of a numpy-only device process before and after loading and running `head`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp) / "head.bin"
+        path.write_bytes(head.SerializeToString())
+        result = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(path)], capture_output=True, text=True,
+                                check=True)
+    return json.loads(result.stdout)
