@@ -21,6 +21,14 @@ import numpy as np
 from qpart.common.errors import InvalidArgument
 
 
+# The largest value each field may take: far beyond any real device, link or price, and small enough that
+# every product the cost model forms (κ f^2 c, bytes * 8 / rate, weights times seconds) stays finite.
+LIMITS = {"clock_hz": 1e12, "cycles_per_mac": 1e6, "macs_per_second": 1e16, "energy_coefficient": 1e-12,
+          "tx_power_w": 1e4, "memory_bytes": 2 ** 50, "rate_bps": 1e13, "downlink_rate_bps": 1e13,
+          "bandwidth_hz": 1e12, "rtt_s": 3600.0, "price_per_second": 1e9, "time": 1e9, "energy": 1e9, "cost": 1e9}
+MAX_MAC_RATE = 1e16     # MACs per second, however the rate is given
+
+
 def _check_non_negative(obj, signed: tuple[str, ...] = ()) -> None:
     for f in fields(obj):
         value = getattr(obj, f.name)
@@ -31,6 +39,17 @@ def _check_non_negative(obj, signed: tuple[str, ...] = ()) -> None:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value) or value < 0:
                 raise InvalidArgument(f"{type(obj).__name__}.{f.name} must be a finite non-negative number, got {value!r}")
+            if value > LIMITS.get(f.name, math.inf):
+                raise InvalidArgument(f"{type(obj).__name__}.{f.name} must be at most {LIMITS[f.name]:g}, got {value:g}")
+
+
+def _check_mac_rate(obj) -> None:
+    if not 1.0 <= obj.mac_rate:
+        raise InvalidArgument(f"{type(obj).__name__} needs a MAC rate of at least 1/s: set macs_per_second, or clock_hz "
+                              f"and cycles_per_mac (got {obj.mac_rate:g})")
+    if obj.mac_rate > MAX_MAC_RATE:
+        raise InvalidArgument(f"{type(obj).__name__}: a MAC rate of {obj.mac_rate:g}/s is beyond {MAX_MAC_RATE:g}; "
+                              "check clock_hz and cycles_per_mac")
 
 
 @dataclass(frozen=True)
@@ -45,8 +64,7 @@ class DeviceProfile:
 
     def __post_init__(self):
         _check_non_negative(self)
-        if self.mac_rate <= 0:
-            raise InvalidArgument("the device needs a MAC rate: set macs_per_second, or clock_hz and cycles_per_mac")
+        _check_mac_rate(self)
 
     @property
     def mac_rate(self) -> float:
@@ -94,8 +112,12 @@ class LinkProfile:
         _check_non_negative(self, signed=("snr_db",))
         if not -100.0 <= self.snr_db <= 100.0:
             raise InvalidArgument(f"LinkProfile.snr_db must be between -100 and 100 dB, got {self.snr_db!r}")
-        if self.uplink_bps <= 0:
-            raise InvalidArgument("the link needs a rate: set rate_bps, or bandwidth_hz and snr_db")
+        if not self.uplink_bps >= 1.0:
+            raise InvalidArgument("the link needs a rate of at least 1 bit/s: set rate_bps, or bandwidth_hz and snr_db "
+                                  f"(got {self.uplink_bps:g})")
+        if 0 < self.downlink_rate_bps < 1.0:
+            raise InvalidArgument(f"LinkProfile.downlink_rate_bps must be 0 (as the uplink) or at least 1 bit/s, got "
+                                  f"{self.downlink_rate_bps:g}")
 
     @property
     def uplink_bps(self) -> float:
@@ -117,12 +139,13 @@ class ServerProfile:
 
     def __post_init__(self):
         _check_non_negative(self)
+        _check_mac_rate(self)
 
     @property
     def mac_rate(self) -> float:
         if self.macs_per_second > 0:
             return self.macs_per_second
-        return self.clock_hz / self.cycles_per_mac
+        return self.clock_hz / self.cycles_per_mac if self.cycles_per_mac > 0 else 0.0
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ def data_dir(override: str | os.PathLike | None = None) -> pathlib.Path:
     return pathlib.Path(override or os.environ.get(DATA_ENV) or DEFAULT_DATA_DIR)
 
 
-def _find(root: pathlib.Path, stem: str) -> pathlib.Path:
+def find_file(root: pathlib.Path, stem: str) -> pathlib.Path:
     for candidate in (root / stem, root / f"{stem}.gz"):
         if candidate.is_file():
             return candidate
@@ -71,8 +71,8 @@ def load_split(split: str, root: str | os.PathLike | None = None) -> tuple[np.nd
         raise InvalidArgument(f"unknown split {split!r}; use one of {sorted(SPLIT_FILES)}")
     base = data_dir(root)
     images_name, labels_name = SPLIT_FILES[split]
-    images = read_idx(_find(base, images_name))
-    labels = read_idx(_find(base, labels_name)).astype(np.int64)
+    images = read_idx(find_file(base, images_name))
+    labels = read_idx(find_file(base, labels_name)).astype(np.int64)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise InvalidArgument(f"{base}: {split} images {images.shape} and labels {labels.shape} do not match")
     return images, labels

@@ -10,6 +10,7 @@
 The test part is the data's own when it has one, else a seeded sixth of it held out here; the
 validation split is held out of the rest (qpart.common.data.train_validation_split).
 """
+import functools
 import os
 import pathlib
 from dataclasses import dataclass
@@ -34,8 +35,12 @@ class DataSource:
 
     def part(self, which: str) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 images [N, H, W] or [N, H, W, C], int64 labels [N]) of the "train" or "test" part."""
-        if which not in self._parts:
+        if which not in ("train", "test"):
             raise InvalidArgument(f"unknown data part {which!r}; use train or test")
+        if which not in self._parts:
+            raise NotFound(f"the data {self.spec!r} has no {which} part")
+        if callable(self._parts[which]):          # read when first needed (a device reads only the test part)
+            self._parts[which] = self._parts[which]()
         return self._parts[which]
 
 
@@ -114,9 +119,14 @@ def _folder(path: pathlib.Path) -> DataSource:
 
 
 def _idx(directory: pathlib.Path | None, spec: str) -> DataSource:
-    parts = {which: data.load_split(which, directory) for which in ("train", "test")}
+    base = data.data_dir(directory)
+    present = [which for which, (images, _) in data.SPLIT_FILES.items() if any(base.glob(images + "*"))]
+    if not present:
+        raise NotFound(f"{base} holds no MNIST IDX files ({', '.join(f[0] for f in data.SPLIT_FILES.values())})")
+    parts = {which: functools.partial(data.load_split, which, directory) for which in present}
     default = directory is None or pathlib.Path(directory) == pathlib.Path(data.DEFAULT_DATA_DIR)
-    n = int(max(p[1].max() for p in parts.values())) + 1
+    labels = data.read_idx(data.find_file(base, data.SPLIT_FILES[present[-1]][1]))
+    n = int(labels.max()) + 1
     fashion = default or n == len(data.FASHION_CLASSES) and "fashion" in str(directory).lower()
     classes = list(data.FASHION_CLASSES) if fashion else [str(i) for i in range(n)]
     return DataSource(spec, "fashion-mnist" if fashion else pathlib.Path(directory).name, classes, parts)
@@ -134,6 +144,6 @@ def open_data(spec: str | os.PathLike | None = None) -> DataSource:
         return _npz(path)
     if not path.is_dir():
         raise NotFound(f"data spec {text!r} is not fashion-mnist, a .npz file or a directory")
-    if any(path.glob("train-images-idx3-ubyte*")):
+    if any(path.glob("train-images-idx3-ubyte*")) or any(path.glob("t10k-images-idx3-ubyte*")):
         return _idx(path, text)
     return _folder(path)

@@ -4,6 +4,7 @@ import os
 import pathlib
 import re
 
+MAX_HELD = 4096   # hashes a Plan request may list (PlanRequest.held_heads)
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -22,7 +23,9 @@ class HeadCache:
     def held(self) -> list[str]:
         if self.directory is None or not self.directory.is_dir():
             return []
-        return sorted(p.stem for p in self.directory.glob("*.head") if _HASH.match(p.stem))
+        paths = [p for p in self.directory.glob("*.head") if _HASH.match(p.stem)]
+        newest = sorted(paths, key=lambda p: p.stat().st_mtime, reverse=True)[:MAX_HELD]   # the server reads 4,096
+        return sorted(p.stem for p in newest)
 
     def get(self, content_hash: str) -> bytes | None:
         """The cached bytes if present and intact; a corrupted entry is deleted."""

@@ -124,8 +124,8 @@ def install_device(rootfs: pathlib.Path) -> float:
     return time.monotonic() - started
 
 
-def device_command(exe: str, target: str, args, cut: int, data_dir: str, out: str) -> list[str]:
-    return [exe, "--server", target, "--model", args.model, "--cut", str(cut), "--weight-bits", "8",
+def device_command(exe: list[str], target: str, args, cut: int, data_dir: str, out: str) -> list[str]:
+    return [*exe, "--server", target, "--model", args.model, "--cut", str(cut), "--weight-bits", "8",
             "--activation-bits", "8", "--count", str(args.count), "--backend", "numpy", "--no-cache", "--quiet",
             "--data", data_dir, "--profile", "rpi4", "--rate-mbps", "100", "--rtt-ms", "1", "--json", out]
 
@@ -150,10 +150,10 @@ def board_run(args) -> dict:
     cut = inside[len(inside) // 2]
     with ServerProcess(models) as server:
         host_json = cache / "host.json"
-        run(device_command(shutil.which("qpart-device") or "qpart-device", server.target, args, cut,
+        run(device_command([sys.executable, "-m", "qpart.device.main"], server.target, args, cut,
                            str(data.data_dir()), str(host_json)), "the host's run")
         started = time.monotonic()
-        run(["chroot", str(rootfs), *device_command("/opt/qpart/bin/qpart-device", server.target, args, cut,
+        run(["chroot", str(rootfs), *device_command(["/opt/qpart/bin/qpart-device"], server.target, args, cut,
                                                     "/opt/qpart-data", "/tmp/board.json")],
             "the board's run", env=CLEAN_ENV)
         board_s = time.monotonic() - started

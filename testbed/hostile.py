@@ -7,7 +7,9 @@ from qpart.v1 import service_pb2 as spb
 
 u32 = st.one_of(st.integers(0, 16), st.integers(0, 2**32 - 1))
 u64 = st.one_of(st.integers(0, 64), st.integers(0, 2**64 - 1))
-floats = st.floats(allow_nan=True, allow_infinity=True, width=32)
+floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32),
+                   st.floats(allow_nan=True, allow_infinity=True),          # float64: beyond float32's range
+                   st.sampled_from([1e308, -1e308, 1e200, 1.4e154, 1e-300, 5e-324, -5e-324, 0.0]))   # extremes
 dims = st.lists(st.one_of(st.integers(0, 32), st.integers(0, 2**40)), max_size=5)
 
 
@@ -79,12 +81,16 @@ def plan_requests(draw, models):
                               accuracy_budget=draw(floats), policy=draw(st.integers(0, 9)),
                               inferences_per_head=draw(u32), explain=draw(st.booleans()),
                               held_heads=draw(st.lists(st.text(max_size=70), max_size=3)))
+    if draw(st.booleans()):      # every numeric field of the request
+        request.device.CopyFrom(spb.DeviceCapabilities(
+            clock_hz=draw(floats), cycles_per_mac=draw(floats), macs_per_second=draw(floats),
+            energy_coefficient=draw(floats), tx_power_w=draw(floats), memory_bytes=draw(u64)))
     if draw(st.booleans()):
-        request.device.CopyFrom(spb.DeviceCapabilities(clock_hz=draw(floats), cycles_per_mac=draw(floats),
-                                                       macs_per_second=draw(floats), memory_bytes=draw(u64)))
+        request.link.CopyFrom(spb.LinkCapabilities(
+            rate_bps=draw(floats), downlink_rate_bps=draw(floats), rtt_s=draw(floats), bandwidth_hz=draw(floats),
+            snr_db=draw(floats), rayleigh_fading=draw(st.booleans())))
     if draw(st.booleans()):
-        request.link.CopyFrom(spb.LinkCapabilities(rate_bps=draw(floats), rtt_s=draw(floats),
-                                                   bandwidth_hz=draw(floats), snr_db=draw(floats)))
+        request.weights.CopyFrom(spb.ObjectiveWeights(time=draw(floats), energy=draw(floats), cost=draw(floats)))
     if draw(st.booleans()):
         request.fixed.CopyFrom(spb.FixedPlan(cut=draw(u32), weight_bits=draw(st.lists(u32, max_size=12)),
                                              activation_bits=draw(st.lists(u32, max_size=4)),

@@ -28,10 +28,13 @@ from qpart.server.planning.plans import PlanSpec
 
 ANSWER_OVERHEAD_BYTES = 16   # request id, label and framing of one Classification
 INPUT_OVERHEAD_BYTES = 16    # request id and framing of one input in an ActivationBatch
+MAX_REUSE = 10 ** 12         # inferences one head may be priced for
+MAX_HELD_HEADS = 4096        # content hashes a device may say it holds
 
 
 @dataclass(frozen=True)
 class PlanRequest:
+    """What a device asks for. Every number is range-checked here, before any is used."""
     model: str
     device: DeviceProfile = DeviceProfile()
     link: LinkProfile = LinkProfile()
@@ -45,8 +48,12 @@ class PlanRequest:
 
     def __post_init__(self):
         policies.to_enum(self.policy)   # raises on an unknown name
-        if not math.isfinite(self.accuracy_budget) or self.accuracy_budget < 0:
-            raise InvalidArgument(f"accuracy budget must be a non-negative number of points, got {self.accuracy_budget}")
+        if not math.isfinite(self.accuracy_budget) or not 0 <= self.accuracy_budget <= 100:
+            raise InvalidArgument(f"accuracy budget must be 0 to 100 points, got {self.accuracy_budget:g}")
+        if not 1 <= self.inferences_per_head <= MAX_REUSE:
+            raise InvalidArgument(f"inferences_per_head must be 1 to {MAX_REUSE:g}, got {self.inferences_per_head}")
+        if len(self.held_heads) > MAX_HELD_HEADS:
+            raise InvalidArgument(f"held_heads lists {len(self.held_heads)} hashes; at most {MAX_HELD_HEADS} are read")
         if self.policy == "fixed" and self.fixed is None:
             raise InvalidArgument("policy 'fixed' needs the fixed plan (cut and bit widths)")
 

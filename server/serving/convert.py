@@ -1,9 +1,10 @@
 """Protobuf <-> core types for the server's RPCs."""
 from qpart.common import messages, policies, quant
 from qpart.common.costmodel import DeviceProfile, LinkProfile
+from qpart.common.errors import InvalidArgument
 from qpart.server.models.repository import Model
 from qpart.server.models.split import Split
-from qpart.server.planning.planner import Candidate, Plan, PlanRequest
+from qpart.server.planning.planner import MAX_HELD_HEADS, Candidate, Plan, PlanRequest
 from qpart.server.serving.core import HeadChunk, InferResult
 from qpart.server.serving.settings import ServerSettings
 from qpart.v1 import network_pb2 as npb
@@ -44,6 +45,8 @@ def model_info(model: Model, catalog=None) -> spb.ModelInfo:
 
 
 def plan_request(msg: spb.PlanRequest) -> PlanRequest:
+    if len(msg.held_heads) > MAX_HELD_HEADS:
+        raise InvalidArgument(f"held_heads lists {len(msg.held_heads)} hashes; at most {MAX_HELD_HEADS} are read")
     fixed = None
     if msg.HasField("fixed"):
         f = msg.fixed

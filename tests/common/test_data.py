@@ -48,3 +48,19 @@ def test_validation_split_is_disjoint_and_seeded():
     train, val = data.train_validation_split(100, 20, seed=3)
     assert len(val) == 20 and len(train) == 80 and not set(train) & set(val)
     assert np.array_equal(val, data.train_validation_split(100, 20, seed=3)[1])
+
+
+def test_an_idx_directory_with_only_the_test_part(tmp_path, data_dir):
+    """A device keeps only the test files: they are read, and only when asked for; train is refused by name."""
+    import shutil
+    from qpart.common import datasets
+    from qpart.common.errors import NotFound
+    for path in data_dir.glob("t10k-*"):
+        shutil.copy(path, tmp_path / path.name)
+    source = datasets.open_data(tmp_path)
+    images, labels = source.part("test")
+    assert images.shape == (10000, 28, 28) and len(source.classes) == 10
+    with pytest.raises(NotFound, match="no train part"):
+        source.part("train")
+    with pytest.raises(NotFound, match="no MNIST IDX files"):
+        datasets._idx(tmp_path / "nothing", "x")

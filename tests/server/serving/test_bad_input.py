@@ -86,6 +86,27 @@ def test_bad_plan_requests(stub, plan):
     assert_still_serving(stub, plan)
 
 
+@pytest.mark.parametrize("request_, match", [
+    (spb.PlanRequest(model="lenet", device=spb.DeviceCapabilities(clock_hz=1e200, cycles_per_mac=5)),
+     "DeviceProfile.clock_hz must be at most 1e+12, got 1e+200"),
+    (spb.PlanRequest(model="lenet", device=spb.DeviceCapabilities(clock_hz=1e9, cycles_per_mac=1e-300)),
+     "MAC rate of inf/s is beyond 1e+16"),
+    (spb.PlanRequest(model="lenet", device=spb.DeviceCapabilities(macs_per_second=1e-300)), "at least 1/s"),
+    (spb.PlanRequest(model="lenet", device=spb.DeviceCapabilities(macs_per_second=1e9, energy_coefficient=1e300)),
+     "energy_coefficient must be at most"),
+    (spb.PlanRequest(model="lenet", link=spb.LinkCapabilities(rate_bps=1e300)), "rate_bps must be at most"),
+    (spb.PlanRequest(model="lenet", link=spb.LinkCapabilities(rate_bps=1e-300)), "at least 1 bit/s"),
+    (spb.PlanRequest(model="lenet", link=spb.LinkCapabilities(rate_bps=1e6, rtt_s=1e300)), "rtt_s must be at most"),
+    (spb.PlanRequest(model="lenet", weights=spb.ObjectiveWeights(time=1e300)), "Objective.time must be at most"),
+    (spb.PlanRequest(model="lenet", accuracy_budget=1e300), "accuracy budget must be 0 to 100"),
+    (spb.PlanRequest(model="lenet", held_heads=[f"{i:064x}" for i in range(5000)]), "at most 4096"),
+])
+def test_extreme_finite_numbers_are_refused_by_name(stub, plan, request_, match):
+    """Every number of a PlanRequest has a range, checked before use (1e200 once overflowed clock_hz ** 2)."""
+    expect(grpc.StatusCode.INVALID_ARGUMENT, match, lambda: stub.Plan(request_, timeout=30))
+    assert_still_serving(stub, plan)
+
+
 def test_bad_shape(stub, plan):
     batch = good_batch(plan)
     batch.tensors[0].sample_shape[:] = [20, 20]
