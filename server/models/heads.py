@@ -45,11 +45,13 @@ def serialize(head: pb.Head) -> BuiltHead:
 
 
 class HeadStore:
-    """Builds heads on demand and keeps the most recently used within a byte budget."""
+    """Builds heads on demand. Pinned heads (the catalog's: a bounded set) are kept for good; the others (fixed
+    plans) share an LRU within a byte budget, so that no number of them can push the catalog's out."""
 
     def __init__(self, max_bytes: int = 256 << 20):
         self.max_bytes = max_bytes
         self._cache: collections.OrderedDict[tuple, BuiltHead] = collections.OrderedDict()
+        self._pinned: dict[tuple, BuiltHead] = {}
         self._size = 0
         self._lock = threading.Lock()
 
@@ -58,18 +60,26 @@ class HeadStore:
         """What a head depends on: the weights, the cut and its nodes' widths (not the activations')."""
         return model.name, model.version, split.cut, split.weight_bits, split.granularity
 
-    def get(self, model: Model, split: Split) -> BuiltHead | None:
-        """The split's head, or None when the split ships nothing (cut 0)."""
+    def get(self, model: Model, split: Split, pin: bool = False) -> BuiltHead | None:
+        """The split's head, or None when the split ships nothing (cut 0); pin: keep it for good."""
         if not split.ships_head:
             return None
         key = self.key(model, split)
         with self._lock:
+            if key in self._pinned:
+                return self._pinned[key]
             if key in self._cache:
                 self._cache.move_to_end(key)
-                return self._cache[key]
+                built = self._cache[key]
+                if pin:
+                    self._pinned[key] = self._cache.pop(key)
+                    self._size -= built.size
+                return built
         built = serialize(build_head(model, split))
         with self._lock:
-            if key not in self._cache:
+            if pin:
+                self._pinned.setdefault(key, built)
+            elif key not in self._cache:
                 self._cache[key] = built
                 self._size += built.size
                 while self._size > self.max_bytes and len(self._cache) > 1:

@@ -1,9 +1,17 @@
-"""Plan ids: an opaque, self-contained token naming model, version and split.
+"""Plan ids: an opaque, self-contained token naming model, version and split, signed by the server.
 
-Any replica that holds the same model version can serve a plan it did not make, and a restarted
-server keeps serving the plans it handed out. Tokens are parsed strictly and checked against the
-model before use.
+The signature (HMAC-SHA256 under the plan key) means only a server holding the key issued the id:
+a made-up id, which would make the server build any head it names, is refused before anything is
+built. Replicas that share the key (the model repository's `.qpart-plan-key`, or --plan-key-file)
+serve each other's plans, and a restarted server keeps serving the plans it handed out. Tokens are
+parsed strictly and checked against the model before use.
 """
+import hashlib
+import hmac
+import logging
+import os
+import pathlib
+import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -15,7 +23,10 @@ from qpart.server.models.split import Split
 if TYPE_CHECKING:
     from qpart.server.models.repository import Model
 
-TOKEN_VERSION = "p2"
+log = logging.getLogger("qpart.server.plans")
+TOKEN_VERSION = "p3"
+KEY_FILE = ".qpart-plan-key"   # in the model repository, made on first start
+MAC_CHARS = 32                 # hex characters of the HMAC kept in the id (128 bits)
 MAX_TOKEN_LENGTH = 1024
 _GRANULARITY_CODES = {quant.PER_TENSOR: "t", quant.PER_CHANNEL: "c"}
 _MALFORMED = "plan id is malformed; use the plan_id a Plan call returned"
@@ -78,3 +89,56 @@ def _parse(text: str) -> tuple[int, ...]:
     if len(text) > MAX_TOKEN_LENGTH // 2:
         raise ValueError(text)
     return () if text == "-" else tuple(int(b) for b in text.split(","))
+
+
+class PlanSigner:
+    """Signs plan ids and verifies them: `sign(token)` appends the MAC, `verify(plan_id)` returns the token."""
+
+    def __init__(self, key: bytes):
+        if len(key) < 16:
+            raise InvalidArgument("the plan key must be at least 16 bytes")
+        self._key = key
+
+    @classmethod
+    def from_file(cls, path: pathlib.Path) -> "PlanSigner":
+        try:
+            return cls(bytes.fromhex(path.read_text().strip()))
+        except (OSError, ValueError) as e:
+            raise InvalidArgument(f"cannot read the plan key {path} (hex, at least 32 characters): {e}") from None
+
+    @classmethod
+    def for_repository(cls, directory: pathlib.Path, key_file: pathlib.Path | None = None) -> "PlanSigner":
+        """The key in key_file, else the repository's (made now if absent, readable by this user only); where the
+        repository cannot be written, a key for this process alone (its plans die with it)."""
+        if key_file is not None:
+            return cls.from_file(key_file)
+        path = pathlib.Path(directory) / KEY_FILE
+        if not path.exists():
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_hex(32) + "\n")
+            except FileExistsError:
+                pass               # another replica made it first
+            except OSError as e:
+                log.warning("cannot write the plan key %s (%s): plan ids are signed with a key for this process "
+                            "alone, so replicas and restarts will not accept them; give --plan-key-file", path, e)
+                return cls(secrets.token_bytes(32))
+        return cls.from_file(path)
+
+    def _mac(self, token: str) -> str:
+        return hmac.new(self._key, token.encode(), hashlib.sha256).hexdigest()[:MAC_CHARS]
+
+    def sign(self, token: str) -> str:
+        return f"{token}:{self._mac(token)}"
+
+    def verify(self, plan_id: str) -> str:
+        if not plan_id:
+            raise InvalidArgument("plan id is empty; call Plan first")
+        if len(plan_id) > MAX_TOKEN_LENGTH:
+            raise InvalidArgument(f"plan id is longer than {MAX_TOKEN_LENGTH} characters")
+        token, _, mac = plan_id.rpartition(":")
+        if not token or not hmac.compare_digest(mac.encode(), self._mac(token).encode()):
+            raise InvalidArgument("plan id was not issued by this server or a replica sharing its plan key; use the "
+                                  "plan_id a Plan call returned")
+        return token

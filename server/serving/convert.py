@@ -74,11 +74,11 @@ def _prediction(c: Candidate) -> spb.PlanPrediction:
     return prediction
 
 
-def plan_response(plan: Plan, model: Model) -> spb.PlanResponse:
+def plan_response(plan: Plan, model: Model, plan_id: str) -> spb.PlanResponse:
     spec, split = plan.spec, plan.spec.split
     cut = model.profile.cut(split.cut)
     msg = spb.PlanResponse(
-        plan_id=spec.token(), model=spec.model, model_version=spec.version, policy=policies.to_enum(plan.policy),
+        plan_id=plan_id, model=spec.model, model_version=spec.version, policy=policies.to_enum(plan.policy),
         cut=split.cut, num_nodes=model.num_nodes, weight_nodes=[model.profile.nodes[i].name for i in cut.weight_nodes],
         weight_bits=split.weight_bits, weight_granularity=GRANULARITY_TO_PB[split.granularity],
         head_hash=plan.chosen.head_hash, head_bytes=int(plan.chosen.work.head_bytes), predicted=_prediction(plan.chosen),

@@ -18,7 +18,7 @@ from qpart.common.names import shown
 from qpart.server.models.heads import BuiltHead, HeadStore
 from qpart.server.models.repository import Model, ModelRepository
 from qpart.server.planning.planner import Plan, Planner, PlanRequest
-from qpart.server.planning.plans import PlanSpec
+from qpart.server.planning.plans import PlanSigner, PlanSpec
 from qpart.server.serving import speed
 from qpart.server.serving.admission import Admission
 from qpart.server.serving.auth import ANYONE, Authenticator, Identity
@@ -89,6 +89,7 @@ class QpartCore:
         self.planner = Planner(self.repository, self.heads, settings.profile)
         self.auth = Authenticator.from_file(settings.devices, mutual_tls=settings.tls_client_ca is not None)
         self.admission = Admission(settings.compute_slots or os.cpu_count() or 1, settings.max_queued)
+        self.signer = PlanSigner.for_repository(self.repository.root, settings.plan_key_file)
 
     def measure_speed(self) -> None:
         """Time each model's tail from every catalog cut, the activation codecs and this machine's MAC rate;
@@ -102,7 +103,7 @@ class QpartCore:
             catalog = self.planner.catalog(model)
             for entry in catalog.entries if catalog else []:
                 if entry.split.ships_head:
-                    head = self.heads.get(model, entry.split)
+                    head = self.heads.get(model, entry.split, pin=True)
                     if head.content_hash != entry.head_hash:
                         raise FailedPrecondition(f"model {model.name!r}: the catalog's head for cut "
                                                  f"{entry.split.cut} does not match the head built now; "
@@ -126,15 +127,20 @@ class QpartCore:
         identity.authorize(request.model)
         return self.planner.plan(request)
 
+    def plan_id(self, plan: Plan) -> str:
+        return self.signer.sign(plan.spec.token())
+
     def resolve(self, token: str, identity: Identity = ANYONE) -> tuple[Model, PlanSpec]:
-        spec = PlanSpec.parse(token)
+        spec = PlanSpec.parse(self.signer.verify(token))
         identity.authorize(spec.model)
         model = self.repository.get(spec.model)
         return model, spec.check(model)
 
     def head(self, token: str, identity: Identity = ANYONE) -> BuiltHead:
         model, spec = self.resolve(token, identity)
-        built = self.heads.get(model, spec.split)
+        catalog = self.planner.catalog(model)
+        pin = catalog is not None and any(e.split == spec.split for e in catalog.entries)
+        built = self.heads.get(model, spec.split, pin=pin)
         if built is None:
             raise FailedPrecondition("this plan sends the input itself (cut 0); there is no head to fetch")
         return built

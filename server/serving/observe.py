@@ -107,7 +107,7 @@ class RpcObserver:
         call.arrivals.append(call.last_arrival)
         if "model" not in call.fields and message.plan_id:
             try:
-                spec = PlanSpec.parse(message.plan_id)
+                spec = PlanSpec.parse(message.plan_id.rpartition(":")[0])   # unverified: for the log line only
                 call.fields.update(model=spec.model, cut=spec.split.cut)
             except QpartError:
                 pass   # the core refuses the plan id; the log line shows its status

@@ -39,7 +39,7 @@ class SplitInferenceServicer:
     def Plan(self, request: spb.PlanRequest, context: grpc.ServicerContext):
         identity = self._identity(context)
         plan = self.core.plan(convert.plan_request(request), identity)
-        return convert.plan_response(plan, self.core.repository.get(plan.spec.model))
+        return convert.plan_response(plan, self.core.repository.get(plan.spec.model), self.core.plan_id(plan))
 
     @servicer_method
     def FetchHead(self, request: spb.FetchHeadRequest, context: grpc.ServicerContext):

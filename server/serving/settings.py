@@ -39,6 +39,9 @@ class ServerSettings:
     tls_client_ca: pathlib.Path | None = setting(
         None, "CA certificate (PEM) of device certificates: mutual TLS, a device certificate is required",
         group="security")
+    plan_key_file: pathlib.Path | None = setting(
+        None, "hex key that signs plan ids (replicas share it); default: the repository's .qpart-plan-key, made on "
+              "first start", group="security")
     devices: pathlib.Path | None = setting(
         None, "devices file (TOML): bearer tokens (as SHA-256), allowed models, certificate names; every RPC must "
               "then carry `authorization: Bearer <token>`", group="security")

@@ -151,15 +151,18 @@ def test_activation_bit_width_must_match_the_plan(stub, plan, bits):
     assert_still_serving(stub, plan)
 
 
-def test_bad_plan_ids(stub, plan):
-    expect(grpc.StatusCode.INVALID_ARGUMENT, "plan id is malformed", lambda: infer_once(stub, "garbage", good_batch(plan)))
+def test_bad_plan_ids(stub, plan, server):
+    sign = server.core.signer.sign                        # ids this server could have issued, to reach later checks
+    token = plan.plan_id.rpartition(":")[0]
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "not issued by this server", lambda: infer_once(stub, "garbage", good_batch(plan)))
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "plan id is malformed", lambda: infer_once(stub, sign("garbage"), good_batch(plan)))
     expect(grpc.StatusCode.INVALID_ARGUMENT, "plan id is empty", lambda: infer_once(stub, "", good_batch(plan)))
-    other_model = plan.plan_id.replace(":lenet:", ":nope:")
+    other_model = sign(token.replace(":lenet:", ":nope:"))
     expect(grpc.StatusCode.NOT_FOUND, "unknown model 'nope'", lambda: infer_once(stub, other_model, good_batch(plan)))
-    stale = plan.plan_id.replace(plan.model_version, "0" * 16)
+    stale = sign(token.replace(plan.model_version, "0" * 16))
     expect(grpc.StatusCode.FAILED_PRECONDITION, "ask for a new plan", lambda: infer_once(stub, stale, good_batch(plan)))
     expect(grpc.StatusCode.INVALID_ARGUMENT, "plan id is malformed",
-           lambda: list(stub.FetchHead(spb.FetchHeadRequest(plan_id="p2:x"), timeout=30)))
+           lambda: list(stub.FetchHead(spb.FetchHeadRequest(plan_id=sign("p2:x")), timeout=30)))
     assert_still_serving(stub, plan)
 
 
