@@ -195,6 +195,7 @@ class Cut:
     device_parameters: int            # parameter elements of the device side
     elements: int                     # elements crossing, per sample
     peak_elements: int                # most activation elements alive at once while the device side runs
+    tail_peak_elements: int           # most activation elements alive at once while the server side runs (0: none)
 
     @property
     def runs_tail(self) -> bool:
@@ -248,7 +249,7 @@ class NetworkProfile:
         return Cut(c, tensors, tuple(self.shapes[t] for t in tensors), tuple(n.index for n in device if n.quantized),
                    sum(n.macs for n in device), sum(n.weight_count for n in device),
                    sum(math.prod(self.shapes[t]) for t in tensors),
-                   max((math.prod(self.input_shape),) + self.live[:c]))
+                   max((math.prod(self.input_shape),) + self.live[:c]), max(self.live[c:], default=0))
 
     def cuts(self, max_tensors: int = MAX_CUT_TENSORS) -> list[Cut]:
         """Every cut across which at most max_tensors tensors travel (everything on the device included)."""

@@ -180,8 +180,8 @@ class DeviceAgent:
         return np.stack([answers[i] for i in range(len(x))])
 
     def max_batch(self, plan: spb.PlanResponse) -> int:
-        """Most inputs one activation message may carry: the server's limits (inputs, elements, message bytes)
-        and this client's message limit, for this plan's tensors."""
+        """Most inputs one activation message may carry: the server's limits (inputs, elements, message bytes,
+        the plan's max_batch_inputs) and this client's message limit, for this plan's tensors."""
         if self._limits is None:
             self._limits = self.client.limits()
         limits = self._limits
@@ -189,7 +189,7 @@ class DeviceAgent:
         packed = sum(packing.packed_size(math.prod(a.sample_shape), a.bits) for a in plan.activations) + 16
         message = min(limits.max_message_bytes or self.client.max_message_bytes, self.client.max_message_bytes) - 4096
         return max(1, min(limits.max_batch_inputs or 1 << 30, (limits.max_batch_elements or 1 << 62) // max(elements, 1),
-                          message // packed))
+                          message // packed, plan.max_batch_inputs or 1 << 30))
 
     def encode(self, executor: HeadExecutor | None, chunk: np.ndarray, crossing: list) -> list[spb.TensorBatch]:
         """Run the head on a chunk of inputs and pack each crossing tensor as the plan says (cut 0: the input)."""

@@ -46,3 +46,59 @@ class Admission:
             with self._lock:
                 self.running -= 1
             self._free.release()
+
+
+class Stream:
+    def __init__(self, client: str, connection: str, cancel):
+        self.client, self.connection, self.cancel = client, connection, cancel
+        self.last = time.monotonic()
+        self.expired = False
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+
+
+class StreamGuard:
+    """Streams open per client and per connection, each bounded, and a watchdog that cancels streams idle for
+    longer than idle_s: no client can hold every stream slot, and a stream that sends nothing lets its slot go."""
+
+    def __init__(self, per_client: int, per_connection: int, idle_s: float):
+        self.per_client, self.per_connection, self.idle_s = per_client, per_connection, idle_s
+        self._streams: set[Stream] = set()
+        self._lock = threading.Lock()
+        self._watchdog: threading.Thread | None = None
+        self.expired = 0
+
+    @contextlib.contextmanager
+    def open(self, client: str, connection: str, cancel):
+        """A stream for `client` (a device id, or the peer's host) on `connection` (the peer); cancel() ends it."""
+        stream = Stream(client, connection, cancel)
+        with self._lock:
+            by_client = sum(s.client == client for s in self._streams)
+            by_connection = sum(s.connection == connection for s in self._streams)
+            if by_connection >= self.per_connection:
+                raise ResourceExhausted(f"this connection has {by_connection} streams open; the limit is "
+                                        f"{self.per_connection} per connection")
+            if by_client >= self.per_client:
+                raise ResourceExhausted(f"this client has {by_client} streams open; the limit is {self.per_client}")
+            self._streams.add(stream)
+            if self._watchdog is None and self.idle_s > 0:
+                self._watchdog = threading.Thread(target=self._watch, name="qpart-stream-watchdog", daemon=True)
+                self._watchdog.start()
+        try:
+            yield stream
+        finally:
+            with self._lock:
+                self._streams.discard(stream)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(min(1.0, self.idle_s / 4))
+            now = time.monotonic()
+            with self._lock:
+                idle = [s for s in self._streams if not s.expired and now - s.last > self.idle_s]
+                for s in idle:
+                    s.expired = True
+                self.expired += len(idle)
+            for s in idle:
+                s.cancel()

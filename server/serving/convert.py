@@ -18,7 +18,8 @@ GRANULARITY_TO_PB = {quant.PER_TENSOR: npb.PER_TENSOR, quant.PER_CHANNEL: npb.PE
 def limits(settings: ServerSettings) -> spb.ServerLimits:
     return spb.ServerLimits(max_message_bytes=settings.max_message_bytes, max_batch_inputs=settings.max_batch,
                             max_batch_elements=settings.max_activation_elements,
-                            max_chunk_bytes=settings.head_chunk_bytes, min_chunk_bytes=settings.min_chunk_bytes)
+                            max_chunk_bytes=settings.head_chunk_bytes, min_chunk_bytes=settings.min_chunk_bytes,
+                            max_tail_elements=settings.max_tail_elements)
 
 
 def model_info(model: Model, catalog=None) -> spb.ModelInfo:
@@ -74,7 +75,7 @@ def _prediction(c: Candidate) -> spb.PlanPrediction:
     return prediction
 
 
-def plan_response(plan: Plan, model: Model, plan_id: str) -> spb.PlanResponse:
+def plan_response(plan: Plan, model: Model, plan_id: str, max_batch_inputs: int) -> spb.PlanResponse:
     spec, split = plan.spec, plan.spec.split
     cut = model.profile.cut(split.cut)
     msg = spb.PlanResponse(
@@ -82,7 +83,7 @@ def plan_response(plan: Plan, model: Model, plan_id: str) -> spb.PlanResponse:
         cut=split.cut, num_nodes=model.num_nodes, weight_nodes=[model.profile.nodes[i].name for i in cut.weight_nodes],
         weight_bits=split.weight_bits, weight_granularity=GRANULARITY_TO_PB[split.granularity],
         head_hash=plan.chosen.head_hash, head_bytes=int(plan.chosen.work.head_bytes), predicted=_prediction(plan.chosen),
-        reason=plan.reason, decision_seconds=plan.decision_s)
+        reason=plan.reason, decision_seconds=plan.decision_s, max_batch_inputs=max_batch_inputs)
     for (name, shape, quantizer), bits in zip(plan.activations, split.activation_bits):
         encoding = msg.activations.add(name=name, bits=bits, sample_shape=shape)
         if quantizer is not None:

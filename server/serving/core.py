@@ -20,7 +20,7 @@ from qpart.server.models.repository import Model, ModelRepository
 from qpart.server.planning.planner import Plan, Planner, PlanRequest
 from qpart.server.planning.plans import PlanSigner, PlanSpec
 from qpart.server.serving import speed
-from qpart.server.serving.admission import Admission
+from qpart.server.serving.admission import Admission, StreamGuard
 from qpart.server.serving.auth import ANYONE, Authenticator, Identity
 from qpart.server.serving.settings import ServerSettings
 
@@ -89,6 +89,9 @@ class QpartCore:
         self.planner = Planner(self.repository, self.heads, settings.profile)
         self.auth = Authenticator.from_file(settings.devices, mutual_tls=settings.tls_client_ca is not None)
         self.admission = Admission(settings.compute_slots or os.cpu_count() or 1, settings.max_queued)
+        total = settings.max_streams or max(settings.workers - 8, 1)
+        self.streams = StreamGuard(settings.max_streams_per_client or max(total * 3 // 4, 1),
+                                   settings.max_streams_per_connection, settings.stream_idle_s)
         self.signer = PlanSigner.for_repository(self.repository.root, settings.plan_key_file)
 
     def measure_speed(self) -> None:
@@ -126,6 +129,13 @@ class QpartCore:
     def plan(self, request: PlanRequest, identity: Identity = ANYONE) -> Plan:
         identity.authorize(request.model)
         return self.planner.plan(request)
+
+    def max_batch_inputs(self, model: Model, split) -> int:
+        """Most inputs one activation batch of this split may hold: the batch, element and tail-memory limits."""
+        cut = model.profile.cut(split.cut)
+        limits = [self.settings.max_batch, self.settings.max_activation_elements // max(cut.elements, 1),
+                  self.settings.max_tail_elements // max(cut.tail_peak_elements, 1)]
+        return max(1, min(limits))
 
     def plan_id(self, plan: Plan) -> str:
         return self.signer.sign(plan.spec.token())
@@ -190,6 +200,10 @@ class QpartCore:
             raise InvalidArgument("the activation batch holds no inputs (request_ids is empty)")
         if n > self.settings.max_batch:
             raise ResourceExhausted(f"the batch holds {n} inputs; the limit is {self.settings.max_batch}")
+        most = self.max_batch_inputs(session.model, session.spec.split)
+        if n > most:
+            raise ResourceExhausted(f"the batch holds {n} inputs; this plan's tail holds at most {most} at once "
+                                    f"(PlanResponse.max_batch_inputs): send smaller batches")
         x = self._decode(session, n, batch)
         with self.admission.slot() as queued:
             started = time.perf_counter()

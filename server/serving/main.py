@@ -45,7 +45,11 @@ class RunningServer:
         if settings.warm_heads:
             log.info("built %d catalog heads", self.core.warm_heads())
         options = [("grpc.max_receive_message_length", settings.max_message_bytes),
-                   ("grpc.max_send_message_length", settings.max_message_bytes)]
+                   ("grpc.max_send_message_length", settings.max_message_bytes),
+                   # ping idle connections, so that a device that vanished lets its streams go
+                   ("grpc.keepalive_time_ms", 60_000), ("grpc.keepalive_timeout_ms", 20_000),
+                   ("grpc.keepalive_permit_without_calls", 1),
+                   ("grpc.http2.min_ping_interval_without_data_ms", 10_000)]
         self.metrics = Metrics()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.workers), options=options,
                                   maximum_concurrent_rpcs=settings.max_streams or max(settings.workers - 8, 1))

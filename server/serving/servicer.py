@@ -9,7 +9,7 @@ import grpc
 
 from qpart.common.rpc import lenient_deserializer, servicer_method
 from qpart.server.serving import convert
-from qpart.server.serving.auth import Identity
+from qpart.server.serving.auth import ANYONE, Identity
 from qpart.server.serving.core import QpartCore
 from qpart.server.serving.observe import RpcObserver
 from qpart.v1 import service_pb2 as spb
@@ -39,20 +39,35 @@ class SplitInferenceServicer:
     def Plan(self, request: spb.PlanRequest, context: grpc.ServicerContext):
         identity = self._identity(context)
         plan = self.core.plan(convert.plan_request(request), identity)
-        return convert.plan_response(plan, self.core.repository.get(plan.spec.model), self.core.plan_id(plan))
+        model = self.core.repository.get(plan.spec.model)
+        return convert.plan_response(plan, model, self.core.plan_id(plan),
+                                     self.core.max_batch_inputs(model, plan.spec.split))
+
+    def _stream(self, identity, context: grpc.ServicerContext):
+        """A slot among the client's bounded streams, cancelled by the watchdog when idle (see StreamGuard)."""
+        peer = context.peer() or "unknown"
+        host = peer.rsplit(":", 1)[0] if peer.startswith(("ipv4:", "ipv6:")) else peer
+        client = identity.device_id if identity is not ANYONE else host
+        return self.core.streams.open(client, peer, context.cancel)
 
     @servicer_method
     def FetchHead(self, request: spb.FetchHeadRequest, context: grpc.ServicerContext):
         identity = self._identity(context)
-        for chunk in self.core.head_chunks(request.plan_id, request.offset, request.max_chunk_bytes, identity):
-            yield convert.head_chunk(chunk)
+        with self._stream(identity, context) as stream:
+            for chunk in self.core.head_chunks(request.plan_id, request.offset, request.max_chunk_bytes, identity):
+                yield convert.head_chunk(chunk)
+                stream.touch()
 
     @servicer_method
     def Infer(self, requests, context: grpc.ServicerContext):
-        stream = self.core.infer_stream(self._identity(context))
-        for request in requests:
-            yield convert.infer_response(stream.infer(request.plan_id, request.batch.request_ids,
-                                                      convert.batch_tensors(request.batch)))
+        identity = self._identity(context)
+        with self._stream(identity, context) as guard:
+            stream = self.core.infer_stream(identity)
+            for request in requests:
+                guard.touch()
+                yield convert.infer_response(stream.infer(request.plan_id, request.batch.request_ids,
+                                                          convert.batch_tensors(request.batch)))
+                guard.touch()
 
     @servicer_method
     def Probe(self, request: spb.ProbeRequest, context: grpc.ServicerContext):
@@ -61,9 +76,12 @@ class SplitInferenceServicer:
 
     @servicer_method
     def ProbeStream(self, requests, context: grpc.ServicerContext):
-        self._identity(context)
-        for request in requests:
-            yield spb.ProbeResponse(payload=self.core.probe_reply(request.reply_bytes), received_bytes=len(request.payload))
+        with self._stream(self._identity(context), context) as guard:
+            for request in requests:
+                guard.touch()
+                yield spb.ProbeResponse(payload=self.core.probe_reply(request.reply_bytes),
+                                        received_bytes=len(request.payload))
+                guard.touch()
 
 
 _HANDLERS = {(False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,

@@ -17,6 +17,8 @@ class ServerSettings:
                                      scale=2**20)
     max_batch: int = setting(1024, "most inputs in one activation batch")
     max_activation_elements: int = setting(1 << 24, "most activation elements in one batch")
+    max_tail_elements: int = setting(1 << 23, "most activation elements the tail may hold alive at once for one "
+                                              "batch: its inputs times the cut's tail peak (float32: 4 bytes each)")
     head_chunk_bytes: int = setting(256 << 10, "largest FetchHead chunk, bytes")
     min_chunk_bytes: int = setting(16 << 10, "smallest FetchHead chunk but a head's last, bytes (a device asking "
                                              "for less gets this: tiny chunks would multiply the messages)")
@@ -49,6 +51,13 @@ class ServerSettings:
     max_queued: int = setting(64, "batches waiting for a slot; more are refused with RESOURCE_EXHAUSTED at once",
                               group="load")
     max_streams: int = setting(0, "concurrent RPCs before RESOURCE_EXHAUSTED (0: --workers minus 8)", group="load")
+    max_streams_per_client: int = setting(0, "streams (Infer, FetchHead, ProbeStream) one client may hold open: a "
+                                             "device token's, or one host's without tokens (0: three quarters of "
+                                             "--max-streams)", group="load")
+    max_streams_per_connection: int = setting(32, "streams one connection may hold open (channels of one process to one "
+                                                  "server share a connection)", group="load")
+    stream_idle_s: float = setting(60.0, "a stream that neither sends nor reads for this long is cancelled, s "
+                                         "(0: never)", group="load")
     metrics_port: int = setting(0, "serve Prometheus /metrics on this port (0: off)", group="observability")
     metrics_host: str = setting("127.0.0.1", "address of the metrics endpoint", group="observability")
     json_logs: bool = setting(False, "one JSON object per log line, with request ids", group="observability")

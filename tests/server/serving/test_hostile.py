@@ -3,6 +3,7 @@ their memory bound. Each case failed (or cost the server dearly) before its fix.
 import grpc
 import pytest
 
+from qpart.common import packing
 from qpart.common.errors import InvalidArgument
 from qpart.server.models.heads import HeadStore
 from qpart.server.models.split import Split
@@ -59,3 +60,60 @@ def test_fixed_plan_heads_cannot_push_the_catalogs_out(repo):
         store.get(model, Split(7, (bits, bits), (8,)))
     assert len(store._cache) < 15 and store._size <= max(64 << 10, max(h.size for h in store._cache.values()))
     assert store.get(model, Split(7, (8, 8), (8,))) is pinned
+
+
+def test_a_batch_is_bounded_by_what_it_expands_to_in_the_tail(stub, server, repo):
+    """1,024 inputs into vgg8 at its second node once added 66 MB: the tail's peak bounds the batch now."""
+    model = repo.get("vgg8")
+    cut = next(c for c in model.cuts() if 0 < c.cut < 4 and c.runs_tail)
+    plan = stub.Plan(spb.PlanRequest(model="vgg8", policy=spb.FIXED, fixed=spb.FixedPlan(
+        cut=cut.cut, weight_bits=[8], activation_bits=[2])), timeout=30)
+    most = plan.max_batch_inputs
+    assert most == server.settings.max_tail_elements // cut.tail_peak_elements < server.settings.max_batch
+    a = plan.activations[0]
+
+    def batch(n):
+        return spb.ActivationBatch(request_ids=range(n), tensors=[spb.TensorBatch(
+            name=a.name, sample_shape=a.sample_shape, bits=2, data=bytes(packing.packed_size(n * cut.elements, 2)))])
+    expect(grpc.StatusCode.RESOURCE_EXHAUSTED, f"holds at most {most} at once", lambda: list(stub.Infer(
+        iter([spb.InferRequest(plan_id=plan.plan_id, batch=batch(most + 1))]), timeout=60)))
+    (answer,) = stub.Infer(iter([spb.InferRequest(plan_id=plan.plan_id, batch=batch(most))]), timeout=60)
+    assert len(answer.results) == most
+
+
+def test_idle_streams_cannot_deny_service(models_dir):
+    """125 idle Infer streams from one client once made every other call fail for as long as it stayed: now one
+    connection holds at most its share, and idle streams are cancelled."""
+    import threading
+    import time
+    from qpart.server.serving.main import RunningServer
+    from qpart.server.serving.settings import ServerSettings
+    running = RunningServer(ServerSettings(models=models_dir, port=0, workers=24, max_streams_per_connection=4,
+                                           stream_idle_s=1.0, measure_speed=False, warm_heads=False))
+    target = f"127.0.0.1:{running.port}"
+    hostile = grpc.insecure_channel(target)
+    try:
+        stub = service_pb2_grpc.SplitInferenceStub(hostile)
+        stop = threading.Event()
+
+        def idle():                       # a request iterator that never sends
+            stop.wait(30)
+            return
+            yield
+        calls = [stub.Infer(idle(), timeout=30) for _ in range(6)]
+        time.sleep(0.5)
+        refused = [c for c in calls if c.done() and c.code() == grpc.StatusCode.RESOURCE_EXHAUSTED]
+        assert len(refused) == 2 and "limit is 4 per connection" in refused[0].details()
+        with grpc.insecure_channel(target) as other:     # another client is served meanwhile
+            plan = service_pb2_grpc.SplitInferenceStub(other).Plan(spb.PlanRequest(model="lenet", policy=spb.FIXED,
+                fixed=spb.FixedPlan(cut=7, weight_bits=[8], activation_bits=[8])), timeout=10)
+            assert plan.plan_id
+        deadline = time.monotonic() + 10                 # the idle streams are cancelled after ~1 s
+        while time.monotonic() < deadline and not all(c.done() for c in calls):
+            time.sleep(0.1)
+        assert all(c.done() for c in calls) and running.core.streams.expired == 4
+        assert not running.core.streams._streams
+        stop.set()
+    finally:
+        hostile.close()
+        running.stop(0, notice=0)
