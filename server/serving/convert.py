@@ -1,7 +1,10 @@
 """Protobuf <-> core types for the server's RPCs."""
+import re
+
 from qpart.common import messages, policies, quant
 from qpart.common.costmodel import DeviceProfile, LinkProfile
 from qpart.common.errors import InvalidArgument
+from qpart.common.names import shown
 from qpart.server.models.repository import Model
 from qpart.server.models.split import Split
 from qpart.server.planning.planner import MAX_HELD_HEADS, Candidate, Plan, PlanRequest
@@ -44,10 +47,15 @@ def model_info(model: Model, catalog=None) -> spb.ModelInfo:
         info.catalog_budgets.extend(catalog.budgets)
     return info
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
 
 def plan_request(msg: spb.PlanRequest) -> PlanRequest:
     if len(msg.held_heads) > MAX_HELD_HEADS:
         raise InvalidArgument(f"held_heads lists {len(msg.held_heads)} hashes; at most {MAX_HELD_HEADS} are read")
+    for i, digest in enumerate(msg.held_heads):
+        if not _SHA256.fullmatch(digest):
+            raise InvalidArgument(f"held_heads[{i}] {shown(digest)} is not a SHA-256 digest (64 lowercase hex characters)")
     fixed = None
     if msg.HasField("fixed"):
         f = msg.fixed

@@ -117,3 +117,18 @@ def test_idle_streams_cannot_deny_service(models_dir):
     finally:
         hostile.close()
         running.stop(0, notice=0)
+
+
+@pytest.mark.parametrize("call", [
+    lambda stub: stub.Plan(spb.PlanRequest(model="A" * 20480), timeout=30),
+    lambda stub: stub.ListModels(spb.ListModelsRequest(name="B" * 10240), timeout=30),
+    lambda stub: stub.Plan(spb.PlanRequest(model="lenet", held_heads=["C" * 5000]), timeout=30),
+    lambda stub: list(stub.FetchHead(spb.FetchHeadRequest(plan_id="D" * 1000), timeout=30)),
+])
+def test_errors_echo_a_bounded_part_of_what_was_sent(stub, call, plan):
+    """A 20 KB model name once came back as RESOURCE_EXHAUSTED 'metadata size exceeds hard limit'."""
+    with pytest.raises(grpc.RpcError) as info:
+        call(stub)
+    assert info.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT), info.value.details()
+    assert len(info.value.details()) < 400
+    assert_still_serving(stub, plan)
