@@ -12,7 +12,7 @@ import time
 
 from qpart.common import data
 from qpart.device.client import ServerClient
-from qpart.testbed import bench, faults, reliability
+from qpart.testbed import attacks, bench, faults, reliability
 from qpart.testbed.processes import ServerProcess, peak_memory_kb
 from qpart.v1 import service_pb2 as spb
 
@@ -42,7 +42,8 @@ def measure(args) -> dict:
         alive = reliability.load(server.target, 4, 2.0, processes=1)   # the server still serves after all of it
     with tempfile.TemporaryDirectory() as tmp:
         shed = reliability.overload(args.models, pathlib.Path(tmp) / "server.log")
-    return {"held": held, "hostile": hostile, "address": address, "alive": alive, "shed": shed,
+    attacked = attacks.under_attack(args.models, sessions=8, seconds=15)
+    return {"held": held, "hostile": hostile, "address": address, "alive": alive, "shed": shed, "attacked": attacked,
             "faults": {name: scenario(args.models, x[inputs]) for name, (scenario, inputs, _) in FAULTS.items()},
             "corrupted": faults.corrupted_chunk(args.models), "silent": faults.silent_peer()}
 
@@ -103,6 +104,21 @@ def _hostile_table(r: dict, per_kind: int) -> list[str]:
     return lines + [""]
 
 
+def _attack_table(r: dict) -> list[str]:
+    a, good = r["attacked"], r["attacked"]["good"]
+    lines = ["## Under attack", "",
+             f"A hostile client on one connection runs each attack (20 times each; 125 idle streams once) against a "
+             f"server (`--stream-idle-s {attacks.IDLE_S:g}`) while {good['sessions']} good device sessions classify "
+             f"(qpart.testbed.attacks). The attacks took {a['attack_s']:.1f} s. The good devices: {good['answered']} "
+             f"answers, {sum(good['errors'].values())} errors, p50 {good['p50_ms']:.0f} ms, p99 {good['p99_ms']:.0f} ms. "
+             f"Server peak memory {a['memory_before_mb']:.0f} MB before the attacks, {a['memory_peak_mb']:.0f} MB after.",
+             "", "| attack | statuses |", "|---|---|"]
+    for name, counts in a["attacks"].items():
+        lines.append(f"| {name} | " + ", ".join(f"{code} {n}" for code, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+                     + " |")
+    return lines + [""]
+
+
 def markdown(r: dict, args, minutes: float) -> str:
     m = bench.machine()
     fs = r["faults"].values()
@@ -114,7 +130,7 @@ def markdown(r: dict, args, minutes: float) -> str:
              f"{args.seconds:g}` on {m['cpu']}, {m['cores']} cores, Python {m['python']}, torch {m['torch']}, "
              f"{m['date']} ({minutes:.1f} minutes). Server and devices are separate processes on loopback; every "
              "figure below is counted by the code named beside it.", "", headline, ""]
-    return "\n".join(lines + _load_tables(r) + _fault_table(r) + _hostile_table(r, args.per_kind))
+    return "\n".join(lines + _load_tables(r) + _fault_table(r) + _hostile_table(r, args.per_kind) + _attack_table(r))
 
 
 def main() -> None:
