@@ -117,6 +117,8 @@ class ServerClient:
         self.max_message_bytes = max_message_bytes
         self._options = [("grpc.max_receive_message_length", max_message_bytes),
                          ("grpc.max_send_message_length", max_message_bytes)]
+        if target.startswith("dns:"):      # every address DNS gives (a headless Service's pods), in turn
+            self._options.append(("grpc.lb_policy_name", "round_robin"))
         self._tls = tls
         if tls is not None and tls.server_name:
             self._options.append(("grpc.ssl_target_name_override", tls.server_name))

@@ -50,6 +50,9 @@ class RunningServer:
                    ("grpc.keepalive_time_ms", 60_000), ("grpc.keepalive_timeout_ms", 20_000),
                    ("grpc.keepalive_permit_without_calls", 1),
                    ("grpc.http2.min_ping_interval_without_data_ms", 10_000)]
+        if settings.max_connection_age_s > 0:   # in-flight calls get the drain grace to finish
+            options += [("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+                        ("grpc.max_connection_age_grace_ms", int(settings.grace_s * 1000))]
         self.metrics = Metrics()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.workers), options=options,
                                   maximum_concurrent_rpcs=settings.max_streams or max(settings.workers - 8, 1))

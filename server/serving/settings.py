@@ -56,6 +56,8 @@ class ServerSettings:
                                              "--max-streams)", group="load")
     max_streams_per_connection: int = setting(32, "streams one connection may hold open (channels of one process to one "
                                                   "server share a connection)", group="load")
+    max_connection_age_s: float = setting(0.0, "close each connection after this long (devices reconnect, and spread "
+                                               "over replicas added since), s; 0: never", group="load")
     stream_idle_s: float = setting(60.0, "a stream that neither sends nor reads for this long is cancelled, s "
                                          "(0: never)", group="load")
     metrics_port: int = setting(0, "serve Prometheus /metrics on this port (0: off)", group="observability")
