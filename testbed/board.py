@@ -16,7 +16,7 @@ speed (qemu runs numpy ~100x slower than native; the times printed are the emula
 userland (armv7, whose wheels come from piwheels), or a board's kernel, network and camera.
 
 Exit status: 0 passed, or skipped with the reason (not root, no binfmt_misc, tools that cannot be
-installed); 1 failed.
+installed, a Debian mirror or package index that this host cannot reach while nothing is cached); 1 failed.
 """
 import argparse
 import json
@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 
 from qpart.common import data
 from qpart.testbed.processes import ServerProcess
@@ -34,6 +35,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "protos", "common", "device", "server", "cli", "testbed")
 BINFMT = pathlib.Path("/proc/sys/fs/binfmt_misc")
 MIRROR = "http://deb.debian.org/debian"
+PYPI = "https://pypi.org/simple/numpy/"
 CLEAN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
              "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
@@ -81,9 +83,17 @@ def in_board(rootfs: pathlib.Path, *command: str, what: str) -> subprocess.Compl
     return run(["chroot", str(rootfs), *command], what, env=CLEAN_ENV)
 
 
+def ensure_reachable(url: str, what: str) -> None:
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=15).close()
+    except (OSError, ValueError) as e:
+        raise Skip(f"{what} {url} cannot be reached from this host ({str(e)[:160]})") from None
+
+
 def ensure_rootfs(cache: pathlib.Path, mirror: str) -> pathlib.Path:
     rootfs = cache / "rootfs-arm64"
     if not (rootfs / ".qpart-complete").exists():
+        ensure_reachable(f"{mirror}/dists/bookworm/Release", "the Debian mirror")
         partial = cache / "rootfs-arm64.partial"
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(rootfs, ignore_errors=True)
@@ -112,6 +122,7 @@ def install_device(rootfs: pathlib.Path) -> float:
             shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(ROOT / name, source / name)
+    ensure_reachable(PYPI, "the package index")
     started = time.monotonic()
     if not (rootfs / "opt" / "qpart" / "bin" / "pip").exists():
         in_board(rootfs, "python3", "-m", "venv", "/opt/qpart", what="python3 -m venv on the board")
