@@ -15,6 +15,7 @@ import dataclasses
 import io
 import pathlib
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,7 @@ from qpart.device.client import ServerClient, TlsSettings
 from qpart.v1 import service_pb2 as spb
 
 DEFAULT_CACHE = pathlib.Path.home() / ".cache" / "qpart" / "heads"
+EXPIRY_MARGIN_S = 60.0    # plan again this long before the server stops serving a plan id
 
 
 @dataclass
@@ -117,12 +119,16 @@ class SplitClient:
         return self._state
 
     def _ready(self) -> tuple:
-        """(plan, head executor), planning first if there is no plan yet."""
-        if self._state is None:
+        """(plan, head executor), planning first if there is no plan yet or its id expires within a minute."""
+        if self._state is None or self._expiring(self._state[0]):
             with self._lock:
-                if self._state is None:
+                if self._state is None or self._expiring(self._state[0]):
                     self._replan()
         return self._state
+
+    @staticmethod
+    def _expiring(plan: spb.PlanResponse) -> bool:
+        return bool(plan.plan_id_expires_at) and time.time() > plan.plan_id_expires_at - EXPIRY_MARGIN_S
 
     def inputs(self, x) -> tuple[np.ndarray, bool]:
         """(the model's float32 inputs [n, *input_shape], whether x was one input) from image bytes, a list of

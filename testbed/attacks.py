@@ -61,7 +61,8 @@ def attacks(stub, fixed_plan: spb.PlanResponse, vgg8_plan: spb.PlanResponse) -> 
         "ListModels with a 10 KB name": lambda i: stub.ListModels(spb.ListModelsRequest(name="B" * 10240), timeout=30),
         "FetchHead asking for 1-byte chunks": lambda i: [None for _ in stub.FetchHead(fetch_tiny, timeout=30)],
         "made-up plan ids (each another fixed split)": lambda i: list(stub.FetchHead(spb.FetchHeadRequest(
-            plan_id=f"{token.rsplit(':', 3)[0]}:{_other(i)},{_other(i)}:8:t:{mac}"), timeout=30)),
+            plan_id=f"{token.rsplit(':', 4)[0]}:{_other(i)},{_other(i)}:8:t:{token.rsplit(':', 1)[1]}:{mac}"),
+            timeout=30)),
         "1,024 inputs into vgg8 next to its input": lambda i: list(stub.Infer(iter([spb.InferRequest(
             plan_id=vgg8_plan.plan_id, batch=big)]), timeout=30)),
         "Plan listing 100,000 held heads": lambda i: stub.Plan(spb.PlanRequest(

@@ -3,8 +3,10 @@
 The signature (HMAC-SHA256 under the plan key) means only a server holding the key issued the id:
 a made-up id, which would make the server build any head it names, is refused before anything is
 built. Replicas that share the key (the model repository's `.qpart-plan-key`, or --plan-key-file)
-serve each other's plans, and a restarted server keeps serving the plans it handed out. Tokens are
-parsed strictly and checked against the model before use.
+serve each other's plans, and a restarted server keeps serving the plans it handed out. Each id
+carries its expiry (unix seconds, under the signature): past it the id is refused with
+FAILED_PRECONDITION and the device plans again, so a leaked id or a rotated key stops working. Tokens
+are parsed strictly and checked against the model before use.
 """
 import hashlib
 import hmac
@@ -12,6 +14,7 @@ import logging
 import os
 import pathlib
 import secrets
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -28,6 +31,7 @@ TOKEN_VERSION = "p3"
 KEY_FILE = ".qpart-plan-key"   # in the model repository, made on first start
 MAC_CHARS = 32                 # hex characters of the HMAC kept in the id (128 bits)
 MAX_TOKEN_LENGTH = 1024
+DEFAULT_TTL_S = 86400.0        # how long a plan id is served after the Plan call that issued it
 _GRANULARITY_CODES = {quant.PER_TENSOR: "t", quant.PER_CHANNEL: "c"}
 _MALFORMED = "plan id is malformed; use the plan_id a Plan call returned"
 
@@ -92,26 +96,30 @@ def _parse(text: str) -> tuple[int, ...]:
 
 
 class PlanSigner:
-    """Signs plan ids and verifies them: `sign(token)` appends the MAC, `verify(plan_id)` returns the token."""
+    """Signs plan ids and verifies them: `sign(token)` appends the expiry and the MAC, `verify(plan_id)` returns
+    the token of an id this key signed that has not expired."""
 
-    def __init__(self, key: bytes):
+    def __init__(self, key: bytes, ttl_s: float = DEFAULT_TTL_S, clock=time.time):
         if len(key) < 16:
             raise InvalidArgument("the plan key must be at least 16 bytes")
-        self._key = key
+        if not 0 < ttl_s <= 10 * 365 * 86400:
+            raise InvalidArgument(f"the plan id lifetime must be in (0, 10 years] seconds, got {ttl_s}")
+        self._key, self.ttl_s, self._clock = key, ttl_s, clock
 
     @classmethod
-    def from_file(cls, path: pathlib.Path) -> "PlanSigner":
+    def from_file(cls, path: pathlib.Path, ttl_s: float = DEFAULT_TTL_S) -> "PlanSigner":
         try:
-            return cls(bytes.fromhex(path.read_text().strip()))
+            return cls(bytes.fromhex(path.read_text().strip()), ttl_s)
         except (OSError, ValueError) as e:
             raise InvalidArgument(f"cannot read the plan key {path} (hex, at least 32 characters): {e}") from None
 
     @classmethod
-    def for_repository(cls, directory: pathlib.Path, key_file: pathlib.Path | None = None) -> "PlanSigner":
+    def for_repository(cls, directory: pathlib.Path, key_file: pathlib.Path | None = None,
+                       ttl_s: float = DEFAULT_TTL_S) -> "PlanSigner":
         """The key in key_file, else the repository's (made now if absent, readable by this user only); where the
         repository cannot be written, a key for this process alone (its plans die with it)."""
         if key_file is not None:
-            return cls.from_file(key_file)
+            return cls.from_file(key_file, ttl_s)
         path = pathlib.Path(directory) / KEY_FILE
         if not path.exists():
             try:
@@ -123,22 +131,33 @@ class PlanSigner:
             except OSError as e:
                 log.warning("cannot write the plan key %s (%s): plan ids are signed with a key for this process "
                             "alone, so replicas and restarts will not accept them; give --plan-key-file", path, e)
-                return cls(secrets.token_bytes(32))
-        return cls.from_file(path)
+                return cls(secrets.token_bytes(32), ttl_s)
+        return cls.from_file(path, ttl_s)
 
-    def _mac(self, token: str) -> str:
-        return hmac.new(self._key, token.encode(), hashlib.sha256).hexdigest()[:MAC_CHARS]
+    def _mac(self, signed: str) -> str:
+        return hmac.new(self._key, signed.encode(), hashlib.sha256).hexdigest()[:MAC_CHARS]
 
     def sign(self, token: str) -> str:
-        return f"{token}:{self._mac(token)}"
+        signed = f"{token}:{int(self._clock() + self.ttl_s)}"
+        return f"{signed}:{self._mac(signed)}"
+
+    @staticmethod
+    def expiry(plan_id: str) -> int:
+        """Unix seconds after which an id this server signed is refused."""
+        return int(plan_id.rsplit(":", 2)[1])
 
     def verify(self, plan_id: str) -> str:
         if not plan_id:
             raise InvalidArgument("plan id is empty; call Plan first")
         if len(plan_id) > MAX_TOKEN_LENGTH:
             raise InvalidArgument(f"plan id is longer than {MAX_TOKEN_LENGTH} characters")
-        token, _, mac = plan_id.rpartition(":")
-        if not token or not hmac.compare_digest(mac.encode(), self._mac(token).encode()):
+        signed, _, mac = plan_id.rpartition(":")
+        token, _, expires = signed.rpartition(":")
+        if not token or not hmac.compare_digest(mac.encode(), self._mac(signed).encode()):
             raise InvalidArgument("plan id was not issued by this server or a replica sharing its plan key; use the "
                                   "plan_id a Plan call returned")
+        late = self._clock() - int(expires)
+        if late > 0:
+            raise FailedPrecondition(f"plan id expired {late:.0f} s ago (plan ids are served for {self.ttl_s:g} s); "
+                                     f"call Plan again")
         return token

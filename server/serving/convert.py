@@ -83,7 +83,7 @@ def _prediction(c: Candidate) -> spb.PlanPrediction:
     return prediction
 
 
-def plan_response(plan: Plan, model: Model, plan_id: str, max_batch_inputs: int) -> spb.PlanResponse:
+def plan_response(plan: Plan, model: Model, plan_id: str, max_batch_inputs: int, expires_at: int) -> spb.PlanResponse:
     spec, split = plan.spec, plan.spec.split
     cut = model.profile.cut(split.cut)
     msg = spb.PlanResponse(
@@ -91,7 +91,8 @@ def plan_response(plan: Plan, model: Model, plan_id: str, max_batch_inputs: int)
         cut=split.cut, num_nodes=model.num_nodes, weight_nodes=[model.profile.nodes[i].name for i in cut.weight_nodes],
         weight_bits=split.weight_bits, weight_granularity=GRANULARITY_TO_PB[split.granularity],
         head_hash=plan.chosen.head_hash, head_bytes=int(plan.chosen.work.head_bytes), predicted=_prediction(plan.chosen),
-        reason=plan.reason, decision_seconds=plan.decision_s, max_batch_inputs=max_batch_inputs)
+        reason=plan.reason, decision_seconds=plan.decision_s, max_batch_inputs=max_batch_inputs,
+        plan_id_expires_at=expires_at)
     for (name, shape, quantizer), bits in zip(plan.activations, split.activation_bits):
         encoding = msg.activations.add(name=name, bits=bits, sample_shape=shape)
         if quantizer is not None:

@@ -92,7 +92,7 @@ class QpartCore:
         total = settings.max_streams or max(settings.workers - 8, 1)
         self.streams = StreamGuard(settings.max_streams_per_client or max(total * 3 // 4, 1),
                                    settings.max_streams_per_connection, settings.stream_idle_s)
-        self.signer = PlanSigner.for_repository(self.repository.root, settings.plan_key_file)
+        self.signer = PlanSigner.for_repository(self.repository.root, settings.plan_key_file, settings.plan_id_ttl_s)
 
     def measure_speed(self) -> None:
         """Time each model's tail from every catalog cut, the activation codecs and this machine's MAC rate;

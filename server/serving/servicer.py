@@ -40,8 +40,9 @@ class SplitInferenceServicer:
         identity = self._identity(context)
         plan = self.core.plan(convert.plan_request(request), identity)
         model = self.core.repository.get(plan.spec.model)
-        return convert.plan_response(plan, model, self.core.plan_id(plan),
-                                     self.core.max_batch_inputs(model, plan.spec.split))
+        plan_id = self.core.plan_id(plan)
+        return convert.plan_response(plan, model, plan_id, self.core.max_batch_inputs(model, plan.spec.split),
+                                     self.core.signer.expiry(plan_id))
 
     def _stream(self, identity, context: grpc.ServicerContext):
         """A slot among the client's bounded streams, cancelled by the watchdog when idle (see StreamGuard)."""

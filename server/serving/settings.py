@@ -44,6 +44,9 @@ class ServerSettings:
     plan_key_file: pathlib.Path | None = setting(
         None, "hex key that signs plan ids (replicas share it); default: the repository's .qpart-plan-key, made on "
               "first start", group="security")
+    plan_id_ttl_s: float = setting(86400.0, "a plan id is served for this long after the Plan call that issued it; "
+                                            "later it is refused with FAILED_PRECONDITION and the device plans "
+                                            "again, s", flag="--plan-id-ttl", group="security")
     devices: pathlib.Path | None = setting(
         None, "devices file (TOML): bearer tokens (as SHA-256), allowed models, certificate names; every RPC must "
               "then carry `authorization: Bearer <token>`", group="security")

@@ -9,13 +9,17 @@ import numpy as np
 import pytest
 
 from qpart.common import health
+from qpart.common.costmodel import LinkProfile
 from qpart.common.errors import InvalidArgument
 from qpart.device import config as device_config
 from qpart.device import daemon
 from qpart.device.config import DeviceConfig
+from qpart.device.split_client import SplitClient
 from qpart.testbed.processes import free_port
 from qpart.v1 import agent_pb2 as apb
 from qpart.v1 import agent_pb2_grpc as agrpc
+from qpart.v1 import service_pb2 as spb
+from qpart.v1 import service_pb2_grpc
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -142,3 +146,29 @@ def test_daemon_listens_only_locally(server, tmp_path):
                             rate_mbps=1.0, measure_compute=False, cache_dir=str(tmp_path))
     with pytest.raises(InvalidArgument, match="loopback"):
         daemon.RunningDaemon(settings, daemon=object())
+
+
+def test_the_library_plans_again_before_its_plan_id_expires(models_dir, model_inputs, tmp_path):
+    from qpart.server.serving.main import RunningServer
+    from qpart.server.serving.settings import ServerSettings
+    server = RunningServer(ServerSettings(models=models_dir, port=0, measure_speed=False, plan_id_ttl_s=61.5))
+    x, _ = model_inputs("lenet", 4)
+    try:
+        with SplitClient(f"127.0.0.1:{server.port}", "lenet", 2.0, link=LinkProfile(rate_bps=2e6, rtt_s=0.01),
+                         cache_dir=tmp_path, measure_compute=False, backend="numpy") as split:
+            first = split.plan
+            assert 61 <= first.plan_id_expires_at - time.time() <= 62
+            split.classify(x[0])
+            time.sleep(2.0)                          # now within a minute of the expiry: the next call plans again
+            split.classify(x[1])
+            assert split.plan.plan_id != first.plan_id and split.plan.plan_id_expires_at > first.plan_id_expires_at
+        server.core.signer.ttl_s = 0.5               # ids issued from now on expire at once: they are refused
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = service_pb2_grpc.SplitInferenceStub(channel)
+            late = stub.Plan(spb.PlanRequest(model="lenet", policy=spb.DEVICE_ONLY), timeout=30)
+            time.sleep(1.6)
+            with pytest.raises(grpc.RpcError) as refused:
+                list(stub.FetchHead(spb.FetchHeadRequest(plan_id=late.plan_id), timeout=30))
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "call Plan again" in refused.value.details()
+    finally:
+        server.stop(0, notice=0)

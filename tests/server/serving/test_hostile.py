@@ -1,10 +1,12 @@
 """Hostile clients: forged plan ids, head-cache flooding, idle streams and batches that would expand past
 their memory bound. Each case failed (or cost the server dearly) before its fix."""
+import time
+
 import grpc
 import pytest
 
 from qpart.common import packing
-from qpart.common.errors import InvalidArgument
+from qpart.common.errors import FailedPrecondition, InvalidArgument
 from qpart.server.models.heads import HeadStore
 from qpart.server.models.split import Split
 from qpart.server.planning.plans import PlanSigner
@@ -27,11 +29,12 @@ def plan(stub):
 
 
 def test_made_up_plan_ids_are_refused_before_anything_is_built(stub, plan, server):
+    assert abs(plan.plan_id_expires_at - (time.time() + 86400)) < 600     # the default lifetime, published
     token, _, mac = plan.plan_id.rpartition(":")
     forged = [token.replace(":7:8,8:8:", ":7:7,7:8:") + ":" + mac,       # another split under a real plan's signature
               token.replace(":7:8,8:8:", ":7:7,7:8:"),                   # no signature at all
               token + ":" + "0" * len(mac)]                      # a wrong one
-    assert forged[0] != plan.plan_id and forged[1].count(":") == 6
+    assert forged[0] != plan.plan_id and forged[1].count(":") == 7
     heads_before = len(server.core.heads._cache) + len(server.core.heads._pinned)
     for plan_id in forged:
         expect(grpc.StatusCode.INVALID_ARGUMENT, "not issued by this server",
@@ -50,6 +53,23 @@ def test_replicas_sharing_the_repository_share_the_plan_key(tmp_path):
     other = PlanSigner.for_repository(tmp_path / "elsewhere")
     with pytest.raises(InvalidArgument, match="not issued"):
         other.verify(a.sign("p3:lenet:v:7:8:8:t"))
+
+
+def test_plan_ids_expire_and_their_expiry_cannot_be_extended(tmp_path):
+    now = [1_000_000.0]
+    signer = PlanSigner(b"k" * 32, ttl_s=60, clock=lambda: now[0])
+    plan_id = signer.sign("p3:lenet:v:7:8:8:t")
+    assert PlanSigner.expiry(plan_id) == 1_000_060
+    now[0] += 59
+    assert signer.verify(plan_id) == "p3:lenet:v:7:8:8:t"
+    now[0] += 2
+    with pytest.raises(FailedPrecondition, match="expired 1 s ago.*call Plan again"):
+        signer.verify(plan_id)
+    token, expires, mac = plan_id.rsplit(":", 2)
+    with pytest.raises(InvalidArgument, match="not issued"):            # a later expiry under the old signature
+        signer.verify(f"{token}:{int(expires) + 3600}:{mac}")
+    with pytest.raises(InvalidArgument, match="lifetime"):
+        PlanSigner(b"k" * 32, ttl_s=0)
 
 
 def test_fixed_plan_heads_cannot_push_the_catalogs_out(repo):
