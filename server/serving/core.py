@@ -21,6 +21,7 @@ from qpart.server.planning.planner import Plan, Planner, PlanRequest
 from qpart.server.planning.plans import PlanSigner, PlanSpec
 from qpart.server.serving import speed
 from qpart.server.serving.admission import Admission, StreamGuard
+from qpart.server.serving.batching import TailBatcher
 from qpart.server.serving.auth import ANYONE, Authenticator, Identity
 from qpart.server.serving.settings import ServerSettings
 
@@ -93,6 +94,8 @@ class QpartCore:
         self.streams = StreamGuard(settings.max_streams_per_client or max(total * 3 // 4, 1),
                                    settings.max_streams_per_connection, settings.stream_idle_s)
         self.signer = PlanSigner.for_repository(self.repository.root, settings.plan_key_file, settings.plan_id_ttl_s)
+        self.batcher = (TailBatcher(settings.batch_max_inputs, settings.batch_delay_ms / 1e3)
+                        if settings.batch_max_inputs > 1 else None)
 
     def measure_speed(self) -> None:
         """Time each model's tail from every catalog cut, the activation codecs and this machine's MAC rate;
@@ -205,15 +208,24 @@ class QpartCore:
             raise ResourceExhausted(f"the batch holds {n} inputs; this plan's tail holds at most {most} at once "
                                     f"(PlanResponse.max_batch_inputs): send smaller batches")
         x = self._decode(session, n, batch)
+        if self.batcher is None:
+            outputs, compute_s, queued = self._tail(session, x)
+        else:
+            item = self.batcher.run((session.model.name, session.model.version, session.spec.split.cut),
+                                    lambda joined: self._tail(session, joined), x, n, most, id(session))
+            outputs, compute_s, queued = item.outputs, item.tail_s, item.waited_s
+        if log.isEnabledFor(logging.DEBUG):   # which inputs ran: the reliability report counts inputs computed twice
+            log.debug("tail ran for %d input(s)", n, extra={"fields": {"computed": id_runs(request_ids)}})
+        labels = outputs[0].reshape(n, -1).argmax(axis=1) if session.classifier else None
+        return InferResult(list(request_ids), outputs, labels, compute_s, queued)
+
+    def _tail(self, session: InferSession, x: list[np.ndarray]) -> tuple[list[np.ndarray], float, float]:
+        """(outputs, seconds the tail ran, seconds waited for a compute slot)."""
         with self.admission.slot() as queued:
             started = time.perf_counter()
             with torch.inference_mode():
                 outputs = [y.numpy() for y in session.tail(*[torch.from_numpy(t) for t in x])]
-            done = time.perf_counter()
-        if log.isEnabledFor(logging.DEBUG):   # which inputs ran: the reliability report counts inputs computed twice
-            log.debug("tail ran for %d input(s)", n, extra={"fields": {"computed": id_runs(request_ids)}})
-        labels = outputs[0].reshape(n, -1).argmax(axis=1) if session.classifier else None
-        return InferResult(list(request_ids), outputs, labels, done - started, queued)
+            return outputs, time.perf_counter() - started, queued
 
 
 def id_runs(ids) -> list[list[int]]:

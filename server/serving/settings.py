@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from qpart.common.config import setting
 from qpart.common.costmodel import ServerProfile
+from qpart.common.errors import InvalidArgument
 
 
 @dataclass
@@ -53,6 +54,11 @@ class ServerSettings:
     compute_slots: int = setting(0, "batches running the tail at once (0: one per CPU core)", group="load")
     max_queued: int = setting(64, "batches waiting for a slot; more are refused with RESOURCE_EXHAUSTED at once",
                               group="load")
+    batch_max_inputs: int = setting(0, "dynamic batching across devices: activation batches of one model version "
+                                       "and cut from different streams run the tail together, up to this many "
+                                       "inputs (0 or 1: off, each batch runs alone)", group="load")
+    batch_delay_ms: float = setting(2.0, "the longest a batch waits for others to join it, ms (only while other "
+                                         "streams are sending to the same model and cut)", group="load")
     max_streams: int = setting(0, "concurrent RPCs before RESOURCE_EXHAUSTED (0: --workers minus 8)", group="load")
     max_streams_per_client: int = setting(0, "streams (Infer, FetchHead, ProbeStream) one client may hold open: a "
                                              "device token's, or one host's without tokens (0: three quarters of "
@@ -68,6 +74,11 @@ class ServerSettings:
     json_logs: bool = setting(False, "one JSON object per log line, with request ids", group="observability")
     log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR", group="observability",
                              choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    def __post_init__(self):
+        if self.batch_max_inputs < 0 or not 0 <= self.batch_delay_ms <= 1000:
+            raise InvalidArgument(f"batching: --batch-max-inputs must be at least 0 and --batch-delay-ms in [0, 1000], "
+                                  f"got {self.batch_max_inputs} and {self.batch_delay_ms}")
 
     @property
     def profile(self) -> ServerProfile:

@@ -1,0 +1,119 @@
+"""Dynamic batching across devices: activation batches for the same model version and cut, from any
+stream, run the tail as one batch (Triton's dynamic batcher is the model).
+
+Each (model, version, cut) has a lane. The first waiting batch's thread leads: it waits up to
+`max_delay_s` after that batch arrived for others to join (only while other streams have sent to the
+lane within the last second: a lone device never waits), takes batches in arrival order up to
+`max_inputs` inputs (and the tail's own bound), runs them as one through one admission slot, and
+hands each batch its rows. Request ids, order within a stream and resends are untouched: each stream
+still gets its own answers for its own ids. An error in the shared run is every member's error.
+"""
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+ACTIVE_WINDOW_S = 1.0      # a stream that sent to a lane within this long may join the next batch
+
+
+@dataclass
+class Item:
+    x: list[np.ndarray]                  # decoded tensors that cross the cut, each [n, *sample_shape]
+    n: int                               # inputs in this batch
+    source: int                          # the stream it came from
+    arrived: float = field(default_factory=time.perf_counter)
+    outputs: list[np.ndarray] | None = None
+    error: BaseException | None = None
+    tail_s: float = 0.0                  # seconds the shared tail run took
+    waited_s: float = 0.0                # seconds from arrival to the start of that run
+    batch_inputs: int = 0                # inputs in the shared run
+    done: bool = False
+
+
+class Lane:
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.pending: list[Item] = []
+        self.leading = False
+        self.seen: dict[int, float] = {}         # source -> when it last sent
+
+    def others_active(self, source: int, now: float) -> bool:
+        self.seen = {s: t for s, t in self.seen.items() if now - t < ACTIVE_WINDOW_S}
+        return any(s != source for s in self.seen)
+
+
+class TailBatcher:
+    def __init__(self, max_inputs: int, max_delay_s: float):
+        self.max_inputs, self.max_delay_s = max_inputs, max_delay_s
+        self._lanes: dict[tuple, Lane] = {}
+        self._lock = threading.Lock()
+        self.runs = 0              # tail runs
+        self.merged = 0            # batches that ran together with another stream's
+
+    def lane(self, key: tuple) -> Lane:
+        with self._lock:
+            return self._lanes.setdefault(key, Lane())
+
+    def run(self, key: tuple, compute, x: list[np.ndarray], n: int, limit: int, source: int) -> Item:
+        """Run `compute(tensors) -> (outputs, tail seconds, seconds queued for a slot)` over this batch, joined
+        with others of the lane; `limit` bounds the inputs of one run (the tail's memory bound). Returns the
+        item with its rows of the outputs."""
+        lane = self.lane(key)
+        item = Item(x, n, source)
+        with lane.cond:
+            lane.seen[source] = item.arrived
+            lane.pending.append(item)
+            lane.cond.notify_all()
+            while not item.done:
+                if lane.leading:
+                    lane.cond.wait()
+                    continue
+                lane.leading = True
+                batch = self._gather(lane, min(self.max_inputs, limit), source)
+                lane.cond.release()
+                try:
+                    self._compute(batch, compute)
+                finally:
+                    lane.cond.acquire()
+                    lane.leading = False
+                    lane.cond.notify_all()
+        if item.error is not None:
+            raise item.error
+        return item
+
+    def _gather(self, lane: Lane, cap: int, source: int) -> list[Item]:
+        """Called holding lane.cond: wait for company while it may come, then take batches in arrival order."""
+        first = lane.pending[0]
+        until = first.arrived + self.max_delay_s
+        while sum(i.n for i in lane.pending) < cap and lane.others_active(source, time.perf_counter()):
+            remaining = until - time.perf_counter()
+            if remaining <= 0:
+                break
+            lane.cond.wait(remaining)
+        batch, total = [], 0
+        for i in lane.pending:
+            if batch and total + i.n > cap:
+                break
+            batch.append(i)
+            total += i.n
+        del lane.pending[:len(batch)]
+        return batch
+
+    def _compute(self, batch: list[Item], compute) -> None:
+        started = time.perf_counter()
+        try:
+            x = batch[0].x if len(batch) == 1 else [np.concatenate(parts) for parts in zip(*(i.x for i in batch))]
+            outputs, tail_s, queued_s = compute(x)                      # outputs each [sum of n, ...]
+        except BaseException as e:      # every member gets the error, and the leader's own call raises it
+            for i in batch:
+                i.error, i.done = e, True
+            return
+        total, start = sum(i.n for i in batch), 0
+        for i in batch:
+            i.outputs = [o[start:start + i.n] for o in outputs]
+            i.tail_s, i.waited_s, i.batch_inputs, i.done = tail_s, started - i.arrived + queued_s, total, True
+            start += i.n
+        with self._lock:
+            self.runs += 1
+            self.merged += len(batch) if len(batch) > 1 else 0
