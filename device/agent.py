@@ -12,7 +12,7 @@ import numpy as np
 from google.protobuf import json_format
 
 from qpart.common import packing, policies, quant, tensors
-from qpart.common.errors import Internal, InvalidArgument, QpartError
+from qpart.common.errors import DeadlineExceeded, Internal, InvalidArgument, QpartError
 from qpart.device import netstat
 from qpart.device.cache import HeadCache
 from qpart.device.client import ServerClient
@@ -92,12 +92,15 @@ class RunReport:
 class DeviceAgent:
     def __init__(self, client: ServerClient, cache: HeadCache, max_head_bytes: int = 256 << 20,
                  max_elements: int = tensors.DEFAULT_MAX_ELEMENTS, emulate_macs_per_second: float = 0.0,
-                 backend: str = "auto"):
+                 backend: str = "auto", deadline_s: float = 0.0):
         self.client = client
         self.cache = cache
         self.max_head_bytes = max_head_bytes    # refuse heads larger than this, bytes
         self.max_elements = max_elements        # refuse tensors with more elements than this
         self.backend = backend                  # head executor: auto, numpy or torch (qpart.device.backends)
+        # > 0: each batch's answer is of use only this many seconds after the server reads it
+        # (InferRequest.deadline_s); a batch the server sheds raises DeadlineExceeded
+        self.deadline_s = deadline_s
         # > 0: emulate a slower board by stretching each head run to macs / this rate (never faster than real)
         self.emulate_macs_per_second = emulate_macs_per_second
         self._limits: spb.ServerLimits | None = None   # the server's, fetched once when first needed
@@ -221,14 +224,18 @@ class DeviceAgent:
                 stop = min(start + batch_size, len(x))
                 if report.resent_streams:         # a stream opened again: these inputs are sent a second time
                     report.resent_inputs += stop - start
-                yield spb.InferRequest(plan_id=plan.plan_id if b == 0 else "", batch=spb.ActivationBatch(
-                    request_ids=range(first_id + start, first_id + stop), tensors=encoded[start]))
+                yield spb.InferRequest(plan_id=plan.plan_id if b == 0 else "", deadline_s=self.deadline_s,
+                                       batch=spb.ActivationBatch(request_ids=range(first_id + start, first_id + stop),
+                                                                 tensors=encoded[start]))
 
         try:
             for b, response in enumerate(self.client.infer(requests(), timeout_s=self.stream_timeout(len(pending) * batch_size))):
                 report.batch_latency_s.append(time.perf_counter() - sent_at[b])
                 slots.release()
                 expected = list(range(first_id + pending[b], first_id + min(pending[b] + batch_size, len(x))))
+                if response.status_code:
+                    raise DeadlineExceeded(f"the server shed inputs {expected[0]}-{expected[-1]}: "
+                                           f"{response.status_message[:200]}")
                 if [r.request_id for r in response.results] != expected:
                     raise Internal("the server answered a batch with other request ids than were sent")
                 for r in response.results:

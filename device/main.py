@@ -46,6 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "measured by default (except with --emulate-speed) for the backend that will run the head")
     parser.add_argument("--backend", choices=backends.NAMES, default="auto",
                         help="head executor: numpy, torch, or auto (the fastest installed one, timed on the head)")
+    parser.add_argument("--deadline-ms", type=float, default=0.0,
+                        help="each batch's answer is of use only this long after the server reads it, ms; the server "
+                             "sheds what cannot make it (DEADLINE_EXCEEDED) instead of answering late (0: none)")
     parser.add_argument("--emulate-speed", action="store_true",
                         help="emulate the profile's board: stretch each head run to its MAC count / the profile's "
                              "MAC rate (reported as emulated; a real board runs at its own speed)")
@@ -237,7 +240,7 @@ def main(argv=None) -> int:
             device = options.device_from_args(args)
             emulate = device.mac_rate
         agent = DeviceAgent(client, cache, max_head_bytes=int(args.max_head_mb * 2**20), emulate_macs_per_second=emulate,
-                            backend=args.backend)
+                            backend=args.backend, deadline_s=args.deadline_ms / 1e3)
         x, y = test_inputs(agent.model_info(args.model), args.data, args.offset, args.count)
         request, measured = build_request(args, client)
         runtime.freeze_long_lived()

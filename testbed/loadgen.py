@@ -9,7 +9,8 @@ the head, and then classifies one input at a time for the given time: Fashion-MN
 the wrong device would show as lost accuracy, else random data. It prints one JSON object: requests,
 answers, errors by status code, answers that arrived twice (dropped by the agent), inputs neither
 answered nor refused (lost), top-1 accuracy of the answers, latency percentiles of answered requests
-and of refused ones (RESOURCE_EXHAUSTED, after which the session backs off briefly), throughput over
+and of refused or shed ones (RESOURCE_EXHAUSTED, after which the session backs off briefly;
+DEADLINE_EXCEEDED with --deadline-ms, when the server sheds what cannot make it), throughput over
 the timed period (after every session has its head) and the load generator's CPU seconds in it.
 """
 import argparse
@@ -25,7 +26,7 @@ import time
 import numpy as np
 
 from qpart.common import data, messages, runtime
-from qpart.common.errors import QpartError, ResourceExhausted
+from qpart.common.errors import DeadlineExceeded, QpartError, ResourceExhausted
 from qpart.device.agent import DeviceAgent, RunReport
 from qpart.device.cache import HeadCache
 from qpart.device.client import ServerClient
@@ -40,7 +41,7 @@ def session(args, seed: int, start_at: float, until: float, out: dict, lock: thr
     client = ServerClient(args.server, timeout_s=30, token=args.token, retries=3)
     with tempfile.TemporaryDirectory() as cache:
         try:
-            agent = DeviceAgent(client, HeadCache(cache))
+            agent = DeviceAgent(client, HeadCache(cache), deadline_s=args.deadline_ms / 1e3)
             plan = client.plan(spb.PlanRequest(model=args.model, policy=spb.FIXED, fixed=spb.FixedPlan(
                 cut=args.cut, weight_bits=[8], activation_bits=[8])))
             executor, _ = agent.obtain_head(plan)
@@ -66,11 +67,12 @@ def session(args, seed: int, start_at: float, until: float, out: dict, lock: thr
                             out["lost"] += len(x) - len(scores)
                             out["labelled"] += label is not None
                             out["correct"] += label is not None and int(scores[0].argmax()) == label
-                except ResourceExhausted:
+                except (ResourceExhausted, DeadlineExceeded) as e:
                     with lock:
                         out["shed"].append(time.perf_counter() - started)
-                        out["errors"]["RESOURCE_EXHAUSTED"] += 1
-                    time.sleep(0.05)
+                        out["errors"][e.status] += 1
+                    if isinstance(e, ResourceExhausted):
+                        time.sleep(0.05)
         except QpartError as e:
             with lock:
                 out["errors"][e.status] += 1
@@ -147,6 +149,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds for sessions to plan and fetch, not timed")
     parser.add_argument("--data", help="Fashion-MNIST directory (default: $QPART_DATA or the Debian package's)")
     parser.add_argument("--random", action="store_true", help="random inputs instead of test images")
+    parser.add_argument("--deadline-ms", type=float, default=0.0,
+                        help="each request's deadline at the server (InferRequest.deadline_s), ms; 0: none")
     args = parser.parse_args(argv)
     json.dump(run(args), sys.stdout)
     print()

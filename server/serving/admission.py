@@ -2,50 +2,72 @@
 at once with RESOURCE_EXHAUSTED, so that an overloaded server answers quickly instead of queueing
 without bound."""
 import contextlib
+import heapq
+import itertools
+import math
 import threading
 import time
 
-from qpart.common.errors import ResourceExhausted
+from qpart.common.errors import DeadlineExceeded, ResourceExhausted
 
 
 class Admission:
+    """Slots for tail runs, handed out earliest deadline first (batches without a deadline after those with
+    one, in arrival order)."""
+
     def __init__(self, slots: int, max_queued: int, max_wait_s: float = 10.0):
         self.slots = slots              # batches computing at once
         self.max_queued = max_queued    # batches allowed to wait for a slot
         self.max_wait_s = max_wait_s    # a batch waiting longer than this is refused
-        self._free = threading.Semaphore(slots)
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._free = slots
+        self._waiters: list[tuple[float, int]] = []     # heap of (start-by time, arrival number)
+        self._arrivals = itertools.count()
         self.waiting = 0
         self.running = 0
         self.refused = 0
+        self.shed = 0
 
     @contextlib.contextmanager
-    def slot(self):
-        """Yields the seconds spent waiting for the slot."""
-        with self._lock:
+    def slot(self, start_by: float = math.inf):
+        """Yields the seconds spent waiting for the slot. start_by (time.perf_counter() seconds): the latest
+        start that is still of use; a batch that cannot start by then raises DeadlineExceeded."""
+        started = time.perf_counter()
+        me = (start_by, next(self._arrivals))
+        with self._cond:
             if self.waiting >= self.max_queued:
                 self.refused += 1
                 raise ResourceExhausted(f"the server is at capacity ({self.running} batches running, "
                                         f"{self.waiting} waiting); retry later")
+            heapq.heappush(self._waiters, me)
             self.waiting += 1
-        started = time.perf_counter()
-        try:
-            acquired = self._free.acquire(timeout=self.max_wait_s)
-        finally:
-            with self._lock:
-                self.waiting -= 1
-        if not acquired:
-            with self._lock:
-                self.refused += 1
-            raise ResourceExhausted(f"no compute slot within {self.max_wait_s:g} s; retry later")
-        with self._lock:
+            give_up = min(started + self.max_wait_s, start_by)
+            while not (self._free > 0 and self._waiters[0] == me):
+                remaining = give_up - time.perf_counter()
+                if remaining <= 0:
+                    self._waiters.remove(me)
+                    heapq.heapify(self._waiters)
+                    self.waiting -= 1
+                    self._cond.notify_all()
+                    if start_by <= started + self.max_wait_s:
+                        self.shed += 1
+                        raise DeadlineExceeded(f"shed: no compute slot in time for the deadline ({self.running} batches "
+                                               f"running, {self.waiting} waiting)")
+                    self.refused += 1
+                    raise ResourceExhausted(f"no compute slot within {self.max_wait_s:g} s; retry later")
+                self._cond.wait(remaining)
+            heapq.heappop(self._waiters)
+            self.waiting -= 1
+            self._free -= 1
             self.running += 1
+            self._cond.notify_all()
         try:
             yield time.perf_counter() - started
         finally:
-            with self._lock:
+            with self._cond:
                 self.running -= 1
-            self._free.release()
+                self._free += 1
+                self._cond.notify_all()
 
 
 class Stream:

@@ -3,16 +3,21 @@ stream, run the tail as one batch (Triton's dynamic batcher is the model).
 
 Each (model, version, cut) has a lane. The first waiting batch's thread leads: it waits up to
 `max_delay_s` after that batch arrived for others to join (only while other streams have sent to the
-lane within the last second: a lone device never waits), takes batches in arrival order up to
-`max_inputs` inputs (and the tail's own bound), runs them as one through one admission slot, and
-hands each batch its rows. Request ids, order within a stream and resends are untouched: each stream
-still gets its own answers for its own ids. An error in the shared run is every member's error.
+lane within the last second: a lone device never waits, nor does a batch whose deadline is near),
+takes batches earliest deadline first (then in arrival order) up to `max_inputs` inputs (and the
+tail's own bound), runs them as one through one admission slot, and hands each batch its rows. A
+batch that can no longer finish by its deadline once the slot is granted is shed (DeadlineExceeded)
+instead of computed. Request ids, order within a stream and resends are untouched: each stream still
+gets its own answers for its own ids. An error in the shared run is every member's error.
 """
+import math
 import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from qpart.common.errors import DeadlineExceeded
 
 ACTIVE_WINDOW_S = 1.0      # a stream that sent to a lane within this long may join the next batch
 
@@ -22,6 +27,8 @@ class Item:
     x: list[np.ndarray]                  # decoded tensors that cross the cut, each [n, *sample_shape]
     n: int                               # inputs in this batch
     source: int                          # the stream it came from
+    deadline: float = math.inf           # time.perf_counter() by which its answer must be ready
+    need_s: float = 0.0                  # the tail's measured time: it must start by deadline - need_s
     arrived: float = field(default_factory=time.perf_counter)
     outputs: list[np.ndarray] | None = None
     error: BaseException | None = None
@@ -55,12 +62,13 @@ class TailBatcher:
         with self._lock:
             return self._lanes.setdefault(key, Lane())
 
-    def run(self, key: tuple, compute, x: list[np.ndarray], n: int, limit: int, source: int) -> Item:
-        """Run `compute(tensors) -> (outputs, tail seconds, seconds queued for a slot)` over this batch, joined
-        with others of the lane; `limit` bounds the inputs of one run (the tail's memory bound). Returns the
-        item with its rows of the outputs."""
+    def run(self, key: tuple, tail, slot, x: list[np.ndarray], n: int, limit: int, source: int,
+            deadline: float = math.inf, need_s: float = 0.0) -> Item:
+        """Run `tail(tensors) -> outputs` over this batch joined with others of the lane, inside
+        `slot(start_by)` (the admission slot; yields the seconds waited); `limit` bounds the inputs of one
+        run (the tail's memory bound). Returns the item with its rows of the outputs."""
         lane = self.lane(key)
-        item = Item(x, n, source)
+        item = Item(x, n, source, deadline, need_s)
         with lane.cond:
             lane.seen[source] = item.arrived
             lane.pending.append(item)
@@ -73,7 +81,7 @@ class TailBatcher:
                 batch = self._gather(lane, min(self.max_inputs, limit), source)
                 lane.cond.release()
                 try:
-                    self._compute(batch, compute)
+                    self._compute(batch, tail, slot)
                 finally:
                     lane.cond.acquire()
                     lane.leading = False
@@ -83,14 +91,16 @@ class TailBatcher:
         return item
 
     def _gather(self, lane: Lane, cap: int, source: int) -> list[Item]:
-        """Called holding lane.cond: wait for company while it may come, then take batches in arrival order."""
-        first = lane.pending[0]
-        until = first.arrived + self.max_delay_s
+        """Called holding lane.cond: wait for company while it may come, then take batches earliest deadline
+        first."""
+        first = min(lane.pending, key=lambda i: i.arrived)
+        until = min(first.arrived + self.max_delay_s, min(i.deadline - i.need_s for i in lane.pending))
         while sum(i.n for i in lane.pending) < cap and lane.others_active(source, time.perf_counter()):
             remaining = until - time.perf_counter()
             if remaining <= 0:
                 break
             lane.cond.wait(remaining)
+        lane.pending.sort(key=lambda i: (i.deadline, i.arrived))
         batch, total = [], 0
         for i in lane.pending:
             if batch and total + i.n > cap:
@@ -100,20 +110,49 @@ class TailBatcher:
         del lane.pending[:len(batch)]
         return batch
 
-    def _compute(self, batch: list[Item], compute) -> None:
-        started = time.perf_counter()
-        try:
-            x = batch[0].x if len(batch) == 1 else [np.concatenate(parts) for parts in zip(*(i.x for i in batch))]
-            outputs, tail_s, queued_s = compute(x)                      # outputs each [sum of n, ...]
-        except BaseException as e:      # every member gets the error, and the leader's own call raises it
-            for i in batch:
-                i.error, i.done = e, True
-            return
-        total, start = sum(i.n for i in batch), 0
-        for i in batch:
-            i.outputs = [o[start:start + i.n] for o in outputs]
-            i.tail_s, i.waited_s, i.batch_inputs, i.done = tail_s, started - i.arrived + queued_s, total, True
-            start += i.n
+    def _compute(self, batch: list[Item], tail, slot) -> None:
+        live = run_together(batch, tail, slot)
         with self._lock:
-            self.runs += 1
-            self.merged += len(batch) if len(batch) > 1 else 0
+            self.runs += bool(live)
+            self.merged += len(live) if len(live) > 1 else 0
+
+
+def run_alone(item: Item, tail, slot) -> Item:
+    """One batch through the same admission and deadline rules, without joining others."""
+    run_together([item], tail, slot)
+    if item.error is not None:
+        raise item.error
+    return item
+
+
+def run_together(batch: list[Item], tail, slot) -> list[Item]:
+    """Run the batches' tail as one inside one admission slot; shed those that could no longer finish by their
+    deadline when the slot came; returns those computed. Every item is done on return."""
+    started = time.perf_counter()
+    live: list[Item] = []
+    try:
+        with slot(max(i.deadline - i.need_s for i in batch)) as queued_s:
+            now = time.perf_counter()
+            for i in batch:
+                if now + i.need_s > i.deadline:
+                    i.error, i.done = DeadlineExceeded(
+                        f"shed: a compute slot came {1e3 * (now - i.arrived):.0f} ms after arrival, too late to "
+                        f"finish the tail ({1e3 * i.need_s:.1f} ms) by the deadline"), True
+            live = [i for i in batch if not i.done]
+            if not live:
+                return []
+            x = live[0].x if len(live) == 1 else [np.concatenate(parts) for parts in zip(*(i.x for i in live))]
+            began = time.perf_counter()
+            outputs = tail(x)                                                  # each [sum of n, ...]
+            tail_s = time.perf_counter() - began
+    except BaseException as e:          # every member gets the error, and the leader's own call raises it
+        for i in batch:
+            if not i.done:
+                i.error, i.done = e, True
+        return []
+    total, start = sum(i.n for i in live), 0
+    for i in live:
+        i.outputs = [o[start:start + i.n] for o in outputs]
+        i.tail_s, i.waited_s, i.batch_inputs, i.done = tail_s, started - i.arrived + queued_s, total, True
+        start += i.n
+    return live

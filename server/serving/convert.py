@@ -13,6 +13,8 @@ from qpart.server.serving.settings import ServerSettings
 from qpart.v1 import network_pb2 as npb
 from qpart.v1 import service_pb2 as spb
 
+DEADLINE_EXCEEDED = 4     # the gRPC status code of a shed batch (InferResponse.status_code)
+
 GRANULARITY_FROM_PB = {npb.GRANULARITY_UNSPECIFIED: quant.PER_TENSOR, npb.PER_TENSOR: quant.PER_TENSOR,
                        npb.PER_CHANNEL: quant.PER_CHANNEL}
 GRANULARITY_TO_PB = {quant.PER_TENSOR: npb.PER_TENSOR, quant.PER_CHANNEL: npb.PER_CHANNEL}
@@ -115,6 +117,9 @@ def batch_tensors(batch: spb.ActivationBatch) -> list[tuple]:
 
 def infer_response(result: InferResult) -> spb.InferResponse:
     msg = spb.InferResponse(server_compute_s=result.compute_s, server_queue_s=result.queue_s)
+    if result.shed:
+        msg.status_code, msg.status_message = DEADLINE_EXCEEDED, result.shed[:200]
+        return msg
     flat = [o.reshape(len(result.request_ids), -1) for o in result.outputs]
     for i, request_id in enumerate(result.request_ids):
         r = msg.results.add(request_id=request_id, outputs=[spb.OutputValues(values=o[i].tolist()) for o in flat])

@@ -3,7 +3,9 @@
 The gRPC servicer only decodes messages, calls these methods and encodes the results. Every method
 that touches a model takes the caller's Identity and checks that it may use it.
 """
+import functools
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -13,7 +15,8 @@ import numpy as np
 import torch
 
 from qpart.common import quant, tensors
-from qpart.common.errors import FailedPrecondition, InvalidArgument, OutOfRange, ResourceExhausted
+from qpart.common.errors import (DeadlineExceeded, FailedPrecondition, InvalidArgument, OutOfRange,
+                                 ResourceExhausted)
 from qpart.common.names import shown
 from qpart.server.models.heads import BuiltHead, HeadStore
 from qpart.server.models.repository import Model, ModelRepository
@@ -21,12 +24,14 @@ from qpart.server.planning.planner import Plan, Planner, PlanRequest
 from qpart.server.planning.plans import PlanSigner, PlanSpec
 from qpart.server.serving import speed
 from qpart.server.serving.admission import Admission, StreamGuard
+from qpart.server.serving import batching
 from qpart.server.serving.batching import TailBatcher
 from qpart.server.serving.auth import ANYONE, Authenticator, Identity
 from qpart.server.serving.settings import ServerSettings
 
 log = logging.getLogger("qpart.server.core")
 MAX_LOGGED_RUNS = 64
+MAX_DEADLINE_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,8 @@ class InferResult:
     outputs: list[np.ndarray]      # per model output: [n, *shape] float32
     labels: np.ndarray | None      # [n] top-1 of the first output (classifiers), else None
     compute_s: float               # the tail's run
-    queue_s: float                 # waiting for a compute slot
+    queue_s: float                 # waiting for a compute slot (and for others to join the batch)
+    shed: str = ""                 # why the batch was not answered (its deadline), "" when it was
 
 
 @dataclass(frozen=True)
@@ -73,13 +79,14 @@ class InferStream:
         self.core, self.identity = core, identity
         self.session: InferSession | None = None
 
-    def infer(self, plan_id: str, request_ids, tensors) -> InferResult:
-        """tensors: (name, sample_shape, bits, data) of each crossing tensor, as the batch carries them."""
+    def infer(self, plan_id: str, request_ids, tensors, deadline_s: float = 0.0) -> InferResult:
+        """tensors: (name, sample_shape, bits, data) of each crossing tensor, as the batch carries them;
+        deadline_s: seconds from now within which the answer is of use (0: none)."""
         if self.session is None:
             self.session = self.core.open_session(plan_id, self.identity)
         elif plan_id and plan_id != self.session.token:
             raise InvalidArgument("the plan id changed within one Infer stream; open a new stream per plan")
-        return self.core.infer(self.session, request_ids, tensors)
+        return self.core.infer(self.session, request_ids, tensors, deadline_s)
 
 
 class QpartCore:
@@ -197,7 +204,8 @@ class QpartCore:
         return [tensors.decode_batch(data, n, t.sample_shape, t.quantizer)              # [n, *sample_shape]
                 for t, (_, _, _, data) in zip(session.tensors, batch)]
 
-    def infer(self, session: InferSession, request_ids, batch) -> InferResult:
+    def infer(self, session: InferSession, request_ids, batch, deadline_s: float = 0.0) -> InferResult:
+        received = time.perf_counter()
         n = len(request_ids)
         if n == 0:
             raise InvalidArgument("the activation batch holds no inputs (request_ids is empty)")
@@ -207,25 +215,34 @@ class QpartCore:
         if n > most:
             raise ResourceExhausted(f"the batch holds {n} inputs; this plan's tail holds at most {most} at once "
                                     f"(PlanResponse.max_batch_inputs): send smaller batches")
+        if not (math.isfinite(deadline_s) and 0 <= deadline_s <= MAX_DEADLINE_S):
+            raise InvalidArgument(f"deadline_s must be seconds in [0, {MAX_DEADLINE_S:g}] (0: none), got {deadline_s:.6g}")
+        deadline = received + deadline_s if deadline_s > 0 else math.inf
         x = self._decode(session, n, batch)
-        if self.batcher is None:
-            outputs, compute_s, queued = self._tail(session, x)
-        else:
-            item = self.batcher.run((session.model.name, session.model.version, session.spec.split.cut),
-                                    lambda joined: self._tail(session, joined), x, n, most, id(session))
-            outputs, compute_s, queued = item.outputs, item.tail_s, item.waited_s
+        need = (session.model.tail_seconds or {}).get(session.spec.split.cut, 0.0)
+        item = batching.Item(x, n, id(session), deadline, need, received)
+        tail = functools.partial(self._run_tail, session)
+        try:
+            if self.batcher is None:
+                batching.run_alone(item, tail, self.admission.slot)
+            else:
+                key = (session.model.name, session.model.version, session.spec.split.cut)
+                item = self.batcher.run(key, tail, self.admission.slot, x, n, most, id(session), deadline, need)
+        except DeadlineExceeded as e:
+            return InferResult(list(request_ids), [], None, 0.0, time.perf_counter() - received, shed=str(e))
+        late = time.perf_counter() - deadline
+        if late > 0:
+            return InferResult(list(request_ids), [], None, item.tail_s, item.waited_s,
+                               shed=f"shed: the tail finished {1e3 * late:.1f} ms past the deadline; not sent")
         if log.isEnabledFor(logging.DEBUG):   # which inputs ran: the reliability report counts inputs computed twice
             log.debug("tail ran for %d input(s)", n, extra={"fields": {"computed": id_runs(request_ids)}})
-        labels = outputs[0].reshape(n, -1).argmax(axis=1) if session.classifier else None
-        return InferResult(list(request_ids), outputs, labels, compute_s, queued)
+        labels = item.outputs[0].reshape(n, -1).argmax(axis=1) if session.classifier else None
+        return InferResult(list(request_ids), item.outputs, labels, item.tail_s, item.waited_s)
 
-    def _tail(self, session: InferSession, x: list[np.ndarray]) -> tuple[list[np.ndarray], float, float]:
-        """(outputs, seconds the tail ran, seconds waited for a compute slot)."""
-        with self.admission.slot() as queued:
-            started = time.perf_counter()
-            with torch.inference_mode():
-                outputs = [y.numpy() for y in session.tail(*[torch.from_numpy(t) for t in x])]
-            return outputs, time.perf_counter() - started, queued
+    @staticmethod
+    def _run_tail(session: InferSession, x: list[np.ndarray]) -> list[np.ndarray]:
+        with torch.inference_mode():
+            return [y.numpy() for y in session.tail(*[torch.from_numpy(t) for t in x])]
 
 
 def id_runs(ids) -> list[list[int]]:

@@ -67,7 +67,7 @@ class SplitInferenceServicer:
             for request in requests:
                 guard.touch()
                 yield convert.infer_response(stream.infer(request.plan_id, request.batch.request_ids,
-                                                          convert.batch_tensors(request.batch)))
+                                                          convert.batch_tensors(request.batch), request.deadline_s))
                 guard.touch()
 
     @servicer_method

@@ -374,12 +374,14 @@ class ActivationBatch(_message.Message):
     def __init__(self, request_ids: _Optional[_Iterable[int]] = ..., tensors: _Optional[_Iterable[_Union[TensorBatch, _Mapping]]] = ...) -> None: ...
 
 class InferRequest(_message.Message):
-    __slots__ = ("plan_id", "batch")
+    __slots__ = ("plan_id", "batch", "deadline_s")
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
     plan_id: str
     batch: ActivationBatch
-    def __init__(self, plan_id: _Optional[str] = ..., batch: _Optional[_Union[ActivationBatch, _Mapping]] = ...) -> None: ...
+    deadline_s: float
+    def __init__(self, plan_id: _Optional[str] = ..., batch: _Optional[_Union[ActivationBatch, _Mapping]] = ..., deadline_s: _Optional[float] = ...) -> None: ...
 
 class OutputValues(_message.Message):
     __slots__ = ("values",)
@@ -398,14 +400,18 @@ class InferResult(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputValues, _Mapping]]] = ..., label: _Optional[int] = ...) -> None: ...
 
 class InferResponse(_message.Message):
-    __slots__ = ("results", "server_compute_s", "server_queue_s")
+    __slots__ = ("results", "server_compute_s", "server_queue_s", "status_code", "status_message")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     SERVER_COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
     SERVER_QUEUE_S_FIELD_NUMBER: _ClassVar[int]
+    STATUS_CODE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[InferResult]
     server_compute_s: float
     server_queue_s: float
-    def __init__(self, results: _Optional[_Iterable[_Union[InferResult, _Mapping]]] = ..., server_compute_s: _Optional[float] = ..., server_queue_s: _Optional[float] = ...) -> None: ...
+    status_code: int
+    status_message: str
+    def __init__(self, results: _Optional[_Iterable[_Union[InferResult, _Mapping]]] = ..., server_compute_s: _Optional[float] = ..., server_queue_s: _Optional[float] = ..., status_code: _Optional[int] = ..., status_message: _Optional[str] = ...) -> None: ...
 
 class ProbeRequest(_message.Message):
     __slots__ = ("payload", "reply_bytes")

@@ -1,33 +1,44 @@
 """Dynamic batching across devices: the batcher's rules on their own, then a server that batches answering
 several devices over gRPC exactly as one that does not."""
+import math
 import threading
 import time
 
+import grpc
 import numpy as np
 import pytest
 
-from qpart.common.errors import ResourceExhausted
+from qpart.common.errors import DeadlineExceeded, ResourceExhausted
 from qpart.device.agent import DeviceAgent
 from qpart.device.cache import HeadCache
 from qpart.device.client import ServerClient
+from qpart.server.serving import batching as batching_mod
+from qpart.server.serving.admission import Admission
 from qpart.server.serving.batching import TailBatcher
 from qpart.v1 import service_pb2 as spb
+from qpart.v1 import service_pb2_grpc
 
 
 def doubling(runs: list[int], delay_s: float = 0.02):
-    def compute(x):
+    def tail(x):
         runs.append(len(x[0]))
         time.sleep(delay_s)
-        return [x[0] * 2, x[0].sum(axis=1)], delay_s, 0.0
-    return compute
+        return [x[0] * 2, x[0].sum(axis=1)]
+    return tail
 
 
-def submit_all(batcher, compute, sources: int, n: int, limit: int = 1024) -> dict[int, object]:
+def submit_all(batcher, tail, sources: int, n: int, limit: int = 1024, deadline_s: float = math.inf,
+               slots: int = 2) -> dict[int, object]:
+    slot = Admission(slots, max_queued=1000).slot
     results, threads = {}, []
+
+    def one(s, x):
+        try:
+            results[s] = batcher.run(("m", "v", 1), tail, slot, [x], n, limit, s, time.perf_counter() + deadline_s)
+        except DeadlineExceeded as e:
+            results[s] = e
     for s in range(sources):
-        x = np.full((n, 3), float(s), np.float32)                         # [n, 3], every value the source's number
-        threads.append(threading.Thread(target=lambda s=s, x=x: results.__setitem__(
-            s, batcher.run(("m", "v", 1), compute, [x], n, limit, source=s))))
+        threads.append(threading.Thread(target=one, args=(s, np.full((n, 3), float(s), np.float32))))   # [n, 3]
     for t in threads:
         t.start()
     for t in threads:
@@ -55,11 +66,11 @@ def test_a_run_never_exceeds_the_input_cap_or_the_tails_bound():
 
 
 def test_a_lone_stream_never_waits_for_company():
-    batcher = TailBatcher(max_inputs=64, max_delay_s=0.5)
+    batcher, slot = TailBatcher(max_inputs=64, max_delay_s=0.5), Admission(1, 10).slot
     x = np.ones((1, 3), np.float32)
     started = time.perf_counter()
     for _ in range(3):
-        batcher.run(("m", "v", 1), doubling([], 0.0), [x], 1, 1024, source=7)
+        batcher.run(("m", "v", 1), doubling([], 0.0), slot, [x], 1, 1024, source=7)
     assert time.perf_counter() - started < 0.25
 
 
@@ -67,11 +78,11 @@ def test_an_error_in_a_shared_run_reaches_every_member():
     def refuse(x):
         time.sleep(0.02)
         raise ResourceExhausted("no compute slot")
-    batcher, errors = TailBatcher(max_inputs=64, max_delay_s=0.05), []
+    batcher, slot, errors = TailBatcher(max_inputs=64, max_delay_s=0.05), Admission(1, 10).slot, []
 
     def one(s):
         with pytest.raises(ResourceExhausted):
-            batcher.run(("m", "v", 1), refuse, [np.zeros((1, 3), np.float32)], 1, 1024, source=s)
+            batcher.run(("m", "v", 1), refuse, slot, [np.zeros((1, 3), np.float32)], 1, 1024, source=s)
         errors.append(s)
     threads = [threading.Thread(target=one, args=(s,)) for s in range(4)]
     for t in threads:
@@ -79,6 +90,40 @@ def test_an_error_in_a_shared_run_reaches_every_member():
     for t in threads:
         t.join()
     assert sorted(errors) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("batching", [False, True])
+def test_work_that_cannot_make_its_deadline_is_shed_and_nothing_starts_late(batching):
+    """One slot, a 30 ms tail, 12 batches due within 100-155 ms: a few run (at most 155 / 30), each started
+    early enough to finish by its deadline at the tail's measured speed; the rest are shed, and learn it
+    around their deadline, not after a late computation."""
+    slot, started, done = Admission(1, max_queued=100).slot, {}, {}
+
+    def tail(x):
+        started[int(x[0][0, 0])] = time.perf_counter()
+        time.sleep(0.03)
+        return [x[0]]
+
+    def one(s):
+        deadline = time.perf_counter() + 0.1 + 0.005 * s            # later sources have later deadlines
+        item = batching_mod.Item([np.full((1, 3), float(s), np.float32)], 1, s, deadline, 0.03)
+        try:
+            if batching:
+                TailBatcher(1, 0.0).run(("m", "v", 1), tail, slot, item.x, 1, 1024, s, deadline, 0.03)
+            else:
+                batching_mod.run_alone(item, tail, slot)
+            done[s] = ("answered", deadline)
+        except DeadlineExceeded:
+            done[s] = ("shed", time.perf_counter() - deadline)
+    threads = [threading.Thread(target=one, args=(s,)) for s in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    answered = {s: deadline for s, (what, deadline) in done.items() if what == "answered"}
+    assert 1 <= len(answered) <= 6 and len(done) == 12 and sorted(started) == sorted(answered), done
+    assert all(started[s] + 0.03 <= deadline for s, deadline in answered.items()), (started, answered)
+    assert all(late < 0.25 for what, late in done.values() if what == "shed"), done
 
 
 def test_a_batching_server_answers_several_devices_like_one_that_does_not(models_dir, model_inputs, server):
@@ -111,3 +156,59 @@ def test_a_batching_server_answers_several_devices_like_one_that_does_not(models
         assert batching.core.batcher.merged > 0 and batching.core.batcher.runs < 60
     finally:
         batching.stop(0, notice=0)
+
+
+@pytest.mark.parametrize("batch_max_inputs", [0, 64])
+def test_a_loaded_server_sheds_what_would_be_late_and_keeps_the_stream(models_dir, batch_max_inputs):
+    from qpart.server.serving.main import RunningServer
+    from qpart.server.serving.settings import ServerSettings
+    from tests.server.serving.test_bad_input import good_batch
+    server = RunningServer(ServerSettings(models=models_dir, port=0, measure_speed=False, compute_slots=1,
+                                          batch_max_inputs=batch_max_inputs, batch_delay_ms=1))
+    real = server.core._run_tail
+
+    def slow(session, x):          # a tail of 20 ms whatever the batch: 8 devices due in 60 ms cannot all run alone
+        time.sleep(0.02)
+        return real(session, x)
+    server.core._run_tail = slow
+    server.core.repository.get("lenet").tail_seconds = {7: 0.02}       # as timed at start-up
+    outcomes, deadline_s = [], 0.06
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = service_pb2_grpc.SplitInferenceStub(channel)
+            plan = stub.Plan(spb.PlanRequest(model="lenet", policy=spb.FIXED, fixed=spb.FixedPlan(
+                cut=7, weight_bits=[8, 8], activation_bits=[8])), timeout=30)
+
+            def device(d):
+                sent = []
+
+                def requests():
+                    for i in range(10):
+                        batch = good_batch(plan, 1)
+                        batch.request_ids[:] = [d * 100 + i]
+                        sent.append(time.perf_counter())
+                        yield spb.InferRequest(plan_id=plan.plan_id, batch=batch, deadline_s=deadline_s)
+                for i, response in enumerate(stub.Infer(requests(), timeout=60)):
+                    outcomes.append((response, time.perf_counter() - sent[i]))
+            threads = [threading.Thread(target=device, args=(d,)) for d in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            with pytest.raises(grpc.RpcError) as bad:
+                list(stub.Infer(iter([spb.InferRequest(plan_id=plan.plan_id, batch=good_batch(plan, 1),
+                                                       deadline_s=float("nan"))]), timeout=30))
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "deadline_s" in bad.value.details()
+    finally:
+        server.stop(0, notice=0)
+    batcher = server.core.batcher
+    shed = [(r, t) for r, t in outcomes if r.status_code]
+    answered = [(r, t) for r, t in outcomes if not r.status_code]
+    assert len(outcomes) == 80                                         # every request got a response, streams lived
+    if batch_max_inputs:                       # the 8 devices' batches run together: 20 ms for all, most in time
+        assert len(answered) > len(shed) and batcher.merged > 0, [r.status_message for r, _ in shed]
+    else:                                      # one at a time: 140 ms for the last of 8, so many are shed
+        assert len(shed) >= 8 and len(answered) >= 1, [r.server_queue_s for r, _ in outcomes]
+    assert all(r.status_code == 4 and "shed" in r.status_message and not r.results for r, _ in shed)
+    assert all(len(r.results) == 1 and r.server_queue_s + r.server_compute_s <= deadline_s for r, _ in answered)
+    assert all(r.server_queue_s < deadline_s + 0.1 for r, _ in shed)    # shed promptly, by the server's clock
