@@ -12,20 +12,7 @@ from qpart.server.models.split import Split
 from qpart.server.planning.plans import PlanSigner
 from qpart.v1 import service_pb2 as spb
 from qpart.v1 import service_pb2_grpc
-from tests.server.serving.test_bad_input import assert_still_serving, expect
-
-
-@pytest.fixture(scope="module")
-def stub(server):
-    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
-    yield service_pb2_grpc.SplitInferenceStub(channel)
-    channel.close()
-
-
-@pytest.fixture(scope="module")
-def plan(stub):
-    return stub.Plan(spb.PlanRequest(model="lenet", policy=spb.FIXED, fixed=spb.FixedPlan(
-        cut=7, weight_bits=[8], activation_bits=[8])), timeout=30)
+from tests.server.serving.test_bad_input import assert_still_serving, expect, plan, stub  # noqa: F401 (fixtures)
 
 
 def test_made_up_plan_ids_are_refused_before_anything_is_built(stub, plan, server):
