@@ -139,3 +139,12 @@ def test_errors_echo_a_bounded_part_of_what_was_sent(stub, call, plan):
     assert info.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT), info.value.details()
     assert len(info.value.details()) < 400
     assert_still_serving(stub, plan)
+
+
+def test_tiny_chunks_are_not_honoured(stub, plan, server):
+    """max_chunk_bytes = 1 once sent a head in one-byte messages (83x its size on the wire)."""
+    chunks = list(stub.FetchHead(spb.FetchHeadRequest(plan_id=plan.plan_id, max_chunk_bytes=1), timeout=30))
+    smallest = server.settings.min_chunk_bytes
+    assert sum(len(c.data) for c in chunks) == plan.head_bytes
+    assert len(chunks) == -(-plan.head_bytes // smallest) and all(len(c.data) >= min(smallest, plan.head_bytes)
+                                                                   for c in chunks[:-1])
