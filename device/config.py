@@ -37,6 +37,9 @@ class DeviceConfig:
     tls_key: str = setting("", "its private key (PEM)")
     tls_server_name: str = setting("", "name the server certificate must carry, if not the host's")
     timeout_s: float = setting(30.0, "deadline of each call to the server, s")
+    deadline_ms: float = setting(0.0, "an answer is of use only this long after the server reads the request, ms: "
+                                      "the server sheds what cannot make it and Classify answers DEADLINE_EXCEEDED "
+                                      "(0: none)")
     retries: int = setting(6, "attempts after the first when a server is unavailable (backoff, next replica)")
     grace_s: float = setting(5.0, "at SIGTERM, seconds in-flight requests get to finish")
     log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR")
@@ -49,6 +52,8 @@ class DeviceConfig:
         for name in ("plan_lifetime_s", "rate_window_s", "timeout_s"):
             if not getattr(self, name) > 0:
                 raise InvalidArgument(f"`{name}` must be positive, got {getattr(self, name)}")
+        if not 0 <= self.deadline_ms <= 3_600_000:
+            raise InvalidArgument(f"`deadline_ms` must be in [0, 3600000], got {self.deadline_ms}")
         if not self.budget >= 0:
             raise InvalidArgument(f"`budget` must be a number of points, at least 0, got {self.budget}")
         if self.replan_factor <= 1 or self.initial_reuse < 1:

@@ -160,7 +160,8 @@ class DeviceDaemon:
         self.sessions = {m: ModelSession(config, m, SplitClient(
             config.server, m, config.budget, self.device, link=self.link, policy=config.policy, token=token,
             tls=self.tls, cache_dir=config.cache_dir, backend=config.backend, measure_compute=False,
-            timeout_s=config.timeout_s, retries=config.retries, expected_inputs=config.initial_reuse))
+            timeout_s=config.timeout_s, retries=config.retries, expected_inputs=config.initial_reuse,
+            deadline_s=config.deadline_ms / 1e3))
             for m in config.models}
         for session in self.sessions.values():
             session.plan(time.monotonic(), "start")

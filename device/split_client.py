@@ -58,16 +58,17 @@ class SplitClient:
                  link: LinkProfile | None = None, objective: Objective = Objective(), policy: str = policies.QPART,
                  expected_inputs: int = 1000, token: str | None = None, tls: TlsSettings | None = None,
                  cache_dir: str | pathlib.Path | None = DEFAULT_CACHE, backend: str = "auto",
-                 measure_compute: bool = True, timeout_s: float = 30.0, retries: int = 6):
+                 measure_compute: bool = True, timeout_s: float = 30.0, retries: int = 6, deadline_s: float = 0.0):
         """server: host:port (several, comma-separated, are replicas); link: None probes it; profile: a bundled
         name or a TOML file, for energy and (with measure_compute=False) speed; expected_inputs: how many
-        inferences the head is priced to be reused for."""
+        inferences the head is priced to be reused for; deadline_s: > 0, the server sheds (DeadlineExceeded) a
+        batch it cannot answer within this many seconds of reading it."""
         self.model, self.budget, self.policy = model, budget, policy
         self.objective, self.expected_inputs = objective, expected_inputs
         self.device = profiles.load_device(profile) if isinstance(profile, str) else profile
         self._link, self._measure = link, measure_compute
         self.client = ServerClient(server, timeout_s=timeout_s, token=token, tls=tls, retries=retries)
-        self.agent = DeviceAgent(self.client, HeadCache(cache_dir), backend=backend)
+        self.agent = DeviceAgent(self.client, HeadCache(cache_dir), backend=backend, deadline_s=deadline_s)
         self._lock = threading.Lock()
         self._info: spb.ModelInfo | None = None
         self._state: tuple | None = None     # (plan, executor): swapped whole when replanning

@@ -52,7 +52,8 @@ class LocalAgentServicer:
     """
 
     def Classify(self, request, context):
-        """Classifies one input with a model the daemon serves.
+        """Classifies one input with a model the daemon serves. DEADLINE_EXCEEDED when the daemon's
+        deadline_ms is set and the server shed the input because it could not answer in time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
