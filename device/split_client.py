@@ -85,8 +85,11 @@ class SplitClient:
 
     @property
     def backend(self) -> str:
-        """The backend running the current head (numpy, torch, torch-cuda); "" before the first plan."""
-        return self._state[1].backend.name if self._state else ""
+        """The backend running the current head (numpy, torch, torch-cuda); "none" when the plan sends the input
+        and the server runs the whole model; "" before the first plan."""
+        if self._state is None:
+            return ""
+        return self._state[1].backend.name if self._state[1] is not None else "none"
 
     def measured(self) -> tuple[DeviceProfile, LinkProfile]:
         """The device (its MAC rate measured for the backend unless measure_compute is off) and the link."""

@@ -142,6 +142,11 @@ class PlanSigner:
         return f"{signed}:{self._mac(signed)}"
 
     @staticmethod
+    def unverified_token(plan_id: str) -> str:
+        """The token of a plan id without checking its signature or expiry (for log lines only)."""
+        return plan_id.rsplit(":", 2)[0]
+
+    @staticmethod
     def expiry(plan_id: str) -> int:
         """Unix seconds after which an id this server signed is refused."""
         return int(plan_id.rsplit(":", 2)[1])

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from qpart.common import policies
 from qpart.common.errors import QpartError
-from qpart.server.planning.plans import PlanSpec
+from qpart.server.planning.plans import PlanSigner, PlanSpec
 
 REQUEST_ID = contextvars.ContextVar("request_id", default="-")
 _CALL = contextvars.ContextVar("call", default=None)
@@ -107,7 +107,7 @@ class RpcObserver:
         call.arrivals.append(call.last_arrival)
         if "model" not in call.fields and message.plan_id:
             try:
-                spec = PlanSpec.parse(message.plan_id.rpartition(":")[0])   # unverified: for the log line only
+                spec = PlanSpec.parse(PlanSigner.unverified_token(message.plan_id))   # for the log line only
                 call.fields.update(model=spec.model, cut=spec.split.cut)
             except QpartError:
                 pass   # the core refuses the plan id; the log line shows its status
