@@ -46,15 +46,19 @@ def seconds_per_input(executor: HeadExecutor, x: np.ndarray, repeats: int = 3) -
 
 # Runs in a fresh interpreter that imports qpart.device and numpy only: its peak RSS before and after
 # the head is loaded and run on one input.
+# VmHWM, not ru_maxrss: on Linux a child's ru_maxrss starts from its parent's peak at fork, and the
+# benchmark's parent holds torch and the test set
 RSS_SCRIPT = r'''
-import json, resource, sys
+import json, sys
 import numpy as np
 import qpart.device.agent
 from qpart.device.head import HeadExecutor
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak_kib():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1])
+before = peak_kib()
 executor = HeadExecutor.from_bytes(open(sys.argv[1], "rb").read(), backend="numpy")
 executor.run(np.zeros((1, *executor.profile.input_shape), np.float32))
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after = peak_kib()
 print(json.dumps({"before_kib": before, "after_kib": after, "torch": "torch" in sys.modules,
                   "weight_bytes": executor.backend.weight_bytes}))
 '''
