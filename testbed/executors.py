@@ -49,12 +49,13 @@ def seconds_per_input(executor: HeadExecutor, x: np.ndarray, repeats: int = 3) -
 # VmHWM, not ru_maxrss: on Linux a child's ru_maxrss starts from its parent's peak at fork, and the
 # benchmark's parent holds torch and the test set
 RSS_SCRIPT = r'''
-import json, sys
+import json, os, sys
 import numpy as np
 import qpart.device.agent
 from qpart.device.head import HeadExecutor
+from qpart.testbed.processes import peak_memory_kb
 def peak_kib():
-    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1])
+    return peak_memory_kb(os.getpid())
 before = peak_kib()
 executor = HeadExecutor.from_bytes(open(sys.argv[1], "rb").read(), backend="numpy")
 executor.run(np.zeros((1, *executor.profile.input_shape), np.float32))

@@ -62,15 +62,13 @@ class TailBatcher:
         with self._lock:
             return self._lanes.setdefault(key, Lane())
 
-    def run(self, key: tuple, tail, slot, x: list[np.ndarray], n: int, limit: int, source: int,
-            deadline: float = math.inf, need_s: float = 0.0) -> Item:
-        """Run `tail(tensors) -> outputs` over this batch joined with others of the lane, inside
+    def run(self, key: tuple, item: Item, tail, slot, limit: int) -> Item:
+        """Run `tail(tensors) -> outputs` over this item's batch joined with others of the lane, inside
         `slot(start_by)` (the admission slot; yields the seconds waited); `limit` bounds the inputs of one
         run (the tail's memory bound). Returns the item with its rows of the outputs."""
         lane = self.lane(key)
-        item = Item(x, n, source, deadline, need_s)
         with lane.cond:
-            lane.seen[source] = item.arrived
+            lane.seen[item.source] = item.arrived
             lane.pending.append(item)
             lane.cond.notify_all()
             while not item.done:
@@ -78,7 +76,7 @@ class TailBatcher:
                     lane.cond.wait()
                     continue
                 lane.leading = True
-                batch = self._gather(lane, min(self.max_inputs, limit), source)
+                batch = self._gather(lane, min(self.max_inputs, limit), item.source)
                 lane.cond.release()
                 try:
                     self._compute(batch, tail, slot)

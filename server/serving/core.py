@@ -227,7 +227,7 @@ class QpartCore:
                 batching.run_alone(item, tail, self.admission.slot)
             else:
                 key = (session.model.name, session.model.version, session.spec.split.cut)
-                item = self.batcher.run(key, tail, self.admission.slot, x, n, most, id(session), deadline, need)
+                self.batcher.run(key, item, tail, self.admission.slot, most)
         except DeadlineExceeded as e:
             return InferResult(list(request_ids), [], None, 0.0, time.perf_counter() - received, shed=str(e))
         late = time.perf_counter() - deadline

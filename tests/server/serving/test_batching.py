@@ -14,7 +14,7 @@ from qpart.device.cache import HeadCache
 from qpart.device.client import ServerClient
 from qpart.server.serving import batching as batching_mod
 from qpart.server.serving.admission import Admission
-from qpart.server.serving.batching import TailBatcher
+from qpart.server.serving.batching import Item, TailBatcher
 from qpart.v1 import service_pb2 as spb
 from qpart.v1 import service_pb2_grpc
 
@@ -34,7 +34,7 @@ def submit_all(batcher, tail, sources: int, n: int, limit: int = 1024, deadline_
 
     def one(s, x):
         try:
-            results[s] = batcher.run(("m", "v", 1), tail, slot, [x], n, limit, s, time.perf_counter() + deadline_s)
+            results[s] = batcher.run(("m", "v", 1), Item([x], n, s, time.perf_counter() + deadline_s), tail, slot, limit)
         except DeadlineExceeded as e:
             results[s] = e
     for s in range(sources):
@@ -70,7 +70,7 @@ def test_a_lone_stream_never_waits_for_company():
     x = np.ones((1, 3), np.float32)
     started = time.perf_counter()
     for _ in range(3):
-        batcher.run(("m", "v", 1), doubling([], 0.0), slot, [x], 1, 1024, source=7)
+        batcher.run(("m", "v", 1), Item([x], 1, source=7), doubling([], 0.0), slot, 1024)
     assert time.perf_counter() - started < 0.25
 
 
@@ -82,7 +82,7 @@ def test_an_error_in_a_shared_run_reaches_every_member():
 
     def one(s):
         with pytest.raises(ResourceExhausted):
-            batcher.run(("m", "v", 1), refuse, slot, [np.zeros((1, 3), np.float32)], 1, 1024, source=s)
+            batcher.run(("m", "v", 1), Item([np.zeros((1, 3), np.float32)], 1, s), refuse, slot, 1024)
         errors.append(s)
     threads = [threading.Thread(target=one, args=(s,)) for s in range(4)]
     for t in threads:
@@ -109,7 +109,7 @@ def test_work_that_cannot_make_its_deadline_is_shed_and_nothing_starts_late(batc
         item = batching_mod.Item([np.full((1, 3), float(s), np.float32)], 1, s, deadline, 0.03)
         try:
             if batching:
-                TailBatcher(1, 0.0).run(("m", "v", 1), tail, slot, item.x, 1, 1024, s, deadline, 0.03)
+                TailBatcher(1, 0.0).run(("m", "v", 1), item, tail, slot, 1024)
             else:
                 batching_mod.run_alone(item, tail, slot)
             done[s] = ("answered", deadline)
