@@ -1,6 +1,6 @@
 """Every catalog entry of every model, its certified drop and its drop on the Fashion-MNIST test set.
 
-    python bench/catalog_report.py [--models model-repo] [--markdown docs/catalog.md]
+    python bench/catalog_report.py [--models model-repo] [--only NAME ...] [--markdown docs/catalog.md]
 
 The catalog is built on the validation split only; this is the check on data it never saw: each
 QPART entry's test drop should be at most its budget plus 0.3 points.
@@ -20,6 +20,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=pathlib.Path, default=pathlib.Path("model-repo"))
     parser.add_argument("--data", help="directory of MNIST-format IDX files")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="report these models only (default: all)")
     parser.add_argument("--markdown", type=pathlib.Path, help="also write the table as markdown here")
     args = parser.parse_args()
     lines = ["| model | cut | kind | budget | weight bits | act bits | head bytes | % float32 | certified drop | test drop "
@@ -27,6 +28,8 @@ def main() -> int:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     failures = 0
     for model in ModelRepository(args.models):
+        if args.only and model.name not in args.only:
+            continue
         catalog = catalog_mod.load(model)
         if catalog is None:
             print(f"{model.name}: no current catalog (qpart catalog {model.name})")

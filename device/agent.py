@@ -17,6 +17,7 @@ from qpart.device import netstat
 from qpart.device.cache import HeadCache
 from qpart.device.client import ServerClient
 from qpart.device.head import HeadExecutor
+from qpart.device.linkwatch import LinkSample
 from qpart.v1 import service_pb2 as spb
 
 
@@ -140,24 +141,29 @@ class DeviceAgent:
         return executor, report
 
     def classify(self, plan: spb.PlanResponse, executor: HeadExecutor | None, x: np.ndarray, report: RunReport,
-                 batch_size: int = 1, window: int = 1, first_id: int = 0) -> np.ndarray:
+                 batch_size: int = 1, window: int = 1, first_id: int = 0, observe=None, stop=None) -> np.ndarray:
         """The model's first output [n, *shape] (a classifier's scores) for inputs x [n, *input_shape]; at most
         `window` batches in flight. Input i travels with request id first_id + i.
 
         Every input gets exactly one answer: when a stream breaks (server restart, switch to another
         replica) the inputs without an answer are sent again on a new stream (report.resent_inputs), and
         an answer for an input that has one already is dropped (counted in report.duplicates_dropped).
+        observe(LinkSample) is called for every answered batch (qpart.device.linkwatch). With stop, no new
+        batch starts once stop() is true: the batches already out are answered and the result holds the
+        first k <= n inputs' outputs (a prefix), the rest to be sent on another plan.
         """
         if not plan.activations:             # nothing crosses: the device runs the whole model
             scores = []
             for start in range(0, len(x), batch_size):
+                if stop is not None and stop():
+                    break
                 began = time.perf_counter()
                 scores.append(self.run_head(executor, x[start:start + batch_size])[0])
                 elapsed = time.perf_counter() - began
                 report.device_compute_s += elapsed
                 report.batch_latency_s.append(elapsed)
-            report.inputs, report.batches = len(x), len(report.batch_latency_s)
-            return np.concatenate(scores)
+            report.inputs, report.batches = sum(len(c) for c in scores), len(report.batch_latency_s)
+            return np.concatenate(scores) if scores else np.zeros((0,), np.float32)
         crossing = [(a.name, tuple(a.sample_shape), a.bits, activation_params(a)) for a in plan.activations]
         batch_size = min(batch_size, self.max_batch(plan))
         starts = list(range(0, len(x), batch_size))
@@ -171,16 +177,18 @@ class DeviceAgent:
             pending = unanswered()
             if pending:
                 self._stream(plan, executor, x, pending, encoded, answers, report, batch_size, window, crossing,
-                             first_id)
+                             first_id, observe, stop)
 
         def count_resend() -> None:
             report.resent_streams += 1
 
         self.client.with_failover(send_unanswered, on_retry=count_resend)
-        if len(answers) != len(x):
+        if len(answers) != len(x) and (stop is None or sorted(answers) != list(range(len(answers)))):
             raise Internal(f"the server answered {len(answers)} of {len(x)} inputs")
-        report.inputs, report.batches = len(x), len(starts)
-        return np.stack([answers[i] for i in range(len(x))])
+        report.inputs, report.batches = len(answers), -(-len(answers) // batch_size)
+        if not answers:
+            return np.zeros((0,), np.float32)
+        return np.stack([answers[i] for i in range(len(answers))])
 
     def max_batch(self, plan: spb.PlanResponse) -> int:
         """Most inputs one activation message may carry: the server's limits (inputs, elements, message bytes,
@@ -206,8 +214,10 @@ class DeviceAgent:
                                            data=tensors.encode_batch(value, params)))
         return batches
 
-    def _stream(self, plan, executor, x, pending, encoded, answers, report, batch_size, window, crossing, first_id):
+    def _stream(self, plan, executor, x, pending, encoded, answers, report, batch_size, window, crossing, first_id,
+                observe=None, stop=None):
         sent_at: dict[int, float] = {}
+        wire: dict[int, tuple[float, int]] = {}      # batch -> (handed to gRPC, request bytes)
         slots = threading.Semaphore(window)
         failed = threading.Event()
 
@@ -216,22 +226,35 @@ class DeviceAgent:
                 while not slots.acquire(timeout=0.1):
                     if failed.is_set():
                         return
+                if stop is not None and start not in encoded and stop():
+                    return                       # batches sent before (a resend) still go: the answers stay a prefix
                 began = time.perf_counter()
                 if start not in encoded:
                     encoded[start] = self.encode(executor, x[start:start + batch_size], crossing)
                     report.device_compute_s += time.perf_counter() - began
                 sent_at[b] = began
-                stop = min(start + batch_size, len(x))
+                end = min(start + batch_size, len(x))
                 if report.resent_streams:         # a stream opened again: these inputs are sent a second time
-                    report.resent_inputs += stop - start
-                yield spb.InferRequest(plan_id=plan.plan_id if b == 0 else "", deadline_s=self.deadline_s,
-                                       batch=spb.ActivationBatch(request_ids=range(first_id + start, first_id + stop),
-                                                                 tensors=encoded[start]))
+                    report.resent_inputs += end - start
+                request = spb.InferRequest(plan_id=plan.plan_id if b == 0 else "", deadline_s=self.deadline_s,
+                                           batch=spb.ActivationBatch(request_ids=range(first_id + start, first_id + end),
+                                                                     tensors=encoded[start]))
+                wire[b] = (time.perf_counter(), request.ByteSize())
+                yield request
 
+        last_answer = 0.0
         try:
             for b, response in enumerate(self.client.infer(requests(), timeout_s=self.stream_timeout(len(pending) * batch_size))):
-                report.batch_latency_s.append(time.perf_counter() - sent_at[b])
+                now = time.perf_counter()
+                report.batch_latency_s.append(now - sent_at[b])
                 slots.release()
+                if observe is not None:
+                    handed, up = wire[b]
+                    began = max(handed, last_answer)
+                    observe(LinkSample(time.time(), up, response.ByteSize(),
+                                       now - began - response.server_compute_s - response.server_queue_s,
+                                       overlapped=began > handed))
+                last_answer = now
                 expected = list(range(first_id + pending[b], first_id + min(pending[b] + batch_size, len(x))))
                 if response.status_code:
                     raise DeadlineExceeded(f"the server shed inputs {expected[0]}-{expected[-1]}: "

@@ -57,6 +57,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="probe the link to the server and send the measured rates")
     options.add_plan_options(parser)
     parser.add_argument("--explain", action="store_true", help="print every candidate the planner weighed")
+    parser.add_argument("--adapt", action="store_true",
+                        help="follow the link: watch this run's own traffic (and probe when the plan sends nothing) "
+                             "and plan again when the rate changes lastingly (qpart.device.adaptive); prints one line "
+                             "per plan used")
     g = parser.add_argument_group("fixed plan")
     g.add_argument("--cut", type=int, help="fixed plan: run nodes[0:CUT] on the device (implies --policy fixed; "
                                            "`qpart profile MODEL` lists the cuts)")
@@ -244,6 +248,8 @@ def main(argv=None) -> int:
         x, y = test_inputs(agent.model_info(args.model), args.data, args.offset, args.count)
         request, measured = build_request(args, client)
         runtime.freeze_long_lived()
+        if args.adapt:
+            return run_adaptive(args, agent, request, x, y)
         report = agent.run(request, x, y, args.batch_size, args.window)
         result = {"split": report.as_dict(), "measured": measured}
         for line in measured_lines(measured, request) + summary(report):
@@ -267,6 +273,27 @@ def main(argv=None) -> int:
         return 2
     finally:
         client.close()
+
+
+def run_adaptive(args, agent: DeviceAgent, request: spb.PlanRequest, x, y) -> int:
+    from qpart.device.adaptive import AdaptiveRun
+    link = messages.link_from_pb(request.link)
+    print(f"adapting  to the link from {link.uplink_bps / 1e6:.2f} Mbit/s, round trip {link.rtt_s * 1e3:.1f} ms: "
+          f"{len(x)} inputs, a new plan at each lasting change", flush=True)
+    report = AdaptiveRun(agent, request, link).run(x, y, args.batch_size, args.window)
+    start = report.phases[0].detected_at
+    for p in report.phases:
+        print(f"phase     t={p.ready_at - start:7.2f}s {p.trigger}: link {p.link_mbps:.2f} Mbit/s -> cut {p.cut} of "
+              f"{p.num_nodes}, activation bits {p.activation_bits}, {p.up_bytes_per_input:,} B up/input; predicted "
+              f"{p.predicted_ms:.1f} ms/input, measured {p.measured_ms:.1f} ms/input over {p.inputs} inputs "
+              f"(planned {1e3 * (p.planned_at - p.visible_at):.0f} ms after the change showed, head ready "
+              f"{1e3 * (p.ready_at - p.planned_at):.0f} ms later{', cached' if p.head_cache_hit else ''})")
+    accuracy = f", accuracy {report.accuracy:.2f}%" if report.accuracy is not None else ""
+    print(f"inputs    {report.inputs} of {len(x)} answered once each ({report.resent_inputs} resent, "
+          f"{report.duplicates_dropped} duplicate answers dropped){accuracy}")
+    if args.json:
+        args.json.write_text(json.dumps({"adaptive": report.as_dict()}, indent=1))
+    return 0 if report.inputs == len(x) else 1
 
 
 def print_candidates(report: RunReport) -> None:

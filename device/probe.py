@@ -4,9 +4,11 @@ import time
 
 from qpart.common.costmodel import LinkProfile
 from qpart.device.backends import mac_rate as measure_mac_rate
-from qpart.device.client import ServerClient
+from qpart.device.client import ServerClient, message_bytes
+from qpart.device.linkwatch import LinkSample
+from qpart.v1 import service_pb2 as spb
 
-__all__ = ["measure_mac_rate", "measure_link"]
+__all__ = ["measure_mac_rate", "measure_link", "probe_sample"]
 
 
 SMALL_PROBE = 8 << 10      # bytes each way of the first probe, which sizes the second
@@ -37,3 +39,16 @@ def measure_link(client: ServerClient, repeats: int = 2) -> LinkProfile:
     size = int(min(max(min(up, down) * PROBE_SECONDS / 8, SMALL_PROBE), MAX_PROBE))
     up, down = rates(size, unary)
     return LinkProfile(rate_bps=up, downlink_rate_bps=down, rtt_s=rtt)
+
+
+def probe_sample(client: ServerClient, link: LinkProfile, seconds: float = 0.05, repeats: int = 2) -> LinkSample:
+    """A light probe of an idle link for qpart.device.linkwatch: the fastest of `repeats` unary Probe calls
+    carrying about `seconds` of upload at the link's planned rate (8 KiB to 256 KiB), as one sample."""
+    size = int(min(max(link.uplink_bps * seconds / 8, SMALL_PROBE), MAX_PROBE))
+    began, best = time.time(), float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        client.probe(size, 0)
+        best = min(best, time.perf_counter() - started)
+    up = message_bytes(spb.ProbeRequest(payload=bytes(size)))
+    return LinkSample(began, up, message_bytes(spb.ProbeResponse(received_bytes=size)), best, overlapped=False)

@@ -25,7 +25,7 @@ CHUNK = 500   # samples per torch call
 class Measurement:
     accuracy: float      # top-1, percent
     drop: float          # float accuracy minus this accuracy, percentage points
-    drop_ucb: float      # one-sided 95 % upper confidence bound of the drop, points (paired flips)
+    drop_ucb: float      # one-sided upper confidence bound of the drop, points (paired flips; the evaluator's z)
     flips_to_wrong: int  # samples the float model got right and this split gets wrong
     flips_to_right: int
     samples: int
@@ -59,8 +59,9 @@ def _channels_last(t: torch.Tensor) -> torch.Tensor:
 
 
 class Evaluator:
-    def __init__(self, model: Model, x: np.ndarray, labels: np.ndarray, cache_bytes: int = 2 << 30):
+    def __init__(self, model: Model, x: np.ndarray, labels: np.ndarray, cache_bytes: int = 2 << 30, z: float = Z_95):
         self.model = model
+        self.z = z                              # the normal quantile of the drop bounds this evaluator reports
         self.profile = model.profile
         self.nodes = list(model.spec.nodes)
         self.labels = torch.from_numpy(np.asarray(labels))
@@ -156,6 +157,6 @@ class Evaluator:
         to_wrong = int((self.float_correct & ~correct).sum())
         to_right = int((~self.float_correct & correct).sum())
         n = len(self.labels)
-        drop, ucb = paired_drop_bound(to_wrong, to_right, n)
+        drop, ucb = paired_drop_bound(to_wrong, to_right, n, self.z)
         noise = float(((logits - self.float_logits) ** 2).sum(1).mean())
         return Measurement(100.0 * float(correct.float().mean()), drop, ucb, to_wrong, to_right, n, noise)
