@@ -40,6 +40,9 @@ class DeviceConfig:
     deadline_ms: float = setting(0.0, "an answer is of use only this long after the server reads the request, ms: "
                                       "the server sheds what cannot make it and Classify answers DEADLINE_EXCEEDED "
                                       "(0: none)")
+    follow_link: bool = setting(True, "plan again when the traffic (or a probe of the idle link) shows a lasting "
+                                      "change of the link's rate (qpart.device.linkwatch)")
+    link_probe_s: float = setting(10.0, "with follow_link, probe the link after this long without traffic, s")
     retries: int = setting(6, "attempts after the first when a server is unavailable (backoff, next replica)")
     grace_s: float = setting(5.0, "at SIGTERM, seconds in-flight requests get to finish")
     log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR")
@@ -52,6 +55,8 @@ class DeviceConfig:
         for name in ("plan_lifetime_s", "rate_window_s", "timeout_s"):
             if not getattr(self, name) > 0:
                 raise InvalidArgument(f"`{name}` must be positive, got {getattr(self, name)}")
+        if not 0.1 <= self.link_probe_s <= 86_400:
+            raise InvalidArgument(f"`link_probe_s` must be in [0.1, 86400], got {self.link_probe_s}")
         if not 0 <= self.deadline_ms <= 3_600_000:
             raise InvalidArgument(f"`deadline_ms` must be in [0, 3600000], got {self.deadline_ms}")
         if not self.budget >= 0:

@@ -25,6 +25,7 @@ from qpart.common.errors import InvalidArgument, NotFound, QpartError
 from qpart.common.rpc import lenient_deserializer, servicer_method
 from qpart.device import backends, probe, telemetry
 from qpart.device.client import ServerClient, TlsSettings
+from qpart.device.linkwatch import MonitorSettings
 from qpart.device.config import DeviceConfig
 from qpart.device.split_client import SplitClient
 from qpart.v1 import agent_pb2 as apb
@@ -161,7 +162,8 @@ class DeviceDaemon:
             config.server, m, config.budget, self.device, link=self.link, policy=config.policy, token=token,
             tls=self.tls, cache_dir=config.cache_dir, backend=config.backend, measure_compute=False,
             timeout_s=config.timeout_s, retries=config.retries, expected_inputs=config.initial_reuse,
-            deadline_s=config.deadline_ms / 1e3))
+            deadline_s=config.deadline_ms / 1e3,
+            adapt=MonitorSettings(probe_interval_s=config.link_probe_s) if config.follow_link else False))
             for m in config.models}
         for session in self.sessions.values():
             session.plan(time.monotonic(), "start")

@@ -7,7 +7,10 @@
         print(result.class_name, result.label)
 
 The first classify plans (the link is probed and this device's MAC rate measured unless given),
-fetches the head (or takes it from the cache) and runs it; later calls reuse both until `replan()`.
+fetches the head (or takes it from the cache) and runs it; later calls reuse both until `replan()`,
+or, with adapt=True, until the client's own traffic (or a probe of the idle link every 2 s) shows a
+lasting change of the link's rate: the next classify then plans for the link as measured
+(qpart.device.linkwatch).
 Failover across several server addresses, retries and exactly-once resends are the agent's
 (qpart.device.agent). Safe to share between threads: planning is serialized, inferences are not.
 """
@@ -22,11 +25,12 @@ import numpy as np
 
 from qpart.common import messages, policies, profiles
 from qpart.common.costmodel import DeviceProfile, LinkProfile, Objective
-from qpart.common.errors import InvalidArgument
+from qpart.common.errors import InvalidArgument, QpartError
 from qpart.device import backends, probe
 from qpart.device.agent import DeviceAgent, RunReport
 from qpart.device.cache import HeadCache
 from qpart.device.client import ServerClient, TlsSettings
+from qpart.device.linkwatch import LinkMonitor, MonitorSettings
 from qpart.v1 import service_pb2 as spb
 
 DEFAULT_CACHE = pathlib.Path.home() / ".cache" / "qpart" / "heads"
@@ -58,11 +62,13 @@ class SplitClient:
                  link: LinkProfile | None = None, objective: Objective = Objective(), policy: str = policies.QPART,
                  expected_inputs: int = 1000, token: str | None = None, tls: TlsSettings | None = None,
                  cache_dir: str | pathlib.Path | None = DEFAULT_CACHE, backend: str = "auto",
-                 measure_compute: bool = True, timeout_s: float = 30.0, retries: int = 6, deadline_s: float = 0.0):
+                 measure_compute: bool = True, timeout_s: float = 30.0, retries: int = 6, deadline_s: float = 0.0,
+                 adapt: bool | MonitorSettings = False):
         """server: host:port (several, comma-separated, are replicas); link: None probes it; profile: a bundled
         name or a TOML file, for energy and (with measure_compute=False) speed; expected_inputs: how many
         inferences the head is priced to be reused for; deadline_s: > 0, the server sheds (DeadlineExceeded) a
-        batch it cannot answer within this many seconds of reading it."""
+        batch it cannot answer within this many seconds of reading it; adapt: follow the link (True, or the
+        monitor's settings), see the module docstring."""
         self.model, self.budget, self.policy = model, budget, policy
         self.objective, self.expected_inputs = objective, expected_inputs
         self.device = profiles.load_device(profile) if isinstance(profile, str) else profile
@@ -72,6 +78,11 @@ class SplitClient:
         self._lock = threading.Lock()
         self._info: spb.ModelInfo | None = None
         self._state: tuple | None = None     # (plan, executor): swapped whole when replanning
+        self._watch = MonitorSettings() if adapt is True else adapt or None
+        self._monitor: LinkMonitor | None = None
+        self._seen: LinkProfile | None = None     # a lasting change the monitor saw: the next classify plans for it
+        self._closed = threading.Event()
+        self._prober: threading.Thread | None = None
 
     @property
     def info(self) -> spb.ModelInfo:
@@ -120,13 +131,37 @@ class SplitClient:
         plan = self.agent.plan(request)
         executor, _ = self.agent.obtain_head(plan)
         self._state = (plan, executor)
+        if self._watch is not None:
+            self._seen = None
+            if self._monitor is None:
+                self._monitor = LinkMonitor(link, self._watch)
+                self._prober = threading.Thread(target=self._probe_while_idle, daemon=True, name="qpart-link-probe")
+                self._prober.start()
+            self._monitor.reset(link)
         return self._state
 
+    def _observe(self, sample) -> None:
+        self._monitor.add(sample)
+        self._seen = self._seen or self._monitor.changed()
+
+    def _probe_while_idle(self) -> None:
+        while not self._closed.wait(self._watch.probe_interval_s):
+            if self._seen is not None or not self._monitor.idle():
+                continue
+            try:
+                self._seen = self._monitor.judge(probe.probe_sample(self.client, self._monitor.planned))
+            except QpartError:      # the server unreachable for now: classify will say so; probe again later
+                continue
+
     def _ready(self) -> tuple:
-        """(plan, head executor), planning first if there is no plan yet or its id expires within a minute."""
-        if self._state is None or self._expiring(self._state[0]):
+        """(plan, head executor), planning first if there is no plan yet, its id expires within a minute or
+        (adapt) the link changed lastingly."""
+        if self._state is None or self._expiring(self._state[0]) or self._seen is not None:
             with self._lock:
-                if self._state is None or self._expiring(self._state[0]):
+                if self._seen is not None:
+                    self._link = self._seen
+                    self._replan()
+                elif self._state is None or self._expiring(self._state[0]):
                     self._replan()
         return self._state
 
@@ -163,13 +198,17 @@ class SplitClient:
         """The model's answer for one input, or a list of answers for a batch (see `inputs` for the forms)."""
         inputs, single = self.inputs(x)
         plan, executor = self._ready()
-        scores = self.agent.classify(plan, executor, inputs, RunReport.for_plan(plan), batch_size=batch_size)
+        scores = self.agent.classify(plan, executor, inputs, RunReport.for_plan(plan), batch_size=batch_size,
+                                     observe=self._observe if self._monitor is not None else None)
         names = list(self.info.class_names)
         results = [Result(int(s.argmax()), names[int(s.argmax())] if int(s.argmax()) < len(names) else "", s)
                    for s in scores]
         return results[0] if single else results
 
     def close(self) -> None:
+        self._closed.set()
+        if self._prober is not None:
+            self._prober.join()
         self.client.close()
 
     def __enter__(self) -> "SplitClient":

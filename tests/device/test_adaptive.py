@@ -109,3 +109,17 @@ def test_the_change_shows_at_the_first_sample_beyond_the_factor():
     for at, mbit in enumerate((20, 20, 1, 1, 1)):
         monitor.add(LinkSample(float(at), 10_000, 100, 0.010 + 8 * 10_100 / (mbit * MBIT), False))
     assert monitor.changed() is not None and monitor.first_evidence() == 2.0
+
+
+def test_the_library_plans_again_when_its_traffic_shows_another_link(server, model_inputs, catalogs, tmp_path):
+    from qpart.device import SplitClient
+    x, _ = model_inputs("lenet", 12)
+    slow = LinkProfile(rate_bps=0.05 * MBIT, rtt_s=0.0)      # loopback is far faster
+    with SplitClient(f"127.0.0.1:{server.port}", "lenet", 1.0, link=slow, policy="server_only", cache_dir=tmp_path,
+                     measure_compute=False, backend="numpy", adapt=MonitorSettings(window=3)) as split:
+        first = split.plan
+        results = [split.classify(x[i]) for i in range(3)]       # three answers: the monitor decides
+        after = split.plan                                      # the next use plans for the link as measured
+        assert after is not first                  # a new Plan call (the same split: its id may be the same)
+        assert split.measured()[1].uplink_bps > 20 * slow.uplink_bps          # the link the new plan is priced for
+        assert len(results) == 3 and len(split.classify(x[3:12])) == 9
