@@ -76,7 +76,9 @@ def model_inputs(repo, data_dir):
 @pytest.fixture(scope="session")
 def server(models_dir):
     from qpart.server.serving.main import RunningServer
-    running = RunningServer(ServerSettings(models=models_dir, port=0))
+    # plans priced as timed idle: tests that load the shared server must not change the plans of the next ones
+    # (tests/server/serving/test_load_pricing.py checks load-aware pricing on a server of its own)
+    running = RunningServer(ServerSettings(models=models_dir, port=0, load_window_s=0))
     yield running
     running.stop(0, notice=0)
 

@@ -13,7 +13,7 @@ at every cut, Neurosurgeon-style), uniform_int8 (8-bit weights and activations a
 import math
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -81,6 +81,7 @@ class Plan:
     candidates: list[Candidate] = field(default_factory=list)
     reason: str = ""              # one line: why this split, against sending the input and running it all on the device
     decision_s: float = 0.0       # seconds the planner took to choose (no transport)
+    load: float = 1.0             # the factor the server's idle-timed part was priced at (1: idle)
 
 
 @dataclass(frozen=True)
@@ -193,18 +194,29 @@ class Planner:
         _, patterns, masks = self._catalogs[(model.name, model.version)]
         return patterns, masks
 
-    def plan(self, request: PlanRequest) -> Plan:
+    def plan(self, request: PlanRequest, load: float = 1.0) -> Plan:
+        """The plan for a request; load >= 1 multiplies the server's time (qpart.server.serving.load)."""
         started = time.perf_counter()
         model = self.repository.get(request.model)
-        plan = self._plan_fixed(model, request) if request.policy == policies.FIXED else self._choose(model, request)
+        plan = (self._plan_fixed(model, request, load) if request.policy == policies.FIXED
+                else self._choose(model, request, load))
         plan.decision_s = time.perf_counter() - started
+        plan.load = load
         return plan
 
-    def _choose(self, model: Model, request: PlanRequest) -> Plan:
+    def _predict(self, work: Workload, request: PlanRequest, load: float, held) -> Costs:
+        server = self.server
+        if load != 1.0:     # the server's part takes `load` times as long as timed on the idle server
+            server = replace(server, macs_per_second=server.mac_rate / load)
+            work = replace(work, decode_seconds=np.asarray(work.decode_seconds, float) * load,
+                                       server_seconds=None if work.server_seconds is None
+                                       else np.asarray(work.server_seconds, float) * load)
+        return predict(work, request.device, request.link, server, request.objective, request.inferences_per_head, held)
+
+    def _choose(self, model: Model, request: PlanRequest, load: float = 1.0) -> Plan:
         patterns, masks = self.patterns(model)
         held = [h in request.held_heads for h in patterns.hashes] if request.held_heads else False
-        costs = predict(patterns.work, request.device, request.link, self.server, request.objective,
-                        request.inferences_per_head, held)
+        costs = self._predict(patterns.work, request, load, held)
         in_policy = masks[request.policy]
         fits_budget = patterns.drop <= request.accuracy_budget + 1e-9
         memory = request.device.memory_bytes
@@ -250,13 +262,12 @@ class Planner:
         return Plan(chosen.spec, policy, list(zip(cut.tensors, cut.shapes, model.cut_quantizers(split))), chosen,
                     candidates)
 
-    def _plan_fixed(self, model: Model, request: PlanRequest) -> Plan:
+    def _plan_fixed(self, model: Model, request: PlanRequest, load: float = 1.0) -> Plan:
         spec = self.fixed_spec(model, request.fixed)
         head = self.heads.get(model, spec.split)
         patterns = Patterns.of(model, [spec], ["fixed"], [np.nan], [head.size if head else 0],
                                [head.content_hash if head else ""], self.server, self.codec)
-        costs = predict(patterns.work, request.device, request.link, self.server, request.objective,
-                        request.inferences_per_head, bool(head) and head.content_hash in request.held_heads)
+        costs = self._predict(patterns.work, request, load, bool(head) and head.content_hash in request.held_heads)
         chosen = patterns.candidate(costs, 0)
         chosen.chosen = True
         plan = self._plan(model, policies.FIXED, chosen, [chosen] if request.explain else [])

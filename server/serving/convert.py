@@ -94,7 +94,7 @@ def plan_response(plan: Plan, model: Model, plan_id: str, max_batch_inputs: int,
         weight_bits=split.weight_bits, weight_granularity=GRANULARITY_TO_PB[split.granularity],
         head_hash=plan.chosen.head_hash, head_bytes=int(plan.chosen.work.head_bytes), predicted=_prediction(plan.chosen),
         reason=plan.reason, decision_seconds=plan.decision_s, max_batch_inputs=max_batch_inputs,
-        plan_id_expires_at=expires_at)
+        plan_id_expires_at=expires_at, server_load=plan.load)
     for (name, shape, quantizer), bits in zip(plan.activations, split.activation_bits):
         encoding = msg.activations.add(name=name, bits=bits, sample_shape=shape)
         if quantizer is not None:

@@ -23,6 +23,7 @@ from qpart.server.models.repository import Model, ModelRepository
 from qpart.server.planning.planner import Plan, Planner, PlanRequest
 from qpart.server.planning.plans import PlanSigner, PlanSpec
 from qpart.server.serving import speed
+from qpart.server.serving.load import ServerLoad
 from qpart.server.serving.admission import Admission, StreamGuard
 from qpart.server.serving import batching
 from qpart.server.serving.batching import TailBatcher
@@ -97,6 +98,7 @@ class QpartCore:
         self.planner = Planner(self.repository, self.heads, settings.profile)
         self.auth = Authenticator.from_file(settings.devices, mutual_tls=settings.tls_client_ca is not None)
         self.admission = Admission(settings.compute_slots or os.cpu_count() or 1, settings.max_queued)
+        self.load = ServerLoad(settings.load_window_s)
         total = settings.max_streams or max(settings.workers - 8, 1)
         self.streams = StreamGuard(settings.max_streams_per_client or max(total * 3 // 4, 1),
                                    settings.max_streams_per_connection, settings.stream_idle_s)
@@ -138,7 +140,7 @@ class QpartCore:
 
     def plan(self, request: PlanRequest, identity: Identity = ANYONE) -> Plan:
         identity.authorize(request.model)
-        return self.planner.plan(request)
+        return self.planner.plan(request, self.load.factor())
 
     def max_batch_inputs(self, model: Model, split) -> int:
         """Most inputs one activation batch of this split may hold: the batch, element and tail-memory limits."""
@@ -236,6 +238,7 @@ class QpartCore:
                                shed=f"shed: the tail finished {1e3 * late:.1f} ms past the deadline; not sent")
         if log.isEnabledFor(logging.DEBUG):   # which inputs ran: the reliability report counts inputs computed twice
             log.debug("tail ran for %d input(s)", n, extra={"fields": {"computed": id_runs(request_ids)}})
+        self.load.observe(n, item.tail_s + item.waited_s, need)
         labels = item.outputs[0].reshape(n, -1).argmax(axis=1) if session.classifier else None
         return InferResult(list(request_ids), item.outputs, labels, item.tail_s, item.waited_s)
 

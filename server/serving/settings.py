@@ -59,6 +59,9 @@ class ServerSettings:
                                        "inputs (0 or 1: off, each batch runs alone)", group="load")
     batch_delay_ms: float = setting(2.0, "the longest a batch waits for others to join it, ms (only while other "
                                          "streams are sending to the same model and cut)", group="load")
+    load_window_s: float = setting(10.0, "Plan prices the server's part at its current load: the median ratio of "
+                                         "queue + tail time to the idle timing over the batches of this many last "
+                                         "seconds, when it is 2 or more (0: always as timed idle), s", group="load")
     max_streams: int = setting(0, "concurrent RPCs before RESOURCE_EXHAUSTED (0: --workers minus 8)", group="load")
     max_streams_per_client: int = setting(0, "streams (Infer, FetchHead, ProbeStream) one client may hold open: a "
                                              "device token's, or one host's without tokens (0: three quarters of "
@@ -76,6 +79,8 @@ class ServerSettings:
                              choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     def __post_init__(self):
+        if not 0 <= self.load_window_s <= 3600:
+            raise InvalidArgument(f"--load-window-s must be in [0, 3600] seconds, got {self.load_window_s}")
         if self.batch_max_inputs < 0 or not 0 <= self.batch_delay_ms <= 1000:
             raise InvalidArgument(f"batching: --batch-max-inputs must be at least 0 and --batch-delay-ms in [0, 1000], "
                                   f"got {self.batch_max_inputs} and {self.batch_delay_ms}")

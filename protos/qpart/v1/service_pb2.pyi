@@ -292,7 +292,7 @@ class PlanCandidate(_message.Message):
     def __init__(self, cut: _Optional[int] = ..., weight_bits: _Optional[_Iterable[int]] = ..., activation_bits: _Optional[_Iterable[int]] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., chosen: _Optional[bool] = ..., rejected_reason: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class PlanResponse(_message.Message):
-    __slots__ = ("plan_id", "model", "model_version", "policy", "cut", "num_nodes", "weight_nodes", "weight_bits", "weight_granularity", "activations", "head_hash", "head_bytes", "predicted", "candidates", "reason", "decision_seconds", "max_batch_inputs", "plan_id_expires_at")
+    __slots__ = ("plan_id", "model", "model_version", "policy", "cut", "num_nodes", "weight_nodes", "weight_bits", "weight_granularity", "activations", "head_hash", "head_bytes", "predicted", "candidates", "reason", "decision_seconds", "max_batch_inputs", "plan_id_expires_at", "server_load")
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -311,6 +311,7 @@ class PlanResponse(_message.Message):
     DECISION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_INPUTS_FIELD_NUMBER: _ClassVar[int]
     PLAN_ID_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    SERVER_LOAD_FIELD_NUMBER: _ClassVar[int]
     plan_id: str
     model: str
     model_version: str
@@ -329,7 +330,8 @@ class PlanResponse(_message.Message):
     decision_seconds: float
     max_batch_inputs: int
     plan_id_expires_at: int
-    def __init__(self, plan_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., policy: _Optional[_Union[Policy, str]] = ..., cut: _Optional[int] = ..., num_nodes: _Optional[int] = ..., weight_nodes: _Optional[_Iterable[str]] = ..., weight_bits: _Optional[_Iterable[int]] = ..., weight_granularity: _Optional[_Union[_network_pb2.Granularity, str]] = ..., activations: _Optional[_Iterable[_Union[ActivationEncoding, _Mapping]]] = ..., head_hash: _Optional[str] = ..., head_bytes: _Optional[int] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[PlanCandidate, _Mapping]]] = ..., reason: _Optional[str] = ..., decision_seconds: _Optional[float] = ..., max_batch_inputs: _Optional[int] = ..., plan_id_expires_at: _Optional[int] = ...) -> None: ...
+    server_load: float
+    def __init__(self, plan_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., policy: _Optional[_Union[Policy, str]] = ..., cut: _Optional[int] = ..., num_nodes: _Optional[int] = ..., weight_nodes: _Optional[_Iterable[str]] = ..., weight_bits: _Optional[_Iterable[int]] = ..., weight_granularity: _Optional[_Union[_network_pb2.Granularity, str]] = ..., activations: _Optional[_Iterable[_Union[ActivationEncoding, _Mapping]]] = ..., head_hash: _Optional[str] = ..., head_bytes: _Optional[int] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[PlanCandidate, _Mapping]]] = ..., reason: _Optional[str] = ..., decision_seconds: _Optional[float] = ..., max_batch_inputs: _Optional[int] = ..., plan_id_expires_at: _Optional[int] = ..., server_load: _Optional[float] = ...) -> None: ...
 
 class FetchHeadRequest(_message.Message):
     __slots__ = ("plan_id", "offset", "max_chunk_bytes")
