@@ -1,6 +1,7 @@
 """The harness's command groups for the `qpart` tool: testbed, bench and demo (added through the
 `qpart.commands` entry point, so the tool itself never imports the harness)."""
 import argparse
+import dataclasses
 import json
 import pathlib
 import sys
@@ -41,8 +42,11 @@ def cmd_testbed(args) -> None:
 def cmd_bench(args) -> None:
     from qpart.testbed import bench, bench_report
     config = bench.REDUCED if args.reduced else bench.BenchConfig()
+    if args.only:
+        config = dataclasses.replace(config, models=tuple(args.only))
     results = bench.run(config, args.models, args.data)
-    command_line = "qpart bench" + (" --reduced" if args.reduced else "") + f" --models {args.models} --out {args.out}"
+    command_line = ("qpart bench" + (" --reduced" if args.reduced else "") + f" --models {args.models}"
+                    + (f" --only {' '.join(args.only)}" if args.only else "") + f" --out {args.out}")
     for path in bench_report.write(results, args.out, command_line):
         print(f"wrote {path}")
     for line in bench_report.summary_lines(results):
@@ -74,6 +78,7 @@ def register(sub) -> None:
                    help="relay: the testbed state file to read the shape from")
     p = command(sub, "bench", cmd_bench, "the five policies end to end over the shaped testbed link (needs root)")
     p.add_argument("--reduced", action="store_true", help="the small grid CI runs")
+    p.add_argument("--only", nargs="+", metavar="MODEL", help="these models instead of the grid's")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("docs/benchmarks"), help="where the reports go")
     p = command(sub, "demo", cmd_demo, "server and device as separate processes on 1,000 test images")
     p.add_argument("--model", default="resnet8-96", help="model (trained if absent; default %(default)s)")
