@@ -76,7 +76,7 @@ def main() -> int:
     parser.add_argument("--model", default="resnet8-96")
     parser.add_argument("--rates", default="20,1,20", help="Mbit/s at the start, then after each change")
     parser.add_argument("--hold", default="12,15", help="seconds each rate but the last is held")
-    parser.add_argument("--count", type=int, default=2500, help="inputs the device classifies")
+    parser.add_argument("--count", type=int, default=5000, help="inputs the device classifies")
     parser.add_argument("--data", help="data spec of the test images (default Fashion-MNIST)")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("docs/benchmarks/link_change.md"))
     parser.add_argument("--json", type=pathlib.Path, help="also write the raw result here")

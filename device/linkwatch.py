@@ -12,8 +12,9 @@ transfers drown in round-trip jitter (4.6 KB at 20 Mbit/s is 1.8 ms; a busy serv
 more), so the decision uses the ratio with `jitter_s` added to both times, which only a change that is
 large against the jitter moves past `factor`. A change is *lasting* when that damped median of the last
 `window` samples since the plan is beyond `factor` either way; the monitor then offers the planned link
-with its rates scaled by the undamped median ratio (the round trip kept), which is what the device
-plans with next. No traffic, no samples: a device whose plan sends nothing probes the idle link every
+with its rates scaled by the undamped median ratio of the samples that show the change (one sent
+before it would pull the estimate back; the round trip is kept), which is what the device plans with
+next. No traffic, no samples: a device whose plan sends nothing probes the idle link every
 `probe_interval_s` with one small unary Probe (`probe_sample`), judged by the same rule.
 """
 import statistics
@@ -87,9 +88,10 @@ class LinkMonitor:
         """The link as the traffic shows it, when it differs lastingly from the planned one; else None."""
         if len(self.ratios) < self.settings.window:
             return None
-        if not self._beyond(statistics.median(d for _, d in self.ratios[-self.settings.window:])):
+        recent = self.ratios[-self.settings.window:]
+        if not self._beyond(statistics.median(d for _, d in recent)):
             return None
-        return scaled(self.planned, self.ratio())
+        return scaled(self.planned, statistics.median(r for r, d in recent if self._beyond(d)))
 
     def idle(self, now: float | None = None) -> bool:
         """No sample for probe_interval_s (or since the plan, when there was none)."""

@@ -29,7 +29,7 @@ class LinkChangeConfig:
     hold_s: tuple[float, ...] = (12.0, 15.0)            # seconds each rate but the last is held
     tail_s: float = 10.0          # seconds the last rate must be in place before the device may run out of inputs
     delay_ms: float = 5.0         # one-way delay, ms (round trip twice that)
-    count: int = 2500             # test images the device classifies (it must still be running at the end)
+    count: int = 5000             # test images the device classifies (it must still be running at the end)
     profile: str = "rpi4"         # the device profile, its speed emulated (--emulate-speed)
     budget: float = 1.0           # accuracy budget, top-1 points
     reuse: int = 100              # inferences each head is priced to be reused for

@@ -123,3 +123,10 @@ def test_the_library_plans_again_when_its_traffic_shows_another_link(server, mod
         assert after is not first                  # a new Plan call (the same split: its id may be the same)
         assert split.measured()[1].uplink_bps > 20 * slow.uplink_bps          # the link the new plan is priced for
         assert len(results) == 3 and len(split.classify(x[3:12])) == 9
+
+
+def test_the_estimate_leaves_out_the_samples_sent_before_the_change():
+    monitor = LinkMonitor(LinkProfile(rate_bps=20 * MBIT, rtt_s=0.010), MonitorSettings(window=5))
+    for mbit in (20, 20, 1, 1, 1):
+        monitor.add(sample(0.010 + 8 * 10_100 / (mbit * MBIT)))
+    assert monitor.changed().uplink_bps == pytest.approx(1 * MBIT, rel=1e-6)
