@@ -47,16 +47,20 @@ def markdown(result: dict, command: str) -> str:
                      f"{pair['plan_after_visible_s']:.2f} s | {pair['head_s'] * 1e3:.0f} ms ({head}) | "
                      f"{_plan(pair['before'])} | {_plan(a)} |")
     lines += ["", "## Every plan used", "",
-              "| from (s) | trigger | priced for | plan | up per input | predicted ms/input | measured ms/input | inputs |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| from (s) | trigger | priced for | plan | up per input | predicted ms/input | of which head download "
+              "| measured ms/input (head download excluded) | inputs |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for p in device["phases"]:
         lines.append(f"| {p['ready_at'] - start:.1f} | {p['trigger']} | {p['link_mbps']:.2f} Mbit/s, {p['rtt_ms']:.1f} ms | "
-                     f"{_plan(p)} | {p['up_bytes_per_input']:,} B | {p['predicted_ms']:.1f} | {p['measured_ms']:.1f} | "
+                     f"{_plan(p)} | {p['up_bytes_per_input']:,} B | {p['predicted_ms']:.1f} | {p['predicted_head_ms']:.1f} | "
+                     f"{p['measured_ms']:.1f} | "
                      f"{p['inputs']} |")
     lines += ["", "Predicted: the plan's time per input, its head download spread over the inputs it is priced "
-              "for; measured: the phase's wall time over its inputs (head download excluded: the table above "
-              "gives it). The rate a plan is priced for is what the traffic (or the probe) showed, so it is "
-              "an estimate, not the tc setting."]
+              "for (0 when the device holds the head); measured: the phase's wall time over its inputs, the "
+              "head's download excluded (the table above gives it), so it compares with the prediction less "
+              "that share. The rate a plan is priced for is what the traffic (or the probe) showed, so it is "
+              "an estimate, not the tc setting; the small idle-link probe reads low (per-call overhead), which "
+              "errs toward keeping work on the device."]
     if not result["still_running"]:
         lines += ["", f"NOTE: the device ran out of inputs less than {config['tail_s']:g} s after the last change."]
     return "\n".join(lines) + "\n"

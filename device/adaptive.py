@@ -46,6 +46,7 @@ class Phase:
     head_bytes: int = 0
     head_cache_hit: bool = False
     predicted_ms: float = 0.0     # the plan's predicted time per input (head download spread over its reuse)
+    predicted_head_ms: float = 0.0   # of which the head's download (and its round trip) spread over its reuse
     measured_ms: float = 0.0      # this phase's wall time per input, head fetch excluded
     inputs: int = 0
     first_input: int = 0          # index of the phase's first input in the run
@@ -101,6 +102,9 @@ class AdaptiveRun:
     def _plan(self, link: LinkProfile, trigger: str, visible_at: float, detected_at: float, first: int) -> tuple:
         self.request.link.CopyFrom(messages.link_to_pb(link))
         plan = self.agent.plan(self.request)
+        held = plan.head_hash in self.request.held_heads
+        reuse = max(self.request.inferences_per_head, 1)
+        head_share = 0.0 if held or not plan.head_bytes else (8 * plan.head_bytes / link.downlink_bps + link.rtt_s) / reuse
         planned = time.time()
         executor, head = self.agent.obtain_head(plan)
         self.monitor.reset(link)
@@ -109,7 +113,7 @@ class AdaptiveRun:
                       rtt_ms=link.rtt_s * 1e3, cut=plan.cut, num_nodes=plan.num_nodes,
                       weight_bits=list(plan.weight_bits), activation_bits=[a.bits for a in plan.activations],
                       up_bytes_per_input=int(p.uplink_bytes), head_bytes=head.bytes, head_cache_hit=head.cache_hit,
-                      predicted_ms=p.total_time_s * 1e3, first_input=first)
+                      predicted_ms=p.total_time_s * 1e3, predicted_head_ms=head_share * 1e3, first_input=first)
         return plan, executor, phase
 
     def run(self, x: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 1,
