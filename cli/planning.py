@@ -48,6 +48,23 @@ def cmd_catalog(args) -> None:
         else:
             print(f"{name}: the catalog is current for version {model.version} (--force rebuilds it)")
         print_catalog(model, built)
+        measure_coding(model, built, args.data)
+
+
+def measure_coding(model, built, data=None) -> None:
+    """coding.json: the zlib-coded size of each QPART split's message, measured unless current for every split."""
+    from qpart.server.calibration import coding as measuring
+    from qpart.server.planning import coding
+    found = coding.load(model)
+    wanted = {e.split for e in built.entries if e.kind == "qpart" and model.profile.cut(e.split.cut).runs_tail}
+    if found is None or not wanted <= set(found.sizes):
+        found = measuring.measure(model, built, data)
+        coding.save(model, found)
+    smaller = [(raw, coded) for raw, coded in found.sizes.values() if coded < raw]
+    share = f"{100 * sum(c for _, c in smaller) / sum(r for r, _ in smaller):.0f}%" if smaller else "-"
+    print(f"coding: {len(found.sizes)} split(s) measured on {found.images} validation images in {found.seconds} s "
+          f"-> {coding.path(model)}; zlib shrinks {len(smaller)} of them (to {share} of their raw bytes): the planner "
+          "also offers those coded")
 
 
 def print_catalog(model, built) -> None:
@@ -80,14 +97,15 @@ def cmd_plan(args) -> None:
           f"Mbit/s, rtt {link.rtt_s * 1e3:g} ms, budget {args.budget:g} points, head reuse {args.reuse or 1}, "
           f"policy {args.policy}")
     print("legend: * chosen, x not eligible; cut: nodes on the device; bits of the device's weight nodes and of the "
-          "crossing tensors; bytes per inference; objective = weighted time s + energy J + cost")
+          "crossing tensors (+z: sent zlib-coded); bytes per inference; objective = weighted time s + energy J + cost")
     print(f"{'':1} {'cut':>4} {'kind':<8} {'weight bits':<26} {'act bits':<10} {'head B':>10} {'up B':>7} "
           f"{'time ms':>9} {'energy J':>9} {'cost':>9} {'objective':>10} {'drop':>5}")
     for c in plan.candidates:
         k, s = c.costs, c.spec.split
         mark = "*" if c.chosen else ("x" if c.rejected else " ")
         drop = f"{c.accuracy_drop:5.2f}" if c.accuracy_drop is not None else "    -"
-        print(f"{mark} {s.cut:>4} {c.kind:<8} {str(list(s.weight_bits))[:26]:<26} {str(list(s.activation_bits)):<10} "
+        kind = c.kind + ("+z" if c.coding else "")          # +z: the activations travel zlib-coded
+        print(f"{mark} {s.cut:>4} {kind:<8} {str(list(s.weight_bits))[:26]:<26} {str(list(s.activation_bits)):<10} "
               f"{int(c.work.head_bytes):>10,} {int(c.work.uplink_bytes):>7,} "
               f"{k.total_time_s * 1e3:>9.3f} {k.device_energy_j + k.tx_energy_j:>9.3g} {k.server_cost:>9.3g} "
               f"{k.objective:>10.4g} {drop}" + (f"  ({c.rejected})" if c.rejected else ""))
@@ -101,7 +119,8 @@ def cmd_plan(args) -> None:
     chosen, s = plan.chosen, plan.chosen.spec.split
     drop = f"certified drop {chosen.accuracy_drop:.2f} points" if chosen.accuracy_drop is not None else "drop not measured"
     print(f"chosen: cut {s.cut} of {planner.repository.get(args.model).num_nodes} nodes, "
-          f"{chosen.kind}, weight bits {list(s.weight_bits)}, activation bits {list(s.activation_bits)}, predicted "
+          f"{chosen.kind}, weight bits {list(s.weight_bits)}, activation bits {list(s.activation_bits)}"
+          f"{' zlib-coded' if chosen.coding else ''}, predicted "
           f"{chosen.costs.total_time_s * 1e3:.3f} ms, {drop}")
 
 

@@ -1,6 +1,7 @@
 """PackedTensor <-> numpy, with every declared size checked before anything is allocated."""
 import functools
 import math
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +11,8 @@ from qpart.common.errors import InvalidArgument
 from qpart.v1 import network_pb2 as pb
 
 DEFAULT_MAX_ELEMENTS = 1 << 26  # 64 Mi elements (256 MiB as float32) per tensor unless the caller says otherwise
+RAW, ZLIB = 0, 1                 # TensorBatch.coding: qpart.v1.Coding CODING_RAW, CODING_ZLIB
+ZLIB_LEVEL = 1                   # the device codes at zlib's fastest level (see bench/activation_coding.py)
 
 _GRANULARITY_TO_PB = {quant.PER_TENSOR: pb.PER_TENSOR, quant.PER_CHANNEL: pb.PER_CHANNEL}
 
@@ -105,15 +108,51 @@ def decode(msg: pb.PackedTensor, expected_shape=None, max_elements: int = DEFAUL
     return decode_compact(msg, expected_shape, max_elements).float()
 
 
-def check_batch(n: int, sample_shape, bits: int, data_len: int, max_elements: int = DEFAULT_MAX_ELEMENTS) -> int:
+def check_batch(n: int, sample_shape, bits: int, data_len: int, max_elements: int = DEFAULT_MAX_ELEMENTS,
+                coding: int = RAW) -> int:
     """Validate a declared activation batch before decoding it; returns the element count."""
     per_sample = element_count(sample_shape, "activation sample", max_elements)
     total = element_count([n, per_sample], "activation batch", max_elements) if n else 0
     expected = packing.packed_size(total, bits)
-    if data_len != expected:
+    if coding == ZLIB:
+        if not 0 < data_len <= coded_limit(expected):
+            raise InvalidArgument(f"{n} activation(s) of shape {list(sample_shape)} at {bits} bits take {expected} "
+                                  f"bytes, zlib-coded at most {coded_limit(expected)}; got {data_len}")
+    elif coding != RAW:
+        raise InvalidArgument(f"unknown activation coding {coding} (0: raw, 1: zlib)")
+    elif data_len != expected:
         raise InvalidArgument(f"{n} activation(s) of shape {list(sample_shape)} at {bits} bits take {expected} bytes, "
                               f"got {data_len}")
     return total
+
+
+def coded_limit(raw: int) -> int:
+    """The most bytes a zlib-coded tensor of `raw` packed bytes may take (zlib's worst case is far below)."""
+    return raw + raw // 1000 + 64
+
+
+def code(data: bytes, coding: int) -> bytes:
+    return zlib.compress(data, ZLIB_LEVEL) if coding == ZLIB else data
+
+
+def uncode(data: bytes, coding: int, raw: int) -> bytes:
+    """The packed bytes of a coded tensor (call check_batch first): exactly `raw` of them, or InvalidArgument.
+    Never inflates more than raw + 1 bytes, whatever the stream claims."""
+    if coding == RAW:
+        return data
+    if raw <= 0:
+        raise InvalidArgument("a zlib-coded tensor must hold at least one byte")
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, raw)
+        extra = inflater.decompress(inflater.unconsumed_tail, 1) if inflater.unconsumed_tail else b""
+    except zlib.error as e:
+        raise InvalidArgument(f"the zlib-coded activations do not inflate: {e}") from None
+    if extra or len(out) != raw or not inflater.eof or inflater.unused_data:
+        raise InvalidArgument(f"the zlib-coded activations must inflate to exactly {raw} bytes and end there "
+                              f"({'more' if extra else len(out)} bytes{'' if inflater.eof else ', the stream unfinished'}"
+                              f"{', bytes after its end' if inflater.unused_data else ''})")
+    return out
 
 
 def encode_batch(x: np.ndarray, params: quant.QuantParams | None) -> bytes:

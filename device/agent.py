@@ -31,6 +31,13 @@ def activation_params(encoding: spb.ActivationEncoding) -> quant.QuantParams | N
     return quant.QuantParams(bits, np.array([encoding.scale], np.float32), np.array([encoding.zero_point], np.int64))
 
 
+def activation_coding(encoding: spb.ActivationEncoding) -> int:
+    if encoding.coding not in (tensors.RAW, tensors.ZLIB):
+        raise InvalidArgument(f"the plan asks for coding {encoding.coding} of tensor {encoding.name[:64]!r}, "
+                              "which this device does not know (0: raw, 1: zlib)")
+    return encoding.coding
+
+
 @dataclass
 class HeadReport:
     content_hash: str = ""
@@ -51,7 +58,7 @@ class RunReport:
     num_nodes: int
     weight_bits: list[int]        # of the device-side weight nodes
     activation_bits: list[int]    # of the tensors crossing the cut
-    crossing: list[dict]          # per crossing tensor: name, shape, bits, bytes per input (packed)
+    crossing: list[dict]          # per crossing tensor: name, shape, bits, bytes per input (packed), coding
     predicted: dict               # the server's PlanPrediction, as a dict
     head: HeadReport
     candidates: list[dict] = field(default_factory=list)  # what the planner weighed, when asked to explain
@@ -78,7 +85,8 @@ class RunReport:
         return cls(model=plan.model, policy=policies.from_enum(plan.policy), cut=plan.cut, num_nodes=plan.num_nodes,
                    weight_bits=list(plan.weight_bits), activation_bits=[a.bits for a in plan.activations],
                    crossing=[{"name": a.name, "shape": list(a.sample_shape), "bits": a.bits,
-                              "bytes": packing.packed_size(math.prod(a.sample_shape), a.bits)} for a in plan.activations],
+                              "bytes": packing.packed_size(math.prod(a.sample_shape), a.bits),
+                              "coding": "zlib" if a.coding == spb.CODING_ZLIB else "raw"} for a in plan.activations],
                    predicted=_message_dict(plan.predicted), head=head or HeadReport(), reason=plan.reason,
                    plan_decision_s=plan.decision_seconds,
                    candidates=[_message_dict(c) for c in plan.candidates], **fields)
@@ -164,7 +172,8 @@ class DeviceAgent:
                 report.batch_latency_s.append(elapsed)
             report.inputs, report.batches = sum(len(c) for c in scores), len(report.batch_latency_s)
             return np.concatenate(scores) if scores else np.zeros((0,), np.float32)
-        crossing = [(a.name, tuple(a.sample_shape), a.bits, activation_params(a)) for a in plan.activations]
+        crossing = [(a.name, tuple(a.sample_shape), a.bits, activation_params(a), activation_coding(a))
+                    for a in plan.activations]
         batch_size = min(batch_size, self.max_batch(plan))
         starts = list(range(0, len(x), batch_size))
         encoded: dict[int, list] = {}                  # batch start -> packed tensors (kept for resends)
@@ -206,12 +215,12 @@ class DeviceAgent:
         """Run the head on a chunk of inputs and pack each crossing tensor as the plan says (cut 0: the input)."""
         outputs = self.run_head(executor, chunk) if executor is not None else [chunk]
         batches = []
-        for (name, shape, bits, params), value in zip(crossing, outputs, strict=True):
+        for (name, shape, bits, params, coding), value in zip(crossing, outputs, strict=True):
             if value.shape[1:] != shape:
                 raise InvalidArgument(f"the head produced {list(value.shape[1:])} for {name!r}, the plan expects "
                                       f"{list(shape)}")
-            batches.append(spb.TensorBatch(name=name, sample_shape=shape, bits=bits,
-                                           data=tensors.encode_batch(value, params)))
+            batches.append(spb.TensorBatch(name=name, sample_shape=shape, bits=bits, coding=coding,
+                                           data=tensors.code(tensors.encode_batch(value, params), coding)))
         return batches
 
     def _stream(self, plan, executor, x, pending, encoded, answers, report, batch_size, window, crossing, first_id,

@@ -172,7 +172,8 @@ def summary(report: RunReport) -> list[str]:
     if report.reason:
         lines.append(f"why       {report.reason}")
     if report.crossing:
-        lines.append("sends     " + ", ".join(f"{c['name']} {c['shape']} at {c['bits']} bits ({c['bytes']:,} B)"
+        lines.append("sends     " + ", ".join(f"{c['name']} {c['shape']} at {c['bits']} bits ({c['bytes']:,} B"
+                                              f"{', zlib-coded' if c.get('coding') == 'zlib' else ''})"
                                               for c in report.crossing) + " per input")
     if head.content_hash:
         ratio = 100.0 * head.bytes / head.float32_bytes if head.float32_bytes else 0.0
@@ -305,7 +306,8 @@ def print_candidates(report: RunReport) -> None:
         k = c["predicted"]
         mark = "*" if c["chosen"] else ("x" if c["rejected_reason"] else " ")
         drop = f"{k['accuracy_drop']:>6.2f}" if "accuracy_drop" in k else "     -"
-        print(f"{mark} {c['cut']:>4} {c['kind']:<8} {str(c['weight_bits']):<28} {str(c['activation_bits']):<10} "
+        kind = c["kind"] + ("+z" if c.get("coding") == "CODING_ZLIB" else "")    # +z: activations zlib-coded
+        print(f"{mark} {c['cut']:>4} {kind:<8} {str(c['weight_bits']):<28} {str(c['activation_bits']):<10} "
               f"{int(k['head_bytes']):>10,} {int(k['uplink_bytes']):>8,} {k['total_time_s'] * 1e3:>9.3f} "
               f"{k['device_energy_j'] + k['tx_energy_j']:>10.3g} {k['server_cost']:>10.3g} {k['objective']:>10.4g} {drop}"
               + (f"  ({c['rejected_reason']})" if c["rejected_reason"] else ""))

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
-from qpart.common import packing, policies, quant
+from qpart.common import packing, policies, quant, tensors
 from qpart.common.costmodel import Costs, DeviceProfile, LinkProfile, Objective, ServerProfile, Workload, predict
 from qpart.common.errors import FailedPrecondition, InvalidArgument
 from qpart.server.models.heads import HeadStore
 from qpart.server.models.repository import Model, ModelRepository
 from qpart.server.models.split import Split
 from qpart.server.planning import catalog as catalog_mod
+from qpart.server.planning import coding as coding_mod
 from qpart.server.planning.plans import PlanSpec
 
 ANSWER_OVERHEAD_BYTES = 16   # request id, label and framing of one Classification
@@ -70,6 +71,7 @@ class Candidate:
     head_hash: str = ""
     rejected: str = ""
     chosen: bool = False
+    coding: int = tensors.RAW     # how its activations travel: raw, or zlib-coded (qpart.server.planning.coding)
 
 
 @dataclass
@@ -89,11 +91,16 @@ class CodecCosts:
     """The activation codec on this server, timed at start-up (qpart.server.serving.speed)."""
     per_width: dict          # bits -> (encode s, encode s per element, decode s, decode s per element)
     mac_rate: float          # this machine's float32 MAC rate: encode seconds * mac_rate = MAC-equivalents
+    zlib: tuple[float, float] = (0.0, 0.0)   # seconds per packed byte to zlib-code it, and to inflate it
 
     def tensor(self, bits: int, elements: int) -> tuple[float, float]:
         """(device MAC-equivalents to encode, server seconds to decode) one tensor of one input."""
         e0, e1, d0, d1 = self.per_width.get(bits, (0.0,) * 4)
         return (e0 + e1 * elements) * self.mac_rate, d0 + d1 * elements
+
+    def coding(self, raw_bytes: float) -> tuple[float, float]:
+        """(device MAC-equivalents, server seconds) zlib adds to a message of raw_bytes packed bytes."""
+        return self.zlib[0] * raw_bytes * self.mac_rate, self.zlib[1] * raw_bytes
 
 
 @dataclass
@@ -105,25 +112,32 @@ class Patterns:
     hashes: list[str]        # head content hashes ("" when nothing ships)
     work: Workload           # arrays
     memory: np.ndarray       # device bytes needed
+    coding: np.ndarray = None   # per split: tensors.RAW or tensors.ZLIB
     cut: np.ndarray = field(init=False)
     _rows: list = field(init=False, repr=False)   # the workload of each split as plain numbers
 
     def __post_init__(self):
         self.cut = np.array([s.split.cut for s in self.specs])
+        if self.coding is None:
+            self.coding = np.zeros(len(self.specs), int)
         columns = [np.broadcast_to(np.asarray(getattr(self.work, f.name)), (len(self.specs),)).tolist()
                    if getattr(self.work, f.name) is not None else [None] * len(self.specs) for f in fields(Workload)]
         self._rows = list(zip(*columns))
 
     @classmethod
     def of(cls, model: Model, specs: list[PlanSpec], kinds, drops, head_bytes, hashes, server: ServerProfile,
-           codec: CodecCosts | None = None) -> "Patterns":
+           codec: CodecCosts | None = None, coded=None) -> "Patterns":
+        """coded: per split, the mean zlib-coded bytes of one input's message, or None to send it raw."""
         profile = model.profile
+        coded = coded or [None] * len(specs)
         total = sum(n.macs for n in profile.nodes)
         cuts = [profile.cut(s.split.cut) for s in specs]
         splits = [s.split for s in specs]
         runs_tail = np.array([c.runs_tail for c in cuts])
-        uplink = np.array([sum(packing.packed_size(math.prod(shape), bits) for shape, bits in zip(c.shapes, s.activation_bits))
-                           + (INPUT_OVERHEAD_BYTES if c.runs_tail else 0) for c, s in zip(cuts, splits)], float)
+        raw = np.array([sum(packing.packed_size(math.prod(shape), bits) for shape, bits in zip(c.shapes, s.activation_bits))
+                        for c, s in zip(cuts, splits)], float)
+        message = np.array([r if k is None else k for r, k in zip(raw, coded)], float)
+        uplink = message + np.where(runs_tail, INPUT_OVERHEAD_BYTES, 0)
         head_bytes = np.asarray(head_bytes, float)
         answer = np.where(runs_tail, 4 * sum(math.prod(s) for s in profile.output_shapes) + ANSWER_OVERHEAD_BYTES, 0.0)
         device_macs = np.array([c.device_macs for c in cuts], float)
@@ -135,31 +149,41 @@ class Patterns:
         if codec is not None:
             pairs = [[codec.tensor(bits, math.prod(shape)) for shape, bits in zip(c.shapes, s.activation_bits)]
                      for c, s in zip(cuts, splits)]
-            encode = np.array([sum(e for e, _ in row) for row in pairs])
-            decode = np.array([sum(d for _, d in row) for row in pairs])
+            zlib = [codec.coding(r) if k is not None else (0.0, 0.0) for r, k in zip(raw, coded)]
+            encode = np.array([sum(e for e, _ in row) + z[0] for row, z in zip(pairs, zlib)])
+            decode = np.array([sum(d for _, d in row) + z[1] for row, z in zip(pairs, zlib)])
         work = Workload(device_macs, total - device_macs, head_bytes, uplink, answer, runs_tail, server_seconds,
                         encode, decode)
         memory = head_bytes + np.array([4 * c.device_parameters + 4 * c.peak_elements for c in cuts], float)
-        return cls(specs, np.asarray(kinds), np.asarray(drops, float), list(hashes), work, memory)
+        return cls(specs, np.asarray(kinds), np.asarray(drops, float), list(hashes), work, memory,
+                   np.array([tensors.RAW if k is None else tensors.ZLIB for k in coded], int))
 
     def candidate(self, costs: Costs, i: int, rejected: str = "") -> Candidate:
         work = Workload(*self._rows[i])
         drop = None if np.isnan(self.drop[i]) else float(self.drop[i])
         return Candidate(self.specs[i], str(self.kinds[i]), drop, work, costs.at(i), int(self.memory[i]),
-                         self.hashes[i], rejected)
+                         self.hashes[i], rejected, coding=int(self.coding[i]))
 
 
 def catalog_patterns(model: Model, catalog: catalog_mod.Catalog, server: ServerProfile = ServerProfile(),
-                     codec: CodecCosts | None = None) -> tuple[Patterns, dict[str, np.ndarray]]:
-    """The catalog's splits and, per policy, which of them it may use."""
+                     codec: CodecCosts | None = None,
+                     coding: coding_mod.Coding | None = None) -> tuple[Patterns, dict[str, np.ndarray]]:
+    """The catalog's splits and, per policy, which of them it may use. With coding, each QPART split whose
+    message zlib shrinks comes a second time, coded (after every raw split: ties keep the raw one); only the
+    qpart policy may use those, the baselines send what they always sent."""
     entries = sorted(catalog.entries, key=lambda e: e.split.cut)   # stable: argmin ties pick the earliest cut
-    patterns = Patterns.of(model, [PlanSpec(model.name, model.version, e.split) for e in entries],
-                           [e.kind for e in entries], [e.certified_drop for e in entries],
-                           [e.head_bytes for e in entries], [e.head_hash for e in entries], server, codec)
+    twins = [(e, coding.coded_bytes(e.split)) for e in entries if e.kind == "qpart"] if coding else []
+    twins = [(e, k) for e, k in twins if k is not None and model.profile.cut(e.split.cut).runs_tail]
+    rows = entries + [e for e, _ in twins]
+    patterns = Patterns.of(model, [PlanSpec(model.name, model.version, e.split) for e in rows],
+                           [e.kind for e in rows], [e.certified_drop for e in rows],
+                           [e.head_bytes for e in rows], [e.head_hash for e in rows], server, codec,
+                           [None] * len(entries) + [k for _, k in twins])
     cut, kinds, n = patterns.cut, patterns.kinds, model.num_nodes
-    masks = {policies.QPART: np.ones(len(entries), bool), "server_only": cut == 0,
-             "device_only": (kinds == "float") & (cut == n), "float_split": kinds == "float",
-             "uniform_int8": kinds == "uniform8"}
+    raw = patterns.coding == tensors.RAW
+    masks = {policies.QPART: np.ones(len(rows), bool), "server_only": (cut == 0) & raw,
+             "device_only": (kinds == "float") & (cut == n), "float_split": (kinds == "float") & raw,
+             "uniform_int8": (kinds == "uniform8") & raw}
     return patterns, masks
 
 
@@ -185,7 +209,8 @@ class Planner:
             if catalog is None:
                 return None
             with self._lock:
-                self._catalogs[key] = (catalog, *catalog_patterns(model, catalog, self.server, self.codec))
+                self._catalogs[key] = (catalog, *catalog_patterns(model, catalog, self.server, self.codec,
+                                                                  coding_mod.load(model)))
         return self._catalogs[key][0]
 
     def patterns(self, model: Model) -> tuple[Patterns, dict[str, np.ndarray]]:
@@ -228,7 +253,7 @@ class Planner:
         rows = np.flatnonzero(in_policy) if request.explain else [best]
         candidates, seen = [], {}
         for i in rows:
-            key = patterns.specs[i].split
+            key = (patterns.specs[i].split, patterns.coding[i])
             if key in seen and int(i) != best:      # the same split under another kind (qpart at 8 bits = uniform8)
                 continue
             if key in seen:

@@ -82,6 +82,18 @@ def activation_codec_costs(sizes=(256, 16384), repeats: int = 11, idle_s: float 
     return out
 
 
+def zlib_costs(raw_bytes: int = 16384, repeats: int = 11) -> tuple[float, float]:
+    """(seconds per packed byte to zlib-code, to check and inflate) at the device's level, on codes that are
+    mostly zeros with a few values, as after a ReLU (the per-call cost is folded in at this size)."""
+    rng = np.random.default_rng(0)
+    packed = np.where(rng.random(raw_bytes) < 0.7, 0, rng.integers(0, 256, raw_bytes)).astype(np.uint8).tobytes()
+    coded = tensors.code(packed, tensors.ZLIB)
+    encode = statistics.median(_seconds_after_idle(0.003, tensors.code, packed, tensors.ZLIB) for _ in range(repeats))
+    decode = statistics.median(_seconds_after_idle(0.003, tensors.uncode, coded, tensors.ZLIB, raw_bytes)
+                               for _ in range(repeats))
+    return encode / raw_bytes, decode / raw_bytes
+
+
 def measure(planner: Planner, models) -> None:
     """Time each model's tail from every catalog cut, the activation codecs and this machine's MAC rate, and
     price plans with them: what qpart-server does at start-up, and `qpart plan --measure-server` offline."""
@@ -93,7 +105,7 @@ def measure(planner: Planner, models) -> None:
                  min(times.values(), default=0) * 1e3, max(times.values(), default=0) * 1e3,
                  extra={"fields": {"event": "tail_timed", "model": model.name,
                                    "tail_ms": {str(c): round(t * 1e3, 4) for c, t in times.items()}}})
-    planner.codec = CodecCosts(activation_codec_costs(), torchnet.mac_rate())
+    planner.codec = CodecCosts(activation_codec_costs(), torchnet.mac_rate(), zlib_costs())
     log.info("MAC rate %.2f GMAC/s; activation codec timed at %s bits", planner.codec.mac_rate / 1e9,
              ",".join(map(str, sorted(planner.codec.per_width))),
              extra={"fields": {"event": "speed_measured", "macs_per_second": planner.codec.mac_rate}})

@@ -1,4 +1,5 @@
 import tracemalloc
+import zlib
 
 import numpy as np
 import pytest
@@ -103,3 +104,26 @@ def test_activation_batches_with_dirty_padding_bits_are_refused(bits):
     data[-1] |= 0x80
     with pytest.raises(InvalidArgument, match="unused high bits"):
         tensors.decode_batch(bytes(data), 1, (3,), params)
+
+
+def test_zlib_coded_activations_round_trip_and_every_bad_stream_is_refused():
+    params = quant.QuantParams(4, np.array([0.1], np.float32), np.array([0], np.int64))
+    x = np.zeros((2, 8, 8), np.float32)
+    x[:, 2:4, 2:4] = 0.5                                            # mostly zeros, as after a ReLU
+    raw = tensors.encode_batch(x, params)
+    coded = tensors.code(raw, tensors.ZLIB)
+    assert len(coded) < len(raw)
+    assert tensors.check_batch(2, (8, 8), 4, len(coded), coding=tensors.ZLIB) == 128
+    assert tensors.uncode(coded, tensors.ZLIB, len(raw)) == raw
+    assert tensors.code(raw, tensors.RAW) is raw and tensors.uncode(raw, tensors.RAW, len(raw)) is raw
+    bomb = zlib.compress(bytes(1 << 24))                             # 16 MiB of zeros in ~16 KB
+    with pytest.raises(InvalidArgument, match="exactly 64 bytes"):
+        tensors.uncode(bomb, tensors.ZLIB, 64)                       # at most 65 bytes are ever inflated
+    for bad, why in ((coded[:-3], "exactly"), (coded + b"x", "after its end"), (b"not zlib", "do not inflate"),
+                     (zlib.compress(raw[:-1]), "exactly")):
+        with pytest.raises(InvalidArgument, match=why):
+            tensors.uncode(bad, tensors.ZLIB, len(raw))
+    with pytest.raises(InvalidArgument, match="zlib-coded at most"):
+        tensors.check_batch(2, (8, 8), 4, tensors.coded_limit(len(raw)) + 1, coding=tensors.ZLIB)
+    with pytest.raises(InvalidArgument, match="unknown activation coding"):
+        tensors.check_batch(2, (8, 8), 4, len(raw), coding=7)

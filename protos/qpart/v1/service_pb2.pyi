@@ -17,6 +17,11 @@ class Policy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FLOAT_SPLIT: _ClassVar[Policy]
     UNIFORM_INT8: _ClassVar[Policy]
     FIXED: _ClassVar[Policy]
+
+class Coding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CODING_RAW: _ClassVar[Coding]
+    CODING_ZLIB: _ClassVar[Coding]
 POLICY_UNSPECIFIED: Policy
 QPART: Policy
 SERVER_ONLY: Policy
@@ -24,6 +29,8 @@ DEVICE_ONLY: Policy
 FLOAT_SPLIT: Policy
 UNIFORM_INT8: Policy
 FIXED: Policy
+CODING_RAW: Coding
+CODING_ZLIB: Coding
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("name",)
@@ -228,18 +235,20 @@ class PlanRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., device: _Optional[_Union[DeviceCapabilities, _Mapping]] = ..., link: _Optional[_Union[LinkCapabilities, _Mapping]] = ..., accuracy_budget: _Optional[float] = ..., weights: _Optional[_Union[ObjectiveWeights, _Mapping]] = ..., inferences_per_head: _Optional[int] = ..., held_heads: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[Policy, str]] = ..., fixed: _Optional[_Union[FixedPlan, _Mapping]] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class ActivationEncoding(_message.Message):
-    __slots__ = ("name", "bits", "scale", "zero_point", "sample_shape")
+    __slots__ = ("name", "bits", "scale", "zero_point", "sample_shape", "coding")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BITS_FIELD_NUMBER: _ClassVar[int]
     SCALE_FIELD_NUMBER: _ClassVar[int]
     ZERO_POINT_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    CODING_FIELD_NUMBER: _ClassVar[int]
     name: str
     bits: int
     scale: float
     zero_point: int
     sample_shape: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, name: _Optional[str] = ..., bits: _Optional[int] = ..., scale: _Optional[float] = ..., zero_point: _Optional[int] = ..., sample_shape: _Optional[_Iterable[int]] = ...) -> None: ...
+    coding: Coding
+    def __init__(self, name: _Optional[str] = ..., bits: _Optional[int] = ..., scale: _Optional[float] = ..., zero_point: _Optional[int] = ..., sample_shape: _Optional[_Iterable[int]] = ..., coding: _Optional[_Union[Coding, str]] = ...) -> None: ...
 
 class PlanPrediction(_message.Message):
     __slots__ = ("device_time_s", "uplink_time_s", "downlink_time_s", "server_time_s", "rtt_time_s", "total_time_s", "device_energy_j", "tx_energy_j", "server_cost", "objective", "accuracy_drop", "head_bytes", "uplink_bytes", "device_memory_bytes")
@@ -274,7 +283,7 @@ class PlanPrediction(_message.Message):
     def __init__(self, device_time_s: _Optional[float] = ..., uplink_time_s: _Optional[float] = ..., downlink_time_s: _Optional[float] = ..., server_time_s: _Optional[float] = ..., rtt_time_s: _Optional[float] = ..., total_time_s: _Optional[float] = ..., device_energy_j: _Optional[float] = ..., tx_energy_j: _Optional[float] = ..., server_cost: _Optional[float] = ..., objective: _Optional[float] = ..., accuracy_drop: _Optional[float] = ..., head_bytes: _Optional[int] = ..., uplink_bytes: _Optional[int] = ..., device_memory_bytes: _Optional[int] = ...) -> None: ...
 
 class PlanCandidate(_message.Message):
-    __slots__ = ("cut", "weight_bits", "activation_bits", "predicted", "chosen", "rejected_reason", "kind")
+    __slots__ = ("cut", "weight_bits", "activation_bits", "predicted", "chosen", "rejected_reason", "kind", "coding")
     CUT_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_BITS_FIELD_NUMBER: _ClassVar[int]
     ACTIVATION_BITS_FIELD_NUMBER: _ClassVar[int]
@@ -282,6 +291,7 @@ class PlanCandidate(_message.Message):
     CHOSEN_FIELD_NUMBER: _ClassVar[int]
     REJECTED_REASON_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
+    CODING_FIELD_NUMBER: _ClassVar[int]
     cut: int
     weight_bits: _containers.RepeatedScalarFieldContainer[int]
     activation_bits: _containers.RepeatedScalarFieldContainer[int]
@@ -289,7 +299,8 @@ class PlanCandidate(_message.Message):
     chosen: bool
     rejected_reason: str
     kind: str
-    def __init__(self, cut: _Optional[int] = ..., weight_bits: _Optional[_Iterable[int]] = ..., activation_bits: _Optional[_Iterable[int]] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., chosen: _Optional[bool] = ..., rejected_reason: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
+    coding: Coding
+    def __init__(self, cut: _Optional[int] = ..., weight_bits: _Optional[_Iterable[int]] = ..., activation_bits: _Optional[_Iterable[int]] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., chosen: _Optional[bool] = ..., rejected_reason: _Optional[str] = ..., kind: _Optional[str] = ..., coding: _Optional[_Union[Coding, str]] = ...) -> None: ...
 
 class PlanResponse(_message.Message):
     __slots__ = ("plan_id", "model", "model_version", "policy", "cut", "num_nodes", "weight_nodes", "weight_bits", "weight_granularity", "activations", "head_hash", "head_bytes", "predicted", "candidates", "reason", "decision_seconds", "max_batch_inputs", "plan_id_expires_at", "server_load")
@@ -356,16 +367,18 @@ class HeadChunk(_message.Message):
     def __init__(self, content_hash: _Optional[str] = ..., total_bytes: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class TensorBatch(_message.Message):
-    __slots__ = ("name", "sample_shape", "bits", "data")
+    __slots__ = ("name", "sample_shape", "bits", "data", "coding")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_SHAPE_FIELD_NUMBER: _ClassVar[int]
     BITS_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    CODING_FIELD_NUMBER: _ClassVar[int]
     name: str
     sample_shape: _containers.RepeatedScalarFieldContainer[int]
     bits: int
     data: bytes
-    def __init__(self, name: _Optional[str] = ..., sample_shape: _Optional[_Iterable[int]] = ..., bits: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+    coding: Coding
+    def __init__(self, name: _Optional[str] = ..., sample_shape: _Optional[_Iterable[int]] = ..., bits: _Optional[int] = ..., data: _Optional[bytes] = ..., coding: _Optional[_Union[Coding, str]] = ...) -> None: ...
 
 class ActivationBatch(_message.Message):
     __slots__ = ("request_ids", "tensors")

@@ -3,6 +3,7 @@ Nothing crashes, nothing allocates past a bound, every RPC gets a status that na
 other devices are served meanwhile."""
 import threading
 import tracemalloc
+import zlib
 
 import grpc
 import numpy as np
@@ -56,6 +57,21 @@ def test_network_description(spec):
 @given(st.integers(0, 2**40), st.lists(st.integers(0, 2**20), max_size=4), st.integers(0, 40), st.integers(0, 5000))
 def test_activation_batch_checks(n, shape, bits, data_len):
     bounded(tensors.check_batch, n, shape, bits, data_len)
+
+
+def check_and_uncode(n, shape, bits, data, coding):
+    elements = tensors.check_batch(n, shape, bits, len(data), tensors.DEFAULT_MAX_ELEMENTS, coding)
+    tensors.uncode(data, coding, (elements * bits + 7) // 8)
+
+
+@FUZZ
+@given(st.integers(1, 64), st.lists(st.integers(1, 64), min_size=1, max_size=3), st.integers(1, 16),
+       st.one_of(st.binary(max_size=2048), st.builds(lambda raw, cut: zlib.compress(raw)[:cut],
+                                                     st.binary(max_size=40000), st.integers(0, 50000))),
+       st.integers(0, 3))
+def test_zlib_activation_decoder(n, shape, bits, data, coding):
+    """Random and truncated zlib streams of any claimed size (some inflating far past the declared one)."""
+    bounded(check_and_uncode, n, shape, bits, data, coding)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,67 @@
+"""`coding.json` beside a model's catalog: the zlib-coded size of each catalog split's activation message.
+
+Written offline by `qpart catalog` (qpart.server.calibration.coding measures it on validation data); read
+here by the planner, which offers each listed split a second time with its activations zlib-coded and
+prices that twin with these bytes. A missing file, or one measured for other weights, offers nothing coded.
+"""
+import json
+from dataclasses import dataclass, field
+
+from qpart.common.errors import FailedPrecondition
+from qpart.server.models.repository import Model, write_json
+from qpart.server.models.split import Split
+
+CODING_FILE = "coding.json"
+CODING_VERSION = 1
+
+
+@dataclass
+class Coding:
+    model_version: str        # the weights the sizes were measured with
+    level: int                # the zlib level the device codes at
+    images: int               # validation images measured per split
+    sizes: dict = field(default_factory=dict)   # Split -> (raw bytes, zlib bytes): one input's message, means
+    seconds: float = 0.0      # how long the measurement took
+
+    def coded_bytes(self, split: Split) -> float | None:
+        """Mean zlib-coded bytes per input of a split's message, when coding shrinks it; else None."""
+        raw, coded = self.sizes.get(split, (0.0, 0.0))
+        return coded if 0 < coded < raw else None
+
+    def to_json(self) -> dict:
+        return {"format_version": CODING_VERSION, "model_version": self.model_version, "level": self.level,
+                "images": self.images, "seconds": self.seconds,
+                "splits": [{"cut": s.cut, "weight_bits": list(s.weight_bits), "activation_bits": list(s.activation_bits),
+                            "granularity": s.granularity, "raw_bytes": raw, "coded_bytes": coded}
+                           for s, (raw, coded) in self.sizes.items()]}
+
+
+def path(model: Model):
+    return model.directory / CODING_FILE
+
+
+def save(model: Model, coding: Coding) -> None:
+    write_json(path(model), coding.to_json())
+
+
+def load(model: Model) -> Coding | None:
+    """The model's measured coded sizes, or None when missing, of another format or other weights."""
+    where = path(model)
+    try:
+        value = json.loads(where.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FailedPrecondition(f"{where} cannot be read ({e}); measure it again with `qpart catalog "
+                                 f"{model.name} --force`") from None
+    if not isinstance(value, dict) or value.get("format_version") != CODING_VERSION \
+            or value.get("model_version") != model.version:
+        return None
+    try:
+        sizes = {Split(int(s["cut"]), s["weight_bits"], s["activation_bits"], str(s["granularity"])):
+                 (float(s["raw_bytes"]), float(s["coded_bytes"])) for s in value["splits"]}
+        return Coding(value["model_version"], int(value["level"]), int(value["images"]), sizes,
+                      float(value.get("seconds", 0.0)))
+    except (TypeError, KeyError, ValueError) as e:
+        raise FailedPrecondition(f"{where} is corrupt ({type(e).__name__}: {e}); measure it again with "
+                                 f"`qpart catalog {model.name} --force`") from None
