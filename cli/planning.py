@@ -48,7 +48,8 @@ def cmd_catalog(args) -> None:
         else:
             print(f"{name}: the catalog is current for version {model.version} (--force rebuilds it)")
         print_catalog(model, built)
-        measure_coding(model, built, args.data)
+        if args.coding:
+            measure_coding(model, built, args.data)
 
 
 def measure_coding(model, built, data=None) -> None:
@@ -134,6 +135,9 @@ def register(sub) -> None:
     p.add_argument("--search-samples", type=int, default=2000, help="validation images that guide the search")
     p.add_argument("--certification-samples", type=int, default=5000, help="validation images that certify")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-coding", dest="coding", action="store_false",
+                   help="do not measure the zlib-coded message sizes (coding.json); without that file the planner "
+                        "sends raw only")
     p = command(sub, "plan", cmd_plan, "price every candidate for a device and link and mark the choice", "one")
     options.add_device_options(p)
     options.add_link_options(p)
