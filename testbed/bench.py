@@ -66,6 +66,14 @@ REDUCED = BenchConfig(models=("lenet",), devices=("paper-table2", "rpi4"), rates
                       fetch_repeats=1)
 
 
+# The camera-sized models (3x96x96 Fashion-MNIST, resized): the two boards that matter, the link rates where
+# the planner's choice changes, one budget, heads reused; about 20 minutes on 2 cores.
+CAMERA = BenchConfig(models=("resnet8-96", "mobilenetv2-96"), devices=("rpi4", "jetson-orin-nano"),
+                     rates_mbit=(1.0, 5.0, 20.0), budgets=(1.0,), reuse=(100,), objectives=("time", "default"),
+                     inferences=24, rounds=4, accuracy_images=300, fetch_repeats=1)
+GRIDS = {"full": BenchConfig(), "reduced": REDUCED, "camera": CAMERA}
+
+
 def ensure_models(models_dir: pathlib.Path, names, data_dir=None, log=print) -> None:
     """Train and catalog whatever the grid needs and the repository lacks."""
     models_dir.mkdir(parents=True, exist_ok=True)

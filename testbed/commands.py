@@ -41,11 +41,12 @@ def cmd_testbed(args) -> None:
 
 def cmd_bench(args) -> None:
     from qpart.testbed import bench, bench_report
-    config = bench.REDUCED if args.reduced else bench.BenchConfig()
+    config = bench.GRIDS["reduced" if args.reduced else args.grid]
     if args.only:
         config = dataclasses.replace(config, models=tuple(args.only))
     results = bench.run(config, args.models, args.data)
-    command_line = ("qpart bench" + (" --reduced" if args.reduced else "") + f" --models {args.models}"
+    command_line = ("qpart bench" + (" --reduced" if args.reduced else f" --grid {args.grid}" if args.grid != "full" else "")
+                    + f" --models {args.models}"
                     + (f" --only {' '.join(args.only)}" if args.only else "") + f" --out {args.out}")
     for path in bench_report.write(results, args.out, command_line):
         print(f"wrote {path}")
@@ -77,7 +78,10 @@ def register(sub) -> None:
     p.add_argument("--state", type=pathlib.Path, default=netns.STATE_DIR / "state.json",
                    help="relay: the testbed state file to read the shape from")
     p = command(sub, "bench", cmd_bench, "the five policies end to end over the shaped testbed link (needs root)")
-    p.add_argument("--reduced", action="store_true", help="the small grid CI runs")
+    p.add_argument("--reduced", action="store_true", help="the small grid CI runs (as --grid reduced)")
+    p.add_argument("--grid", choices=["full", "reduced", "camera"], default="full",
+                   help="full: 5 models x 4 devices x 4 rates x 3 budgets (hours); camera: the 3x96x96 models on "
+                        "rpi4 and Jetson at 1, 5, 20 Mbit/s (about 20 minutes)")
     p.add_argument("--only", nargs="+", metavar="MODEL", help="these models instead of the grid's")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("docs/benchmarks"), help="where the reports go")
     p = command(sub, "demo", cmd_demo, "server and device as separate processes on 1,000 test images")
