@@ -41,7 +41,8 @@ class DeviceConfig:
                                       "the server sheds what cannot make it and Classify answers DEADLINE_EXCEEDED "
                                       "(0: none)")
     follow_link: bool = setting(True, "plan again when the traffic (or a probe of the idle link) shows a lasting "
-                                      "change of the link's rate (qpart.device.linkwatch)")
+                                      "change of the link's rate (qpart.device.linkwatch); a link given by rate_mbps "
+                                      "stays as given")
     link_probe_s: float = setting(10.0, "with follow_link, probe the link after this long without traffic, s")
     retries: int = setting(6, "attempts after the first when a server is unavailable (backoff, next replica)")
     grace_s: float = setting(5.0, "at SIGTERM, seconds in-flight requests get to finish")

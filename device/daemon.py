@@ -163,7 +163,8 @@ class DeviceDaemon:
             tls=self.tls, cache_dir=config.cache_dir, backend=config.backend, measure_compute=False,
             timeout_s=config.timeout_s, retries=config.retries, expected_inputs=config.initial_reuse,
             deadline_s=config.deadline_ms / 1e3,
-            adapt=MonitorSettings(probe_interval_s=config.link_probe_s) if config.follow_link else False))
+            adapt=MonitorSettings(probe_interval_s=config.link_probe_s) if config.follow_link and not config.rate_mbps
+            else False))
             for m in config.models}
         for session in self.sessions.values():
             session.plan(time.monotonic(), "start")

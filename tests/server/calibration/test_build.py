@@ -29,7 +29,9 @@ def test_catalog_structure(repo, catalogs):
             kinds = {e.kind for e in built.entries if e.split.cut == cut}
             assert {"float", "uniform8"} <= kinds, (name, cut)
         qpart = [e for e in built.entries if e.kind == "qpart"]
-        assert {e.budget for e in qpart} == set(built.budgets), name
+        assert {e.budget for e in qpart} <= set(built.budgets), name
+        for budget in built.budgets[1:]:    # a split certified for several budgets is listed once, at the smallest
+            assert any(e.certified_drop <= budget for e in qpart if e.budget <= budget), (name, budget)
         config = TEST_CATALOG_CAMERA if name in CAMERA else TEST_CATALOG
         for e in qpart:
             cut = model.profile.cut(e.split.cut)
