@@ -4,7 +4,7 @@
 
 For each model's QPART catalog entries at --budget that send something (the input, or tensors inside
 the network; not the whole model on the device), the device's real message for one input at a
-time: the head run on Fashion-MNIST test images (numpy executor), each crossing tensor quantized and
+time: the head run on Fashion-MNIST test images, each crossing tensor quantized and
 packed as the plan says (dense, ceil(n*b/8) bytes), then that payload coded by zlib (levels 1 and 9)
 and lzma. Per input: mean bytes each way of coding, the encode time here (pack + code) and the decode
 time (decode + unpack), and what the saved bytes are worth at 1 and 20 Mbit/s, to set against the
@@ -19,9 +19,8 @@ import zlib
 import numpy as np
 
 from qpart.common import tensors
-from qpart.device.head import HeadExecutor
+from qpart.server.calibration import coding
 from qpart.server.models import datasets
-from qpart.server.models.heads import build_head
 from qpart.server.models.repository import ModelRepository
 from qpart.server.planning import catalog as catalog_mod
 
@@ -32,13 +31,8 @@ CODERS = {"zlib-1": (lambda d: zlib.compress(d, 1), zlib.decompress),
 
 def messages(model, split, x: np.ndarray) -> list[bytes]:
     """One input's packed crossing tensors, concatenated, per input of x [n, *input_shape]."""
-    head = HeadExecutor(build_head(model, split), backend="numpy") if split.ships_head else None
-    params = model.cut_quantizers(split)
-    out = []
-    for i in range(len(x)):
-        values = head.run(x[i:i + 1]) if head is not None else [x[i:i + 1]]
-        out.append(b"".join(tensors.encode_batch(v, p) for v, p in zip(values, params)))
-    return out
+    outputs, params = coding.head_outputs(model, split, x), model.cut_quantizers(split)
+    return [b"".join(tensors.encode_batch(v[i:i + 1], p) for v, p in zip(outputs, params)) for i in range(len(x))]
 
 
 def main() -> None:
