@@ -1,11 +1,12 @@
 """Where the planner cuts: for each model, link rate and budget, the chosen split and why.
 
-    python bench/cut_choice.py [--models model-repo] [--device rpi4] [--rtt-ms 10] [--reuse 100] [--markdown FILE]
+    python bench/cut_choice.py [--models model-repo] [--device rpi4] [--rtt-ms 10] [--reuse 100] [--raw] [--markdown FILE]
 
 Prices every catalog split with the cost model (the default objective: time + energy + cost, weights 1)
 for one device profile, and reports the chosen cut next to the best plan that sends the input (cut 0)
 and the best that runs everything on the device, with each one's objective and what it is made of.
-The server part is priced at Table II's MAC rate (no start-up timing here), as `qpart plan` does.
+The server part is priced at Table II's MAC rate (no start-up timing here), as `qpart plan` does. Where a
+model has coding.json, its zlib-coded splits are weighed too (marked zlib; --raw leaves them out).
 """
 import argparse
 import pathlib
@@ -34,7 +35,8 @@ def best(plan, model, which) -> tuple[float, str]:
     c = min(eligible, key=lambda c: c.costs.objective)
     k = c.costs
     return k.objective, (f"{k.objective * 1e3:.1f} (time {k.total_time_s * 1e3:.1f} ms, energy "
-                         f"{(k.device_energy_j + k.tx_energy_j) * 1e3:.1f} mJ, up {int(c.work.uplink_bytes):,} B)")
+                         f"{(k.device_energy_j + k.tx_energy_j) * 1e3:.1f} mJ, up {int(c.work.uplink_bytes):,} B"
+                         f"{' zlib' if c.coding else ''})")
 
 
 def rows(planner: Planner, model, device, rates, budgets, rtt_s: float, reuse: int) -> list[str]:
@@ -52,7 +54,8 @@ def rows(planner: Planner, model, device, rates, budgets, rtt_s: float, reuse: i
             _, server_only = best(plan, model, lambda cut: cut == 0)
             _, device_only = best(plan, model, lambda cut: cut == model.num_nodes)
             out.append(f"| {model.name} | {rate:g} | {budget:g} | {where(model, s.cut)} | w {list(s.weight_bits)[:6]}"
-                       f"{'...' if len(s.weight_bits) > 6 else ''} a {list(s.activation_bits)} | "
+                       f"{'...' if len(s.weight_bits) > 6 else ''} a {list(s.activation_bits)}"
+                       f"{' zlib' if chosen.coding else ''} | "
                        f"{chosen.costs.objective * 1e3:.1f} | {server_only} | {device_only} |")
     return out
 
@@ -66,9 +69,10 @@ def main() -> None:
     parser.add_argument("--rates", default="1,5,20", help="Mbit/s, comma-separated")
     parser.add_argument("--budgets", default="0.5,1,2", help="points, comma-separated")
     parser.add_argument("--markdown", type=pathlib.Path, help="also write the table here")
+    parser.add_argument("--raw", action="store_true", help="leave out the zlib-coded splits (coding.json)")
     args = parser.parse_args()
     repo = ModelRepository(args.models)
-    planner = Planner(repo, HeadStore())
+    planner = Planner(repo, HeadStore(), coding=not args.raw)
     device = profiles.load_device(args.device)
     rates = [float(r) for r in args.rates.split(",")]
     budgets = [float(b) for b in args.budgets.split(",")]

@@ -188,8 +188,10 @@ def catalog_patterns(model: Model, catalog: catalog_mod.Catalog, server: ServerP
 
 
 class Planner:
-    def __init__(self, repository: ModelRepository, heads: HeadStore, server: ServerProfile = ServerProfile()):
+    def __init__(self, repository: ModelRepository, heads: HeadStore, server: ServerProfile = ServerProfile(),
+                 coding: bool = True):
         self.repository = repository
+        self.coding = coding                    # offer zlib-coded twins where a model has coding.json
         self.heads = heads
         self.server = server
         self._catalogs: dict[tuple[str, str], tuple[catalog_mod.Catalog, Patterns, dict]] = {}
@@ -210,7 +212,7 @@ class Planner:
                 return None
             with self._lock:
                 self._catalogs[key] = (catalog, *catalog_patterns(model, catalog, self.server, self.codec,
-                                                                  coding_mod.load(model)))
+                                                                  coding_mod.load(model) if self.coding else None))
         return self._catalogs[key][0]
 
     def patterns(self, model: Model) -> tuple[Patterns, dict[str, np.ndarray]]:
