@@ -56,11 +56,7 @@ def measure_coding(model, built, data=None) -> None:
     """coding.json: the zlib-coded size of each QPART split's message, measured unless current for every split."""
     from qpart.server.calibration import coding as measuring
     from qpart.server.planning import coding
-    found = coding.load(model)
-    wanted = {e.split for e in built.entries if e.kind == "qpart" and model.profile.cut(e.split.cut).runs_tail}
-    if found is None or not wanted <= set(found.sizes):
-        found = measuring.measure(model, built, data)
-        coding.save(model, found)
+    found = measuring.ensure(model, built, data)
     smaller = [(raw, coded) for raw, coded in found.sizes.values() if coded < raw]
     share = f"{100 * sum(c for _, c in smaller) / sum(r for r, _ in smaller):.0f}%" if smaller else "-"
     print(f"coding: {len(found.sizes)} split(s) measured on {found.images} validation images in {found.seconds} s "

@@ -3,8 +3,8 @@
 Trains the default model (resnet8-96: a ResNet on Fashion-MNIST resized to 3x96x96, a camera
 stand-in) and builds its catalog if they are absent, starts qpart-server on a free local port,
 waits for grpc.health.v1 to report SERVING, runs qpart-device (priced as the Raspberry Pi 4
-profile, not this host's speed, on a 5 Mbit/s, 10 ms link, 1-point budget, the head reused for 100
-inputs) on 1,000 test images with the unsplit comparison, prints the planner's candidates and
+profile, not this host's speed, on a 5 Mbit/s, 10 ms link, half-point budget, the head reused for 100
+inputs: there the planner cuts inside resnet8-96 with and without zlib-coded activations) on 1,000 test images with the unsplit comparison, prints the planner's candidates and
 choice, what crossed the cut, split vs unsplit accuracy, bytes each way and latency, and stops the
 server.
 """
@@ -15,7 +15,7 @@ import sys
 import tempfile
 
 from qpart.common.errors import FailedPrecondition
-from qpart.server.calibration import build
+from qpart.server.calibration import build, coding
 from qpart.server.models import repository
 from qpart.server.planning import catalog
 from qpart.server.training import train
@@ -25,7 +25,7 @@ from qpart.testbed.processes import ServerProcess
 DEFAULT_MODEL = "resnet8-96"
 # priced as the Raspberry Pi 4 profile, not this host's measured speed: a fast host would run the whole
 # network "on the device" and the demo would show no split
-DEVICE = ("--profile", "rpi4", "--no-measure-compute", "--rate-mbps", "5", "--rtt-ms", "10", "--budget", "1",
+DEVICE = ("--profile", "rpi4", "--no-measure-compute", "--rate-mbps", "5", "--rtt-ms", "10", "--budget", "0.5",
           "--reuse", "100", "--explain")
 
 
@@ -40,6 +40,7 @@ def run(models: pathlib.Path, model: str = DEFAULT_MODEL, count: int = 1000, dat
     if catalog.load(loaded) is None:
         print(f"building the catalog of {model} (first run, or new weights)", flush=True)
         catalog.save(loaded, build.build(loaded, data_dir))
+        coding.ensure(loaded, catalog.require(loaded), data_dir)     # as `qpart catalog` does
     with ServerProcess(models) as server:
         target = server.target
         print(f"server process {server.pid} is SERVING on {target}", flush=True)
