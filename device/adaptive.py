@@ -9,7 +9,6 @@ batch starts, the batches already out are answered, and the device plans again w
 sees, obtains that plan's head (from its cache when held) and goes on with the next input. Inputs are
 sent in order and each is answered once: the switch happens between batches.
 """
-import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,13 +17,10 @@ import numpy as np
 
 from qpart.common import messages
 from qpart.common.costmodel import LinkProfile
-from qpart.common.errors import QpartError
 from qpart.device import probe
 from qpart.device.agent import DeviceAgent, RunReport
 from qpart.device.linkwatch import LinkMonitor, MonitorSettings
 from qpart.v1 import service_pb2 as spb
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -89,14 +85,10 @@ class AdaptiveRun:
     def _probe_while_idle(self, done: threading.Event) -> None:
         """For a plan that sends nothing: probe the idle link every probe_interval_s until done or a change."""
         while not done.wait(self.settings.probe_interval_s):
-            try:
-                sample = self.probe_sample(self.agent.client, self.monitor.planned)
-            except QpartError as e:         # the server unreachable for now: the plan runs on, probe again later
-                log.info("idle-link probe failed: %s", e)
-                continue
-            link = self.monitor.judge(sample)
-            if link is not None:
-                self._saw(link, f"probe: {link.uplink_bps / 1e6:.2f} Mbit/s", sample.at)
+            seen = self.monitor.probe(self.agent.client, self.probe_sample)
+            if seen is not None:
+                link, began = seen
+                self._saw(link, f"probe: {link.uplink_bps / 1e6:.2f} Mbit/s", began)
                 return
 
     def _plan(self, link: LinkProfile, trigger: str, visible_at: float, detected_at: float, first: int) -> tuple:

@@ -17,11 +17,16 @@ before it would pull the estimate back; the round trip is kept), which is what t
 next. No traffic, no samples: a device whose plan sends nothing probes the idle link every
 `probe_interval_s` with one small unary Probe (`probe_sample`), judged by the same rule.
 """
+import collections
+import logging
 import statistics
 import time
 from dataclasses import dataclass, replace
 
 from qpart.common.costmodel import LinkProfile
+from qpart.common.errors import QpartError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,14 +54,14 @@ def transfer_seconds(link: LinkProfile, up_bytes: int, down_bytes: int) -> float
 class LinkMonitor:
     def __init__(self, planned: LinkProfile, settings: MonitorSettings = MonitorSettings()):
         self.settings = settings
-        self.samples: list[LinkSample] = []
-        self.ratios: list[tuple[float, float]] = []     # per sample: (speed ratio, damped ratio)
         self.reset(planned)
 
     def reset(self, planned: LinkProfile) -> None:
         """A new plan: judge the traffic from now on against the link it was made for."""
         self.planned = planned
-        self.samples, self.ratios = [], []
+        # the last `window` samples and, per sample, (speed ratio, damped ratio): all a decision reads
+        self.samples: collections.deque[LinkSample] = collections.deque(maxlen=self.settings.window)
+        self.ratios: collections.deque[tuple[float, float]] = collections.deque(maxlen=self.settings.window)
         self.since = time.time()
 
     def _ratios(self, sample: LinkSample) -> tuple[float, float]:
@@ -73,7 +78,7 @@ class LinkMonitor:
         """The median speed ratio (now / planned) of the last `window` samples; None with fewer."""
         if len(self.ratios) < self.settings.window:
             return None
-        return statistics.median(r for r, _ in self.ratios[-self.settings.window:])
+        return statistics.median(r for r, _ in self.ratios)
 
     def _beyond(self, damped: float) -> bool:
         return not 1.0 / self.settings.factor < damped < self.settings.factor
@@ -81,17 +86,13 @@ class LinkMonitor:
     def first_evidence(self) -> float:
         """When the change showed: the arrival of the earliest sample of the deciding window that is beyond
         `factor` by itself."""
-        recent = list(zip(self.samples, self.ratios))[-self.settings.window:]
-        return next((s.at for s, (_, d) in recent if self._beyond(d)), recent[-1][0].at)
+        return next((s.at for s, (_, d) in zip(self.samples, self.ratios) if self._beyond(d)), self.samples[-1].at)
 
     def changed(self) -> LinkProfile | None:
         """The link as the traffic shows it, when it differs lastingly from the planned one; else None."""
-        if len(self.ratios) < self.settings.window:
+        if len(self.ratios) < self.settings.window or not self._beyond(statistics.median(d for _, d in self.ratios)):
             return None
-        recent = self.ratios[-self.settings.window:]
-        if not self._beyond(statistics.median(d for _, d in recent)):
-            return None
-        return scaled(self.planned, statistics.median(r for r, d in recent if self._beyond(d)))
+        return scaled(self.planned, statistics.median(r for r, d in self.ratios if self._beyond(d)))
 
     def idle(self, now: float | None = None) -> bool:
         """No sample for probe_interval_s (or since the plan, when there was none)."""
@@ -103,6 +104,18 @@ class LinkMonitor:
         self.since = time.time()
         ratio, damped = self._ratios(probe)
         return scaled(self.planned, ratio) if self._beyond(damped) else None
+
+    def probe(self, client, probe_sample) -> tuple[LinkProfile, float] | None:
+        """Probe the idle link once (probe_sample(client, planned link) -> LinkSample): (the link it shows, when
+        the probe began) when it differs from the planned one; None when not, or when the server cannot be
+        reached now (the plan runs on; the next probe tries again)."""
+        try:
+            sample = probe_sample(client, self.planned)
+        except QpartError as e:
+            log.info("idle-link probe failed: %s", e)
+            return None
+        link = self.judge(sample)
+        return (link, sample.at) if link is not None else None
 
 
 def scaled(link: LinkProfile, ratio: float) -> LinkProfile:

@@ -16,6 +16,16 @@ PROBE_SECONDS = 0.15       # the second probe moves about this much traffic each
 MAX_PROBE = 256 << 10
 
 
+def fastest_probe(client: ServerClient, payload: int, reply: int, repeats: int) -> float:
+    """Seconds of the fastest of `repeats` unary Probe calls sending `payload` bytes, asking `reply` back."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        client.probe(payload, reply)
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
 def measure_link(client: ServerClient, repeats: int = 2) -> LinkProfile:
     """Round-trip time as an inference stream sees it (median of empty round trips on one stream, the
     first two, which open the stream, left out); uplink and downlink rates from probes sized to the
@@ -23,12 +33,7 @@ def measure_link(client: ServerClient, repeats: int = 2) -> LinkProfile:
     unary call's own round trip. All of it is counted in client.bytes like any RPC; at most ~1 s of
     traffic whatever the link."""
     def best(payload: int, reply: int) -> float:
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            client.probe(payload, reply)
-            times.append(time.perf_counter() - started)
-        return min(times)
+        return fastest_probe(client, payload, reply, repeats)
 
     def rates(size: int, unary: float) -> tuple[float, float]:
         return (8 * size / max(best(size, 0) - unary, 1e-6), 8 * size / max(best(0, size) - unary, 1e-6))
@@ -45,10 +50,7 @@ def probe_sample(client: ServerClient, link: LinkProfile, seconds: float = 0.05,
     """A light probe of an idle link for qpart.device.linkwatch: the fastest of `repeats` unary Probe calls
     carrying about `seconds` of upload at the link's planned rate (8 KiB to 256 KiB), as one sample."""
     size = int(min(max(link.uplink_bps * seconds / 8, SMALL_PROBE), MAX_PROBE))
-    began, best = time.time(), float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        client.probe(size, 0)
-        best = min(best, time.perf_counter() - started)
+    began = time.time()
+    best = fastest_probe(client, size, 0, repeats)
     up = message_bytes(spb.ProbeRequest(payload=bytes(size)))
     return LinkSample(began, up, message_bytes(spb.ProbeResponse(received_bytes=size)), best, overlapped=False)

@@ -25,7 +25,7 @@ import numpy as np
 
 from qpart.common import messages, policies, profiles
 from qpart.common.costmodel import DeviceProfile, LinkProfile, Objective
-from qpart.common.errors import InvalidArgument, QpartError
+from qpart.common.errors import InvalidArgument
 from qpart.device import backends, probe
 from qpart.device.agent import DeviceAgent, RunReport
 from qpart.device.cache import HeadCache
@@ -146,12 +146,10 @@ class SplitClient:
 
     def _probe_while_idle(self) -> None:
         while not self._closed.wait(self._watch.probe_interval_s):
-            if self._seen is not None or not self._monitor.idle():
-                continue
-            try:
-                self._seen = self._monitor.judge(probe.probe_sample(self.client, self._monitor.planned))
-            except QpartError:      # the server unreachable for now: classify will say so; probe again later
-                continue
+            if self._seen is None and self._monitor.idle():
+                seen = self._monitor.probe(self.client, probe.probe_sample)
+                if seen is not None:
+                    self._seen = seen[0]
 
     def _ready(self) -> tuple:
         """(plan, head executor), planning first if there is no plan yet, its id expires within a minute or

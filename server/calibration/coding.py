@@ -57,7 +57,7 @@ def measure(model: Model, catalog: catalog_mod.Catalog, data_dir=None, images: i
     x = datasets.preprocessed(pool[half:half + images], model.preprocessing)
     sizes = {}
     for e in catalog.entries:
-        if e.kind == "qpart" and model.profile.cut(e.split.cut).runs_tail and e.split not in sizes:
+        if coding_mod.codable(model, e) and e.split not in sizes:
             sizes[e.split] = message_sizes(model, e.split, x)
     return coding_mod.Coding(model.version, tensors.ZLIB_LEVEL, len(x), sizes,
                              round(time.perf_counter() - started, 1))
@@ -66,7 +66,7 @@ def measure(model: Model, catalog: catalog_mod.Catalog, data_dir=None, images: i
 def ensure(model: Model, catalog: catalog_mod.Catalog, data_dir=None) -> coding_mod.Coding:
     """The model's coding.json, measured and saved unless it is current for every QPART split that sends."""
     found = coding_mod.load(model)
-    wanted = {e.split for e in catalog.entries if e.kind == "qpart" and model.profile.cut(e.split.cut).runs_tail}
+    wanted = {e.split for e in catalog.entries if coding_mod.codable(model, e)}
     if found is None or not wanted <= set(found.sizes):
         found = measure(model, catalog, data_dir)
         coding_mod.save(model, found)

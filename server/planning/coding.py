@@ -36,6 +36,11 @@ class Coding:
                            for s, (raw, coded) in self.sizes.items()]}
 
 
+def codable(model: Model, entry) -> bool:
+    """Whether a catalog entry may be offered coded: a QPART split that sends something to a tail."""
+    return entry.kind == "qpart" and model.profile.cut(entry.split.cut).runs_tail
+
+
 def path(model: Model):
     return model.directory / CODING_FILE
 

@@ -112,14 +112,12 @@ class Patterns:
     hashes: list[str]        # head content hashes ("" when nothing ships)
     work: Workload           # arrays
     memory: np.ndarray       # device bytes needed
-    coding: np.ndarray = None   # per split: tensors.RAW or tensors.ZLIB
+    coding: np.ndarray       # per split: tensors.RAW or tensors.ZLIB
     cut: np.ndarray = field(init=False)
     _rows: list = field(init=False, repr=False)   # the workload of each split as plain numbers
 
     def __post_init__(self):
         self.cut = np.array([s.split.cut for s in self.specs])
-        if self.coding is None:
-            self.coding = np.zeros(len(self.specs), int)
         columns = [np.broadcast_to(np.asarray(getattr(self.work, f.name)), (len(self.specs),)).tolist()
                    if getattr(self.work, f.name) is not None else [None] * len(self.specs) for f in fields(Workload)]
         self._rows = list(zip(*columns))
@@ -172,8 +170,8 @@ def catalog_patterns(model: Model, catalog: catalog_mod.Catalog, server: ServerP
     message zlib shrinks comes a second time, coded (after every raw split: ties keep the raw one); only the
     qpart policy may use those, the baselines send what they always sent."""
     entries = sorted(catalog.entries, key=lambda e: e.split.cut)   # stable: argmin ties pick the earliest cut
-    twins = [(e, coding.coded_bytes(e.split)) for e in entries if e.kind == "qpart"] if coding else []
-    twins = [(e, k) for e, k in twins if k is not None and model.profile.cut(e.split.cut).runs_tail]
+    twins = [(e, coding.coded_bytes(e.split)) for e in entries if coding_mod.codable(model, e)] if coding else []
+    twins = [(e, k) for e, k in twins if k is not None]
     rows = entries + [e for e, _ in twins]
     patterns = Patterns.of(model, [PlanSpec(model.name, model.version, e.split) for e in rows],
                            [e.kind for e in rows], [e.certified_drop for e in rows],
@@ -236,8 +234,8 @@ class Planner:
         if load != 1.0:     # the server's part takes `load` times as long as timed on the idle server
             server = replace(server, macs_per_second=server.mac_rate / load)
             work = replace(work, decode_seconds=np.asarray(work.decode_seconds, float) * load,
-                                       server_seconds=None if work.server_seconds is None
-                                       else np.asarray(work.server_seconds, float) * load)
+                           server_seconds=None if work.server_seconds is None
+                           else np.asarray(work.server_seconds, float) * load)
         return predict(work, request.device, request.link, server, request.objective, request.inferences_per_head, held)
 
     def _choose(self, model: Model, request: PlanRequest, load: float = 1.0) -> Plan:

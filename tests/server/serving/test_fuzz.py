@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from qpart.common import network, tensors
+from qpart.common import network, packing, tensors
 from qpart.common.errors import QpartError
 from qpart.device.head import HeadExecutor
 from qpart.server.serving.auth import Authenticator, Identity
@@ -61,7 +61,7 @@ def test_activation_batch_checks(n, shape, bits, data_len):
 
 def check_and_uncode(n, shape, bits, data, coding):
     elements = tensors.check_batch(n, shape, bits, len(data), tensors.DEFAULT_MAX_ELEMENTS, coding)
-    tensors.uncode(data, coding, (elements * bits + 7) // 8)
+    tensors.uncode(data, coding, packing.packed_size(elements, bits))
 
 
 @FUZZ
