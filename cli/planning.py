@@ -38,6 +38,9 @@ def cmd_catalog(args) -> None:
     repo = ModelRepository(args.models)
     for name in args.model:
         model = repo.get(name)
+        if not args.force and catalog.upgrade(model):
+            print(f"{name}: upgraded the format-{catalog.UPGRADABLE} catalog to format {catalog.CATALOG_VERSION} "
+                  "(coded heads; splits and certification kept)")
         built = None if args.force else catalog.load(model)
         if built is None:
             config = build.CatalogConfig(search_samples=args.search_samples,

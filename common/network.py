@@ -14,7 +14,8 @@ from qpart.common.tensors import DEFAULT_MAX_ELEMENTS, element_count
 from qpart.v1 import network_pb2 as pb
 
 FORMAT_VERSION = 2
-HEAD_FORMAT_VERSION = 2
+HEAD_FORMAT_VERSION = 3                      # 3: parameters may be coded (PackedTensor.coding)
+HEAD_FORMATS_READ = (2, 3)                   # 2: every parameter dense
 WEIGHT_OPS = ("conv2d", "linear")            # quantized per plan: the learnable layers of the paper
 PARAMETER_OPS = WEIGHT_OPS + ("batch_norm",)
 MAX_NODES = 4096

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qpart.common import packing, quant
+from qpart.common import coders, packing, quant
 from qpart.common.errors import InvalidArgument
 from qpart.v1 import network_pb2 as pb
 
@@ -60,6 +60,13 @@ def encode(name: str, x: np.ndarray, bits: int, granularity: str = quant.PER_TEN
     return msg
 
 
+def code_tensor(msg: pb.PackedTensor) -> pb.PackedTensor:
+    """Recode a dense quantized tensor with whichever coder ships it smallest (heads; float32 stays as it is)."""
+    if msg.bits <= quant.MAX_BITS and msg.coding == coders.DENSE:
+        msg.coding, msg.data = coders.smallest(msg.data, math.prod(msg.shape), msg.bits)
+    return msg
+
+
 @dataclass(frozen=True)
 class CompactTensor:
     """A parameter kept as it travels: integer codes (one byte each for 8 bits or fewer, two above) and
@@ -86,6 +93,8 @@ def decode_compact(msg: pb.PackedTensor, expected_shape=None, max_elements: int 
     n = element_count(shape, what, max_elements)
     bits = quant.check_bits(msg.bits, f"bit width of {what}")
     if bits == quant.FLOAT_BITS:
+        if msg.coding != coders.DENSE:
+            raise InvalidArgument(f"{what} is float32; only quantized codes may be coded")
         return CompactTensor(tuple(shape), values=decode_float32(msg.data, n).reshape(shape))
     groups = {pb.PER_TENSOR: 1, pb.PER_CHANNEL: shape[0]}.get(msg.granularity)
     if groups is None:
@@ -99,7 +108,7 @@ def decode_compact(msg: pb.PackedTensor, expected_shape=None, max_elements: int 
     zero = np.asarray(msg.zero_point, np.int64)
     if (zero > (1 << bits) - 1).any():
         raise InvalidArgument(f"{what} has a zero point above {(1 << bits) - 1}, the largest {bits}-bit code")
-    codes = packing.unpack(msg.data, n, bits).astype(quant.code_type(bits)).reshape(shape)
+    codes = coders.decode_codes(msg.data, msg.coding, n, bits, what).astype(quant.code_type(bits)).reshape(shape)
     return CompactTensor(tuple(shape), codes, quant.QuantParams(bits, scale, zero))
 
 
@@ -140,19 +149,7 @@ def uncode(data: bytes, coding: int, raw: int) -> bytes:
     Never inflates more than raw + 1 bytes, whatever the stream claims."""
     if coding == RAW:
         return data
-    if raw <= 0:
-        raise InvalidArgument("a zlib-coded tensor must hold at least one byte")
-    inflater = zlib.decompressobj()
-    try:
-        out = inflater.decompress(data, raw)
-        extra = inflater.decompress(inflater.unconsumed_tail, 1) if inflater.unconsumed_tail else b""
-    except zlib.error as e:
-        raise InvalidArgument(f"the zlib-coded activations do not inflate: {e}") from None
-    if extra or len(out) != raw or not inflater.eof or inflater.unused_data:
-        raise InvalidArgument(f"the zlib-coded activations must inflate to exactly {raw} bytes and end there "
-                              f"({'more' if extra else len(out)} bytes{'' if inflater.eof else ', the stream unfinished'}"
-                              f"{', bytes after its end' if inflater.unused_data else ''})")
-    return out
+    return coders.inflate(data, coders.ZLIB, raw, "zlib-coded activations")
 
 
 def encode_batch(x: np.ndarray, params: quant.QuantParams | None) -> bytes:

@@ -16,9 +16,11 @@ from qpart.v1 import network_pb2 as pb
 
 class HeadExecutor:
     def __init__(self, head: pb.Head, max_elements: int = tensors.DEFAULT_MAX_ELEMENTS, backend: str = "auto"):
-        if head.format_version != network.HEAD_FORMAT_VERSION:
-            raise InvalidArgument(f"head format version {head.format_version} is not supported; expected "
-                                  f"{network.HEAD_FORMAT_VERSION}")
+        if head.format_version not in network.HEAD_FORMATS_READ:
+            raise InvalidArgument(f"head format version {head.format_version} is not supported; expected one of "
+                                  f"{list(network.HEAD_FORMATS_READ)}")
+        if head.format_version < 3 and any(t.coding for t in head.parameters):
+            raise InvalidArgument(f"a format-{head.format_version} head may not carry coded parameters")
         self.head = head
         self.profile = network.analyze(head.network, max_elements)
         expected = {network.parameter_name(node.name, pname): (node.name, pname, shape)

@@ -82,7 +82,7 @@ def ensure_models(models_dir: pathlib.Path, names, data_dir=None, log=print) -> 
             log(f"training {name}")
             train.train(name, models_dir, data_dir, train.TrainConfig(progress=False))
         model = repository.load_model(models_dir / name)
-        if catalog.load(model) is None:
+        if catalog.current(model) is None:
             log(f"building the catalog of {name}")
             catalog.save(model, build.build(model, data_dir, progress=False))
 

@@ -37,7 +37,7 @@ def run(models: pathlib.Path, model: str = DEFAULT_MODEL, count: int = 1000, dat
         trained = train.train(model, models, data_dir)
         print(f"trained {model}: float test accuracy {trained.card['float_test_accuracy']:.2f}%", flush=True)
     loaded = repository.load_model(models / model)
-    if catalog.load(loaded) is None:
+    if catalog.current(loaded) is None:
         print(f"building the catalog of {model} (first run, or new weights)", flush=True)
         catalog.save(loaded, build.build(loaded, data_dir))
         coding.ensure(loaded, catalog.require(loaded), data_dir)     # as `qpart catalog` does

@@ -107,7 +107,7 @@ def catalogs(repo, data_dir) -> dict:
     from qpart.server.planning import catalog
     built = {}
     for model in map(repo.get, CATALOG_MODELS):
-        found = catalog.load(model)
+        found = catalog.current(model)
         if found is None:
             config = TEST_CATALOG_CAMERA if model.name in CAMERA else TEST_CATALOG
             found = build.build(model, data_dir, build.CatalogConfig(**config), progress=False)

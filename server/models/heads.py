@@ -20,11 +20,13 @@ class BuiltHead:
         return len(self.data)
 
 
-def build_head(model: Model, split: Split) -> pb.Head:
+def build_head(model: Model, split: Split, coded: bool = True) -> pb.Head:
     """The nodes before the cut, with each conv2d and linear node's weight and bias packed at its bit width
     and each batch_norm node's scale and shift as float32.
 
     Per-channel granularity applies to weights; a bias always has one scale (per element would cost more).
+    coded: each quantized tensor travels with the coder that ships it smallest (tensors.code_tensor);
+    False keeps every tensor dense (for comparisons).
     """
     profile = model.profile
     head = pb.Head(format_version=network.HEAD_FORMAT_VERSION, model=model.name, model_version=model.version,
@@ -35,7 +37,8 @@ def build_head(model: Model, split: Split) -> pb.Head:
             key = network.parameter_name(node.name, pname)
             bits = widths.get(node.index, quant.FLOAT_BITS)
             granularity = split.granularity if pname == "weight" else quant.PER_TENSOR
-            head.parameters.append(tensors.encode(key, model.params[key], bits, granularity))
+            packed = tensors.encode(key, model.params[key], bits, granularity)
+            head.parameters.append(tensors.code_tensor(packed) if coded else packed)
     return head
 
 

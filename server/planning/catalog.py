@@ -2,17 +2,19 @@
 
 `qpart catalog` builds it offline (qpart.server.calibration.build, paper Algorithm 1); the planner
 reads it here. A catalog applies only to the weights it was built for: one built for another model
-version, or in another format version, is ignored. A file that does not parse is an error that
-names the file and the command that rebuilds it.
+version, or in another format version, is ignored (but for format 4, which `current` upgrades in place).
+A file that does not parse is an error that names the file and the command that rebuilds it.
 """
 import json
 from dataclasses import asdict, dataclass, field
 
 from qpart.common.errors import FailedPrecondition
+from qpart.server.models.heads import build_head, serialize
 from qpart.server.models.repository import Model, write_json
 from qpart.server.models.split import Split
 
-CATALOG_VERSION = 4
+CATALOG_VERSION = 5
+UPGRADABLE = 4     # format 4 differs only in its heads' bytes (every tensor dense): same codes, same certification
 BUDGETS = (0.1, 0.25, 0.5, 1.0, 2.0)
 CERTIFICATION = ("one-sided upper confidence bound of the paired top-1 drop (float vs pattern, per-sample flips) "
                  "on a certification split disjoint from the search split, at 95% for each entry with all its "
@@ -82,6 +84,32 @@ def load(model: Model) -> Catalog | None:
     except (TypeError, KeyError, ValueError, AttributeError) as e:
         raise FailedPrecondition(f"the catalog {path} is corrupt ({type(e).__name__}: {e}); {_rebuild(model)}") from None
     return catalog if catalog.model_version == model.version else None
+
+
+def upgrade(model: Model) -> bool:
+    """Upgrade a format-4 catalog of the model's weights in place; True when it did. Its entries' head sizes
+    and hashes become those of the coded heads built now (head format 3). The splits and their certification
+    stay: coding is lossless, the device restores the very same codes."""
+    try:
+        value = json.loads(model.catalog_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False                              # missing or unreadable: load says which
+    if not (isinstance(value, dict) and value.get("format_version") == UPGRADABLE
+            and value.get("model_version") == model.version):
+        return False
+    old = Catalog.from_json({**value, "format_version": CATALOG_VERSION})
+    for entry in old.entries:
+        if entry.split.ships_head:
+            built = serialize(build_head(model, entry.split))
+            entry.head_bytes, entry.head_hash = built.size, built.content_hash
+    save(model, old)
+    return True
+
+
+def current(model: Model) -> Catalog | None:
+    """load, after upgrading a format-4 catalog in place."""
+    upgrade(model)
+    return load(model)
 
 
 def save(model: Model, catalog: Catalog) -> None:

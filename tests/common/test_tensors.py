@@ -119,7 +119,7 @@ def test_zlib_coded_activations_round_trip_and_every_bad_stream_is_refused():
     bomb = zlib.compress(bytes(1 << 24))                             # 16 MiB of zeros in ~16 KB
     with pytest.raises(InvalidArgument, match="exactly 64 bytes"):
         tensors.uncode(bomb, tensors.ZLIB, 64)                       # at most 65 bytes are ever inflated
-    for bad, why in ((coded[:-3], "exactly"), (coded + b"x", "after its end"), (b"not zlib", "do not inflate"),
+    for bad, why in ((coded[:-3], "exactly"), (coded + b"x", "after its end"), (b"not zlib", "does not inflate"),
                      (zlib.compress(raw[:-1]), "exactly")):
         with pytest.raises(InvalidArgument, match=why):
             tensors.uncode(bad, tensors.ZLIB, len(raw))

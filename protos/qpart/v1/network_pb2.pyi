@@ -24,6 +24,13 @@ class Granularity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GRANULARITY_UNSPECIFIED: _ClassVar[Granularity]
     PER_TENSOR: _ClassVar[Granularity]
     PER_CHANNEL: _ClassVar[Granularity]
+
+class TensorCoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TENSOR_CODING_DENSE: _ClassVar[TensorCoding]
+    TENSOR_CODING_ZLIB: _ClassVar[TensorCoding]
+    TENSOR_CODING_LZMA2: _ClassVar[TensorCoding]
+    TENSOR_CODING_LZMA2_BYTES: _ClassVar[TensorCoding]
 ACTIVATION_UNSPECIFIED: Activation
 RELU: Activation
 RELU6: Activation
@@ -36,6 +43,10 @@ GELU_TANH: Activation
 GRANULARITY_UNSPECIFIED: Granularity
 PER_TENSOR: Granularity
 PER_CHANNEL: Granularity
+TENSOR_CODING_DENSE: TensorCoding
+TENSOR_CODING_ZLIB: TensorCoding
+TENSOR_CODING_LZMA2: TensorCoding
+TENSOR_CODING_LZMA2_BYTES: TensorCoding
 
 class LinearOp(_message.Message):
     __slots__ = ("in_features", "out_features", "bias")
@@ -190,7 +201,7 @@ class NetworkSpec(_message.Message):
     def __init__(self, format_version: _Optional[int] = ..., input_shape: _Optional[_Iterable[int]] = ..., nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., input: _Optional[str] = ..., outputs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PackedTensor(_message.Message):
-    __slots__ = ("name", "shape", "bits", "granularity", "scale", "zero_point", "data")
+    __slots__ = ("name", "shape", "bits", "granularity", "scale", "zero_point", "data", "coding")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     BITS_FIELD_NUMBER: _ClassVar[int]
@@ -198,6 +209,7 @@ class PackedTensor(_message.Message):
     SCALE_FIELD_NUMBER: _ClassVar[int]
     ZERO_POINT_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    CODING_FIELD_NUMBER: _ClassVar[int]
     name: str
     shape: _containers.RepeatedScalarFieldContainer[int]
     bits: int
@@ -205,7 +217,8 @@ class PackedTensor(_message.Message):
     scale: _containers.RepeatedScalarFieldContainer[float]
     zero_point: _containers.RepeatedScalarFieldContainer[int]
     data: bytes
-    def __init__(self, name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., bits: _Optional[int] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., scale: _Optional[_Iterable[float]] = ..., zero_point: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+    coding: TensorCoding
+    def __init__(self, name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., bits: _Optional[int] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., scale: _Optional[_Iterable[float]] = ..., zero_point: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., coding: _Optional[_Union[TensorCoding, str]] = ...) -> None: ...
 
 class Head(_message.Message):
     __slots__ = ("format_version", "model", "model_version", "cut", "network", "parameters")

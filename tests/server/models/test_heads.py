@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 
 from qpart.server.models.heads import HeadStore, build_head, serialize
@@ -10,7 +11,7 @@ from qpart.server.models.split import Split, uniform
 def test_head_size_is_the_packed_weights_plus_small_headers(repo, bits):
     model = repo.get("fc6")
     split = uniform(model.profile, model.num_nodes, bits)          # every node: 576,810 parameters
-    head = build_head(model, split)
+    head = build_head(model, split, coded=False)
     weights = sum(n.weight_count for n in model.profile.nodes)
     bound = math.ceil(weights * bits / 8)
     packed = sum(len(t.data) for t in head.parameters)
@@ -46,3 +47,15 @@ def test_the_head_cache_is_bounded(repo):
     assert len(store._cache) <= 3 and store._size <= store.max_bytes
     assert store.get(model, Split(3, (6,), (4,))) is heads[-1]                 # the newest stayed
     assert store.get(model, Split(3, (2,), (4,))) is not heads[0]              # the oldest was rebuilt
+
+
+def test_coded_heads_are_smaller_and_run_exactly_like_dense_ones(repo, test_set):
+    from qpart.device.head import HeadExecutor
+    model = repo.get("fc6")
+    split = Split(5, (3, 4), (8,))
+    dense, coded = build_head(model, split, coded=False), build_head(model, split)
+    assert {t.coding for t in dense.parameters} == {0} and any(t.coding for t in coded.parameters)
+    assert serialize(coded).size < 0.95 * serialize(dense).size
+    x = test_set[0][:32]
+    (a,), (b,) = HeadExecutor(dense).run(x), HeadExecutor(coded).run(x)
+    assert np.array_equal(a, b)

@@ -1,6 +1,7 @@
 """Fuzzing: every decoder and every RPC gets random, truncated, oversized and inconsistent input.
 Nothing crashes, nothing allocates past a bound, every RPC gets a status that names the problem, and
 other devices are served meanwhile."""
+import lzma
 import threading
 import tracemalloc
 import zlib
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from qpart.common import network, packing, tensors
+from qpart.common import coders, network, packing, tensors
 from qpart.common.errors import QpartError
 from qpart.device.head import HeadExecutor
 from qpart.server.serving.auth import Authenticator, Identity
@@ -72,6 +73,22 @@ def check_and_uncode(n, shape, bits, data, coding):
 def test_zlib_activation_decoder(n, shape, bits, data, coding):
     """Random and truncated zlib streams of any claimed size (some inflating far past the declared one)."""
     bounded(check_and_uncode, n, shape, bits, data, coding)
+
+
+def _raw_lzma(raw: bytes) -> bytes:
+    return lzma.compress(raw, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
+
+
+@FUZZ
+@given(st.integers(1, 5000), st.integers(1, 16), st.integers(0, 4),
+       st.one_of(st.binary(max_size=2048),
+                 st.builds(lambda raw, cut, z: (zlib.compress(raw) if z else _raw_lzma(raw))[:cut],
+                           st.one_of(st.binary(max_size=4000), st.builds(bytes, st.integers(0, 1 << 22))),
+                           st.integers(0, 50000), st.booleans())))
+def test_head_tensor_decoders(n, bits, coding, data):
+    """Random and truncated zlib and LZMA2 streams for a head tensor of any declared size (some inflating far
+    past it: up to 4 MiB of zeros for a tensor of a few bytes)."""
+    bounded(coders.decode_codes, data, coding, n, bits)
 
 
 @pytest.fixture(scope="module")
