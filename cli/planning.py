@@ -1,6 +1,6 @@
 """`qpart calibrate | catalog | plan`: the accuracy model, the offline catalog, and plans priced offline."""
 from qpart.cli.common import command
-from qpart.common import options
+from qpart.common import options, tensors
 
 
 def cmd_calibrate(args) -> None:
@@ -53,6 +53,7 @@ def cmd_catalog(args) -> None:
         print_catalog(model, built)
         if args.coding:
             measure_coding(model, built, args.data)
+            measure_codecs(model, built, args.data)
 
 
 def measure_coding(model, built, data=None) -> None:
@@ -65,6 +66,18 @@ def measure_coding(model, built, data=None) -> None:
     print(f"coding: {len(found.sizes)} split(s) measured on {found.images} validation images in {found.seconds} s "
           f"-> {coding.path(model)}; zlib shrinks {len(smaller)} of them (to {share} of their raw bytes): the planner "
           "also offers those coded")
+
+
+def measure_codecs(model, built, data=None) -> None:
+    """codecs.json: the input as PNG, JPEG and WebP files, bytes and certified drop, measured unless current."""
+    from qpart.server.calibration import codecs as measuring
+    from qpart.server.planning import codecs
+    found = measuring.ensure(model, built, data)
+    if found is None:
+        print("codecs: none (the input is not a 1- or 3-channel image, or Pillow is missing)")
+        return
+    print(f"codecs: {len(found.settings)} image setting(s) certified on {found.samples} validation images "
+          f"({found.confidence:.2%} each) in {found.seconds} s -> {codecs.path(model)}: {measuring.describe(found)}")
 
 
 def print_catalog(model, built) -> None:
@@ -97,14 +110,15 @@ def cmd_plan(args) -> None:
           f"Mbit/s, rtt {link.rtt_s * 1e3:g} ms, budget {args.budget:g} points, head reuse {args.reuse or 1}, "
           f"policy {args.policy}")
     print("legend: * chosen, x not eligible; cut: nodes on the device; bits of the device's weight nodes and of the "
-          "crossing tensors (+z: sent zlib-coded); bytes per inference; objective = weighted time s + energy J + cost")
+          "crossing tensors (+z: sent zlib-coded; codec: the input as an image file); bytes per inference; objective = weighted time s + energy J + cost")
     print(f"{'':1} {'cut':>4} {'kind':<8} {'weight bits':<26} {'act bits':<10} {'head B':>10} {'up B':>7} "
           f"{'time ms':>9} {'energy J':>9} {'cost':>9} {'objective':>10} {'drop':>5}")
     for c in plan.candidates:
         k, s = c.costs, c.spec.split
         mark = "*" if c.chosen else ("x" if c.rejected else " ")
         drop = f"{c.accuracy_drop:5.2f}" if c.accuracy_drop is not None else "    -"
-        kind = c.kind + ("+z" if c.coding else "")          # +z: the activations travel zlib-coded
+        kind = (tensors.coding_label(c.coding, c.quality) if c.kind == "codec"       # the input as an image file
+                else c.kind + ("+z" if c.coding == tensors.ZLIB else ""))            # +z: the activations zlib-coded
         print(f"{mark} {s.cut:>4} {kind:<8} {str(list(s.weight_bits))[:26]:<26} {str(list(s.activation_bits)):<10} "
               f"{int(c.work.head_bytes):>10,} {int(c.work.uplink_bytes):>7,} "
               f"{k.total_time_s * 1e3:>9.3f} {k.device_energy_j + k.tx_energy_j:>9.3g} {k.server_cost:>9.3g} "
@@ -120,7 +134,7 @@ def cmd_plan(args) -> None:
     drop = f"certified drop {chosen.accuracy_drop:.2f} points" if chosen.accuracy_drop is not None else "drop not measured"
     print(f"chosen: cut {s.cut} of {planner.repository.get(args.model).num_nodes} nodes, "
           f"{chosen.kind}, weight bits {list(s.weight_bits)}, activation bits {list(s.activation_bits)}"
-          f"{' zlib-coded' if chosen.coding else ''}, predicted "
+          f"{' sent ' + tensors.coding_label(chosen.coding, chosen.quality) if chosen.coding else ''}, predicted "
           f"{chosen.costs.total_time_s * 1e3:.3f} ms, {drop}")
 
 
@@ -135,8 +149,8 @@ def register(sub) -> None:
     p.add_argument("--certification-samples", type=int, default=5000, help="validation images that certify")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-coding", dest="coding", action="store_false",
-                   help="do not measure the zlib-coded message sizes (coding.json); without that file the planner "
-                        "sends raw only")
+                   help="do not measure the zlib-coded message sizes (coding.json) nor certify the input as image "
+                        "files (codecs.json); without them the planner sends raw only")
     p = command(sub, "plan", cmd_plan, "price every candidate for a device and link and mark the choice", "one")
     options.add_device_options(p)
     options.add_link_options(p)

@@ -61,6 +61,7 @@ class DeviceProfile:
     energy_coefficient: float = 1e-28  # κ_d: one cycle costs κ_d f_d^2 joules (project default, not in the paper)
     tx_power_w: float = 1.0           # P_d: transmit power, W (Table II: 1 W)
     memory_bytes: int = 0             # memory for the head and activations, bytes; 0 = unlimited
+    image_codings: frozenset | None = None   # qpart.v1.Coding image codings it can encode; None: this machine's
 
     def __post_init__(self):
         _check_non_negative(self)

@@ -10,13 +10,15 @@ FIXED = "fixed"
 POLICIES = {   # name -> (contract enum value, what it does)
     QPART: (spb.QPART, "joint cut and per-layer bit widths from the certified catalog (QPART, paper Algorithm 2)"),
     "server_only": (spb.SERVER_ONLY, "everything on the server: the raw input, quantized only if the budget allows"),
+    "server_only_codec": (spb.SERVER_ONLY_CODEC, "everything on the server: the input as the smallest PNG, JPEG or "
+                          "WebP file certified within the budget that the device can encode"),
     "device_only": (spb.DEVICE_ONLY, "everything on the device: the float32 model is shipped"),
     "float_split": (spb.FLOAT_SPLIT, "best cut with float32 weights and activation (Neurosurgeon-style)"),
     "uniform_int8": (spb.UNIFORM_INT8, "best cut with uniform 8-bit weights and activation"),
     FIXED: (spb.FIXED, "the cut and bit widths the device gives, priced but not checked against the budget"),
 }
 NAMES = tuple(POLICIES)
-BASELINES = ("server_only", "device_only", "float_split", "uniform_int8")   # what QPART is compared with
+BASELINES = ("server_only", "server_only_codec", "device_only", "float_split", "uniform_int8")   # what QPART is compared with
 _BY_ENUM = {enum: name for name, (enum, _) in POLICIES.items()}
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qpart.common import coders, packing, quant
+from qpart.common import coders, images, packing, quant
 from qpart.common.errors import InvalidArgument
 from qpart.v1 import network_pb2 as pb
 
@@ -123,16 +123,35 @@ def check_batch(n: int, sample_shape, bits: int, data_len: int, max_elements: in
     per_sample = element_count(sample_shape, "activation sample", max_elements)
     total = element_count([n, per_sample], "activation batch", max_elements) if n else 0
     expected = packing.packed_size(total, bits)
-    if coding == ZLIB:
+    if images.is_image(coding):
+        images.check_shape(sample_shape, bits, "activation sample")
+        limit = n * (images.FRAME.size + images.file_limit(sample_shape))
+        if not 0 < data_len <= limit:
+            raise InvalidArgument(f"{n} image-coded input(s) of shape {list(sample_shape)} take 1 to {limit} bytes, "
+                                  f"got {data_len}")
+    elif coding == ZLIB:
         if not 0 < data_len <= coded_limit(expected):
             raise InvalidArgument(f"{n} activation(s) of shape {list(sample_shape)} at {bits} bits take {expected} "
                                   f"bytes, zlib-coded at most {coded_limit(expected)}; got {data_len}")
     elif coding != RAW:
-        raise InvalidArgument(f"unknown activation coding {coding} (0: raw, 1: zlib)")
+        raise InvalidArgument(f"unknown activation coding {coding} (0: raw, 1: zlib, 2: png, 3: jpeg, 4: webp)")
     elif data_len != expected:
         raise InvalidArgument(f"{n} activation(s) of shape {list(sample_shape)} at {bits} bits take {expected} bytes, "
                               f"got {data_len}")
     return total
+
+
+def coding_label(coding: int, quality: int = 0) -> str:
+    """'raw', 'zlib', 'png', 'jpeg q75', ... for reports."""
+    return {RAW: "raw", ZLIB: "zlib"}.get(coding) or images.label(coding, quality)
+
+
+def message_bound(sample_shape, bits: int, coding: int = RAW) -> int:
+    """The most bytes one input's tensor may take in TensorBatch.data under a coding."""
+    if images.is_image(coding):
+        return images.FRAME.size + images.file_limit(sample_shape)
+    raw = packing.packed_size(math.prod(int(d) for d in sample_shape), bits)
+    return coded_limit(raw) if coding == ZLIB else raw
 
 
 def coded_limit(raw: int) -> int:
@@ -150,6 +169,28 @@ def uncode(data: bytes, coding: int, raw: int) -> bytes:
     if coding == RAW:
         return data
     return coders.inflate(data, coders.ZLIB, raw, "zlib-coded activations")
+
+
+def encode_message(x: np.ndarray, params: quant.QuantParams | None, coding: int = RAW, quality: int = 0) -> bytes:
+    """A batch [n, *sample_shape] as TensorBatch.data: quantized with the plan's static quantization, then
+    packed (and zlib-coded), or each input as an image file."""
+    if not images.is_image(coding):
+        return code(encode_batch(x, params), coding)
+    if params is None or params.scale.size != 1:
+        raise InvalidArgument("image codings carry 8-bit codes with one scale")
+    return images.encode(quant.quantize_with(x, params, np.uint8), coding, quality)
+
+
+def decode_message(data: bytes, coding: int, n: int, sample_shape, params: quant.QuantParams | None) -> np.ndarray:
+    """Inverse of encode_message (call check_batch first): [n, *sample_shape] float32."""
+    if images.is_image(coding):
+        if params is None or params.scale.size != 1:
+            raise InvalidArgument("image codings carry 8-bit codes with one scale")
+        codes = images.decode(data, coding, n, sample_shape)                            # [n, C, H, W] uint8
+        table = _byte_values(params.bits, float(params.scale[0]), int(params.zero_point[0]))
+        return table[codes.reshape(-1)].reshape(codes.shape)
+    raw = packing.packed_size(n * math.prod(int(d) for d in sample_shape), params.bits if params else quant.FLOAT_BITS)
+    return decode_batch(uncode(data, coding, raw), n, sample_shape, params)
 
 
 def encode_batch(x: np.ndarray, params: quant.QuantParams | None) -> bytes:

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from google.protobuf import json_format
 
-from qpart.common import packing, policies, quant, tensors
+from qpart.common import images, packing, policies, quant, tensors
 from qpart.common.errors import DeadlineExceeded, Internal, InvalidArgument, QpartError
-from qpart.device import netstat
+from qpart.device import backends, netstat
 from qpart.device.cache import HeadCache
 from qpart.device.client import ServerClient
 from qpart.device.head import HeadExecutor
@@ -31,11 +31,15 @@ def activation_params(encoding: spb.ActivationEncoding) -> quant.QuantParams | N
     return quant.QuantParams(bits, np.array([encoding.scale], np.float32), np.array([encoding.zero_point], np.int64))
 
 
-def activation_coding(encoding: spb.ActivationEncoding) -> int:
-    if encoding.coding not in (tensors.RAW, tensors.ZLIB):
-        raise InvalidArgument(f"the plan asks for coding {encoding.coding} of tensor {encoding.name[:64]!r}, "
-                              "which this device does not know (0: raw, 1: zlib)")
-    return encoding.coding
+def activation_coding(encoding: spb.ActivationEncoding) -> tuple[int, int]:
+    """(coding, quality) the plan asks for one crossing tensor, checked against what this device can do."""
+    coding = encoding.coding
+    if coding not in (tensors.RAW, tensors.ZLIB) and coding not in images.available():
+        raise InvalidArgument(f"the plan asks for coding {coding} of tensor {encoding.name[:64]!r}, which this device "
+                              f"cannot encode (0: raw, 1: zlib; image codings here: {sorted(images.available())})")
+    if coding in images.LOSSY and not 1 <= encoding.quality <= 100:
+        raise InvalidArgument(f"the plan's {images.NAMES[coding]} quality {encoding.quality} is not 1 to 100")
+    return coding, encoding.quality
 
 
 @dataclass
@@ -86,7 +90,7 @@ class RunReport:
                    weight_bits=list(plan.weight_bits), activation_bits=[a.bits for a in plan.activations],
                    crossing=[{"name": a.name, "shape": list(a.sample_shape), "bits": a.bits,
                               "bytes": packing.packed_size(math.prod(a.sample_shape), a.bits),
-                              "coding": "zlib" if a.coding == spb.CODING_ZLIB else "raw"} for a in plan.activations],
+                              "coding": tensors.coding_label(a.coding, a.quality)} for a in plan.activations],
                    predicted=_message_dict(plan.predicted), head=head or HeadReport(), reason=plan.reason,
                    plan_decision_s=plan.decision_seconds,
                    candidates=[_message_dict(c) for c in plan.candidates], **fields)
@@ -112,6 +116,7 @@ class DeviceAgent:
         self.deadline_s = deadline_s
         # > 0: emulate a slower board by stretching each head run to macs / this rate (never faster than real)
         self.emulate_macs_per_second = emulate_macs_per_second
+        self._host_macs_per_second = 0.0        # this machine's rate, to stretch encoding as well (emulation only)
         self._limits: spb.ServerLimits | None = None   # the server's, fetched once when first needed
         self._baseline = self._counters() if client is not None else None   # bytes before this agent's first call
 
@@ -172,7 +177,7 @@ class DeviceAgent:
                 report.batch_latency_s.append(elapsed)
             report.inputs, report.batches = sum(len(c) for c in scores), len(report.batch_latency_s)
             return np.concatenate(scores) if scores else np.zeros((0,), np.float32)
-        crossing = [(a.name, tuple(a.sample_shape), a.bits, activation_params(a), activation_coding(a))
+        crossing = [(a.name, tuple(a.sample_shape), a.bits, activation_params(a), *activation_coding(a))
                     for a in plan.activations]
         batch_size = min(batch_size, self.max_batch(plan))
         starts = list(range(0, len(x), batch_size))
@@ -206,7 +211,7 @@ class DeviceAgent:
             self._limits = self.client.limits()
         limits = self._limits
         elements = sum(math.prod(a.sample_shape) for a in plan.activations)
-        packed = sum(packing.packed_size(math.prod(a.sample_shape), a.bits) for a in plan.activations) + 16
+        packed = sum(tensors.message_bound(a.sample_shape, a.bits, a.coding) for a in plan.activations) + 16
         message = min(limits.max_message_bytes or self.client.max_message_bytes, self.client.max_message_bytes) - 4096
         return max(1, min(limits.max_batch_inputs or 1 << 30, (limits.max_batch_elements or 1 << 62) // max(elements, 1),
                           message // packed, plan.max_batch_inputs or 1 << 30))
@@ -214,14 +219,28 @@ class DeviceAgent:
     def encode(self, executor: HeadExecutor | None, chunk: np.ndarray, crossing: list) -> list[spb.TensorBatch]:
         """Run the head on a chunk of inputs and pack each crossing tensor as the plan says (cut 0: the input)."""
         outputs = self.run_head(executor, chunk) if executor is not None else [chunk]
-        batches = []
-        for (name, shape, bits, params, coding), value in zip(crossing, outputs, strict=True):
+        batches, started = [], time.perf_counter()
+        for (name, shape, bits, params, coding, quality), value in zip(crossing, outputs, strict=True):
             if value.shape[1:] != shape:
                 raise InvalidArgument(f"the head produced {list(value.shape[1:])} for {name!r}, the plan expects "
                                       f"{list(shape)}")
             batches.append(spb.TensorBatch(name=name, sample_shape=shape, bits=bits, coding=coding,
-                                           data=tensors.code(tensors.encode_batch(value, params), coding)))
+                                           data=tensors.encode_message(value, params, coding, quality)))
+        if self.emulate_macs_per_second > 0:     # encoding too takes as long as on the board (the planner's pricing)
+            elapsed = time.perf_counter() - started
+            time.sleep(pacing_seconds(elapsed * self.host_macs_per_second(), self.emulate_macs_per_second, elapsed))
         return batches
+
+    def host_macs_per_second(self) -> float:
+        """This machine's MAC rate as the server measures its own (torch where installed, else numpy): the rate
+        the planner converts encoding seconds to MAC-equivalents at."""
+        if not self._host_macs_per_second:
+            try:
+                from qpart.common import torchnet
+                self._host_macs_per_second = torchnet.mac_rate()
+            except ImportError:
+                self._host_macs_per_second = backends.mac_rate("numpy")
+        return self._host_macs_per_second
 
     def _stream(self, plan, executor, x, pending, encoded, answers, report, batch_size, window, crossing, first_id,
                 observe=None, stop=None):

@@ -27,10 +27,16 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.2f}"
 
 
+def _act(row: dict) -> str:
+    """Activation bits, and how they travelled when not raw (zlib, or the input as an image file)."""
+    coded = [c for c in row.get("coding", []) if c != "raw"]
+    return f"{row['activation_bits']}" + (f" {', '.join(coded)}" if coded else "")
+
+
 def explain(verdict: dict, by_policy: dict) -> str:
     ours, theirs = by_policy["qpart"], by_policy[verdict["best_baseline"]]
     pred_gap = theirs["predicted_s"] - ours["predicted_s"]
-    return (f"QPART cut {ours['cut']} {ours['weight_bits']}/{ours['activation_bits']} predicted "
+    return (f"QPART cut {ours['cut']} {ours['weight_bits']}/{_act(ours)} predicted "
             f"{_ms(ours['predicted_s'])} ms, measured {_ms(ours['p50_s'])}; {verdict['best_baseline']} "
             f"cut {theirs['cut']} predicted {_ms(theirs['predicted_s'])}, measured {_ms(theirs['p50_s'])}: "
             f"the predicted margin {_ms(pred_gap)} ms is "
@@ -117,7 +123,7 @@ def _runs_table(rows_by_cell: dict) -> list[str]:
             lines.append(
                 f"| {row['model']} | {row['device']} | {row['rate_mbit']:g} | {row['budget']:g} | {row['reuse']} | "
                 f"{row['objective_name']} | {policy} | {row['cut']} | {row['weight_bits']} | "
-                f"{row['activation_bits']} | {_ms(row['p50_s'])} | {_ms(row['p95_s'])} | {_ms(row['predicted_s'])} | "
+                f"{_act(row)} | {_ms(row['p50_s'])} | {_ms(row['p95_s'])} | {_ms(row['predicted_s'])} | "
                 f"{row['bytes_up']:,.0f} | {row['bytes_down']:,.0f} | {row['energy_j'] * 1e3:.3f} | {row['accuracy']:.1f} | "
                 f"{row['emulated_macs_per_second'] / 1e6:,.0f}{capped} |")
     return lines

@@ -20,7 +20,7 @@ import numpy as np
 
 from google.protobuf import json_format
 
-from qpart.common import datasets, messages, policies, profiles, runtime
+from qpart.common import datasets, messages, policies, profiles, runtime, tensors
 from qpart.common.costmodel import Objective
 from qpart.device import netstat, probe
 from qpart.device.agent import DeviceAgent, RunReport
@@ -142,6 +142,7 @@ def measure(client: ServerClient, job: dict, inputs: dict, labels: np.ndarray) -
                 "plan_id": plan.plan_id, "inference_key": key, "head_hash": plan.head_hash,
                 "head_bytes": plan.head_bytes, "cut": plan.cut, "num_nodes": plan.num_nodes,
                 "weight_bits": list(plan.weight_bits), "activation_bits": [a.bits for a in plan.activations],
+                "coding": [tensors.coding_label(a.coding, a.quality) for a in plan.activations],
                 "predicted": json_format.MessageToDict(plan.predicted, preserving_proto_field_name=True,
                                                        always_print_fields_with_no_presence=True),
                 "energy_per_mac": device.energy_coefficient * device.clock_hz ** 2 * device.cycles_per_mac,

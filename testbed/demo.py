@@ -15,7 +15,7 @@ import sys
 import tempfile
 
 from qpart.common.errors import FailedPrecondition
-from qpart.server.calibration import build, coding
+from qpart.server.calibration import build, codecs, coding
 from qpart.server.models import repository
 from qpart.server.planning import catalog
 from qpart.server.training import train
@@ -40,7 +40,8 @@ def run(models: pathlib.Path, model: str = DEFAULT_MODEL, count: int = 1000, dat
     if catalog.current(loaded) is None:
         print(f"building the catalog of {model} (first run, or new weights)", flush=True)
         catalog.save(loaded, build.build(loaded, data_dir))
-        coding.ensure(loaded, catalog.require(loaded), data_dir)     # as `qpart catalog` does
+    coding.ensure(loaded, catalog.require(loaded), data_dir)         # as `qpart catalog` does (once: then current)
+    codecs.ensure(loaded, catalog.require(loaded), data_dir)
     with ServerProcess(models) as server:
         target = server.target
         print(f"server process {server.pid} is SERVING on {target}", flush=True)

@@ -94,6 +94,7 @@ def client(server):
 # Catalogs for the test models search on 1,000 and certify on 3,000 validation images (5,000 by default):
 # a wider confidence bound, so more conservative entries, in a third less time; less for the 3x96x96 models.
 TEST_CATALOG = dict(search_samples=1000, certification_samples=3000)
+TEST_CODECS = (("png", 0), ("jpeg", 75), ("webp", 75))
 TEST_CATALOG_CAMERA = dict(calibration_samples=300, search_samples=500, certification_samples=1000)
 # Test images the catalog checks use: all 10,000 for the small models, fewer for the costly ones, to fit CI.
 TEST_IMAGES = {"fc6": 10000, "lenet": 10000, "vgg8": 5000, "resnet8": 5000, "mobilenetv2": 3000, "resnet8-96": 2000,
@@ -103,8 +104,9 @@ TEST_IMAGES = {"fc6": 10000, "lenet": 10000, "vgg8": 5000, "resnet8": 5000, "mob
 @pytest.fixture(scope="session")
 def catalogs(repo, data_dir) -> dict:
     """Each zoo model's offline catalog, built once per run (or kept with QPART_TEST_MODELS)."""
-    from qpart.server.calibration import build
+    from qpart.server.calibration import build, codecs
     from qpart.server.planning import catalog
+    from qpart.server.planning import codecs as codecs_mod
     built = {}
     for model in map(repo.get, CATALOG_MODELS):
         found = catalog.current(model)
@@ -112,6 +114,8 @@ def catalogs(repo, data_dir) -> dict:
             config = TEST_CATALOG_CAMERA if model.name in CAMERA else TEST_CATALOG
             found = build.build(model, data_dir, build.CatalogConfig(**config), progress=False)
             catalog.save(model, found)
+        if codecs_mod.load(model) is None:           # three of the settings, to fit CI
+            codecs_mod.save(model, codecs.measure(model, found, data_dir, TEST_CODECS))
         built[model.name] = found
     return built
 

@@ -5,8 +5,9 @@ budget, plus the uniform 8-bit and float32 splits the baselines use. Per request
 every split of the requested policy at once (the cost model on arrays), drops those whose certified
 drop exceeds the budget or that do not fit the device's memory, and takes the cheapest.
 
-Policies (qpart.common.policies): qpart (every catalog split), server_only (cut 0: the input,
-quantized only if the budget allows), device_only (the float32 model shipped), float_split (float32
+Policies (qpart.common.policies): qpart (every catalog split, and the input as an image file where the
+model has codecs.json), server_only (cut 0: the input, quantized only if the budget allows),
+server_only_codec (cut 0: the input as a PNG, JPEG or WebP file the device can encode), device_only (the float32 model shipped), float_split (float32
 at every cut, Neurosurgeon-style), uniform_int8 (8-bit weights and activations at every cut), fixed
 (the request's own split, priced but not checked against the budget).
 """
@@ -17,13 +18,14 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
-from qpart.common import packing, policies, quant, tensors
+from qpart.common import images, packing, policies, quant, tensors
 from qpart.common.costmodel import Costs, DeviceProfile, LinkProfile, Objective, ServerProfile, Workload, predict
 from qpart.common.errors import FailedPrecondition, InvalidArgument
 from qpart.server.models.heads import HeadStore
 from qpart.server.models.repository import Model, ModelRepository
 from qpart.server.models.split import Split
 from qpart.server.planning import catalog as catalog_mod
+from qpart.server.planning import codecs as codecs_mod
 from qpart.server.planning import coding as coding_mod
 from qpart.server.planning.plans import PlanSpec
 
@@ -71,7 +73,9 @@ class Candidate:
     head_hash: str = ""
     rejected: str = ""
     chosen: bool = False
-    coding: int = tensors.RAW     # how its activations travel: raw, or zlib-coded (qpart.server.planning.coding)
+    coding: int = tensors.RAW     # how its activations travel: raw, zlib-coded (qpart.server.planning.coding), or
+                                  # the input as image files (qpart.server.planning.codecs)
+    quality: int = 0              # of a JPEG or WebP coding
 
 
 @dataclass
@@ -103,6 +107,24 @@ class CodecCosts:
         return self.zlib[0] * raw_bytes * self.mac_rate, self.zlib[1] * raw_bytes
 
 
+@dataclass(frozen=True)
+class Coded:
+    """A split's message sent coded: its mean bytes per input and, for image files, the measured coding times."""
+    bytes: float                  # mean bytes of one input's message
+    coding: int = tensors.ZLIB
+    quality: int = 0              # JPEG or WebP quality
+    encode_s: float = 0.0         # image codings: seconds per input to encode, on a machine of rate mac_rate
+    decode_s: float = 0.0         # image codings: seconds per input to decode there
+    mac_rate: float = 0.0         # MACs per second of the machine that timed them
+
+    def costs(self, codec: CodecCosts, raw_bytes: float) -> tuple[float, float]:
+        """(device MAC-equivalents, server seconds) the coding adds (image codings replace the packing)."""
+        if self.coding == tensors.ZLIB:
+            return codec.coding(raw_bytes)
+        rate = self.mac_rate or codec.mac_rate
+        return self.encode_s * rate, self.decode_s * rate / codec.mac_rate
+
+
 @dataclass
 class Patterns:
     """Candidate splits as arrays, one row per split, ready to be priced per request."""
@@ -112,7 +134,8 @@ class Patterns:
     hashes: list[str]        # head content hashes ("" when nothing ships)
     work: Workload           # arrays
     memory: np.ndarray       # device bytes needed
-    coding: np.ndarray       # per split: tensors.RAW or tensors.ZLIB
+    coding: np.ndarray       # per split: tensors.RAW, tensors.ZLIB or an image coding
+    quality: np.ndarray      # per split: JPEG or WebP quality, else 0
     cut: np.ndarray = field(init=False)
     _rows: list = field(init=False, repr=False)   # the workload of each split as plain numbers
 
@@ -125,7 +148,7 @@ class Patterns:
     @classmethod
     def of(cls, model: Model, specs: list[PlanSpec], kinds, drops, head_bytes, hashes, server: ServerProfile,
            codec: CodecCosts | None = None, coded=None) -> "Patterns":
-        """coded: per split, the mean zlib-coded bytes of one input's message, or None to send it raw."""
+        """coded: per split, how its message is coded (Coded), or None to send it raw."""
         profile = model.profile
         coded = coded or [None] * len(specs)
         total = sum(n.macs for n in profile.nodes)
@@ -134,7 +157,7 @@ class Patterns:
         runs_tail = np.array([c.runs_tail for c in cuts])
         raw = np.array([sum(packing.packed_size(math.prod(shape), bits) for shape, bits in zip(c.shapes, s.activation_bits))
                         for c, s in zip(cuts, splits)], float)
-        message = np.array([r if k is None else k for r, k in zip(raw, coded)], float)
+        message = np.array([r if k is None else k.bytes for r, k in zip(raw, coded)], float)
         uplink = message + np.where(runs_tail, INPUT_OVERHEAD_BYTES, 0)
         head_bytes = np.asarray(head_bytes, float)
         answer = np.where(runs_tail, 4 * sum(math.prod(s) for s in profile.output_shapes) + ANSWER_OVERHEAD_BYTES, 0.0)
@@ -146,40 +169,46 @@ class Patterns:
         encode = decode = 0.0
         if codec is not None:
             pairs = [[codec.tensor(bits, math.prod(shape)) for shape, bits in zip(c.shapes, s.activation_bits)]
-                     for c, s in zip(cuts, splits)]
-            zlib = [codec.coding(r) if k is not None else (0.0, 0.0) for r, k in zip(raw, coded)]
+                     if k is None or not images.is_image(k.coding) else [] for c, s, k in zip(cuts, splits, coded)]
+            zlib = [k.costs(codec, r) if k is not None else (0.0, 0.0) for r, k in zip(raw, coded)]
             encode = np.array([sum(e for e, _ in row) + z[0] for row, z in zip(pairs, zlib)])
             decode = np.array([sum(d for _, d in row) + z[1] for row, z in zip(pairs, zlib)])
         work = Workload(device_macs, total - device_macs, head_bytes, uplink, answer, runs_tail, server_seconds,
                         encode, decode)
         memory = head_bytes + np.array([4 * c.device_parameters + 4 * c.peak_elements for c in cuts], float)
         return cls(specs, np.asarray(kinds), np.asarray(drops, float), list(hashes), work, memory,
-                   np.array([tensors.RAW if k is None else tensors.ZLIB for k in coded], int))
+                   np.array([tensors.RAW if k is None else k.coding for k in coded], int),
+                   np.array([0 if k is None else k.quality for k in coded], int))
 
     def candidate(self, costs: Costs, i: int, rejected: str = "") -> Candidate:
         work = Workload(*self._rows[i])
         drop = None if np.isnan(self.drop[i]) else float(self.drop[i])
         return Candidate(self.specs[i], str(self.kinds[i]), drop, work, costs.at(i), int(self.memory[i]),
-                         self.hashes[i], rejected, coding=int(self.coding[i]))
+                         self.hashes[i], rejected, coding=int(self.coding[i]), quality=int(self.quality[i]))
 
 
 def catalog_patterns(model: Model, catalog: catalog_mod.Catalog, server: ServerProfile = ServerProfile(),
-                     codec: CodecCosts | None = None,
-                     coding: coding_mod.Coding | None = None) -> tuple[Patterns, dict[str, np.ndarray]]:
+                     codec: CodecCosts | None = None, coding: coding_mod.Coding | None = None,
+                     codecs: codecs_mod.Codecs | None = None) -> tuple[Patterns, dict[str, np.ndarray]]:
     """The catalog's splits and, per policy, which of them it may use. With coding, each QPART split whose
-    message zlib shrinks comes a second time, coded (after every raw split: ties keep the raw one); only the
-    qpart policy may use those, the baselines send what they always sent."""
+    message zlib shrinks comes a second time, coded (after every raw split: ties keep the raw one); with
+    codecs, the input comes once more per certified image setting (kind "codec"). The qpart policy may use
+    them all, server_only_codec the image settings; the other baselines send what they always sent."""
     entries = sorted(catalog.entries, key=lambda e: e.split.cut)   # stable: argmin ties pick the earliest cut
     twins = [(e, coding.coded_bytes(e.split)) for e in entries if coding_mod.codable(model, e)] if coding else []
-    twins = [(e, k) for e, k in twins if k is not None]
-    rows = entries + [e for e, _ in twins]
+    rows = list(entries) + [e for e, k in twins if k is not None]
+    coded = [None] * len(entries) + [Coded(k) for _, k in twins if k is not None]
+    input_split = Split(0, (), (8,), catalog.config.get("granularity", quant.PER_CHANNEL))
+    for s in codecs.settings if codecs else []:
+        rows.append(catalog_mod.Entry("codec", input_split, None, s.drop_ucb, 0, ""))
+        coded.append(Coded(s.bytes, s.code, s.quality, s.encode_s, s.decode_s, codecs.mac_rate))
     patterns = Patterns.of(model, [PlanSpec(model.name, model.version, e.split) for e in rows],
                            [e.kind for e in rows], [e.certified_drop for e in rows],
-                           [e.head_bytes for e in rows], [e.head_hash for e in rows], server, codec,
-                           [None] * len(entries) + [k for _, k in twins])
+                           [e.head_bytes for e in rows], [e.head_hash for e in rows], server, codec, coded)
     cut, kinds, n = patterns.cut, patterns.kinds, model.num_nodes
     raw = patterns.coding == tensors.RAW
     masks = {policies.QPART: np.ones(len(rows), bool), "server_only": (cut == 0) & raw,
+             "server_only_codec": kinds == "codec",
              "device_only": (kinds == "float") & (cut == n), "float_split": (kinds == "float") & raw,
              "uniform_int8": (kinds == "uniform8") & raw}
     return patterns, masks
@@ -210,7 +239,8 @@ class Planner:
                 return None
             with self._lock:
                 self._catalogs[key] = (catalog, *catalog_patterns(model, catalog, self.server, self.codec,
-                                                                  coding_mod.load(model) if self.coding else None))
+                                                                  coding_mod.load(model) if self.coding else None,
+                                                                  codecs_mod.load(model) if self.coding else None))
         return self._catalogs[key][0]
 
     def patterns(self, model: Model) -> tuple[Patterns, dict[str, np.ndarray]]:
@@ -242,7 +272,9 @@ class Planner:
         patterns, masks = self.patterns(model)
         held = [h in request.held_heads for h in patterns.hashes] if request.held_heads else False
         costs = self._predict(patterns.work, request, load, held)
-        in_policy = masks[request.policy]
+        codings = images.available() if request.device.image_codings is None else request.device.image_codings
+        in_policy = masks[request.policy] & (~np.isin(patterns.coding, list(images.FORMATS))
+                                             | np.isin(patterns.coding, list(codings)))
         fits_budget = patterns.drop <= request.accuracy_budget + 1e-9
         memory = request.device.memory_bytes
         fits_memory = patterns.memory <= memory if memory else np.ones(len(patterns.specs), bool)
@@ -253,7 +285,7 @@ class Planner:
         rows = np.flatnonzero(in_policy) if request.explain else [best]
         candidates, seen = [], {}
         for i in rows:
-            key = (patterns.specs[i].split, patterns.coding[i])
+            key = (patterns.specs[i].split, patterns.coding[i], patterns.quality[i])
             if key in seen and int(i) != best:      # the same split under another kind (qpart at 8 bits = uniform8)
                 continue
             if key in seen:
@@ -274,6 +306,10 @@ class Planner:
 
     @staticmethod
     def _no_plan_reason(model: Model, request: PlanRequest, patterns: Patterns, in_policy, fits_budget) -> str:
+        if not in_policy.any() and request.policy == "server_only_codec":
+            return (f"model {model.name!r} has no certified image coding the device can encode (the device lists "
+                    f"{sorted(request.device.image_codings or [])}; the server measures them with `qpart catalog "
+                    f"{model.name}` into codecs.json)")
         if not (in_policy & fits_budget).any():
             best = float(patterns.drop[in_policy].min()) if in_policy.any() else float("nan")
             return (f"no {request.policy} pattern of model {model.name!r} is certified within "

@@ -96,14 +96,15 @@ def plan_response(plan: Plan, model: Model, plan_id: str, max_batch_inputs: int,
         reason=plan.reason, decision_seconds=plan.decision_s, max_batch_inputs=max_batch_inputs,
         plan_id_expires_at=expires_at, server_load=plan.load)
     for (name, shape, quantizer), bits in zip(plan.activations, split.activation_bits):
-        encoding = msg.activations.add(name=name, bits=bits, sample_shape=shape, coding=plan.chosen.coding)
+        encoding = msg.activations.add(name=name, bits=bits, sample_shape=shape, coding=plan.chosen.coding,
+                                       quality=plan.chosen.quality)
         if quantizer is not None:
             encoding.scale, encoding.zero_point = float(quantizer.scale[0]), int(quantizer.zero_point[0])
     for c in plan.candidates:
         s = c.spec.split
         msg.candidates.add(cut=s.cut, weight_bits=s.weight_bits, activation_bits=s.activation_bits,
                            predicted=_prediction(c), chosen=c.chosen, rejected_reason=c.rejected, kind=c.kind,
-                           coding=c.coding)
+                           coding=c.coding, quality=c.quality)
     return msg
 
 

@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from qpart.common import packing, quant, tensors
+from qpart.common import images, packing, quant, tensors
 from qpart.common.errors import (DeadlineExceeded, FailedPrecondition, InvalidArgument, OutOfRange,
                                  ResourceExhausted)
 from qpart.common.names import shown
@@ -197,17 +197,17 @@ class QpartCore:
             raise InvalidArgument(f"the plan sends {len(session.tensors)} tensor(s) across the cut "
                                   f"({', '.join(t.name for t in session.tensors)}), the batch holds {len(batch)}")
         budget = self.settings.max_activation_elements
-        raw = []
         for expected, (name, sample_shape, bits, data, coding) in zip(session.tensors, batch):
             shape = tuple(int(d) for d in sample_shape)
             if name != expected.name or shape != expected.sample_shape or bits != expected.bits:
                 raise InvalidArgument(f"tensor {shown(name)} {list(shape)} at {bits} bits does not match the plan's "
                                       f"{expected.name!r} {list(expected.sample_shape)} at {expected.bits} bits")
-            elements = tensors.check_batch(n, shape, bits, len(data), budget, coding)
-            budget -= elements
-            raw.append(packing.packed_size(elements, bits))
-        return [tensors.decode_batch(tensors.uncode(data, coding, size), n, t.sample_shape, t.quantizer)  # [n, *shape]
-                for t, size, (_, _, _, data, coding) in zip(session.tensors, raw, batch)]
+            if images.is_image(coding) and session.spec.split.cut != 0:
+                raise InvalidArgument(f"image codings carry the model's input (cut 0); this plan cuts at "
+                                      f"{session.spec.split.cut}")
+            budget -= tensors.check_batch(n, shape, bits, len(data), budget, coding)
+        return [tensors.decode_message(data, coding, n, t.sample_shape, t.quantizer)                     # [n, *shape]
+                for t, (_, _, _, data, coding) in zip(session.tensors, batch)]
 
     def infer(self, session: InferSession, request_ids, batch, deadline_s: float = 0.0) -> InferResult:
         received = time.perf_counter()

@@ -17,11 +17,15 @@ class Policy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FLOAT_SPLIT: _ClassVar[Policy]
     UNIFORM_INT8: _ClassVar[Policy]
     FIXED: _ClassVar[Policy]
+    SERVER_ONLY_CODEC: _ClassVar[Policy]
 
 class Coding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CODING_RAW: _ClassVar[Coding]
     CODING_ZLIB: _ClassVar[Coding]
+    CODING_PNG: _ClassVar[Coding]
+    CODING_JPEG: _ClassVar[Coding]
+    CODING_WEBP: _ClassVar[Coding]
 POLICY_UNSPECIFIED: Policy
 QPART: Policy
 SERVER_ONLY: Policy
@@ -29,8 +33,12 @@ DEVICE_ONLY: Policy
 FLOAT_SPLIT: Policy
 UNIFORM_INT8: Policy
 FIXED: Policy
+SERVER_ONLY_CODEC: Policy
 CODING_RAW: Coding
 CODING_ZLIB: Coding
+CODING_PNG: Coding
+CODING_JPEG: Coding
+CODING_WEBP: Coding
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("name",)
@@ -155,7 +163,7 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., description: _Optional[str] = ..., input: _Optional[_Union[TensorInfo, _Mapping]] = ..., task: _Optional[str] = ..., class_names: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., cuts: _Optional[_Iterable[_Union[CutInfo, _Mapping]]] = ..., float_test_accuracy: _Optional[float] = ..., test_samples: _Optional[int] = ..., dataset: _Optional[str] = ..., has_catalog: _Optional[bool] = ..., catalog_budgets: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class DeviceCapabilities(_message.Message):
-    __slots__ = ("name", "clock_hz", "cycles_per_mac", "macs_per_second", "energy_coefficient", "tx_power_w", "memory_bytes")
+    __slots__ = ("name", "clock_hz", "cycles_per_mac", "macs_per_second", "energy_coefficient", "tx_power_w", "memory_bytes", "image_codings")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CLOCK_HZ_FIELD_NUMBER: _ClassVar[int]
     CYCLES_PER_MAC_FIELD_NUMBER: _ClassVar[int]
@@ -163,6 +171,7 @@ class DeviceCapabilities(_message.Message):
     ENERGY_COEFFICIENT_FIELD_NUMBER: _ClassVar[int]
     TX_POWER_W_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_CODINGS_FIELD_NUMBER: _ClassVar[int]
     name: str
     clock_hz: float
     cycles_per_mac: float
@@ -170,7 +179,8 @@ class DeviceCapabilities(_message.Message):
     energy_coefficient: float
     tx_power_w: float
     memory_bytes: int
-    def __init__(self, name: _Optional[str] = ..., clock_hz: _Optional[float] = ..., cycles_per_mac: _Optional[float] = ..., macs_per_second: _Optional[float] = ..., energy_coefficient: _Optional[float] = ..., tx_power_w: _Optional[float] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
+    image_codings: _containers.RepeatedScalarFieldContainer[Coding]
+    def __init__(self, name: _Optional[str] = ..., clock_hz: _Optional[float] = ..., cycles_per_mac: _Optional[float] = ..., macs_per_second: _Optional[float] = ..., energy_coefficient: _Optional[float] = ..., tx_power_w: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., image_codings: _Optional[_Iterable[_Union[Coding, str]]] = ...) -> None: ...
 
 class LinkCapabilities(_message.Message):
     __slots__ = ("rate_bps", "downlink_rate_bps", "bandwidth_hz", "snr_db", "rayleigh_fading", "rtt_s")
@@ -235,20 +245,22 @@ class PlanRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., device: _Optional[_Union[DeviceCapabilities, _Mapping]] = ..., link: _Optional[_Union[LinkCapabilities, _Mapping]] = ..., accuracy_budget: _Optional[float] = ..., weights: _Optional[_Union[ObjectiveWeights, _Mapping]] = ..., inferences_per_head: _Optional[int] = ..., held_heads: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[Policy, str]] = ..., fixed: _Optional[_Union[FixedPlan, _Mapping]] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class ActivationEncoding(_message.Message):
-    __slots__ = ("name", "bits", "scale", "zero_point", "sample_shape", "coding")
+    __slots__ = ("name", "bits", "scale", "zero_point", "sample_shape", "coding", "quality")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BITS_FIELD_NUMBER: _ClassVar[int]
     SCALE_FIELD_NUMBER: _ClassVar[int]
     ZERO_POINT_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_SHAPE_FIELD_NUMBER: _ClassVar[int]
     CODING_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
     name: str
     bits: int
     scale: float
     zero_point: int
     sample_shape: _containers.RepeatedScalarFieldContainer[int]
     coding: Coding
-    def __init__(self, name: _Optional[str] = ..., bits: _Optional[int] = ..., scale: _Optional[float] = ..., zero_point: _Optional[int] = ..., sample_shape: _Optional[_Iterable[int]] = ..., coding: _Optional[_Union[Coding, str]] = ...) -> None: ...
+    quality: int
+    def __init__(self, name: _Optional[str] = ..., bits: _Optional[int] = ..., scale: _Optional[float] = ..., zero_point: _Optional[int] = ..., sample_shape: _Optional[_Iterable[int]] = ..., coding: _Optional[_Union[Coding, str]] = ..., quality: _Optional[int] = ...) -> None: ...
 
 class PlanPrediction(_message.Message):
     __slots__ = ("device_time_s", "uplink_time_s", "downlink_time_s", "server_time_s", "rtt_time_s", "total_time_s", "device_energy_j", "tx_energy_j", "server_cost", "objective", "accuracy_drop", "head_bytes", "uplink_bytes", "device_memory_bytes")
@@ -283,7 +295,7 @@ class PlanPrediction(_message.Message):
     def __init__(self, device_time_s: _Optional[float] = ..., uplink_time_s: _Optional[float] = ..., downlink_time_s: _Optional[float] = ..., server_time_s: _Optional[float] = ..., rtt_time_s: _Optional[float] = ..., total_time_s: _Optional[float] = ..., device_energy_j: _Optional[float] = ..., tx_energy_j: _Optional[float] = ..., server_cost: _Optional[float] = ..., objective: _Optional[float] = ..., accuracy_drop: _Optional[float] = ..., head_bytes: _Optional[int] = ..., uplink_bytes: _Optional[int] = ..., device_memory_bytes: _Optional[int] = ...) -> None: ...
 
 class PlanCandidate(_message.Message):
-    __slots__ = ("cut", "weight_bits", "activation_bits", "predicted", "chosen", "rejected_reason", "kind", "coding")
+    __slots__ = ("cut", "weight_bits", "activation_bits", "predicted", "chosen", "rejected_reason", "kind", "coding", "quality")
     CUT_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_BITS_FIELD_NUMBER: _ClassVar[int]
     ACTIVATION_BITS_FIELD_NUMBER: _ClassVar[int]
@@ -292,6 +304,7 @@ class PlanCandidate(_message.Message):
     REJECTED_REASON_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     CODING_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
     cut: int
     weight_bits: _containers.RepeatedScalarFieldContainer[int]
     activation_bits: _containers.RepeatedScalarFieldContainer[int]
@@ -300,7 +313,8 @@ class PlanCandidate(_message.Message):
     rejected_reason: str
     kind: str
     coding: Coding
-    def __init__(self, cut: _Optional[int] = ..., weight_bits: _Optional[_Iterable[int]] = ..., activation_bits: _Optional[_Iterable[int]] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., chosen: _Optional[bool] = ..., rejected_reason: _Optional[str] = ..., kind: _Optional[str] = ..., coding: _Optional[_Union[Coding, str]] = ...) -> None: ...
+    quality: int
+    def __init__(self, cut: _Optional[int] = ..., weight_bits: _Optional[_Iterable[int]] = ..., activation_bits: _Optional[_Iterable[int]] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., chosen: _Optional[bool] = ..., rejected_reason: _Optional[str] = ..., kind: _Optional[str] = ..., coding: _Optional[_Union[Coding, str]] = ..., quality: _Optional[int] = ...) -> None: ...
 
 class PlanResponse(_message.Message):
     __slots__ = ("plan_id", "model", "model_version", "policy", "cut", "num_nodes", "weight_nodes", "weight_bits", "weight_granularity", "activations", "head_hash", "head_bytes", "predicted", "candidates", "reason", "decision_seconds", "max_batch_inputs", "plan_id_expires_at", "server_load")

@@ -59,6 +59,7 @@ def test_the_planner_offers_coded_twins_priced_with_their_bytes(coded_repo):
         raw = next(r for r in plan.candidates if r.spec.split == c.spec.split and r.coding == tensors.RAW)
         assert c.work.uplink_bytes == pytest.approx(found.coded_bytes(c.spec.split) + 16)
         assert c.work.uplink_bytes < raw.work.uplink_bytes and c.costs.uplink_time_s < raw.costs.uplink_time_s
+        assert (c.head_hash, c.work.head_bytes) == (raw.head_hash, raw.work.head_bytes)       # the same head ships
     baseline = planner.plan(PlanRequest(**{**request.__dict__, "policy": "server_only", "explain": False}))
     assert baseline.chosen.coding == tensors.RAW                                         # baselines send raw
 

@@ -7,6 +7,7 @@ from qpart.common.costmodel import LinkProfile, Objective
 from qpart.common.errors import FailedPrecondition, InvalidArgument
 from qpart.server.models.heads import HeadStore
 from qpart.server.models.split import Split
+from qpart.server.planning import codecs
 from qpart.server.planning.planner import Planner, PlanRequest, catalog_patterns
 from qpart.v1 import service_pb2 as spb
 
@@ -68,7 +69,8 @@ def test_without_mixed_precision_qpart_only_ties(repo, catalogs):
     model = repo.get("vgg8")
     catalog = dataclasses.replace(catalogs["vgg8"], entries=[e for e in catalogs["vgg8"].entries
                                                              if e.kind != "qpart" or e.split.cut == 0])
-    stripped._catalogs[(model.name, model.version)] = (catalog, *catalog_patterns(model, catalog, stripped.server))
+    stripped._catalogs[(model.name, model.version)] = (catalog, *catalog_patterns(model, catalog, stripped.server,
+                                                                                  codecs=codecs.load(model)))
     assert strict_wins(stripped, "vgg8") == []
 
 
@@ -99,7 +101,8 @@ def test_held_heads_and_reuse_change_the_choice(planner):
 
 def test_explain_lists_every_candidate(planner, catalogs):
     plan = planner.plan(request(explain=True, accuracy_budget=0.5))
-    assert len(plan.candidates) == len({e.split for e in catalogs["vgg8"].entries})   # each split once
+    images = len(codecs.load(planner.repository.get("vgg8")).settings)                # the input as image files
+    assert len(plan.candidates) == len({e.split for e in catalogs["vgg8"].entries}) + images   # each split once
     assert sum(c.chosen for c in plan.candidates) == 1
     rejected = [c for c in plan.candidates if c.rejected]
     assert rejected and all("exceeds the budget 0.5" in c.rejected for c in rejected)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from qpart.common import coders, network, packing, tensors
+from qpart.common import coders, images, network, packing, tensors
 from qpart.common.errors import QpartError
 from qpart.device.head import HeadExecutor
 from qpart.server.serving.auth import Authenticator, Identity
@@ -89,6 +89,25 @@ def test_head_tensor_decoders(n, bits, coding, data):
     """Random and truncated zlib and LZMA2 streams for a head tensor of any declared size (some inflating far
     past it: up to 4 MiB of zeros for a tensor of a few bytes)."""
     bounded(coders.decode_codes, data, coding, n, bits)
+
+
+def _image_block(coding: int, quality: int) -> bytes:
+    codes = np.random.default_rng(quality).integers(0, 256, (1, 1, 12, 10), dtype=np.uint8)
+    return images.encode(codes, coding, quality)
+
+
+IMAGE_BLOCKS = {c: _image_block(c, 50) for c in images.available()}
+
+
+@FUZZ
+@given(st.sampled_from(sorted(IMAGE_BLOCKS)), st.data())
+def test_image_decoders(coding, data):
+    """Valid image files with bytes overwritten or cut off, and random bytes, declared as one 12x10 input."""
+    blob = bytearray(IMAGE_BLOCKS[coding])
+    for _ in range(data.draw(st.integers(1, 8))):
+        blob[data.draw(st.integers(0, len(blob) - 1))] = data.draw(st.integers(0, 255))
+    for candidate in (bytes(blob), bytes(blob[:data.draw(st.integers(0, len(blob)))]), data.draw(st.binary(max_size=600))):
+        bounded(tensors.decode_message, candidate, coding, 1, (1, 12, 10), tensors.quant.params_for_range(0, 1, 8))
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,84 @@
+"""The input as PNG, JPEG or WebP files: bytes, coding times and accuracy cost, certified like a split.
+
+Each setting (coding, quality) is applied exactly as a device applies it: the preprocessed input is
+quantized at 8 bits with the model's calibrated input range (the cut-0 quantizer), each input's codes
+are written as one image file and read back (qpart.common.images), and the model runs in float32 on what
+the server would decode. The top-1 drop against the float model on the unquantized input is measured on
+the catalog's certification images (the second half of the validation split; never the test set), with
+the one-sided bound each setting is held to set so that the chosen setting's bound holds at the catalog's
+confidence, all settings together (Bonferroni). The planner reads the result from `codecs.json`.
+"""
+import time
+from statistics import NormalDist
+
+import numpy as np
+
+from qpart.common import images, quant, tensors, torchnet
+from qpart.server.calibration.accuracy import Evaluator, paired_drop_bound
+from qpart.server.models import datasets
+from qpart.server.models.repository import Model
+from qpart.server.models.split import Split
+from qpart.server.planning import catalog as catalog_mod
+from qpart.server.planning import codecs as codecs_mod
+
+CONFIDENCE = 0.95
+
+
+def input_quantizer(model: Model) -> quant.QuantParams:
+    return model.cut_quantizers(Split(0, (), (8,)))[0]
+
+
+def roundtrip(x: np.ndarray, params: quant.QuantParams, coding: int, quality: int) -> tuple[np.ndarray, int, float, float]:
+    """(what the server decodes [n, *shape], total message bytes, encode s, decode s) for inputs x."""
+    started = time.perf_counter()
+    data = tensors.encode_message(x, params, coding, quality)
+    encoded = time.perf_counter()
+    back = tensors.decode_message(data, coding, len(x), x.shape[1:], params)
+    return back, len(data), encoded - started, time.perf_counter() - encoded
+
+
+def supported(model: Model) -> bool:
+    """Whether the model's input can travel as image files: [C, H, W] with C = 1 or 3."""
+    shape = tuple(model.spec.input_shape)
+    return len(shape) == 3 and shape[0] in images.MODES
+
+
+def measure(model: Model, catalog: catalog_mod.Catalog, data_dir=None, settings=codecs_mod.SETTINGS,
+            confidence: float = CONFIDENCE) -> codecs_mod.Codecs:
+    started = time.perf_counter()
+    here = images.available()
+    chosen = [(name, q) for name, q in settings if images.BY_NAME[name] in here]
+    pool, labels = datasets.split(model.card, "validation", data_dir)
+    half = len(labels) // 2
+    n = min(int(catalog.config.get("certification_samples", 5000)), len(labels) - half)
+    x = datasets.preprocessed(pool[half:half + n], model.preprocessing)
+    y = labels[half:half + n]
+    reference = Evaluator(model, x, y, cache_bytes=0).float_correct
+    z = NormalDist().inv_cdf(1.0 - (1.0 - confidence) / max(len(chosen), 1))
+    params = input_quantizer(model)
+    out = []
+    for name, quality in chosen:
+        back, size, enc, dec = roundtrip(x, params, images.BY_NAME[name], quality)
+        correct = Evaluator(model, back, y, cache_bytes=0).float_correct
+        to_wrong, to_right = int((reference & ~correct).sum()), int((~reference & correct).sum())
+        drop, ucb = paired_drop_bound(to_wrong, to_right, n, z)
+        out.append(codecs_mod.Setting(name, quality, round(size / n, 1), round(drop, 3), round(ucb, 3),
+                                      enc / n, dec / n))
+    return codecs_mod.Codecs(model.version, n, 1.0 - (1.0 - confidence) / max(len(chosen), 1), torchnet.mac_rate(),
+                             out, round(time.perf_counter() - started, 1))
+
+
+def ensure(model: Model, catalog: catalog_mod.Catalog, data_dir=None) -> codecs_mod.Codecs | None:
+    """The model's codecs.json, measured and saved unless current; None when its input is not an image."""
+    if not supported(model) or not images.available():
+        return None
+    found = codecs_mod.load(model)
+    if found is None:
+        found = measure(model, catalog, data_dir)
+        codecs_mod.save(model, found)
+    return found
+
+
+def describe(found: codecs_mod.Codecs) -> str:
+    return ", ".join(f"{images.label(s.code, s.quality)} {s.bytes:,.0f} B drop<={s.drop_ucb:.2f}"
+                     for s in found.settings)
