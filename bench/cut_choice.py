@@ -6,12 +6,13 @@ Prices every catalog split with the cost model (the default objective: time + en
 for one device profile, and reports the chosen cut next to the best plan that sends the input (cut 0)
 and the best that runs everything on the device, with each one's objective and what it is made of.
 The server part is priced at Table II's MAC rate (no start-up timing here), as `qpart plan` does. Where a
-model has coding.json, its zlib-coded splits are weighed too (marked zlib; --raw leaves them out).
+model has coding.json, its zlib-coded splits are weighed too (marked zlib), and with codecs.json the input as
+PNG/JPEG/WebP files (marked with the format and quality); --raw leaves both out.
 """
 import argparse
 import pathlib
 
-from qpart.common import profiles
+from qpart.common import profiles, tensors
 from qpart.common.costmodel import LinkProfile, Objective
 from qpart.common.errors import FailedPrecondition
 from qpart.server.models.heads import HeadStore
@@ -36,7 +37,7 @@ def best(plan, model, which) -> tuple[float, str]:
     k = c.costs
     return k.objective, (f"{k.objective * 1e3:.1f} (time {k.total_time_s * 1e3:.1f} ms, energy "
                          f"{(k.device_energy_j + k.tx_energy_j) * 1e3:.1f} mJ, up {int(c.work.uplink_bytes):,} B"
-                         f"{' zlib' if c.coding else ''})")
+                         f"{' ' + tensors.coding_label(c.coding, c.quality) if c.coding else ''})")
 
 
 def rows(planner: Planner, model, device, rates, budgets, rtt_s: float, reuse: int) -> list[str]:
@@ -55,7 +56,7 @@ def rows(planner: Planner, model, device, rates, budgets, rtt_s: float, reuse: i
             _, device_only = best(plan, model, lambda cut: cut == model.num_nodes)
             out.append(f"| {model.name} | {rate:g} | {budget:g} | {where(model, s.cut)} | w {list(s.weight_bits)[:6]}"
                        f"{'...' if len(s.weight_bits) > 6 else ''} a {list(s.activation_bits)}"
-                       f"{' zlib' if chosen.coding else ''} | "
+                       f"{' ' + tensors.coding_label(chosen.coding, chosen.quality) if chosen.coding else ''} | "
                        f"{chosen.costs.objective * 1e3:.1f} | {server_only} | {device_only} |")
     return out
 
@@ -69,7 +70,8 @@ def main() -> None:
     parser.add_argument("--rates", default="1,5,20", help="Mbit/s, comma-separated")
     parser.add_argument("--budgets", default="0.5,1,2", help="points, comma-separated")
     parser.add_argument("--markdown", type=pathlib.Path, help="also write the table here")
-    parser.add_argument("--raw", action="store_true", help="leave out the zlib-coded splits (coding.json)")
+    parser.add_argument("--raw", action="store_true",
+                        help="leave out the zlib-coded splits (coding.json) and the image files (codecs.json)")
     args = parser.parse_args()
     repo = ModelRepository(args.models)
     planner = Planner(repo, HeadStore(), coding=not args.raw)

@@ -11,7 +11,7 @@ With the harness installed (the dev extra):
     qpart demo                          server and device as separate processes on 1,000 test images
     qpart testbed up --rate 5 --delay 10          two network namespaces on a shaped veth (root)
     qpart testbed shape --rate 20 | fade ... | relay ... | status | down
-    qpart bench [--reduced]             the five policies end to end on a shaped link (root)
+    qpart bench [--reduced]             the six policies end to end on a shaped link (root)
 """
 import argparse
 import importlib.metadata

@@ -22,7 +22,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import numpy as np  # noqa: E402
 
-from qpart.common import data, datasets, messages, options, policies, runtime
+from qpart.common import data, datasets, messages, options, policies, runtime, tensors
 from qpart.common.errors import QpartError
 from qpart.device import backends, probe
 from qpart.device.agent import DeviceAgent, RunReport
@@ -306,7 +306,9 @@ def print_candidates(report: RunReport) -> None:
         k = c["predicted"]
         mark = "*" if c["chosen"] else ("x" if c["rejected_reason"] else " ")
         drop = f"{k['accuracy_drop']:>6.2f}" if "accuracy_drop" in k else "     -"
-        kind = c["kind"] + ("+z" if c.get("coding") == "CODING_ZLIB" else "")    # +z: activations zlib-coded
+        coding = spb.Coding.Value(c.get("coding") or "CODING_RAW")
+        kind = (tensors.coding_label(coding, int(c.get("quality", 0))) if c["kind"] == "codec"   # the input as a file
+                else c["kind"] + ("+z" if coding == tensors.ZLIB else ""))                    # +z: zlib-coded
         print(f"{mark} {c['cut']:>4} {kind:<8} {str(c['weight_bits']):<28} {str(c['activation_bits']):<10} "
               f"{int(k['head_bytes']):>10,} {int(k['uplink_bytes']):>8,} {k['total_time_s'] * 1e3:>9.3f} "
               f"{k['device_energy_j'] + k['tx_energy_j']:>10.3g} {k['server_cost']:>10.3g} {k['objective']:>10.4g} {drop}"

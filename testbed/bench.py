@@ -1,4 +1,4 @@
-"""`qpart bench`: the five policies end to end over a shaped link, on a grid of scenarios.
+"""`qpart bench`: the six policies end to end over a shaped link, on a grid of scenarios.
 
 A testbed (two network namespaces on a veth) carries the traffic: the server (and, without netem, the
 delay relay) in one namespace, the device worker (qpart.testbed.bench_worker) in the other. For each

@@ -77,7 +77,7 @@ def register(sub) -> None:
     p.add_argument("--to", default="127.0.0.1:50051", help="relay: the server's address")
     p.add_argument("--state", type=pathlib.Path, default=netns.STATE_DIR / "state.json",
                    help="relay: the testbed state file to read the shape from")
-    p = command(sub, "bench", cmd_bench, "the five policies end to end over the shaped testbed link (needs root)")
+    p = command(sub, "bench", cmd_bench, "the six policies end to end over the shaped testbed link (needs root)")
     p.add_argument("--reduced", action="store_true", help="the small grid CI runs (as --grid reduced)")
     p.add_argument("--grid", choices=["full", "reduced", "camera"], default="full",
                    help="full: 5 models x 4 devices x 4 rates x 3 budgets (hours); camera: the 3x96x96 models on "

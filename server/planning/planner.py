@@ -115,14 +115,12 @@ class Coded:
     quality: int = 0              # JPEG or WebP quality
     encode_s: float = 0.0         # image codings: seconds per input to encode, on a machine of rate mac_rate
     decode_s: float = 0.0         # image codings: seconds per input to decode there
-    mac_rate: float = 0.0         # MACs per second of the machine that timed them
+    mac_rate: float = 0.0         # MACs per second of the machine that timed them (image codings)
 
-    def costs(self, codec: CodecCosts, raw_bytes: float) -> tuple[float, float]:
-        """(device MAC-equivalents, server seconds) the coding adds (image codings replace the packing)."""
-        if self.coding == tensors.ZLIB:
-            return codec.coding(raw_bytes)
-        rate = self.mac_rate or codec.mac_rate
-        return self.encode_s * rate, self.decode_s * rate / codec.mac_rate
+    def costs(self, server_rate: float) -> tuple[float, float]:
+        """(device MAC-equivalents, server seconds at server_rate MACs/s) of an image coding, which replaces
+        the packing."""
+        return self.encode_s * self.mac_rate, self.decode_s * self.mac_rate / server_rate
 
 
 @dataclass
@@ -166,13 +164,14 @@ class Patterns:
         if model.tail_seconds is not None:   # timed on this server: the tail from each catalog cut
             server_seconds = np.array([model.tail_seconds.get(c.cut, (total - c.device_macs) / server.mac_rate)
                                        if c.runs_tail else 0.0 for c in cuts])
-        encode = decode = 0.0
-        if codec is not None:
-            pairs = [[codec.tensor(bits, math.prod(shape)) for shape, bits in zip(c.shapes, s.activation_bits)]
-                     if k is None or not images.is_image(k.coding) else [] for c, s, k in zip(cuts, splits, coded)]
-            zlib = [k.costs(codec, r) if k is not None else (0.0, 0.0) for r, k in zip(raw, coded)]
-            encode = np.array([sum(e for e, _ in row) + z[0] for row, z in zip(pairs, zlib)])
-            decode = np.array([sum(d for _, d in row) + z[1] for row, z in zip(pairs, zlib)])
+        encode, decode = np.zeros(len(specs)), np.zeros(len(specs))
+        for i, (c, s, k, r) in enumerate(zip(cuts, splits, coded, raw)):
+            if k is not None and images.is_image(k.coding):      # measured offline: priced even without codec
+                encode[i], decode[i] = k.costs(codec.mac_rate if codec else server.mac_rate)
+            elif codec is not None:
+                pairs = [codec.tensor(bits, math.prod(shape)) for shape, bits in zip(c.shapes, s.activation_bits)]
+                z = codec.coding(r) if k is not None else (0.0, 0.0)
+                encode[i], decode[i] = sum(e for e, _ in pairs) + z[0], sum(d for _, d in pairs) + z[1]
         work = Workload(device_macs, total - device_macs, head_bytes, uplink, answer, runs_tail, server_seconds,
                         encode, decode)
         memory = head_bytes + np.array([4 * c.device_parameters + 4 * c.peak_elements for c in cuts], float)
