@@ -39,6 +39,26 @@ def write_json(path: pathlib.Path, value) -> None:
     _write_atomic(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
 
 
+def read_measurement(path: pathlib.Path, name: str, version: int, model_version: str) -> dict | None:
+    """A JSON file `qpart catalog NAME` measures beside a model (coding.json, codecs.json): its content, or None
+    when missing or of another format or other weights; FailedPrecondition naming the fix when unreadable."""
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FailedPrecondition(f"{path} cannot be read ({e}); measure it again with `qpart catalog {name} "
+                                 f"--force`") from None
+    if not isinstance(value, dict) or value.get("format_version") != version or value.get("model_version") != model_version:
+        return None
+    return value
+
+
+def corrupt(path: pathlib.Path, name: str, error: Exception) -> FailedPrecondition:
+    return FailedPrecondition(f"{path} is corrupt ({type(error).__name__}: {error}); measure it again with "
+                              f"`qpart catalog {name} --force`")
+
+
 @dataclass
 class Model:
     name: str

@@ -6,12 +6,10 @@ cut-0 candidate (policy qpart, and the server_only_codec baseline), priced with 
 coding times, eligible within a budget by its certified drop. Missing, or measured for other weights:
 no image candidates.
 """
-import json
 from dataclasses import asdict, dataclass, field
 
 from qpart.common import images
-from qpart.common.errors import FailedPrecondition
-from qpart.server.models.repository import Model, write_json
+from qpart.server.models.repository import Model, corrupt, read_measurement, write_json
 
 CODECS_FILE = "codecs.json"
 CODECS_VERSION = 1
@@ -57,16 +55,8 @@ def save(model: Model, codecs: Codecs) -> None:
 
 def load(model: Model) -> Codecs | None:
     """The model's certified image codings, or None when missing, of another format or other weights."""
-    where = path(model)
-    try:
-        value = json.loads(where.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FailedPrecondition(f"{where} cannot be read ({e}); measure it again with `qpart catalog "
-                                 f"{model.name} --force`") from None
-    if not isinstance(value, dict) or value.get("format_version") != CODECS_VERSION \
-            or value.get("model_version") != model.version:
+    value = read_measurement(path(model), model.name, CODECS_VERSION, model.version)
+    if value is None:
         return None
     try:
         value = {k: v for k, v in value.items() if k != "format_version"}
@@ -75,5 +65,4 @@ def load(model: Model) -> Codecs | None:
             s.code                                            # raises KeyError on an unknown coding
         return codecs
     except (TypeError, KeyError, ValueError) as e:
-        raise FailedPrecondition(f"{where} is corrupt ({type(e).__name__}: {e}); measure it again with "
-                                 f"`qpart catalog {model.name} --force`") from None
+        raise corrupt(path(model), model.name, e) from None

@@ -4,11 +4,9 @@ Written offline by `qpart catalog` (qpart.server.calibration.coding measures it 
 here by the planner, which offers each listed split a second time with its activations zlib-coded and
 prices that twin with these bytes. A missing file, or one measured for other weights, offers nothing coded.
 """
-import json
 from dataclasses import dataclass, field
 
-from qpart.common.errors import FailedPrecondition
-from qpart.server.models.repository import Model, write_json
+from qpart.server.models.repository import Model, corrupt, read_measurement, write_json
 from qpart.server.models.split import Split
 
 CODING_FILE = "coding.json"
@@ -51,16 +49,8 @@ def save(model: Model, coding: Coding) -> None:
 
 def load(model: Model) -> Coding | None:
     """The model's measured coded sizes, or None when missing, of another format or other weights."""
-    where = path(model)
-    try:
-        value = json.loads(where.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FailedPrecondition(f"{where} cannot be read ({e}); measure it again with `qpart catalog "
-                                 f"{model.name} --force`") from None
-    if not isinstance(value, dict) or value.get("format_version") != CODING_VERSION \
-            or value.get("model_version") != model.version:
+    value = read_measurement(path(model), model.name, CODING_VERSION, model.version)
+    if value is None:
         return None
     try:
         sizes = {Split(int(s["cut"]), s["weight_bits"], s["activation_bits"], str(s["granularity"])):
@@ -68,5 +58,4 @@ def load(model: Model) -> Coding | None:
         return Coding(value["model_version"], int(value["level"]), int(value["images"]), sizes,
                       float(value.get("seconds", 0.0)))
     except (TypeError, KeyError, ValueError) as e:
-        raise FailedPrecondition(f"{where} is corrupt ({type(e).__name__}: {e}); measure it again with "
-                                 f"`qpart catalog {model.name} --force`") from None
+        raise corrupt(path(model), model.name, e) from None
