@@ -41,7 +41,7 @@ def cmd_catalog(args) -> None:
         if not args.force and catalog.upgrade(model):
             print(f"{name}: upgraded the format-{catalog.UPGRADABLE} catalog to format {catalog.CATALOG_VERSION} "
                   "(coded heads; splits and certification kept)")
-        built = None if args.force else catalog.load(model)
+        built = None if args.force else catalog.current(model)
         if built is None:
             config = build.CatalogConfig(search_samples=args.search_samples,
                                          certification_samples=args.certification_samples)

@@ -33,7 +33,7 @@ from qpart.common import network, quant
 from qpart.server.calibration import allocation, noise
 from qpart.server.calibration.accuracy import Evaluator, Measurement, paired_drop_bound
 from qpart.server.models import datasets
-from qpart.server.models.heads import build_head, serialize
+from qpart.server.models.heads import build_head, serialize, write_head
 from qpart.server.models.repository import Model
 from qpart.server.models.split import FLOAT, Split, uniform
 from qpart.server.planning.catalog import BUDGETS, Catalog, Entry
@@ -138,6 +138,8 @@ def _split(bits: tuple[int, ...], model: Model, cut: int, granularity: str) -> S
 def _entry(model: Model, kind: str, split: Split, certified: Measurement | None, budget: float | None = None,
            search: Measurement | None = None, predicted: float | None = None) -> Entry:
     built = serialize(build_head(model, split)) if split.ships_head else None
+    if built is not None:
+        write_head(model, built)             # so that catalog.save need not code it again
     return Entry(kind, split, budget, certified.drop_ucb if certified else 0.0, built.size if built else 0,
                  built.content_hash if built else "", asdict(search) if search else None,
                  asdict(certified) if certified else None, predicted)

@@ -9,7 +9,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from qpart.common.errors import FailedPrecondition
-from qpart.server.models.heads import build_head, serialize
+from qpart.server.models.heads import build_head, serialize, store_heads
 from qpart.server.models.repository import Model, write_json
 from qpart.server.models.split import Split
 
@@ -107,13 +107,18 @@ def upgrade(model: Model) -> bool:
 
 
 def current(model: Model) -> Catalog | None:
-    """load, after upgrading a format-4 catalog in place."""
+    """load, after upgrading a format-4 catalog in place; stores its heads (`heads/`) where missing."""
     upgrade(model)
-    return load(model)
+    catalog = load(model)
+    if catalog is not None:
+        store_heads(model, [(e.split, e.head_hash) for e in catalog.entries])
+    return catalog
 
 
 def save(model: Model, catalog: Catalog) -> None:
+    """The catalog, and its heads in `heads/` for the server to read instead of coding them at start-up."""
     write_json(model.catalog_path, catalog.to_json())
+    store_heads(model, [(e.split, e.head_hash) for e in catalog.entries])
 
 
 def require(model: Model) -> Catalog:

@@ -118,7 +118,7 @@ class QpartCore:
             catalog = self.planner.catalog(model)
             for entry in catalog.entries if catalog else []:
                 if entry.split.ships_head:
-                    head = self.heads.get(model, entry.split, pin=True)
+                    head = self.heads.get(model, entry.split, pin=True, stored=entry.head_hash)
                     if head.content_hash != entry.head_hash:
                         raise FailedPrecondition(f"model {model.name!r}: the catalog's head for cut "
                                                  f"{entry.split.cut} does not match the head built now; "
@@ -161,8 +161,8 @@ class QpartCore:
     def head(self, token: str, identity: Identity = ANYONE) -> BuiltHead:
         model, spec = self.resolve(token, identity)
         catalog = self.planner.catalog(model)
-        pin = catalog is not None and any(e.split == spec.split for e in catalog.entries)
-        built = self.heads.get(model, spec.split, pin=pin)
+        entry = next((e for e in catalog.entries if e.split == spec.split), None) if catalog else None
+        built = self.heads.get(model, spec.split, pin=entry is not None, stored=entry.head_hash if entry else "")
         if built is None:
             raise FailedPrecondition("this plan sends the input itself (cut 0); there is no head to fetch")
         return built

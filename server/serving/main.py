@@ -50,6 +50,8 @@ class RunningServer:
                    ("grpc.keepalive_time_ms", 60_000), ("grpc.keepalive_timeout_ms", 20_000),
                    ("grpc.keepalive_permit_without_calls", 1),
                    ("grpc.http2.min_ping_interval_without_data_ms", 10_000)]
+        if settings.reuse_port:                 # --processes: siblings bind the same port
+            options.append(("grpc.so_reuseport", 1))
         if settings.max_connection_age_s > 0:   # in-flight calls get the drain grace to finish
             options += [("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
                         ("grpc.max_connection_age_grace_ms", int(settings.grace_s * 1000))]
@@ -119,6 +121,9 @@ def parse_args(argv=None) -> ServerSettings:
 def main(argv=None) -> int:
     settings = parse_args(argv)
     configure_logging(settings.log_level, settings.json_logs)
+    if settings.processes > 1:
+        from qpart.server.serving import processes
+        return processes.serve(settings, sys.argv[1:] if argv is None else list(argv))
     try:
         running = RunningServer(settings)
     except QpartError as e:

@@ -51,6 +51,11 @@ class ServerSettings:
     devices: pathlib.Path | None = setting(
         None, "devices file (TOML): bearer tokens (as SHA-256), allowed models, certificate names; every RPC must "
               "then carry `authorization: Bearer <token>`", group="security")
+    processes: int = setting(1, "server processes sharing the port (SO_REUSEPORT, Linux): each has its own Python "
+                                "interpreter, caches and batcher, and torch threads cores / processes unless "
+                                "--torch-threads says; the kernel spreads connections over them", group="load")
+    reuse_port: bool = setting(False, "bind the port with SO_REUSEPORT, so that other processes may share it (set "
+                                      "for the processes --processes starts)", group="load")
     compute_slots: int = setting(0, "batches running the tail at once (0: one per CPU core)", group="load")
     max_queued: int = setting(64, "batches waiting for a slot; more are refused with RESOURCE_EXHAUSTED at once",
                               group="load")
@@ -81,6 +86,8 @@ class ServerSettings:
     def __post_init__(self):
         if not 0 <= self.load_window_s <= 3600:
             raise InvalidArgument(f"--load-window-s must be in [0, 3600] seconds, got {self.load_window_s}")
+        if not 1 <= self.processes <= 256:
+            raise InvalidArgument(f"--processes must be 1 to 256, got {self.processes}")
         if self.batch_max_inputs < 0 or not 0 <= self.batch_delay_ms <= 1000:
             raise InvalidArgument(f"batching: --batch-max-inputs must be at least 0 and --batch-delay-ms in [0, 1000], "
                                   f"got {self.batch_max_inputs} and {self.batch_delay_ms}")

@@ -59,3 +59,28 @@ def test_coded_heads_are_smaller_and_run_exactly_like_dense_ones(repo, test_set)
     x = test_set[0][:32]
     (a,), (b,) = HeadExecutor(dense).run(x), HeadExecutor(coded).run(x)
     assert np.array_equal(a, b)
+
+
+def test_catalog_heads_are_stored_and_read_back_only_when_their_hash_holds(models_dir, catalogs, tmp_path):
+    import shutil
+    from qpart.server.models import heads as heads_mod
+    from qpart.server.models.repository import ModelRepository
+    from qpart.server.planning import catalog as catalog_mod
+    shutil.copytree(models_dir / "lenet", tmp_path / "lenet")
+    model = ModelRepository(tmp_path).get("lenet")
+    entry = next(e for e in catalogs["lenet"].entries if e.head_hash)
+    path = heads_mod.head_path(model, entry.head_hash)
+    shutil.rmtree(path.parent, ignore_errors=True)
+    catalog_mod.current(model)                                           # writes what is missing
+    stored = path.read_bytes()
+    assert heads_mod.read_head(model, entry.head_hash).data == stored
+    store = HeadStore()
+    built = store.get(model, entry.split, pin=True, stored=entry.head_hash)
+    assert built.content_hash == entry.head_hash and built.data == stored
+    path.write_bytes(stored[:-1] + bytes([stored[-1] ^ 1]))               # altered on disk: not trusted
+    assert heads_mod.read_head(model, entry.head_hash) is None
+    rebuilt = HeadStore().get(model, entry.split, pin=True, stored=entry.head_hash)
+    assert rebuilt.content_hash == entry.head_hash and rebuilt.data == stored
+    (path.parent / ("0" * 64 + ".head")).write_bytes(b"stale")
+    catalog_mod.save(model, catalog_mod.load(model))                     # rewrites the altered one, drops the stale
+    assert path.read_bytes() == stored and not (path.parent / ("0" * 64 + ".head")).exists()
