@@ -62,7 +62,7 @@ class BenchConfig:
 # CI's grid: rates where transmission dominates and the planner's choices matter most (input widths,
 # splits, device-only with reuse); the near-ties at 20-100 Mbit/s are in the full report.
 REDUCED = BenchConfig(models=("lenet",), devices=("rpi4", "jetson-orin-nano"), rates_mbit=(1.0, 5.0), budgets=(1.0,),
-                      reuse=(1, 100), objectives=("time",), inferences=12, rounds=3, accuracy_images=200,
+                      reuse=(100,), objectives=("time",), inferences=12, rounds=3, accuracy_images=200,
                       fetch_repeats=1)
 
 

