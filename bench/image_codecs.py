@@ -12,8 +12,6 @@ import argparse
 import math
 import pathlib
 
-import numpy as np
-
 from qpart.common import images, packing
 from qpart.server.calibration import codecs as measuring
 from qpart.server.calibration.accuracy import Evaluator, paired_drop_bound
@@ -67,5 +65,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    np.seterr(all="ignore")
     raise SystemExit(main())

@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from qpart.common import images, packing, quant, tensors
+from qpart.common import images, quant, tensors
 from qpart.common.errors import (DeadlineExceeded, FailedPrecondition, InvalidArgument, OutOfRange,
                                  ResourceExhausted)
 from qpart.common.names import shown
