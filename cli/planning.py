@@ -38,9 +38,10 @@ def cmd_catalog(args) -> None:
     repo = ModelRepository(args.models)
     for name in args.model:
         model = repo.get(name)
-        if not args.force and catalog.upgrade(model):
-            print(f"{name}: upgraded the format-{catalog.UPGRADABLE} catalog to format {catalog.CATALOG_VERSION} "
-                  "(coded heads; splits and certification kept)")
+        upgraded = 0 if args.force else catalog.upgrade(model)
+        if upgraded:
+            print(f"{name}: upgraded the format-{upgraded} catalog to format {catalog.CATALOG_VERSION} "
+                  "(its heads rebuilt; splits and certification kept)")
         built = None if args.force else catalog.current(model)
         if built is None:
             config = build.CatalogConfig(search_samples=args.search_samples,
@@ -101,7 +102,16 @@ def cmd_plan(args) -> None:
     planner = Planner(ModelRepository(args.models), HeadStore())
     if args.measure_server:
         from qpart.server.serving import speed
-        speed.measure(planner, [planner.repository.get(args.model)])
+        model = planner.repository.get(args.model)
+
+        def cuts_of(m):
+            catalog = planner.catalog(m)
+            return list(catalog.cuts) if catalog else []
+        profile = speed.measure([model], cuts_of)
+        speed.apply(profile, planner, [model], cuts_of, planner.server.mac_rate)
+        from qpart.server.serving.speed_profile import describe
+        tails = ", ".join(f"cut {c}: {t.describe()}" for c, t in sorted(profile.tails_for(model).items()))
+        print(f"server speed: {describe(profile)}; tails {tails or 'none timed'}")
     request = PlanRequest(args.model, options.device_from_args(args), options.link_from_args(args), args.budget,
                           options.objective_from_args(args), args.reuse or 1, policy=args.policy, explain=True)
     plan = planner.plan(request)

@@ -1,10 +1,10 @@
 """The QPART cost model (eqs 5-8, 11-16, 24-26), extended with round-trip time and head reuse.
 
 Per inference, for a cut (the device runs the nodes before it, O_1 MACs; the server the rest, O_2):
-    device time   T_loc = (O_1 + O_enc) / r_d   r_d = f_d / c_d, or the measured MAC rate; O_enc: quantizing
-                  and packing the activations, in MAC-equivalents (timed on the server and converted at its
-                  measured MAC rate; not in the paper, but at 100 Mbit/s a 3-bit input saves less
-                  transmission time than it costs to pack), so it follows the device's speed
+    device time   T_loc = (O_1 + O_enc) / r_d   r_d = f_d / c_d, or the measured MAC rate; O_enc: preprocessing
+                  the raw input, quantizing and packing the activations, in MAC-equivalents (timed on the
+                  server and converted at its measured MAC rate; not in the paper, but at 100 Mbit/s a 3-bit
+                  input saves less transmission time than it costs to pack), so it follows the device's speed
     device energy E_loc = κ_d f_d^2 c_d (O_1 + O_enc)   (eq 6)
     server time   T_ser = O_2 / r_s (or the tail's measured time) + unpacking,  cost C_ser = μ T_ser   (eqs 7-8)
     uplink        D_A bytes at R_up; downlink: the head's bytes / k (0 if the device holds it) plus the scores
@@ -172,7 +172,8 @@ class Workload:
     downlink_bytes: object  # answer bytes per inference (class scores)
     runs_tail: object       # False when everything runs on the device (no per-inference round trip)
     server_seconds: object = None  # measured tail time per inference; None: server_macs / the server's MAC rate
-    encode_macs: object = 0.0      # quantizing and packing the activations on the device, MAC-equivalents
+    encode_macs: object = 0.0      # preprocessing the raw input, quantizing and packing the activations on the
+                                   # device, MAC-equivalents
     decode_seconds: object = 0.0   # unpacking and dequantizing it on the server, per inference
 
 

@@ -3,15 +3,24 @@
     python -m qpart.common.health HOST:PORT [--service NAME] [--tls-ca CA.pem [--tls-cert C --tls-key K]]
 
 Exit status: 0 SERVING, 1 NOT_SERVING (or the service is unknown), 3 unreachable (with the reason:
-refused, timed out, or a TLS handshake that failed), 2 bad arguments. The messages are encoded by
-hand (HealthCheckRequest: field 1, the service name; HealthCheckResponse: field 1, the status).
+refused, timed out, or why TLS failed, diagnosed as the device does it: qpart.common.tls), 2 bad
+arguments. The messages are encoded by hand (HealthCheckRequest: field 1, the service name;
+HealthCheckResponse: field 1, the status).
 """
 import argparse
+import os
 import pathlib
 import sys
 import time
 
-import grpc
+if __name__ == "__main__":
+    # gRPC core's own log lines (a failed TLS handshake) would reach the user beside the diagnosis; it reads
+    # this once, when grpc is imported. GRPC_VERBOSITY=ERROR in the environment brings them back.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import grpc  # noqa: E402
+
+from qpart.common import tls  # noqa: E402
 
 STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
 EXIT = {"SERVING": 0, "NOT_SERVING": 1, "SERVICE_UNKNOWN": 1, "UNKNOWN": 1, "UNREACHABLE": 3}
@@ -42,8 +51,8 @@ def check(target: str, timeout_s: float = 2.0, service: str = "",
             if e.code() == grpc.StatusCode.NOT_FOUND:
                 return "SERVICE_UNKNOWN", e.details() or ""
             detail = e.details() or e.code().name
-            if credentials is None and ("Socket closed" in detail or "handshake" in detail.lower()):
-                detail += " (a TLS server? give --tls-ca)"
+            if credentials is None and tls.speaks_tls(target, timeout_s):
+                detail = tls.SPEAKS_TLS
             return "UNREACHABLE", f"{e.code().name}: {detail}"
 
 
@@ -78,6 +87,10 @@ def main(argv=None) -> int:
         if args.tls_server_name:
             options.append(("grpc.ssl_target_name_override", args.tls_server_name))
     status, detail = check(args.target, args.timeout, args.service, credentials, options)
+    if status == "UNREACHABLE" and credentials is not None:
+        reason = tls.diagnose(args.target, args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name,
+                              args.timeout)
+        detail = f"{detail.split(':', 1)[0]}: {reason}" if reason else detail
     print(status + (f": {detail}" if detail else ""))
     return EXIT[status]
 

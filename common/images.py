@@ -2,15 +2,16 @@
 
 What a camera pipeline would send instead of split inference; qpart.v1.Coding CODING_PNG, CODING_JPEG
 and CODING_WEBP spell out the framing. Decoding checks the frame lengths, then each file's format and
-its header's size and mode, before Pillow decodes a pixel: a file that declares anything else costs
-nothing.
+its header's size and mode (qpart.common.guard, the one input guard), before Pillow decodes a pixel: a
+file that declares anything else costs nothing.
 """
 import io
 import struct
 
 import numpy as np
 
-from qpart.common.errors import FailedPrecondition, InvalidArgument
+from qpart.common import guard
+from qpart.common.errors import InvalidArgument
 
 PNG, JPEG, WEBP = 2, 3, 4                  # qpart.v1.Coding
 FORMATS = {PNG: "PNG", JPEG: "JPEG", WEBP: "WEBP"}
@@ -28,14 +29,6 @@ def is_image(coding: int) -> bool:
 def label(coding: int, quality: int = 0) -> str:
     """'jpeg q75', 'png'."""
     return NAMES[coding] + (f" q{quality}" if coding in LOSSY else "")
-
-
-def _pil():
-    try:
-        from PIL import Image
-    except ImportError:
-        raise FailedPrecondition("image codings need Pillow: pip install 'qpart[images]'") from None
-    return Image
 
 
 def available() -> frozenset[int]:
@@ -62,7 +55,7 @@ def check_shape(sample_shape, bits: int, what: str = "input") -> tuple[int, int,
 
 def encode(codes: np.ndarray, coding: int, quality: int = 0) -> bytes:
     """codes [n, C, H, W] uint8 -> the framed files of the n inputs."""
-    Image = _pil()
+    Image = guard.pillow()
     n, c, h, w = codes.shape
     check_shape(codes.shape[1:], 8)
     options = {"quality": int(quality)} if coding in LOSSY else {}
@@ -96,24 +89,20 @@ def frames(data: bytes, n: int, sample_shape) -> list[memoryview]:
 
 
 def decode(data: bytes, coding: int, n: int, sample_shape) -> np.ndarray:
-    """The framed files of n inputs -> codes [n, C, H, W] uint8; every declared size checked before decoding."""
+    """The framed files of n inputs -> codes [n, C, H, W] uint8; every declared size checked before decoding.
+    Each file goes through the input guard (qpart.common.guard, the limits the device daemon applies too) and
+    must declare the plan's size and mode."""
     c, h, w = check_shape(sample_shape, 8)
     files = frames(data, n, (c, h, w))
-    Image = _pil()
+    mode = "RGB" if coding == WEBP else MODES[c]          # WebP has no grayscale: its luma is read
     out = np.empty((n, c, h, w), np.uint8)
     for i, file in enumerate(files):
-        try:
-            with Image.open(io.BytesIO(file), formats=[FORMATS[coding]]) as image:
-                mode = "RGB" if coding == WEBP else MODES[c]          # WebP has no grayscale: its luma is read
-                if image.size != (w, h) or image.mode != mode:
-                    raise InvalidArgument(f"image-coded input {i}: the file declares {image.size[0]}x{image.size[1]} "
-                                          f"{image.mode}, the plan {w}x{h} {mode}")
-                pixels = np.asarray(image if image.mode == MODES[c] else image.convert(MODES[c]))   # [H, W] or [H, W, 3]
-        except InvalidArgument:
-            raise
-        except Exception as e:        # Pillow raises OSError, SyntaxError, ValueError, ... on a bad file
-            raise InvalidArgument(f"image-coded input {i} is not a valid {FORMATS[coding]} file "
-                                  f"({type(e).__name__}: {str(e)[:120]})") from None
+        def expect(header: guard.ImageHeader, i=i) -> None:
+            if (header.width, header.height) != (w, h) or header.mode != mode:
+                raise InvalidArgument(f"image-coded input {i}: the file declares {header.width}x{header.height} "
+                                      f"{header.mode}, the plan {w}x{h} {mode}")
+        pixels = guard.decode_image(bytes(file), formats=[FORMATS[coding]], expect=expect, mode=MODES[c],
+                                    what=f"image-coded input {i}")                # [H, W] or [H, W, 3]
         if pixels.shape != ((h, w) if c == 1 else (h, w, 3)):
             raise InvalidArgument(f"image-coded input {i} decoded to {list(pixels.shape)}")
         out[i] = pixels if c == 1 else pixels.transpose(2, 0, 1)

@@ -16,7 +16,7 @@ def shown(value, limit: int = SHOWN_CHARACTERS) -> str:
 
 
 def check_name(name: str, what: str = "model name") -> str:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):      # `$` alone lets "name\n" through
         raise InvalidArgument(f"{what} {shown(name)} is not valid: 1-64 letters, digits, '_', '.', '-', "
                               "starting with a letter or digit")
     return name

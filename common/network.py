@@ -316,9 +316,13 @@ def _node(index: int, node: pb.Node, shapes: dict, last_use: dict, max_elements:
 
 
 def head_spec(spec: pb.NetworkSpec, profile: NetworkProfile, c: int) -> pb.NetworkSpec:
-    """The description of the device's side of cut c: nodes[0:c], whose outputs are the crossing tensors."""
+    """The description of the device's side of cut c: nodes[0:c], whose outputs are the crossing tensors. The
+    nodes' `source` (where the importer found them) stays on the server: a head holds what the device needs to
+    run it and nothing of the machine that built it, so the same split gives the same bytes everywhere."""
     cut = profile.cut(c)
     head = pb.NetworkSpec(format_version=FORMAT_VERSION, input_shape=spec.input_shape, input=spec.input,
                           outputs=cut.tensors if cut.runs_tail else spec.outputs)
     head.nodes.extend(spec.nodes[:c])
+    for node in head.nodes:
+        node.ClearField("source")
     return head

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qpart.common import coders, images, packing, quant
+from qpart.common import coders, guard, images, packing, quant
 from qpart.common.errors import InvalidArgument
 from qpart.v1 import network_pb2 as pb
 
@@ -39,9 +39,7 @@ def encode_float32(x: np.ndarray) -> bytes:
 def decode_float32(data: bytes, n: int) -> np.ndarray:
     if len(data) != 4 * n:
         raise InvalidArgument(f"{n} float32 values take {4 * n} bytes, got {len(data)}")
-    x = np.frombuffer(data, "<f4").astype(np.float32)
-    quant.check_finite(x, "float32 data")
-    return x
+    return guard.check_finite(np.frombuffer(data, "<f4").astype(np.float32), "float32 data")   # the input guard
 
 
 def encode(name: str, x: np.ndarray, bits: int, granularity: str = quant.PER_TENSOR) -> pb.PackedTensor:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qpart.common import timing
 from qpart.common.errors import InvalidArgument
 from qpart.common.network import ACTIVATIONS, NetworkProfile, op_of, parameter_name, parameter_shapes
 from qpart.v1 import network_pb2 as pb
@@ -119,15 +120,16 @@ class GraphModule(nn.Module):
         return tuple(env[name] for name in self.outputs)
 
 
-def mac_rate(seconds: float = 0.3, width: int = 512, batch: int = 8) -> float:
-    """MACs per second of a float32 torch linear layer at batch `batch`, measured over ~`seconds`: the
-    kind of kernel a head or a tail runs."""
+def mac_rate_timing(width: int = 512, batch: int = 8, windows: int = 9, window_s: float = 0.03,
+                    clock=time.perf_counter) -> timing.Timing:
+    """Timing of the MACs per second of a float32 torch linear layer at batch `batch` (one sample per window):
+    the kind of kernel a head or a tail runs."""
     layer = nn.Linear(width, width).eval()
     x = torch.randn(batch, width)
     with torch.inference_mode():
-        layer(x)
-        runs, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            layer(x)
-            runs += 1
-    return runs * batch * width * width / (time.perf_counter() - started)
+        return timing.rate(lambda: layer(x), batch * width * width, windows, window_s, clock)
+
+
+def mac_rate(seconds: float = 0.3, width: int = 512, batch: int = 8) -> float:
+    """MACs per second of a float32 torch linear layer: the median over windows of ~`seconds` in all."""
+    return mac_rate_timing(width, batch, windows=9, window_s=seconds / 9).median

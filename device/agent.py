@@ -3,6 +3,7 @@
 `DeviceAgent.run` does one whole job and returns a RunReport with the plan, the bytes each RPC moved
 (gRPC messages, counted exactly), timings and, when labels are given, the measured accuracy.
 """
+import logging
 import math
 import threading
 import time
@@ -12,13 +13,15 @@ import numpy as np
 from google.protobuf import json_format
 
 from qpart.common import images, packing, policies, quant, tensors
-from qpart.common.errors import DeadlineExceeded, Internal, InvalidArgument, QpartError
+from qpart.common.errors import DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, QpartError
 from qpart.device import backends, netstat
 from qpart.device.cache import HeadCache
 from qpart.device.client import ServerClient
-from qpart.device.head import HeadExecutor
+from qpart.device.head import DEFAULT_MAX_MEMORY, HeadExecutor
 from qpart.device.linkwatch import LinkSample
 from qpart.v1 import service_pb2 as spb
+
+log = logging.getLogger("qpart.device.agent")
 
 
 def activation_params(encoding: spb.ActivationEncoding) -> quant.QuantParams | None:
@@ -74,6 +77,7 @@ class RunReport:
     tcp: dict | None = None                  # {"sent", "received"}: TCP payload bytes from the kernel (None: unknown)
     emulated_macs_per_second: float = 0.0   # > 0: device compute was stretched to this rate (emulated board)
     reason: str = ""                        # the server's one line on why it chose this split
+    server_speed: dict = field(default_factory=dict)   # the server's own timings the plan rests on (ServerSpeed)
     plan_s: float = 0.0                     # the Plan RPC, round trip, as this device timed it
     plan_decision_s: float = 0.0            # of which the server's planner took this long to choose
     device_compute_s: float = 0.0           # head compute plus packing, all inputs
@@ -82,6 +86,7 @@ class RunReport:
     resent_streams: int = 0                 # streams opened again after a server became unavailable
     resent_inputs: int = 0                  # inputs handed to such a stream to send again (they had no answer)
     duplicates_dropped: int = 0             # answers that arrived for inputs that had one already (never used)
+    replans: int = 0                        # plans asked for again when the server refused the plan id mid-stream
     total_s: float = 0.0                    # wall time of plan + head + all inferences
 
     @classmethod
@@ -92,7 +97,7 @@ class RunReport:
                               "bytes": packing.packed_size(math.prod(a.sample_shape), a.bits),
                               "coding": tensors.coding_label(a.coding, a.quality)} for a in plan.activations],
                    predicted=_message_dict(plan.predicted), head=head or HeadReport(), reason=plan.reason,
-                   plan_decision_s=plan.decision_seconds,
+                   plan_decision_s=plan.decision_seconds, server_speed=_message_dict(plan.server_speed),
                    candidates=[_message_dict(c) for c in plan.candidates], **fields)
 
     def as_dict(self) -> dict:
@@ -105,11 +110,12 @@ class RunReport:
 class DeviceAgent:
     def __init__(self, client: ServerClient, cache: HeadCache, max_head_bytes: int = 256 << 20,
                  max_elements: int = tensors.DEFAULT_MAX_ELEMENTS, emulate_macs_per_second: float = 0.0,
-                 backend: str = "auto", deadline_s: float = 0.0):
+                 backend: str = "auto", deadline_s: float = 0.0, max_head_memory: int = DEFAULT_MAX_MEMORY):
         self.client = client
         self.cache = cache
         self.max_head_bytes = max_head_bytes    # refuse heads larger than this, bytes
         self.max_elements = max_elements        # refuse tensors with more elements than this
+        self.max_head_memory = max_head_memory  # refuse heads whose parameters cost more memory than this, bytes
         self.backend = backend                  # head executor: auto, numpy or torch (qpart.device.backends)
         # > 0: each batch's answer is of use only this many seconds after the server reads it
         # (InferRequest.deadline_s); a batch the server sheds raises DeadlineExceeded
@@ -117,6 +123,9 @@ class DeviceAgent:
         # > 0: emulate a slower board by stretching each head run to macs / this rate (never faster than real)
         self.emulate_macs_per_second = emulate_macs_per_second
         self._host_macs_per_second = 0.0        # this machine's rate, to stretch encoding as well (emulation only)
+        # set: classify gets raw uint8 images and preprocesses each batch, as the device's own timed work (the plan
+        # prices it); None: the inputs come preprocessed
+        self.preprocessing = None
         self._limits: spb.ServerLimits | None = None   # the server's, fetched once when first needed
         self._baseline = self._counters() if client is not None else None   # bytes before this agent's first call
 
@@ -143,7 +152,7 @@ class DeviceAgent:
             data = self.client.fetch_head(plan, self.max_head_bytes)
             report.fetch_s = time.perf_counter() - started
             self.cache.put(plan.head_hash, data)
-        executor = HeadExecutor.from_bytes(data, self.max_elements, self.backend)
+        executor = HeadExecutor.from_bytes(data, self.max_elements, self.backend, self.max_head_memory)
         crossing = [a.name for a in plan.activations] or None
         if executor.head.model != plan.model or executor.head.cut != plan.cut or \
                 (crossing is not None and list(executor.outputs) != crossing):
@@ -154,7 +163,8 @@ class DeviceAgent:
         return executor, report
 
     def classify(self, plan: spb.PlanResponse, executor: HeadExecutor | None, x: np.ndarray, report: RunReport,
-                 batch_size: int = 1, window: int = 1, first_id: int = 0, observe=None, stop=None) -> np.ndarray:
+                 batch_size: int = 1, window: int = 1, first_id: int = 0, observe=None, stop=None,
+                 replan=None) -> np.ndarray:
         """The model's first output [n, *shape] (a classifier's scores) for inputs x [n, *input_shape]; at most
         `window` batches in flight. Input i travels with request id first_id + i.
 
@@ -163,15 +173,37 @@ class DeviceAgent:
         an answer for an input that has one already is dropped (counted in report.duplicates_dropped).
         observe(LinkSample) is called for every answered batch (qpart.device.linkwatch). With stop, no new
         batch starts once stop() is true: the batches already out are answered and the result holds the
-        first k <= n inputs' outputs (a prefix), the rest to be sent on another plan.
+        first k <= n inputs' outputs (a prefix), the rest to be sent on another plan. With replan (a callable
+        returning a fresh (plan, executor)), a plan id the server refuses mid-stream (FAILED_PRECONDITION: it
+        expired, or its key was rotated) is planned again once, and the inputs without an answer are sent on the
+        new plan (report.replans).
         """
+        answers: dict[int, np.ndarray] = {}            # input index -> scores
+        try:
+            return self._classify(plan, executor, x, report, batch_size, window, first_id, observe, stop, answers)
+        except FailedPrecondition as e:
+            if replan is None or not plan.activations:
+                raise
+            done = len(answers)                          # answers come in order: a prefix of the inputs
+            if sorted(answers) != list(range(done)):
+                raise
+            log.info("the server refused the plan id mid-stream (%s): planning again for the %d inputs left",
+                     str(e)[:120], len(x) - done)
+            report.replans += 1
+            plan, executor = replan()
+            rest = self.classify(plan, executor, x[done:], report, batch_size, window, first_id + done, observe, stop)
+            report.inputs += done
+            head = np.stack([answers[i] for i in range(done)]) if done else rest[:0]
+            return np.concatenate([head, rest]) if len(rest) else head
+
+    def _classify(self, plan, executor, x, report, batch_size, window, first_id, observe, stop, answers) -> np.ndarray:
         if not plan.activations:             # nothing crosses: the device runs the whole model
             scores = []
             for start in range(0, len(x), batch_size):
                 if stop is not None and stop():
                     break
                 began = time.perf_counter()
-                scores.append(self.run_head(executor, x[start:start + batch_size])[0])
+                scores.append(self.run_head(executor, self.prepare(x[start:start + batch_size]))[0])
                 elapsed = time.perf_counter() - began
                 report.device_compute_s += elapsed
                 report.batch_latency_s.append(elapsed)
@@ -182,7 +214,6 @@ class DeviceAgent:
         batch_size = min(batch_size, self.max_batch(plan))
         starts = list(range(0, len(x), batch_size))
         encoded: dict[int, list] = {}                  # batch start -> packed tensors (kept for resends)
-        answers: dict[int, np.ndarray] = {}            # input index -> scores
 
         def unanswered() -> list[int]:
             return [s for s in starts if any(i not in answers for i in range(s, min(s + batch_size, len(x))))]
@@ -218,6 +249,7 @@ class DeviceAgent:
 
     def encode(self, executor: HeadExecutor | None, chunk: np.ndarray, crossing: list) -> list[spb.TensorBatch]:
         """Run the head on a chunk of inputs and pack each crossing tensor as the plan says (cut 0: the input)."""
+        chunk = self.prepare(chunk)
         outputs = self.run_head(executor, chunk) if executor is not None else [chunk]
         batches, started = [], time.perf_counter()
         for (name, shape, bits, params, coding, quality), value in zip(crossing, outputs, strict=True):
@@ -226,10 +258,24 @@ class DeviceAgent:
                                       f"{list(shape)}")
             batches.append(spb.TensorBatch(name=name, sample_shape=shape, bits=bits, coding=coding,
                                            data=tensors.encode_message(value, params, coding, quality)))
-        if self.emulate_macs_per_second > 0:     # encoding too takes as long as on the board (the planner's pricing)
+        self._pace(started)
+        return batches
+
+    def prepare(self, chunk: np.ndarray) -> np.ndarray:
+        """Raw images through the model's preprocessing when this agent is given it (else the chunk as is)."""
+        if self.preprocessing is None:
+            return chunk
+        started = time.perf_counter()
+        out = self.preprocessing.apply(chunk)
+        self._pace(started)
+        return out
+
+    def _pace(self, started: float) -> None:
+        """Emulating a board: work other than the head (preprocessing, encoding) takes as long as on the board too,
+        as the planner prices it (its seconds here in this machine's MAC-equivalents, at the board's rate)."""
+        if self.emulate_macs_per_second > 0:
             elapsed = time.perf_counter() - started
             time.sleep(pacing_seconds(elapsed * self.host_macs_per_second(), self.emulate_macs_per_second, elapsed))
-        return batches
 
     def host_macs_per_second(self) -> float:
         """This machine's MAC rate as the server measures its own (torch where installed, else numpy): the rate
@@ -324,7 +370,11 @@ class DeviceAgent:
         executor, head_report = self.obtain_head(plan)
         report = RunReport.for_plan(plan, head_report, plan_s=planned - asked,
                                     emulated_macs_per_second=self.emulate_macs_per_second)
-        scores = self.classify(plan, executor, x, report, batch_size, window)
+
+        def replan() -> tuple:
+            fresh = self.plan(request)
+            return fresh, self.obtain_head(fresh)[0]
+        scores = self.classify(plan, executor, x, report, batch_size, window, replan=replan)
         predictions = scores.argmax(axis=1)
         report.predictions = predictions.tolist()
         if labels is not None:

@@ -1,7 +1,8 @@
 """The head's executors: numpy always; torch (with CUDA on a Jetson) where it is installed.
 
-"auto" picks by what is installed and, among those, what runs this head fastest here, timed on a
-batch of one. The numpy backend keeps the weights as they travelled (one byte per code for 8 bits or
+"auto" picks by what is installed and, among those, what runs this head fastest here: the median of runs
+in rounds on a batch of one. (qpart-device, the daemon and SplitClient resolve auto before the plan instead,
+qpart.device.compute, so that the backend that runs is the one the plan is priced with.) The numpy backend keeps the weights as they travelled (one byte per code for 8 bits or
 fewer) and dequantizes a node's weights as it runs; torch dequantizes once into float32 tensors.
 """
 import importlib.util
@@ -9,7 +10,7 @@ import time
 
 import numpy as np
 
-from qpart.common import npexec
+from qpart.common import npexec, timing
 from qpart.common.errors import FailedPrecondition, InvalidArgument
 from qpart.common.network import NetworkProfile
 from qpart.common.tensors import CompactTensor
@@ -83,14 +84,19 @@ def installed() -> list[str]:
     return ["numpy"] + (["torch"] if has_torch else [])
 
 
-def _seconds(backend, x: np.ndarray, runs: int = 5) -> float:
-    backend.run(x)
-    best = float("inf")
-    for _ in range(runs):
-        started = time.perf_counter()
+def fastest(candidates: list, x: np.ndarray, rounds: int = 7, clock=time.perf_counter):
+    """The candidate backend that runs x fastest: the median of runs taken in rounds over all candidates
+    (drift of the machine hits each alike), a first run each excluded."""
+    samples = [[] for _ in candidates]
+    for backend in candidates:
         backend.run(x)
-        best = min(best, time.perf_counter() - started)
-    return best
+    for _ in range(rounds):
+        for i, backend in enumerate(candidates):
+            started = clock()
+            backend.run(x)
+            samples[i].append(clock() - started)
+    medians = [timing.Timing.of(s).median for s in samples]
+    return candidates[medians.index(min(medians))]
 
 
 def make(spec: pb.NetworkSpec, profile: NetworkProfile, params: dict, choice: str = "auto"):
@@ -108,21 +114,17 @@ def make(spec: pb.NetworkSpec, profile: NetworkProfile, params: dict, choice: st
         candidates.append(TorchBackend(spec, profile, params))
     if len(candidates) == 1:
         return candidates[0]
-    x = np.zeros((1, *profile.input_shape), np.float32)
-    return min(candidates, key=lambda b: _seconds(b, x))
+    x = np.random.default_rng(0).random((1, *profile.input_shape), np.float32)
+    return fastest(candidates, x)
 
 
 def mac_rate(backend: str = "numpy", seconds: float = 0.3, width: int = 512, batch: int = 8) -> float:
-    """MACs per second of a float32 matrix product [batch, width] x [width, width] on a backend: the kind of
-    kernel a head runs (what `--measure-compute` sends the planner)."""
+    """MACs per second of a float32 matrix product [batch, width] x [width, width] on a backend, the median over
+    windows of ~`seconds` in all: the kernel the server's own MAC rate is timed with (so that encoding priced
+    in the server's MAC-equivalents can be stretched to a board's speed). Heads are timed by qpart.device.compute."""
     if backend.startswith("torch"):
         from qpart.common.torchnet import mac_rate as torch_rate
         return torch_rate(seconds, width, batch)
     rng = np.random.default_rng(0)
     x, w = rng.random((batch, width), np.float32), rng.random((width, width), np.float32)
-    x @ w
-    runs, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        x @ w
-        runs += 1
-    return runs * batch * width * width / (time.perf_counter() - started)
+    return timing.rate(lambda: x @ w, batch * width * width, windows=9, window_s=seconds / 9).median

@@ -13,8 +13,6 @@ import hashlib
 import itertools
 import pathlib
 import random
-import socket
-import ssl
 import threading
 import time
 import uuid
@@ -24,7 +22,9 @@ from typing import Iterable, Iterator
 import grpc
 
 from qpart.common.errors import DataLoss, InvalidArgument, ResourceExhausted, Unauthenticated, Unavailable
+from qpart.common import tls as tls_probe
 from qpart.common.rpc import rpc_errors
+from qpart.common.tls import speaks_tls
 from qpart.v1 import service_pb2 as spb
 from qpart.v1 import service_pb2_grpc
 
@@ -52,49 +52,11 @@ class TlsSettings:
 
 
 def diagnose_tls(target: str, tls: TlsSettings, timeout_s: float = 3.0) -> str | None:
-    """Why a TLS connection to `target` fails, if it is the certificates: gRPC reports a refused client
-    certificate only as a closed socket, so the handshake is repeated here with the same credentials.
-    Returns None when TLS is not the problem (the server accepts us, or cannot be reached at all)."""
-    host, _, port = target.rpartition(":")
-    context = ssl.create_default_context(cafile=str(tls.ca) if tls.ca else None)
-    if tls.cert is not None:
-        context.load_cert_chain(str(tls.cert), str(tls.key))
-    context.set_alpn_protocols(["h2"])
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as raw:
-            with context.wrap_socket(raw, server_hostname=tls.server_name or host.strip("[]")) as conn:
-                # TLS 1.3 delivers the server's verdict on our certificate after the handshake: an accepting
-                # gRPC server sends its HTTP/2 preface, a refusing one closes the connection
-                if conn.recv(1) == b"":
-                    return ("the server closed the connection after the TLS handshake: it refused this device's "
-                            "certificate, or requires one")
-    except ssl.SSLCertVerificationError as e:
-        return f"the server's certificate is not trusted ({e.verify_message})"
-    except ssl.SSLError as e:
-        return f"the TLS handshake was refused ({e.reason or e}): check this device's certificate"
-    except OSError:
-        return None
-    return None
-
-
-def speaks_tls(target: str, timeout_s: float = 2.0) -> bool:
-    """Whether the server at `target` (host:port) answers a TLS handshake: why a plaintext client sees only
-    "Socket closed" (nothing is verified; the handshake is dropped at once)."""
-    host, _, port = target.rpartition(":")
-    if not port.isdigit():
-        return False           # unix sockets and names gRPC resolves itself
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as raw:
-            with context.wrap_socket(raw, server_hostname=host.strip("[]") or None):
-                return True
-    except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
-        return False           # closed on us: not a TLS server
-    except ssl.SSLError as e:
-        return e.reason != "WRONG_VERSION_NUMBER"     # an alert: TLS, but not with us; else plaintext bytes came back
-    except OSError:
-        return False
+    """Why a TLS connection to `target` fails, if it is TLS: the server does not speak TLS, its certificate is not
+    trusted, or it refused this device's certificate (gRPC reports a refused client certificate only as a closed
+    socket, so the handshake is repeated with the same files: qpart.common.tls). None when TLS is not the problem
+    (the server accepts us, or cannot be reached at all)."""
+    return tls_probe.diagnose(target, tls.ca, tls.cert, tls.key, tls.server_name, timeout_s)
 
 
 def message_bytes(message) -> int:
@@ -194,8 +156,7 @@ class ServerClient:
         TLS and this client does not (never retried)."""
         if self._tls is None:
             if speaks_tls(self.target):
-                raise Unauthenticated(f"{self.target} speaks TLS and this client connects in plaintext: give --tls-ca "
-                                      "(and --tls-cert with --tls-key where the server asks for device certificates)")
+                raise Unauthenticated(f"{self.target}: {tls_probe.SPEAKS_TLS}")
         else:
             reason = diagnose_tls(self.target, self._tls)
             if reason:

@@ -45,6 +45,12 @@ class DeviceConfig:
                                       "stays as given")
     link_probe_s: float = setting(10.0, "with follow_link, probe the link after this long without traffic, s")
     retries: int = setting(6, "attempts after the first when a server is unavailable (backoff, next replica)")
+    start_retry_s: float = setting(1.0, "when the server cannot be reached at start, the daemon serves Status "
+                                        "(WAITING) and tries again after this long, s, doubling with each attempt")
+    start_retry_max_s: float = setting(60.0, "the longest wait between those attempts, s")
+    max_head_memory_mb: float = setting(0.0, "most memory a head's parameters may cost once decoded, MiB, checked "
+                                             "from their shapes and bits before any is decoded; 0: a quarter of "
+                                             "the profile's memory_bytes (256 MiB where it gives none)")
     grace_s: float = setting(5.0, "at SIGTERM, seconds in-flight requests get to finish")
     log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR")
 
@@ -53,7 +59,7 @@ class DeviceConfig:
             raise InvalidArgument("the configuration needs `server`")
         if not self.models or not all(isinstance(m, str) for m in self.models):
             raise InvalidArgument("the configuration needs `models`, a list of model names")
-        for name in ("plan_lifetime_s", "rate_window_s", "timeout_s"):
+        for name in ("plan_lifetime_s", "rate_window_s", "timeout_s", "start_retry_s"):
             if not getattr(self, name) > 0:
                 raise InvalidArgument(f"`{name}` must be positive, got {getattr(self, name)}")
         if not 0.1 <= self.link_probe_s <= 86_400:
@@ -62,6 +68,10 @@ class DeviceConfig:
             raise InvalidArgument(f"`deadline_ms` must be in [0, 3600000], got {self.deadline_ms}")
         if not self.budget >= 0:
             raise InvalidArgument(f"`budget` must be a number of points, at least 0, got {self.budget}")
+        if not self.start_retry_s <= self.start_retry_max_s <= 3600:
+            raise InvalidArgument(f"`start_retry_max_s` must be in [start_retry_s, 3600], got {self.start_retry_max_s}")
+        if not 0 <= self.max_head_memory_mb <= 1 << 20:
+            raise InvalidArgument(f"`max_head_memory_mb` must be in [0, 1048576], got {self.max_head_memory_mb}")
         if self.replan_factor <= 1 or self.initial_reuse < 1:
             raise InvalidArgument("`replan_factor` must be above 1 and `initial_reuse` at least 1")
 

@@ -6,24 +6,31 @@ optionally, Prometheus /metrics. How many inputs a head is priced for comes from
 observes: the request rate over `rate_window_s` times the plan's lifetime; a model is planned again
 when its plan outlives `plan_lifetime_s` or that estimate moves by `replan_factor`. SIGTERM flips
 health to NOT_SERVING and lets in-flight requests finish within `grace_s`.
+
+When the server cannot be reached at start, the daemon serves anyway: Status says WAITING (the last
+failure, the attempts, when the next is due) and Classify answers UNAVAILABLE, while it tries again
+with a backoff doubling from `start_retry_s` up to `start_retry_max_s`; once every model is planned,
+Status says READY and health SERVING. Inputs pass the input guard the server applies too
+(qpart.common.guard): image files are checked from their header before a pixel is decoded, at most
+IMAGES_AT_ONCE of them decoded and preprocessed at once; tensors for their shape and finiteness.
+Heads are bounded by what they decode to (qpart.device.head, `max_head_memory_mb`).
 """
 import collections
 import dataclasses
 import logging
-import math
 import pathlib
+import random
 import threading
 import time
 from concurrent import futures
 
 import grpc
-import numpy as np
 
-from qpart.common import profiles
+from qpart.common import guard, profiles
 from qpart.common.costmodel import LinkProfile
-from qpart.common.errors import InvalidArgument, NotFound, QpartError
+from qpart.common.errors import DeadlineExceeded, InvalidArgument, NotFound, QpartError, Unavailable
 from qpart.common.rpc import lenient_deserializer, servicer_method
-from qpart.device import backends, probe, telemetry
+from qpart.device import compute, head, probe, telemetry
 from qpart.device.client import ServerClient, TlsSettings
 from qpart.device.linkwatch import MonitorSettings
 from qpart.device.config import DeviceConfig
@@ -31,7 +38,8 @@ from qpart.device.split_client import SplitClient
 from qpart.v1 import agent_pb2 as apb
 
 log = logging.getLogger("qpart.device.daemon")
-MAX_TENSOR_BYTES = 64 << 20
+MAX_TENSOR_BYTES = 64 << 20     # a pixels or tensor input, as float32 bytes
+IMAGES_AT_ONCE = 2              # image and pixel inputs decoded and preprocessed at once; others wait their turn
 
 
 class ModelSession:
@@ -92,15 +100,6 @@ class ModelSession:
         return status
 
 
-def _tensor(msg: apb.Tensor, what: str) -> np.ndarray:
-    shape = [int(d) for d in msg.shape]
-    if not shape or any(d < 1 for d in shape) or math.prod(shape) * 4 > MAX_TENSOR_BYTES:
-        raise InvalidArgument(f"the {what} shape {shape[:8]} is empty or too large")
-    if len(msg.data) != 4 * math.prod(shape):
-        raise InvalidArgument(f"a {what} of shape {shape} takes {4 * math.prod(shape)} bytes, got {len(msg.data)}")
-    return np.frombuffer(msg.data, "<f4").astype(np.float32).reshape(shape)
-
-
 class LocalAgentServicer:
     def __init__(self, daemon: "DeviceDaemon"):
         self.daemon = daemon
@@ -109,7 +108,7 @@ class LocalAgentServicer:
     def Classify(self, request: apb.ClassifyRequest, context):
         started = time.perf_counter()
         model = request.model or self.daemon.config.models[0]
-        label = model if model in self.daemon.sessions else "(unknown)"     # bounded label values
+        label = model if model in self.daemon.config.models else "(unknown)"     # bounded label values
         try:
             response = self._classify(request, started)
         except QpartError as e:
@@ -124,13 +123,18 @@ class LocalAgentServicer:
         kind = request.WhichOneof("input")
         if kind is None:
             raise InvalidArgument("give an input: image bytes, pixels or the input tensor")
-        if kind == "pixels":
-            x = _tensor(request.pixels, "pixels")
-            if (x < 0).any() or (x > 255).any():
-                raise InvalidArgument("pixels must lie in 0..255")
-            x = x.astype(np.uint8)
+        values = MAX_TENSOR_BYTES // 4
+        if kind == "tensor":
+            x = guard.float_tensor(request.tensor.shape, request.tensor.data, "the tensor",
+                                   session.client.info.input.shape, values)
         else:
-            x = request.image if kind == "image" else _tensor(request.tensor, "tensor")
+            with self.daemon.decoding:        # what an image costs here is bounded by the guard's limits
+                if kind == "image":
+                    pixels = guard.decode_image(request.image)
+                else:
+                    pixels = guard.check_pixels(guard.float_tensor(request.pixels.shape, request.pixels.data,
+                                                                   "the pixels", max_elements=values))
+                x = session.client.inputs(pixels)[0][0]            # the model's preprocessing: [C, H, W]
         session.observe(time.monotonic())
         result = session.client.classify(x)
         session.classified()
@@ -140,34 +144,90 @@ class LocalAgentServicer:
 
     @servicer_method
     def Status(self, request: apb.StatusRequest, context):
-        now = time.monotonic()
-        return apb.StatusResponse(models=[s.status(now) for s in self.daemon.sessions.values()],
-                                  macs_per_second=self.daemon.device.macs_per_second,
-                                  uplink_bps=self.daemon.link.uplink_bps, rtt_s=self.daemon.link.rtt_s)
+        now, daemon = time.monotonic(), self.daemon
+        sessions, link, waiting = daemon.sessions, daemon.link, daemon.state == apb.DAEMON_WAITING
+        return apb.StatusResponse(
+            models=[sessions[m].status(now) if m in sessions else apb.ModelStatus(model=m) for m in daemon.config.models],
+            macs_per_second=daemon.device.macs_per_second, uplink_bps=link.uplink_bps if link else 0.0,
+            rtt_s=link.rtt_s if link else 0.0, state=daemon.state, attempts=daemon.attempts,
+            waiting_for=daemon.waiting_for if waiting else "",
+            next_attempt_s=max(daemon.next_attempt - now, 0.0) if waiting else 0.0)
 
 
 class DeviceDaemon:
     def __init__(self, config: DeviceConfig):
         self.config = config
-        token = pathlib.Path(config.token_file).read_text().strip() if config.token_file else None
+        self.token = token = pathlib.Path(config.token_file).read_text().strip() if config.token_file else None
         self.tls = (TlsSettings(*(pathlib.Path(p) if p else None for p in (config.tls_ca, config.tls_cert,
                                                                            config.tls_key)), config.tls_server_name or None)
                     if config.tls_ca or config.tls_cert else None)
         self.device = profiles.load_device(config.profile)
-        if config.measure_compute:
-            names = backends.installed() if config.backend == "auto" else [config.backend]
-            self.device = dataclasses.replace(self.device, macs_per_second=max(backends.mac_rate(n) for n in names))
-        self.link = self._link(token)
-        self.sessions = {m: ModelSession(config, m, SplitClient(
-            config.server, m, config.budget, self.device, link=self.link, policy=config.policy, token=token,
-            tls=self.tls, cache_dir=config.cache_dir, backend=config.backend, measure_compute=False,
+        self.backend = config.backend
+        if config.measure_compute:       # auto resolves to the fastest backend, which runs the heads and prices plans
+            found = compute.measure(config.backend)
+            self.backend = found.backend
+            log.info("measured compute %s", found.describe())
+            if found.warning:
+                log.warning("%s; plans are priced with the profile's rate", found.warning)
+            if found.macs_per_second:
+                self.device = dataclasses.replace(self.device, macs_per_second=found.macs_per_second)
+        self.max_head_memory = (int(config.max_head_memory_mb * 2**20) if config.max_head_memory_mb
+                                else head.memory_bound(self.device.memory_bytes))
+        self.decoding = threading.BoundedSemaphore(IMAGES_AT_ONCE)
+        self.link: LinkProfile | None = None
+        self.sessions: dict[str, ModelSession] = {}
+        self.state, self.attempts, self.waiting_for, self.next_attempt = apb.DAEMON_WAITING, 0, "", 0.0
+        try:
+            self.connect()
+        except (Unavailable, DeadlineExceeded) as e:          # anything else is a configuration to mend: raised
+            self.waiting_for = f"{config.server}: {e.status}: {str(e)[:300]}"
+            log.warning("cannot reach the server (%s); serving Status and trying again", self.waiting_for)
+
+    def _client(self, model: str, link: LinkProfile) -> SplitClient:
+        config = self.config
+        client = SplitClient(
+            config.server, model, config.budget, self.device, link=link, policy=config.policy, token=self.token,
+            tls=self.tls, cache_dir=config.cache_dir, backend=self.backend, measure_compute=False,
             timeout_s=config.timeout_s, retries=config.retries, expected_inputs=config.initial_reuse,
             deadline_s=config.deadline_ms / 1e3,
             adapt=MonitorSettings(probe_interval_s=config.link_probe_s) if config.follow_link and not config.rate_mbps
-            else False))
-            for m in config.models}
-        for session in self.sessions.values():
-            session.plan(time.monotonic(), "start")
+            else False)
+        client.agent.max_head_memory = self.max_head_memory
+        return client
+
+    def connect(self) -> None:
+        """One attempt to reach the server: measure the link (unless configured) and plan every model, on new
+        channels; the daemon turns READY only when all of it succeeded, and raises what the server answered."""
+        self.attempts += 1
+        link = self.link or self._link(self.token)
+        sessions = {m: ModelSession(self.config, m, self._client(m, link)) for m in self.config.models}
+        try:
+            for session in sessions.values():
+                session.plan(time.monotonic(), "start")
+        except BaseException:
+            for session in sessions.values():
+                session.client.close()
+            raise
+        self.link, self.sessions, self.state = link, sessions, apb.DAEMON_READY
+
+    def wait_for_server(self, stop: threading.Event, on_ready) -> None:
+        """Try again until connected (then on_ready()) or stopped: the waits double from start_retry_s up to
+        start_retry_max_s, each drawn from its upper half so that a fleet of boards does not return at once."""
+        delay = self.config.start_retry_s
+        while self.state != apb.DAEMON_READY:
+            wait = delay * random.uniform(0.5, 1.0)
+            self.next_attempt = time.monotonic() + wait
+            if stop.wait(wait):
+                return
+            try:
+                self.connect()
+            except Exception as e:             # QpartError from the server; anything else is logged, and tried again
+                self.waiting_for = f"{self.config.server}: {getattr(e, 'status', type(e).__name__)}: {str(e)[:300]}"
+                log.warning("still waiting for the server after %d attempts: %s", self.attempts, self.waiting_for,
+                            exc_info=not isinstance(e, QpartError))
+                delay = min(2 * delay, self.config.start_retry_max_s)
+        log.info("reached the server after %d attempt(s)", self.attempts)
+        on_ready()
 
     def _link(self, token) -> LinkProfile:
         if self.config.rate_mbps:
@@ -181,8 +241,11 @@ class DeviceDaemon:
 
     def session(self, model: str) -> ModelSession:
         model = model or self.config.models[0]
-        if model not in self.sessions:
-            raise NotFound(f"this daemon serves {', '.join(self.sessions)}, not {model[:64]!r}")
+        if model not in self.config.models:
+            raise NotFound(f"this daemon serves {', '.join(self.config.models)}, not {model[:64]!r}")
+        if self.state != apb.DAEMON_READY:
+            raise Unavailable(f"the daemon is waiting for the server ({self.waiting_for}); attempt {self.attempts + 1} "
+                              f"in {max(self.next_attempt - time.monotonic(), 0):.1f} s")
         return self.sessions[model]
 
     def close(self) -> None:
@@ -213,9 +276,19 @@ class RunningDaemon:
             raise InvalidArgument(f"cannot listen on {config.listen}")
         self.metrics = telemetry.serve(config.metrics_port, config.metrics_host) if config.metrics_port else None
         self.server.start()
-        self.health.set(True)
+        self._stopping, self._waiter = threading.Event(), None
+        if self.daemon.state == apb.DAEMON_READY:
+            self.health.set(True)
+        else:                                   # SERVING once the server is reached
+            self._waiter = threading.Thread(target=self.daemon.wait_for_server, args=(
+                self._stopping, lambda: self.health.set(not self._stopping.is_set())), daemon=True,
+                name="qpart-wait-for-server")
+            self._waiter.start()
 
     def stop(self, grace: float | None = None) -> None:
+        self._stopping.set()
+        if self._waiter is not None:        # an attempt under way ends within the client's timeout; not waited for
+            self._waiter.join(timeout=1.0)
         self.health.set(False)
         self.server.stop(self.config.grace_s if grace is None else grace).wait()
         if self.metrics is not None:

@@ -15,6 +15,7 @@ import logging
 import os
 import pathlib
 import sys
+import time
 
 # gRPC core's own log lines (a failed TLS handshake, say) would reach the user beside our message that says
 # what went wrong; GRPC_VERBOSITY=ERROR in the environment brings them back
@@ -24,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from qpart.common import data, datasets, messages, options, policies, runtime, tensors
 from qpart.common.errors import QpartError
-from qpart.device import backends, probe
+from qpart.device import backends, compute, probe
 from qpart.device.agent import DeviceAgent, RunReport
 from qpart.device.cache import HeadCache
 from qpart.device.client import ServerClient, TlsSettings
@@ -99,15 +100,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def measured_device(args) -> tuple:
-    """(DeviceProfile the plan is priced with, what was measured): this device's MAC rate for its backend
-    (the fastest installed one for auto) unless emulating a profile or told not to."""
+    """(DeviceProfile the plan is priced with, what was measured): the backend that runs the head (for auto the
+    fastest installed one, qpart.device.compute) and its MAC rate, unless emulating a profile or told not to."""
     device = options.device_from_args(args)
     if not args.measure_compute or args.emulate_speed:
         return device, {}
-    chosen = backends.installed() if args.backend == "auto" else [args.backend]
-    rates = {name: backends.mac_rate(name) for name in chosen}
-    name = max(rates, key=rates.get)
-    return dataclasses.replace(device, macs_per_second=rates[name]), {"macs_per_second": rates[name], "backend": name}
+    found = compute.measure(args.backend)
+    if found.warning:
+        print(f"qpart-device: warning: {found.warning}; the plan is priced with the profile's rate", file=sys.stderr)
+    measured = {"macs_per_second": found.macs_per_second, "backend": found.backend, "spread": found.spread,
+                "rates": found.rates, "described": found.describe()}
+    if found.macs_per_second:
+        device = dataclasses.replace(device, macs_per_second=found.macs_per_second)
+    return device, measured
 
 
 def build_request(args, client: ServerClient) -> tuple[spb.PlanRequest, dict]:
@@ -136,11 +141,10 @@ def unsplit_request(model: str) -> spb.PlanRequest:
     return spb.PlanRequest(model=model, policy=spb.FIXED, fixed=spb.FixedPlan(cut=0, activation_bits=[32]))
 
 
-def test_inputs(info: spb.ModelInfo, spec, offset: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Test images of a data spec, put through the model's preprocessing (from ListModels), and their labels."""
+def test_inputs(spec, offset: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raw test images (uint8) of a data spec and their labels; the agent preprocesses them as it runs."""
     images, labels = datasets.open_data(spec).part("test")
-    images, labels = images[offset:offset + count], labels[offset:offset + count]
-    return messages.preprocessing_from_pb(info.preprocessing).apply(images), labels
+    return images[offset:offset + count], labels[offset:offset + count]
 
 
 def _drop(p: dict) -> str:
@@ -150,8 +154,7 @@ def _drop(p: dict) -> str:
 def measured_lines(measured: dict, request: spb.PlanRequest) -> list[str]:
     lines = []
     if "macs_per_second" in measured:
-        lines.append(f"measured  compute {measured['macs_per_second'] / 1e9:.2f} GMAC/s ({measured['backend']} "
-                     "backend): the plan is priced with it")
+        lines.append(f"measured  compute {measured['described']}: the head runs there and the plan is priced with it")
     if "link" in measured:
         link = measured["link"]
         lines.append(f"measured  link up {link['uplink_bps'] / 1e6:.2f} Mbit/s, down {link['downlink_bps'] / 1e6:.2f} "
@@ -246,8 +249,11 @@ def main(argv=None) -> int:
             emulate = device.mac_rate
         agent = DeviceAgent(client, cache, max_head_bytes=int(args.max_head_mb * 2**20), emulate_macs_per_second=emulate,
                             backend=args.backend, deadline_s=args.deadline_ms / 1e3)
-        x, y = test_inputs(agent.model_info(args.model), args.data, args.offset, args.count)
+        info = agent.model_info(args.model)
+        x, y = test_inputs(args.data, args.offset, args.count)
+        agent.preprocessing = messages.preprocessing_from_pb(info.preprocessing)   # timed as the device's work
         request, measured = build_request(args, client)
+        agent.backend = measured.get("backend", args.backend)     # auto: the backend the plan is priced with
         runtime.freeze_long_lived()
         if args.adapt:
             return run_adaptive(args, agent, request, x, y)
@@ -256,6 +262,7 @@ def main(argv=None) -> int:
         for line in measured_lines(measured, request) + summary(report):
             print(line)
         if args.explain:
+            print(server_speed_line(report.server_speed))
             print_candidates(report)
         if not args.quiet:
             print("predictions", " ".join(str(p) for p in report.predictions[:20]), "..." if len(x) > 20 else "")
@@ -295,6 +302,20 @@ def run_adaptive(args, agent: DeviceAgent, request: spb.PlanRequest, x, y) -> in
     if args.json:
         args.json.write_text(json.dumps({"adaptive": report.as_dict()}, indent=1))
     return 0 if report.inputs == len(x) else 1
+
+
+def server_speed_line(speed: dict) -> str:
+    """How the server timed its part (PlanResponse.server_speed): the figures behind predicted server time."""
+    if not speed.get("source"):
+        return "server    its part priced at its configured MAC rate (the server does not time itself)"
+    tail = (f"tail {speed['tail_seconds'] * 1e3:.3f} ms (spread {100 * speed['tail_spread']:.0f}%, "
+            f"{speed['tail_runs']} runs, {speed['tail_refused']} refused)" if speed.get("tail_runs") else "no tail")
+    busy = speed["busy_while_timed"]
+    load = "load unknown" if busy < 0 else f"others used {100 * busy:.0f}% of its CPU" + (
+        ", provisional" if busy > 0.25 else "")
+    return (f"server    {tail}; MAC rate {speed['macs_per_second'] / 1e9:.2f} GMAC/s (spread "
+            f"{100 * speed['macs_spread']:.0f}%); timed {time.time() - speed['measured_at']:.0f} s ago ({load}), "
+            f"from the {speed['source']}".replace("from the measured", "at its start"))
 
 
 def print_candidates(report: RunReport) -> None:

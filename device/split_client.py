@@ -15,7 +15,6 @@ Failover across several server addresses, retries and exactly-once resends are t
 (qpart.device.agent). Safe to share between threads: planning is serialized, inferences are not.
 """
 import dataclasses
-import io
 import pathlib
 import threading
 import time
@@ -23,10 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qpart.common import messages, policies, profiles
+from qpart.common import guard, messages, policies, profiles
 from qpart.common.costmodel import DeviceProfile, LinkProfile, Objective
 from qpart.common.errors import InvalidArgument
-from qpart.device import backends, probe
+from qpart.device import compute, probe
 from qpart.device.agent import DeviceAgent, RunReport
 from qpart.device.cache import HeadCache
 from qpart.device.client import ServerClient, TlsSettings
@@ -45,16 +44,9 @@ class Result:
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """PNG or JPEG bytes as uint8 pixels [H, W] (gray) or [H, W, 3] (needs Pillow)."""
-    try:
-        from PIL import Image
-    except ImportError:
-        raise InvalidArgument("passing image bytes needs Pillow (pip install pillow); or pass pixels as an array") from None
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return np.asarray(img.convert("L" if img.mode in ("L", "1", "LA", "I", "F") else "RGB"), np.uint8)
-    except OSError as e:
-        raise InvalidArgument(f"the image bytes do not decode: {e}") from None
+    """PNG, JPEG or WebP bytes as uint8 pixels [H, W] (gray) or [H, W, 3] (needs Pillow), through the input guard
+    (qpart.common.guard: the header checked against its limits before a pixel is decoded)."""
+    return guard.decode_image(bytes(data))
 
 
 class SplitClient:
@@ -104,10 +96,11 @@ class SplitClient:
 
     def measured(self) -> tuple[DeviceProfile, LinkProfile]:
         """The device (its MAC rate measured for the backend unless measure_compute is off) and the link."""
-        if self._measure and not self.device.macs_per_second:
-            rates = {name: backends.mac_rate(name) for name in (
-                backends.installed() if self.agent.backend == "auto" else [self.agent.backend])}
-            self.device = dataclasses.replace(self.device, macs_per_second=max(rates.values()))
+        if self._measure and not self.device.macs_per_second:   # auto resolves to the backend priced
+            found = compute.measure(self.agent.backend)
+            self.agent.backend = found.backend
+            if found.macs_per_second:
+                self.device = dataclasses.replace(self.device, macs_per_second=found.macs_per_second)
         if self._link is None:
             self._link = probe.measure_link(self.client)
         return self.device, self._link
@@ -163,6 +156,11 @@ class SplitClient:
                     self._replan()
         return self._state
 
+    def _replan_now(self) -> tuple:
+        """(plan, executor) planned anew: the server refused the current plan id mid-stream."""
+        with self._lock:
+            return self._replan()
+
     @staticmethod
     def _expiring(plan: spb.PlanResponse) -> bool:
         return bool(plan.plan_id_expires_at) and time.time() > plan.plan_id_expires_at - EXPIRY_MARGIN_S
@@ -197,7 +195,8 @@ class SplitClient:
         inputs, single = self.inputs(x)
         plan, executor = self._ready()
         scores = self.agent.classify(plan, executor, inputs, RunReport.for_plan(plan), batch_size=batch_size,
-                                     observe=self._observe if self._monitor is not None else None)
+                                     observe=self._observe if self._monitor is not None else None,
+                                     replan=self._replan_now)
         names = list(self.info.class_names)
         results = [Result(int(s.argmax()), names[int(s.argmax())] if int(s.argmax()) < len(names) else "", s)
                    for s in scores]

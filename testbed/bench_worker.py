@@ -66,16 +66,17 @@ def _fetches(client: ServerClient, plan: spb.PlanResponse, repeats: int) -> dict
 class _TimedPlan:
     """One distinct plan, measured in rounds interleaved with the others (drift hits all plans alike)."""
 
-    def __init__(self, client: ServerClient, plan: spb.PlanResponse, emulated: float, cache_dir: str):
+    def __init__(self, client: ServerClient, plan: spb.PlanResponse, emulated: float, cache_dir: str, preprocessing):
         self.client, self.plan = client, plan
         self.agent = DeviceAgent(client, HeadCache(cache_dir), emulate_macs_per_second=emulated)
+        self.agent.preprocessing = preprocessing     # rounds get raw images: the device's preprocessing is timed too
         self.executor, _ = self.agent.obtain_head(plan)
         self.latency, self.device_s, self.server_s, self.inputs = [], 0.0, 0.0, 0
         self.message_up = self.message_down = self.tcp_up = self.tcp_down = 0
         self.tcp_known = True
 
     def round(self, x: np.ndarray) -> None:
-        """len(x) - 1 timed inferences: the first of each stream opens it and is not counted."""
+        """len(x) - 1 timed inferences of raw images x: the first of each stream opens it and is not counted."""
         report = RunReport.for_plan(self.plan)
         before = self.client.bytes.get("Infer")
         before = (before.sent, before.received) if before else (0, 0)
@@ -113,7 +114,8 @@ def _accuracy(client: ServerClient, plan: spb.PlanResponse, x: np.ndarray, label
     return 100.0 * float(np.mean(scores.argmax(axis=1) == labels))
 
 
-def measure(client: ServerClient, job: dict, inputs: dict, labels: np.ndarray) -> dict:
+def measure(client: ServerClient, job: dict, inputs: dict, labels: np.ndarray, raw: dict) -> dict:
+    """inputs: per model, the test images preprocessed; raw: per model, (the same images raw, its preprocessing)."""
     rate = job["rate_mbit"] * 1e6
     link = probe.measure_link(client, repeats=3)
     rows, timed, fetch = [], {}, {}
@@ -131,7 +133,7 @@ def measure(client: ServerClient, job: dict, inputs: dict, labels: np.ndarray) -
             key = f"{plan.plan_id}@{emulated:.6g}"
             x = inputs[cell["model"]]
             if key not in timed:
-                timed[key] = _TimedPlan(client, plan, emulated, cache_dir)
+                timed[key] = _TimedPlan(client, plan, emulated, cache_dir, raw[cell["model"]][1])
             if plan.head_hash and plan.head_hash not in fetch:
                 repeats = 1 if plan.head_bytes * 8 / rate > 2.0 else job["fetch_repeats"]
                 fetch[plan.head_hash] = _fetches(client, plan, repeats)
@@ -153,7 +155,7 @@ def measure(client: ServerClient, job: dict, inputs: dict, labels: np.ndarray) -
         rng = np.random.default_rng(0)
         for r in range(rounds):
             for i in rng.permutation(len(order)):
-                order[i].round(inputs[order[i].plan.model][r * per_round:(r + 1) * per_round])
+                order[i].round(raw[order[i].plan.model][0][r * per_round:(r + 1) * per_round])
     return {"link": dataclasses.asdict(link), "rows": rows,
             "inference": {key: t.result() for key, t in timed.items()}, "fetch": fetch, "accuracy": accuracy}
 
@@ -164,11 +166,12 @@ def main() -> int:
     try:
         images, labels = datasets.open_data(job.get("data")).part("test")
         n = max(job.get("accuracy_images", 0), job.get("inferences", 0) + 2 * job.get("rounds", 1), 100)
-        inputs = {info.name: messages.preprocessing_from_pb(info.preprocessing).apply(images[:n])
-                  for info in client.list_models() if info.name in job["models"]}
+        raw = {info.name: (images[:n], messages.preprocessing_from_pb(info.preprocessing))
+               for info in client.list_models() if info.name in job["models"]}
+        inputs = {name: preprocessing.apply(x) for name, (x, preprocessing) in raw.items()}
         runtime.freeze_long_lived()
         result = (calibrate(client, inputs, job["models"]) if job["mode"] == "calibrate"
-                  else measure(client, job, inputs, labels[:n]))
+                  else measure(client, job, inputs, labels[:n], raw))
     finally:
         client.close()
     json.dump(result, sys.stdout)

@@ -4,10 +4,10 @@ The split is the one the runtime executes: the weights of the device-side conv2d
 quantized at their bit widths (fake-quantized with the same numpy quantizer the head builder uses),
 each tensor crossing the cut quantized with the static range the plan ships, everything else in
 float. The tensors alive after each step are cached by the prefix of steps that produced them, so
-that splits sharing a prefix only recompute the rest.
+that splits sharing a prefix only recompute the rest. Each measurement's drop bound is the exact one of
+qpart.server.calibration.bounds (valid at every number of samples, unlike the normal approximation).
 """
 import collections
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +15,7 @@ import torch
 
 from qpart.common import quant
 from qpart.common.torchnet import node_parameters, run_node
+from qpart.server.calibration import bounds
 from qpart.server.models.repository import Model
 from qpart.server.models.split import FLOAT, Split, uniform
 
@@ -25,25 +26,30 @@ CHUNK = 500   # samples per torch call
 class Measurement:
     accuracy: float      # top-1, percent
     drop: float          # float accuracy minus this accuracy, percentage points
-    drop_ucb: float      # one-sided upper confidence bound of the drop, points (paired flips; the evaluator's z)
+    drop_ucb: float      # exact one-sided upper confidence bound of the drop, points (the evaluator's confidence)
     flips_to_wrong: int  # samples the float model got right and this split gets wrong
     flips_to_right: int
     samples: int
     noise: float         # mean squared logit error against the float model
 
 
-Z_95 = 1.6448536269514722
+CONFIDENCE = 0.95
 
 
-def paired_drop_bound(to_wrong: int, to_right: int, n: int, z: float = Z_95,
-                      bound_samples: int | None = None) -> tuple[float, float]:
-    """(drop, one-sided upper confidence bound) in points from paired outcomes: each sample contributes
-    +1 (the float model right, the split wrong), -1 or 0. With bound_samples, the bound is the one a
-    measurement on that many samples with the same outcome rates would give (what certifying a split
-    measured on a search split can expect)."""
-    d = (to_wrong - to_right) / n
-    variance = max((to_wrong + to_right) / n - d * d, 0.0)
-    return 100.0 * d, 100.0 * (d + z * math.sqrt(variance / (bound_samples or n)))
+def paired_drop_bound(to_wrong: int, to_right: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """(drop, one-sided upper confidence bound at `confidence`) in points from paired outcomes: each sample
+    contributes +1 (the float model right, the split wrong), -1 or 0. The bound is exact at every n
+    (qpart.server.calibration.bounds): every certified figure comes from here."""
+    return 100.0 * (to_wrong - to_right) / n, 100.0 * bounds.upper_bound(to_wrong, to_right, n, confidence)
+
+
+def expected_drop_bound(to_wrong: int, to_right: int, n: int, samples: int, confidence: float = CONFIDENCE) -> float:
+    """The bound (points) a measurement on `samples` samples with the same flip rates can expect: the exact bound
+    of the counts scaled to that many samples, rounded. Only a guide for the search (what certifying a split
+    measured on the search split can expect); it certifies nothing."""
+    w = min(round(to_wrong * samples / n), samples)
+    r = min(round(to_right * samples / n), samples - w)
+    return 100.0 * bounds.upper_bound(w, r, samples, confidence)
 
 
 def fake_quantize_torch(x: torch.Tensor, params: quant.QuantParams) -> torch.Tensor:
@@ -59,9 +65,10 @@ def _channels_last(t: torch.Tensor) -> torch.Tensor:
 
 
 class Evaluator:
-    def __init__(self, model: Model, x: np.ndarray, labels: np.ndarray, cache_bytes: int = 2 << 30, z: float = Z_95):
+    def __init__(self, model: Model, x: np.ndarray, labels: np.ndarray, cache_bytes: int = 2 << 30,
+                 confidence: float = CONFIDENCE):
         self.model = model
-        self.z = z                              # the normal quantile of the drop bounds this evaluator reports
+        self.confidence = confidence            # of the drop bounds this evaluator reports
         self.profile = model.profile
         self.nodes = list(model.spec.nodes)
         self.labels = torch.from_numpy(np.asarray(labels))
@@ -157,6 +164,6 @@ class Evaluator:
         to_wrong = int((self.float_correct & ~correct).sum())
         to_right = int((~self.float_correct & correct).sum())
         n = len(self.labels)
-        drop, ucb = paired_drop_bound(to_wrong, to_right, n, self.z)
+        drop, ucb = paired_drop_bound(to_wrong, to_right, n, self.confidence)
         noise = float(((logits - self.float_logits) ** 2).sum(1).mean())
         return Measurement(100.0 * float(correct.float().mean()), drop, ucb, to_wrong, to_right, n, noise)

@@ -12,31 +12,40 @@ and each accuracy budget a:
  3. repair: the cheapest split whose drop measured on the search split, plus the margin the
     certification will demand, fits the budget is found by bisection along that ladder;
  4. certification: the split is measured once on a disjoint certification split and kept only if
-    the one-sided upper confidence bound of its paired top-1 drop is within the budget; if not, the
-    next richer split is tried, at most `max_certification_attempts` in all. Every try is a chance
-    to pass by luck, so each is held to the level 1 - (1 - confidence) / attempts (Bonferroni: with
-    4 tries a 98.75 % bound per try keeps the entry's 95 %). A single 95 % bound per try let an
-    entry through whose drop on the test set was 0.5 points past its bound (resnet8-96, budget 1).
+    the exact one-sided upper confidence bound of its paired top-1 drop (qpart.server.calibration.bounds)
+    is within the budget; if not, the next richer split is tried, at most `max_certification_attempts`
+    in all. Every try is a chance to pass by luck, so each is held to the level 1 - (1 - confidence) /
+    attempts (Bonferroni: with 4 tries a 98.75 % bound per try keeps the entry's 95 %). A single 95 %
+    bound per try let an entry through whose drop on the test set was 0.5 points past its bound
+    (resnet8-96, budget 1). Until catalog format 7 the bound was the normal approximation, which
+    certified 0 flips in 100 images at 0.00 points; no valid bound is below 2.95 points there.
+A budget that even a split with no flips could not certify on the certification images (its zero-flip
+bound is above the budget) gets no entry: the build warns, naming the budget and the images it would
+need (0.1 points need 4,938 at 98.75 %), and leaves it out of the catalog's budgets; when no budget
+can be certified it refuses (FailedPrecondition) before any search.
 The validation split of the model's card is cut into the search split (its first half; the accuracy
 model is fitted on the first `calibration_samples` of it) and the certification split (the second
 half). The test set is never used. Uniform 8-bit and float32 splits are measured the same way.
 """
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass
-from statistics import NormalDist
 
 import numpy as np
 from tqdm import tqdm
 
 from qpart.common import network, quant
-from qpart.server.calibration import allocation, noise
-from qpart.server.calibration.accuracy import Evaluator, Measurement, paired_drop_bound
+from qpart.common.errors import FailedPrecondition
+from qpart.server.calibration import allocation, bounds, noise
+from qpart.server.calibration.accuracy import Evaluator, Measurement, expected_drop_bound
 from qpart.server.models import datasets
 from qpart.server.models.heads import build_head, serialize, write_head
 from qpart.server.models.repository import Model
 from qpart.server.models.split import FLOAT, Split, uniform
-from qpart.server.planning.catalog import BUDGETS, Catalog, Entry
+from qpart.server.planning.catalog import BUDGETS, CERTIFICATION, Catalog, Entry
+
+log = logging.getLogger("qpart.calibration")
 
 
 @dataclass
@@ -55,9 +64,26 @@ class CatalogConfig:
     sweep_bits: tuple[int, ...] = noise.FIT_BITS   # widths each tensor's noise is measured at for the accuracy model
 
 
-def certification_z(config: CatalogConfig) -> float:
-    """The normal quantile each certification try is held to (see the module docstring)."""
-    return NormalDist().inv_cdf(1.0 - (1.0 - config.confidence) / max(config.max_certification_attempts, 1))
+def certification_confidence(config: CatalogConfig) -> float:
+    """The confidence each certification try is held to (see the module docstring)."""
+    return 1.0 - (1.0 - config.confidence) / max(config.max_certification_attempts, 1)
+
+
+def certified_budgets(name: str, samples: int, config: CatalogConfig) -> tuple[list[float], str]:
+    """(the budgets `samples` certification images can certify, a note on the others for the catalog): warns
+    naming each budget left out and the images it would need; FailedPrecondition when none is left."""
+    level = certification_confidence(config)
+    ok, refused = bounds.certifiable(sorted(config.budgets), samples, level)
+    if not refused:
+        return ok, ""
+    why = bounds.refusal(refused, samples, level)
+    more = (f"certification uses the second half of the model's validation split, at most certification_samples "
+            f"({config.certification_samples:,}) images: more need a larger split (`qpart train|import "
+            "--validation-size`) and enough `qpart catalog --certification-samples`")
+    if not ok:
+        raise FailedPrecondition(f"{name}: no accuracy budget can be certified: {why}; {more}")
+    log.warning("%s: no catalog entry for these budgets: %s; %s", name, why, more)
+    return ok, f"; not certified: {why}"
 
 
 @dataclass
@@ -77,7 +103,7 @@ class _Splits:
         search_x = datasets.preprocessed(images[:search_n], model.preprocessing)
         cert_x = datasets.preprocessed(images[half:half + cert_n], model.preprocessing)
         return cls(Evaluator(model, search_x[:calib_n], y[:calib_n]), Evaluator(model, search_x, y[:search_n]),
-                   Evaluator(model, cert_x, y[half:half + cert_n], z=certification_z(config)))
+                   Evaluator(model, cert_x, y[half:half + cert_n], confidence=certification_confidence(config)))
 
     @property
     def evaluations(self) -> int:
@@ -152,7 +178,8 @@ def _baselines(model: Model, cut: int, cert: Evaluator) -> list[Entry]:
             _entry(model, "uniform8", eight, cert.measure(eight))]
 
 
-def _qpart_entries(model: Model, cut: int, am: noise.AccuracyModel, splits: _Splits, config: CatalogConfig) -> list[Entry]:
+def _qpart_entries(model: Model, cut: int, am: noise.AccuracyModel, splits: _Splits, config: CatalogConfig,
+                   budgets: list[float]) -> list[Entry]:
     """For each budget, the cheapest split of the cut's ladder that passes certification."""
     problem = _problem(model, am, cut, config)
     ladder = [_split(bits, model, cut, config.granularity) for bits in _ladder(problem, am, config)]
@@ -166,11 +193,11 @@ def _qpart_entries(model: Model, cut: int, am: noise.AccuracyModel, splits: _Spl
 
     def expected_bound(i: int) -> float:       # the certification bound ladder[i] can expect from its search
         m = searched(i)
-        return paired_drop_bound(m.flips_to_wrong, m.flips_to_right, m.samples, splits.certification.z,
-                                 bound_samples=cert_n)[1]
+        return expected_drop_bound(m.flips_to_wrong, m.flips_to_right, m.samples, cert_n,
+                                   splits.certification.confidence)
 
     entries, start = [], 0                      # a larger budget's split is at least as lean
-    for budget in sorted(config.budgets):
+    for budget in budgets:
         lo, hi = start, len(ladder) - 1         # ladder[lo] is the richest; find the last that fits
         if not ladder or expected_bound(lo) > budget:
             continue
@@ -195,6 +222,7 @@ def build(model: Model, data_dir=None, config: CatalogConfig = CatalogConfig(), 
     started = time.perf_counter()
     cuts = catalog_cuts(model, config.prune_dominated)
     splits = _Splits.of(model, config, data_dir)
+    budgets, note = certified_budgets(model.name, len(splits.certification.labels), config)
     weights = len(model.profile.weight_nodes)
     bar = tqdm(total=weights + 2 * len(cuts), desc=f"catalog {model.name}", disable=not progress, unit="step")
     am = noise.calibrate(splits.calibration, [c for c in cuts if model.profile.cut(c).runs_tail], config.granularity,
@@ -203,11 +231,12 @@ def build(model: Model, data_dir=None, config: CatalogConfig = CatalogConfig(), 
     entries: list[Entry] = []
     for cut in cuts:
         entries += _baselines(model, cut, splits.certification)
-        entries += _qpart_entries(model, cut, am, splits, config)
+        entries += _qpart_entries(model, cut, am, splits, config, budgets)
         bar.update()
     bar.close()
     return Catalog(
-        model.name, model.version, list(config.budgets), _dedupe(entries), config=asdict(config), cuts=cuts,
+        model.name, model.version, budgets, _dedupe(entries), certification=CERTIFICATION + note,
+        config=asdict(config), cuts=cuts,
         accuracy_model={"alpha": am.alpha, "samples": am.samples, "granularity": am.granularity,
                         "weights": [w.as_dict() for w in am.weights.values()],
                         "activations": [a.as_dict() for a in am.activations.values()], "additivity": am.additivity},

@@ -5,15 +5,19 @@ quantized at 8 bits with the model's calibrated input range (the cut-0 quantizer
 are written as one image file and read back (qpart.common.images), and the model runs in float32 on what
 the server would decode. The top-1 drop against the float model on the unquantized input is measured on
 the catalog's certification images (the second half of the validation split; never the test set), with
-the one-sided bound each setting is held to set so that the chosen setting's bound holds at the catalog's
-confidence, all settings together (Bonferroni). The planner reads the result from `codecs.json`.
+the exact one-sided bound of qpart.server.calibration.bounds each setting is held to set so that the chosen
+setting's bound holds at the catalog's confidence, all settings together (Bonferroni); bounds are rounded
+up. When the images are too few for even a setting with no flips to fit a catalog budget, a warning names
+the budget and the images it would need. The planner reads the result from `codecs.json`.
 """
+import logging
+import math
 import time
-from statistics import NormalDist
 
 import numpy as np
 
 from qpart.common import images, quant, tensors, torchnet
+from qpart.server.calibration import bounds
 from qpart.server.calibration.accuracy import Evaluator, paired_drop_bound
 from qpart.server.models import datasets
 from qpart.server.models.repository import Model
@@ -22,6 +26,8 @@ from qpart.server.planning import catalog as catalog_mod
 from qpart.server.planning import codecs as codecs_mod
 
 CONFIDENCE = 0.95
+TIMED_INPUTS = 32      # inputs each setting's coding times are the median of
+log = logging.getLogger("qpart.calibration")
 
 
 def input_quantizer(model: Model) -> quant.QuantParams:
@@ -35,6 +41,19 @@ def roundtrip(x: np.ndarray, params: quant.QuantParams, coding: int, quality: in
     encoded = time.perf_counter()
     back = tensors.decode_message(data, coding, len(x), x.shape[1:], params)
     return back, len(data), encoded - started, time.perf_counter() - encoded
+
+
+def one_at_a_time(x: np.ndarray, params: quant.QuantParams, coding: int, quality: int,
+                  idle_s: float = 0.003) -> tuple[float, float]:
+    """(encode s, decode s) of one input, as a device sends one: each input of x coded on its own after an idle
+    pause (a batch's average hides the per-call costs a single frame pays), the median over x."""
+    encode, decode = [], []
+    for i in range(len(x)):
+        time.sleep(idle_s)
+        _, _, enc, dec = roundtrip(x[i:i + 1], params, coding, quality)
+        encode.append(enc)
+        decode.append(dec)
+    return float(np.median(encode)), float(np.median(decode))
 
 
 def supported(model: Model) -> bool:
@@ -54,18 +73,28 @@ def measure(model: Model, catalog: catalog_mod.Catalog, data_dir=None, settings=
     x = datasets.preprocessed(pool[half:half + n], model.preprocessing)
     y = labels[half:half + n]
     reference = Evaluator(model, x, y, cache_bytes=0).float_correct
-    z = NormalDist().inv_cdf(1.0 - (1.0 - confidence) / max(len(chosen), 1))
+    level = 1.0 - (1.0 - confidence) / max(len(chosen), 1)
+    warn_small(model.name, catalog.config.get("budgets") or catalog.budgets, n, level)
     params = input_quantizer(model)
     out = []
     for name, quality in chosen:
         back, size, enc, dec = roundtrip(x, params, images.BY_NAME[name], quality)
         correct = Evaluator(model, back, y, cache_bytes=0).float_correct
         to_wrong, to_right = int((reference & ~correct).sum()), int((~reference & correct).sum())
-        drop, ucb = paired_drop_bound(to_wrong, to_right, n, z)
-        out.append(codecs_mod.Setting(name, quality, round(size / n, 1), round(drop, 3), round(ucb, 3),
-                                      enc / n, dec / n))
-    return codecs_mod.Codecs(model.version, n, 1.0 - (1.0 - confidence) / max(len(chosen), 1), torchnet.mac_rate(),
-                             out, round(time.perf_counter() - started, 1))
+        drop, ucb = paired_drop_bound(to_wrong, to_right, n, level)
+        enc, dec = one_at_a_time(x[:TIMED_INPUTS], params, images.BY_NAME[name], quality)
+        out.append(codecs_mod.Setting(name, quality, round(size / n, 1), round(drop, 3), math.ceil(ucb * 1e3) / 1e3,
+                                      enc, dec))
+    return codecs_mod.Codecs(model.version, n, level, torchnet.mac_rate(), out, round(time.perf_counter() - started, 1))
+
+
+def warn_small(name: str, budgets, samples: int, level: float) -> list[float]:
+    """Warn when `samples` images cannot certify a setting within some budgets at `level`; those budgets."""
+    _, refused = bounds.certifiable(sorted(budgets), samples, level)
+    if refused:
+        log.warning("%s: no image setting can be certified within these budgets: %s", name,
+                    bounds.refusal(refused, samples, level))
+    return [b for b, _ in refused]
 
 
 def ensure(model: Model, catalog: catalog_mod.Catalog, data_dir=None) -> codecs_mod.Codecs | None:

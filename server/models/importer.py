@@ -111,7 +111,8 @@ def import_model(root: pathlib.Path, name: str, module: nn.Module, data_spec: st
     validation_size = min(validation_size, len(train_images) // 2)
     card = {"name": name, "description": description or f"{type(module).__name__} imported by qpart",
             "task": "classification", "dataset": src.name, "data": src.spec, "class_names": src.classes,
-            "preprocessing": preprocessing.to_dict(), "validation": {"seed": seed, "size": validation_size}}
+            "preprocessing": preprocessing.to_dict(), "validation": {"seed": seed, "size": validation_size},
+            "image_shape": [int(d) for d in train_images.shape[1:]]}    # one raw image, as the device gets it
     val_images, val_y = datasets.split(card, "validation")
     spec, params, checked = trace_and_check(module, preprocessing.apply(val_images[:CHECK_SAMPLES]))
     progress(f"{name}: traced {len(spec.nodes)} nodes, matches the module on {checked['samples']} inputs "

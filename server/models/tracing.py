@@ -14,7 +14,7 @@ node. Nothing is dropped silently.
 """
 import operator
 import os
-import traceback
+import sys
 
 import numpy as np
 import torch
@@ -43,21 +43,35 @@ RESHAPES = {torch.reshape, torch.flatten, torch.squeeze, torch.unsqueeze, "view"
             "unsqueeze"}
 ALIASES = {nn.Dropout, nn.Dropout2d, nn.Identity, F.dropout, F.dropout2d, "contiguous"}
 _TORCH_DIR = os.path.dirname(torch.__file__)
+_SKIP_DIRS = (_TORCH_DIR, os.path.dirname(os.path.abspath(__file__)))   # torch, and qpart's tracing and import
 
 
 class UnsupportedOp(InvalidArgument):
     """A module or function the network description cannot express; the message names it and its place."""
 
 
+def model_frame(frame) -> str | None:
+    """'module:line in function' of the innermost frame (from `frame` outwards) of the model's own code: not
+    torch's, not qpart's import machinery. Named by the Python module, never by a path on this machine."""
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_SKIP_DIRS) and not filename.startswith("<"):
+            module = frame.f_globals.get("__name__") or ""
+            if not module or module == "__main__":
+                module = os.path.basename(filename)
+            return f"{module}:{frame.f_lineno} in {frame.f_code.co_name}"
+        frame = frame.f_back
+    return None
+
+
 class _Tracer(fx.Tracer):
-    """fx's tracer, noting for every node the first frame of the user's code that made it."""
+    """fx's tracer, noting for every node the first frame of the model's code that made it."""
 
     def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, *rest, **more):
         proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr, *rest, **more)
-        for frame in reversed(traceback.extract_stack()):
-            if not frame.filename.startswith(_TORCH_DIR) and frame.filename != __file__:
-                proxy.node.meta["qpart_source"] = f"{frame.filename}:{frame.lineno} in {frame.name}"
-                break
+        found = model_frame(sys._getframe(1))
+        if found:
+            proxy.node.meta["qpart_source"] = found
         return proxy
 
 

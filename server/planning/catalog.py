@@ -2,8 +2,12 @@
 
 `qpart catalog` builds it offline (qpart.server.calibration.build, paper Algorithm 1); the planner
 reads it here. A catalog applies only to the weights it was built for: one built for another model
-version, or in another format version, is ignored (but for format 4, which `current` upgrades in place).
-A file that does not parse is an error that names the file and the command that rebuilds it.
+version, or in another format version, is ignored: `qpart catalog` builds it again. Formats up to 6
+certified with the normal approximation of the drop bound, which is no bound on small certification
+sets (0 flips in 100 images certified 0.00 points); format 7 certifies with an exact bound
+(qpart.server.calibration.bounds), so older catalogs are rebuilt, not upgraded (`upgrade` converts only
+the formats in UPGRADABLE: none today). A file that does not parse is an error that names the file and
+the command that rebuilds it.
 """
 import json
 from dataclasses import asdict, dataclass, field
@@ -13,12 +17,15 @@ from qpart.server.models.heads import build_head, serialize, store_heads
 from qpart.server.models.repository import Model, write_json
 from qpart.server.models.split import Split
 
-CATALOG_VERSION = 5
-UPGRADABLE = 4     # format 4 differs only in its heads' bytes (every tensor dense): same codes, same certification
+CATALOG_VERSION = 7
+# Formats that differ only in their heads' bytes, upgraded in place (same codes, same certification). Formats 4
+# (every tensor dense) and 5 (every node carried its import provenance) were, until format 7 replaced the normal
+# approximation of the certified bound by an exact bound: no older catalog keeps its certification now.
+UPGRADABLE: tuple[int, ...] = ()
 BUDGETS = (0.1, 0.25, 0.5, 1.0, 2.0)
-CERTIFICATION = ("one-sided upper confidence bound of the paired top-1 drop (float vs pattern, per-sample flips) "
-                 "on a certification split disjoint from the search split, at 95% for each entry with all its "
-                 "tries together (each of the 4 tries at 98.75%); the test set is never used")
+CERTIFICATION = ("exact one-sided upper confidence bound (Berger-Boos) of the paired top-1 drop (float vs pattern, "
+                 "per-sample flips) on a certification split disjoint from the search split, at 95% for each entry "
+                 "with all its tries together (each of the 4 tries at 98.75%); the test set is never used")
 
 
 @dataclass
@@ -86,28 +93,28 @@ def load(model: Model) -> Catalog | None:
     return catalog if catalog.model_version == model.version else None
 
 
-def upgrade(model: Model) -> bool:
-    """Upgrade a format-4 catalog of the model's weights in place; True when it did. Its entries' head sizes
-    and hashes become those of the coded heads built now (head format 3). The splits and their certification
-    stay: coding is lossless, the device restores the very same codes."""
+def upgrade(model: Model) -> int:
+    """Upgrade a catalog of an UPGRADABLE format for the model's weights in place; True when it did. Its entries'
+    head sizes and hashes become those of the heads built now (coded, without provenance). The splits and their
+    certification stay: the device restores the very same codes. Returns the format it upgraded from (0: none)."""
     try:
         value = json.loads(model.catalog_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False                              # missing or unreadable: load says which
-    if not (isinstance(value, dict) and value.get("format_version") == UPGRADABLE
+        return 0                                  # missing or unreadable: load says which
+    if not (isinstance(value, dict) and value.get("format_version") in UPGRADABLE
             and value.get("model_version") == model.version):
-        return False
+        return 0
     old = Catalog.from_json({**value, "format_version": CATALOG_VERSION})
     for entry in old.entries:
         if entry.split.ships_head:
             built = serialize(build_head(model, entry.split))
             entry.head_bytes, entry.head_hash = built.size, built.content_hash
     save(model, old)
-    return True
+    return value["format_version"]
 
 
 def current(model: Model) -> Catalog | None:
-    """load, after upgrading a format-4 catalog in place; stores its heads (`heads/`) where missing."""
+    """load, after upgrading a catalog of an older format in place; stores its heads (`heads/`) where missing."""
     upgrade(model)
     catalog = load(model)
     if catalog is not None:

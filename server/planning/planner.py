@@ -73,6 +73,7 @@ class Candidate:
     head_hash: str = ""
     rejected: str = ""
     chosen: bool = False
+    held: bool = False            # the device holds its head: nothing is downloaded
     coding: int = tensors.RAW     # how its activations travel: raw, zlib-coded (qpart.server.planning.coding), or
                                   # the input as image files (qpart.server.planning.codecs)
     quality: int = 0              # of a JPEG or WebP coding
@@ -88,6 +89,7 @@ class Plan:
     reason: str = ""              # one line: why this split, against sending the input and running it all on the device
     decision_s: float = 0.0       # seconds the planner took to choose (no transport)
     load: float = 1.0             # the factor the server's idle-timed part was priced at (1: idle)
+    speed: object = None          # the server's timings it was priced with (serving.speed_profile.SpeedProfile)
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,8 @@ class Patterns:
                 pairs = [codec.tensor(bits, math.prod(shape)) for shape, bits in zip(c.shapes, s.activation_bits)]
                 z = codec.coding(r) if k is not None else (0.0, 0.0)
                 encode[i], decode[i] = sum(e for e, _ in pairs) + z[0], sum(d for _, d in pairs) + z[1]
+        if codec is not None:      # every plan's device preprocesses its raw image first (timed on this server)
+            encode += model.preprocess_seconds * codec.mac_rate
         work = Workload(device_macs, total - device_macs, head_bytes, uplink, answer, runs_tail, server_seconds,
                         encode, decode)
         memory = head_bytes + np.array([4 * c.device_parameters + 4 * c.peak_elements for c in cuts], float)
@@ -179,11 +183,12 @@ class Patterns:
                    np.array([tensors.RAW if k is None else k.coding for k in coded], int),
                    np.array([0 if k is None else k.quality for k in coded], int))
 
-    def candidate(self, costs: Costs, i: int, rejected: str = "") -> Candidate:
+    def candidate(self, costs: Costs, i: int, rejected: str = "", held: bool = False) -> Candidate:
         work = Workload(*self._rows[i])
         drop = None if np.isnan(self.drop[i]) else float(self.drop[i])
         return Candidate(self.specs[i], str(self.kinds[i]), drop, work, costs.at(i), int(self.memory[i]),
-                         self.hashes[i], rejected, coding=int(self.coding[i]), quality=int(self.quality[i]))
+                         self.hashes[i], rejected, held=held,
+                         coding=int(self.coding[i]), quality=int(self.quality[i]))
 
 
 def catalog_patterns(model: Model, catalog: catalog_mod.Catalog, server: ServerProfile = ServerProfile(),
@@ -223,6 +228,7 @@ class Planner:
         self._catalogs: dict[tuple[str, str], tuple[catalog_mod.Catalog, Patterns, dict]] = {}
         self._lock = threading.Lock()
         self.codec: CodecCosts | None = None   # the activation codec timed on this server (serving.speed)
+        self.speed = None                       # the SpeedProfile the server's part is priced with (serving.speed)
 
     def forget(self) -> None:
         """Drop the priced patterns (after the server's speed was measured, or catalogs were rebuilt)."""
@@ -255,7 +261,7 @@ class Planner:
         plan = (self._plan_fixed(model, request, load) if request.policy == policies.FIXED
                 else self._choose(model, request, load))
         plan.decision_s = time.perf_counter() - started
-        plan.load = load
+        plan.load, plan.speed = load, self.speed
         return plan
 
     def _predict(self, work: Workload, request: PlanRequest, load: float, held) -> Costs:
@@ -294,7 +300,7 @@ class Planner:
                 rejected = f"certified drop {patterns.drop[i]:.2f} points exceeds the budget {request.accuracy_budget:g}"
             elif not fits_memory[i]:
                 rejected = f"needs {int(patterns.memory[i])} bytes of device memory, the device has {memory}"
-            candidates.append(patterns.candidate(costs, int(i), rejected))
+            candidates.append(patterns.candidate(costs, int(i), rejected, bool(held and held[i])))
             candidates[-1].chosen = int(i) == best
             seen[key] = candidates[-1]
         chosen = next(c for c in candidates if c.chosen)
@@ -327,8 +333,9 @@ class Planner:
         head = self.heads.get(model, spec.split)
         patterns = Patterns.of(model, [spec], ["fixed"], [np.nan], [head.size if head else 0],
                                [head.content_hash if head else ""], self.server, self.codec)
-        costs = self._predict(patterns.work, request, load, bool(head) and head.content_hash in request.held_heads)
-        chosen = patterns.candidate(costs, 0)
+        held = bool(head) and head.content_hash in request.held_heads
+        costs = self._predict(patterns.work, request, load, held)
+        chosen = patterns.candidate(costs, 0, held=held)
         chosen.chosen = True
         plan = self._plan(model, policies.FIXED, chosen, [chosen] if request.explain else [])
         plan.reason = f"a fixed plan: cut {spec.split.cut} as asked, priced but not chosen (its accuracy is not certified)"

@@ -5,8 +5,9 @@ a made-up id, which would make the server build any head it names, is refused be
 built. Replicas that share the key (the model repository's `.qpart-plan-key`, or --plan-key-file)
 serve each other's plans, and a restarted server keeps serving the plans it handed out. Each id
 carries its expiry (unix seconds, under the signature): past it the id is refused with
-FAILED_PRECONDITION and the device plans again, so a leaked id or a rotated key stops working. Tokens
-are parsed strictly and checked against the model before use.
+FAILED_PRECONDITION and the device plans again, so a leaked id or a rotated key stops working; an Infer
+stream opened before the expiry is refused from its first message after it (`check_expiry`). Tokens
+and expiries are parsed strictly, even under a valid signature, and checked against the model before use.
 """
 import hashlib
 import hmac
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from qpart.common import quant
 from qpart.common.errors import FailedPrecondition, InvalidArgument
-from qpart.common.names import check_name
+from qpart.common.names import check_name, shown
 from qpart.server.models.split import Split
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ KEY_FILE = ".qpart-plan-key"   # in the model repository, made on first start
 MAC_CHARS = 32                 # hex characters of the HMAC kept in the id (128 bits)
 MAX_TOKEN_LENGTH = 1024
 DEFAULT_TTL_S = 86400.0        # how long a plan id is served after the Plan call that issued it
+MAX_TTL_S = 10 * 365 * 86400   # the longest lifetime a plan id may be given
+EXPIRY_DIGITS = 12             # unix seconds of an expiry: up to 12 decimal digits
 _GRANULARITY_CODES = {quant.PER_TENSOR: "t", quant.PER_CHANNEL: "c"}
 _MALFORMED = "plan id is malformed; use the plan_id a Plan call returned"
 
@@ -61,14 +64,14 @@ class PlanSpec:
         if granularity is None:
             raise InvalidArgument("plan id names an unknown weight granularity")
         try:
-            return cls(check_name(model), version, Split(int(cut), _parse(weights), _parse(acts), granularity))
+            return cls(check_name(model), version, Split(_number(cut), _parse(weights), _parse(acts), granularity))
         except ValueError:
             raise InvalidArgument(_MALFORMED) from None
 
     def check(self, model: "Model") -> "PlanSpec":
         """Raise unless this plan fits the model as the server holds it now."""
         if self.version != model.version:
-            raise FailedPrecondition(f"the plan is for version {self.version} of model {model.name!r}, "
+            raise FailedPrecondition(f"the plan is for version {shown(self.version)} of model {model.name!r}, "
                                      f"the server holds version {model.version}; ask for a new plan")
         s = self.split
         cut = model.profile.cut(model.profile.check_cut(s.cut))
@@ -89,10 +92,25 @@ def _widths(bits: tuple[int, ...]) -> str:
     return ",".join(str(b) for b in bits) or "-"
 
 
+def _number(text: str, digits: int = 6) -> int:
+    """A non-negative decimal integer of at most `digits` ASCII digits (int() would also take '+7', ' 7', '7_0',
+    other scripts' digits and thousands of digits); ValueError otherwise."""
+    if not (0 < len(text) <= digits and text.isascii() and text.isdigit()):
+        raise ValueError(text)
+    return int(text)
+
+
 def _parse(text: str) -> tuple[int, ...]:
     if len(text) > MAX_TOKEN_LENGTH // 2:
         raise ValueError(text)
-    return () if text == "-" else tuple(int(b) for b in text.split(","))
+    return () if text == "-" else tuple(_number(b, 3) for b in text.split(","))
+
+
+def _expiry(text: str) -> int:
+    try:
+        return _number(text, EXPIRY_DIGITS)
+    except ValueError:
+        raise InvalidArgument("plan id carries a malformed expiry; use the plan_id a Plan call returned") from None
 
 
 class PlanSigner:
@@ -102,7 +120,7 @@ class PlanSigner:
     def __init__(self, key: bytes, ttl_s: float = DEFAULT_TTL_S, clock=time.time):
         if len(key) < 16:
             raise InvalidArgument("the plan key must be at least 16 bytes")
-        if not 0 < ttl_s <= 10 * 365 * 86400:
+        if not 0 < ttl_s <= MAX_TTL_S:
             raise InvalidArgument(f"the plan id lifetime must be in (0, 10 years] seconds, got {ttl_s}")
         self._key, self.ttl_s, self._clock = key, ttl_s, clock
 
@@ -148,8 +166,19 @@ class PlanSigner:
 
     @staticmethod
     def expiry(plan_id: str) -> int:
-        """Unix seconds after which an id this server signed is refused."""
-        return int(plan_id.rsplit(":", 2)[1])
+        """Unix seconds after which an id this server signed is refused (InvalidArgument when malformed)."""
+        parts = plan_id.rsplit(":", 2)
+        if len(parts) != 3:
+            raise InvalidArgument(_MALFORMED)
+        return _expiry(parts[1])
+
+    def check_expiry(self, expires: int) -> None:
+        """Raise FailedPrecondition once `expires` (an id's expiry, as `expiry` returns it) has passed: a cheap
+        comparison, made for every message of an open Infer stream."""
+        late = self._clock() - expires
+        if late > 0:
+            raise FailedPrecondition(f"plan id expired {late:.0f} s ago (plan ids are served for {self.ttl_s:g} s); "
+                                     f"call Plan again")
 
     def verify(self, plan_id: str) -> str:
         if not plan_id:
@@ -161,8 +190,9 @@ class PlanSigner:
         if not token or not hmac.compare_digest(mac.encode(), self._mac(signed).encode()):
             raise InvalidArgument("plan id was not issued by this server or a replica sharing its plan key; use the "
                                   "plan_id a Plan call returned")
-        late = self._clock() - int(expires)
-        if late > 0:
-            raise FailedPrecondition(f"plan id expired {late:.0f} s ago (plan ids are served for {self.ttl_s:g} s); "
-                                     f"call Plan again")
+        when = _expiry(expires)        # signed by this key, and still checked as strictly as a peer's input
+        if when - self._clock() > MAX_TTL_S:
+            raise InvalidArgument("plan id expires further ahead than any plan id lifetime; use the plan_id a Plan "
+                                  "call returned")
+        self.check_expiry(when)
         return token

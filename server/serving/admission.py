@@ -93,7 +93,8 @@ class StreamGuard:
 
     @contextlib.contextmanager
     def open(self, client: str, connection: str, cancel):
-        """A stream for `client` (a device id, or the peer's host) on `connection` (the peer); cancel() ends it."""
+        """A stream for `client` (whom it counts against: Authenticator.stream_owner) on `connection` (the peer);
+        cancel() ends it."""
         stream = Stream(client, connection, cancel)
         with self._lock:
             by_client = sum(s.client == client for s in self._streams)
@@ -102,7 +103,8 @@ class StreamGuard:
                 raise ResourceExhausted(f"this connection has {by_connection} streams open; the limit is "
                                         f"{self.per_connection} per connection")
             if by_client >= self.per_client:
-                raise ResourceExhausted(f"this client has {by_client} streams open; the limit is {self.per_client}")
+                raise ResourceExhausted(f"this client ({client[:80]}) has {by_client} streams open; the limit is "
+                                        f"{self.per_client}")
             self._streams.add(stream)
             if self._watchdog is None and self.idle_s > 0:
                 self._watchdog = threading.Thread(target=self._watch, name="qpart-stream-watchdog", daemon=True)

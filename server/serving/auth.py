@@ -12,6 +12,9 @@ Every qpart.v1 RPC carries `authorization: Bearer <token>` metadata. No token, a
 unknown one gets UNAUTHENTICATED. A known token used for a model the device may not use, or on a TLS
 connection whose client certificate names another device, gets PERMISSION_DENIED. Health checks and
 reflection need no token.
+
+A devices file that binds an entry to a certificate name needs mutual TLS: without it the name could
+not be checked and the entry would be served on its token alone, so the server refuses to start.
 """
 import hashlib
 import os
@@ -72,7 +75,24 @@ class Authenticator:
                 raise InvalidArgument(f"devices file {path}: every [[device]] needs an id and a 64-hex token_sha256")
             devices[digest] = Identity(str(entry["id"]), frozenset(entry.get("models", ["*"])),
                                        entry.get("certificate_cn"))
+        bound = sorted(i.device_id for i in devices.values() if i.certificate_cn is not None)
+        if bound and not mutual_tls:
+            raise InvalidArgument(
+                f"devices file {path}: {len(bound)} device(s) ({', '.join(bound[:3])}{', ...' if len(bound) > 3 else ''}) "
+                f"are bound to a client certificate (certificate_cn), which only mutual TLS can check: give "
+                f"--tls-cert, --tls-key and --tls-client-ca, or remove certificate_cn")
         return cls(devices, mutual_tls)
+
+    def stream_owner(self, identity: Identity, peer: str, peer_common_names: list[str] | None = None) -> str:
+        """Whom an open stream counts against (StreamGuard's per-client bound): an authenticated device by its
+        id, a verified client certificate by its name, and only an anonymous client by its address (all the
+        devices behind one NAT share that)."""
+        if identity is not ANYONE:
+            return f"device {identity.device_id}"
+        if self.mutual_tls and peer_common_names:
+            return f"certificate {peer_common_names[0]}"
+        host = peer.rsplit(":", 1)[0] if peer.startswith(("ipv4:", "ipv6:")) else peer
+        return f"address {host}"
 
     def identify(self, metadata, peer_common_names: list[str] | None = None) -> Identity:
         """metadata: (key, value) pairs of the call; peer_common_names: the TLS client certificate's CNs."""

@@ -78,7 +78,7 @@ def _prediction(c: Candidate) -> spb.PlanPrediction:
         device_time_s=k.device_time_s, uplink_time_s=k.uplink_time_s, downlink_time_s=k.downlink_time_s,
         server_time_s=k.server_time_s, rtt_time_s=k.rtt_time_s, total_time_s=k.total_time_s,
         device_energy_j=k.device_energy_j, tx_energy_j=k.tx_energy_j, server_cost=k.server_cost,
-        objective=k.objective, head_bytes=int(c.work.head_bytes), uplink_bytes=int(c.work.uplink_bytes),
+        objective=k.objective, head_bytes=0 if c.held else int(c.work.head_bytes), uplink_bytes=int(c.work.uplink_bytes),
         device_memory_bytes=c.memory_bytes)
     if c.accuracy_drop is not None:
         prediction.accuracy_drop = c.accuracy_drop
@@ -94,7 +94,7 @@ def plan_response(plan: Plan, model: Model, plan_id: str, max_batch_inputs: int,
         weight_bits=split.weight_bits, weight_granularity=GRANULARITY_TO_PB[split.granularity],
         head_hash=plan.chosen.head_hash, head_bytes=int(plan.chosen.work.head_bytes), predicted=_prediction(plan.chosen),
         reason=plan.reason, decision_seconds=plan.decision_s, max_batch_inputs=max_batch_inputs,
-        plan_id_expires_at=expires_at, server_load=plan.load)
+        plan_id_expires_at=expires_at, server_load=plan.load, server_speed=server_speed(plan, model))
     for (name, shape, quantizer), bits in zip(plan.activations, split.activation_bits):
         encoding = msg.activations.add(name=name, bits=bits, sample_shape=shape, coding=plan.chosen.coding,
                                        quality=plan.chosen.quality)
@@ -105,6 +105,20 @@ def plan_response(plan: Plan, model: Model, plan_id: str, max_batch_inputs: int,
         msg.candidates.add(cut=s.cut, weight_bits=s.weight_bits, activation_bits=s.activation_bits,
                            predicted=_prediction(c), chosen=c.chosen, rejected_reason=c.rejected, kind=c.kind,
                            coding=c.coding, quality=c.quality)
+    return msg
+
+
+def server_speed(plan: Plan, model: Model) -> spb.ServerSpeed:
+    speed = plan.speed
+    if speed is None:
+        return spb.ServerSpeed()
+    msg = spb.ServerSpeed(macs_per_second=speed.mac_rate.median, macs_spread=speed.mac_rate.spread,
+                          busy_while_timed=-1.0 if speed.busy is None else speed.busy, source=speed.source,
+                          measured_at=speed.measured_at)
+    tail = (speed.tails_for(model) or {}).get(plan.spec.split.cut)
+    if tail is not None:
+        msg.tail_seconds, msg.tail_spread, msg.tail_runs, msg.tail_refused = (tail.median, tail.spread, tail.samples,
+                                                                              tail.refused)
     return msg
 
 

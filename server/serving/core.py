@@ -7,6 +7,7 @@ import functools
 import logging
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -14,7 +15,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from qpart.common import images, quant, tensors
+from qpart.common import images, quant, tensors, timing
 from qpart.common.errors import (DeadlineExceeded, FailedPrecondition, InvalidArgument, OutOfRange,
                                  ResourceExhausted)
 from qpart.common.names import shown
@@ -22,7 +23,8 @@ from qpart.server.models.heads import BuiltHead, HeadStore
 from qpart.server.models.repository import Model, ModelRepository
 from qpart.server.planning.planner import Plan, Planner, PlanRequest
 from qpart.server.planning.plans import PlanSigner, PlanSpec
-from qpart.server.serving import speed
+from qpart.server.serving import speed, speed_profile
+from qpart.server.serving.speed_profile import SpeedProfile
 from qpart.server.serving.load import ServerLoad
 from qpart.server.serving.admission import Admission, StreamGuard
 from qpart.server.serving import batching
@@ -53,6 +55,7 @@ class InferSession:
     tensors: list[CutTensor]       # what crosses the cut, in order
     tail: torch.nn.Module
     classifier: bool               # answers carry the top-1 label of the first output
+    expires: float = math.inf      # the plan id's expiry (unix seconds): checked on every message of the stream
 
 
 @dataclass
@@ -74,7 +77,8 @@ class HeadChunk:
 
 
 class InferStream:
-    """The rules of one Infer stream: the first message names the plan, later ones keep to it."""
+    """The rules of one Infer stream: the first message names the plan, later ones keep to it, and none is
+    answered after the plan id expires (FAILED_PRECONDITION: the device plans again and resends)."""
 
     def __init__(self, core: "QpartCore", identity: Identity):
         self.core, self.identity = core, identity
@@ -87,6 +91,8 @@ class InferStream:
             self.session = self.core.open_session(plan_id, self.identity)
         elif plan_id and plan_id != self.session.token:
             raise InvalidArgument("the plan id changed within one Infer stream; open a new stream per plan")
+        else:                  # verified when the stream opened; its expiry still holds while the stream stays open
+            self.core.signer.check_expiry(self.session.expires)
         return self.core.infer(self.session, request_ids, tensors, deadline_s)
 
 
@@ -105,11 +111,51 @@ class QpartCore:
         self.signer = PlanSigner.for_repository(self.repository.root, settings.plan_key_file, settings.plan_id_ttl_s)
         self.batcher = (TailBatcher(settings.batch_max_inputs, settings.batch_delay_ms / 1e3)
                         if settings.batch_max_inputs > 1 else None)
+        self._closed = threading.Event()
+        self._recheck: threading.Thread | None = None
 
-    def measure_speed(self) -> None:
-        """Time each model's tail from every catalog cut, the activation codecs and this machine's MAC rate;
-        the planner prices the server's part and the device's encoding with them."""
-        speed.measure(self.planner, self.repository)
+    def measure_speed(self, clock=time.perf_counter, load: timing.CpuLoad | None = None) -> SpeedProfile:
+        """The server's speed figures (each model's tail from every catalog cut, the activation codecs, the MAC
+        rate): this machine's entry in the shared speed profile, with what it lacks timed now (everything with
+        --remeasure-speed); the planner prices the server's part and the device's encoding with them. Figures
+        timed on a busy machine are provisional: timed again once it is idle (--speed-recheck-s)."""
+        path = self.settings.speed_profile or self.repository.root / speed_profile.FILE_NAME
+        key = speed_profile.machine_key(torch.get_num_threads(), torch.__version__)
+        base = None if self.settings.remeasure_speed else speed_profile.read(path, key)
+        profile = speed.measure(list(self.repository), self._catalog_cuts, base, self.settings.speed_idle_wait_s,
+                                load, clock)
+        if profile is not base:
+            profile = speed_profile.share(path, key, profile, replace=self.settings.remeasure_speed)
+        self.apply_speed(profile)
+        if profile.provisional and self.settings.speed_recheck_s > 0 and self._recheck is None:
+            self._recheck = threading.Thread(target=self._time_when_idle, args=(path, key, load, clock),
+                                             name="qpart-speed-recheck", daemon=True)
+            self._recheck.start()
+        return profile
+
+    def _catalog_cuts(self, model: Model) -> list[int]:
+        catalog = self.planner.catalog(model)
+        return list(catalog.cuts) if catalog else []
+
+    def _time_when_idle(self, path, key, load, clock) -> None:
+        load = load or timing.CpuLoad()
+        while not self._closed.wait(self.settings.speed_recheck_s):
+            busy = load.busy()
+            if busy is not None and busy > timing.BUSY_THRESHOLD:
+                continue
+            profile = speed.measure(list(self.repository), self._catalog_cuts, None, 0.0, load, clock)
+            if not profile.provisional:
+                self.apply_speed(speed_profile.share(path, key, profile))
+                log.info("speed timed again on the idle machine")
+                return
+
+    def apply_speed(self, profile: SpeedProfile) -> None:
+        """Price plans with these figures from now on (the planner drops the patterns it priced before)."""
+        speed.apply(profile, self.planner, list(self.repository), self._catalog_cuts, self.settings.profile.mac_rate)
+
+    def close(self) -> None:
+        """Stop the background re-timing (the server stops serving elsewhere)."""
+        self._closed.set()
 
     def warm_heads(self) -> int:
         """Build and cache the head of every catalog split; returns how many were built."""
@@ -189,7 +235,8 @@ class QpartCore:
             raise FailedPrecondition("this plan runs the whole model on the device; there is nothing to infer here")
         crossing = [CutTensor(name, shape, bits, q) for name, shape, bits, q in
                     zip(cut.tensors, cut.shapes, spec.split.activation_bits, model.cut_quantizers(spec.split))]
-        return InferSession(token, model, spec, crossing, model.tail(cut.cut), model.card.get("task") == "classification")
+        return InferSession(token, model, spec, crossing, model.tail(cut.cut), model.card.get("task") == "classification",
+                            self.signer.expiry(token))
 
     def _decode(self, session: InferSession, n: int, batch) -> list[np.ndarray]:
         """Check every declared name, shape, bit width and byte count of a batch's tensors, then decode them."""

@@ -29,6 +29,8 @@ from qpart.v1 import service_pb2
 
 log = logging.getLogger("qpart.server")
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["SplitInference"].full_name
+PLAINTEXT_TOKENS = ("INSECURE: device tokens (--devices) over plaintext on %s: every token crosses the network "
+                    "readable by anyone on the path, who can then use it; serve TLS (--tls-cert, --tls-key)")
 
 
 class RunningServer:
@@ -38,6 +40,8 @@ class RunningServer:
         self.settings = settings
         credentials = server_credentials(settings)
         self.core = core or QpartCore(settings)
+        if settings.devices is not None and credentials is None:
+            log.warning(PLAINTEXT_TOKENS, settings.host)
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         if settings.measure_speed:
@@ -83,6 +87,7 @@ class RunningServer:
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         time.sleep(self.settings.drain_notice_s if notice is None else notice)
         self.server.stop(self.settings.grace_s if grace is None else grace).wait()
+        self.core.close()
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
 

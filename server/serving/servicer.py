@@ -9,7 +9,7 @@ import grpc
 
 from qpart.common.rpc import lenient_deserializer, servicer_method
 from qpart.server.serving import convert
-from qpart.server.serving.auth import ANYONE, Identity
+from qpart.server.serving.auth import Identity
 from qpart.server.serving.core import QpartCore
 from qpart.server.serving.observe import RpcObserver
 from qpart.v1 import service_pb2 as spb
@@ -22,9 +22,13 @@ class SplitInferenceServicer:
         self.core = core
         self.observer = observer or RpcObserver()
 
+    @staticmethod
+    def _common_names(context: grpc.ServicerContext) -> list[str]:
+        """The TLS client certificate's common names (verified only with mutual TLS)."""
+        return [v.decode("utf-8", "replace") for v in context.auth_context().get("x509_common_name", [])]
+
     def _identity(self, context: grpc.ServicerContext) -> Identity:
-        names = [v.decode("utf-8", "replace") for v in context.auth_context().get("x509_common_name", [])]
-        identity = self.core.auth.identify(context.invocation_metadata(), names)
+        identity = self.core.auth.identify(context.invocation_metadata(), self._common_names(context))
         self.observer.annotate(device=identity.device_id)
         return identity
 
@@ -45,11 +49,11 @@ class SplitInferenceServicer:
                                      self.core.signer.expiry(plan_id))
 
     def _stream(self, identity, context: grpc.ServicerContext):
-        """A slot among the client's bounded streams, cancelled by the watchdog when idle (see StreamGuard)."""
+        """A slot among the client's bounded streams, cancelled by the watchdog when idle (see StreamGuard); the
+        client is the device's identity where it has one, its address only when anonymous."""
         peer = context.peer() or "unknown"
-        host = peer.rsplit(":", 1)[0] if peer.startswith(("ipv4:", "ipv6:")) else peer
-        client = identity.device_id if identity is not ANYONE else host
-        return self.core.streams.open(client, peer, context.cancel)
+        owner = self.core.auth.stream_owner(identity, peer, self._common_names(context))
+        return self.core.streams.open(owner, peer, context.cancel)
 
     @servicer_method
     def FetchHead(self, request: spb.FetchHeadRequest, context: grpc.ServicerContext):

@@ -32,6 +32,16 @@ class ServerSettings:
     measure_speed: bool = setting(
         True, "price the tail with --server-macs-per-second (or Table II) instead of timing the tail from each "
               "cut at start-up (after 10 ms idle, as a device's next input arrives)", flag="--no-measure-speed")
+    speed_profile: pathlib.Path | None = setting(
+        None, "the speed profile file restarts and replicas share: its entry for this machine prices plans instead "
+              "of timing anew, so the same request gets the same plan (default: .qpart-speed.json in --models; "
+              "qpart.server.serving.speed_profile)")
+    remeasure_speed: bool = setting(False, "time the server anew at start and replace this machine's entry in the "
+                                           "speed profile")
+    speed_idle_wait_s: float = setting(10.0, "before timing, wait at most this long for other processes to leave the "
+                                             "CPU (figures timed on a busy machine are provisional), s")
+    speed_recheck_s: float = setting(30.0, "while the figures are provisional, check this often whether the machine "
+                                           "is idle and time them again then, s (0: never)")
     warm_heads: bool = setting(True, "build heads on first request instead of every catalog head at start-up",
                                flag="--cold-heads")
     drain_notice_s: float = setting(1.0, "at shutdown, seconds health reports NOT_SERVING before new RPCs are "
@@ -69,8 +79,8 @@ class ServerSettings:
                                          "seconds, when it is 2 or more (0: always as timed idle), s", group="load")
     max_streams: int = setting(0, "concurrent RPCs before RESOURCE_EXHAUSTED (0: --workers minus 8)", group="load")
     max_streams_per_client: int = setting(0, "streams (Infer, FetchHead, ProbeStream) one client may hold open: a "
-                                             "device token's, or one host's without tokens (0: three quarters of "
-                                             "--max-streams)", group="load")
+                                             "device token's, a client certificate's (mutual TLS without tokens), or "
+                                             "one host's for anonymous clients (0: three quarters of --max-streams)", group="load")
     max_streams_per_connection: int = setting(32, "streams one connection may hold open (channels of one process to one "
                                                   "server share a connection)", group="load")
     max_connection_age_s: float = setting(0.0, "close each connection after this long (devices reconnect, and spread "
@@ -86,6 +96,9 @@ class ServerSettings:
     def __post_init__(self):
         if not 0 <= self.load_window_s <= 3600:
             raise InvalidArgument(f"--load-window-s must be in [0, 3600] seconds, got {self.load_window_s}")
+        if not (0 <= self.speed_idle_wait_s <= 3600 and 0 <= self.speed_recheck_s <= 86400):
+            raise InvalidArgument(f"--speed-idle-wait-s must be in [0, 3600] and --speed-recheck-s in [0, 86400] "
+                                  f"seconds, got {self.speed_idle_wait_s} and {self.speed_recheck_s}")
         if not 1 <= self.processes <= 256:
             raise InvalidArgument(f"--processes must be 1 to 256, got {self.processes}")
         if self.batch_max_inputs < 0 or not 0 <= self.batch_delay_ms <= 1000:

@@ -1,6 +1,16 @@
-"""What this server's part costs on this machine, timed at start-up: the tail from every cut and the
-activation codec (quantize + pack on the device side, check + unpack + dequantize on the server's).
-The planner prices the server's part with these figures."""
+"""What this server's part costs on this machine: the tail from every catalog cut, the activation codec
+(quantize + pack on the device side, check + unpack + dequantize on the server's), zlib and the MAC rate.
+
+`measure` returns a SpeedProfile (qpart.server.serving.speed_profile); it writes nothing. Every figure
+is robust (qpart.common.timing): taken after waiting for the machine to be idle (or marked as taken
+under load, so that the server times it again once idle), the median of runs taken in rounds over all
+cuts (drift hits every cut alike), outliers refused, its spread kept; a figure whose spread is wide is
+timed again, and one that breaks a sanity rule is refused with a warning that names it:
+- the MAC rate must lie in SANE_MAC_RATE (else the profile's static rate prices the tail's MACs);
+- the tail from a later cut runs a subset of the nodes the tail from an earlier cut runs, so it may not
+  take more than SUBSET_SLACK times as long (plus SUBSET_SLACK_S): such a figure is timed again and,
+  if it still does, capped at the earlier cut's.
+"""
 import logging
 import statistics
 import time
@@ -8,43 +18,112 @@ import time
 import numpy as np
 import torch
 
-from qpart.common import quant, tensors, torchnet
+from qpart.common import quant, tensors, timing, torchnet
+from qpart.common.timing import CpuLoad, Timing
 from qpart.server.planning.planner import CodecCosts, Planner
+from qpart.server.serving import speed_profile
+from qpart.server.serving.speed_profile import ModelTails, SpeedProfile
 
 log = logging.getLogger("qpart.server.speed")
+SANE_MAC_RATE = (1e7, 1e14)   # MACs per second a server's float32 linear layer can plausibly run at
+SUBSET_SLACK = 2.0            # a later cut's tail may take this many times an earlier cut's ...
+SUBSET_SLACK_S = 2e-4         # ... plus this many seconds, before it is refused as an outlier
+RETRIES = 2                   # extra timings of a figure that is too spread or breaks a rule
+CODEC_WIDTHS = tuple(range(1, 17)) + (32,)
 
 
-def _seconds_after_idle(idle_s: float, fn, *args) -> float:
+def _seconds_after_idle(idle_s: float, fn, *args, clock=time.perf_counter) -> float:
     """Seconds fn(*args) takes after the machine sat idle for idle_s (as work that follows a network wait)."""
     time.sleep(idle_s)
-    started = time.perf_counter()
+    started = clock()
     fn(*args)
-    return time.perf_counter() - started
+    return clock() - started
 
 
-def tail_seconds(model, cuts, idle_s: float = 0.01, repeats: int = 7) -> dict[int, float]:
-    """{cut: seconds the server's part takes for one input from it} for the given cuts (0 where nothing
-    crosses: the device runs everything).
+def _tail_rounds(model, cuts, idle_s: float, rounds: int, clock) -> dict[int, Timing]:
+    tails = [(c, model.tail(c), [torch.zeros(1, *s) for s in model.profile.cut(c).shapes]) for c in cuts]
+    samples = {c: [] for c in cuts}
+    with torch.inference_mode():
+        for _, tail, x in tails:
+            tail(*x)                     # first run: allocations that happen once
+        for _ in range(rounds):          # rounds over all cuts: drift of the machine hits every cut alike
+            for c, tail, x in tails:
+                samples[c].append(_seconds_after_idle(idle_s, tail, *x, clock=clock))
+    return {c: Timing.of(s) for c, s in samples.items()}
+
+
+def _subset_outliers(figures: dict[int, Timing]) -> dict[int, int]:
+    """{later cut: earlier cut} where the later cut's tail (a subset of the earlier's nodes) took too long."""
+    out, cuts = {}, sorted(figures)
+    for i, later in enumerate(cuts):
+        for earlier in cuts[:i]:
+            if figures[later].median > SUBSET_SLACK * figures[earlier].median + SUBSET_SLACK_S:
+                out[later] = earlier
+                break
+    return out
+
+
+def tail_timings(model, cuts, idle_s: float = 0.01, rounds: int = 9, clock=time.perf_counter
+                 ) -> tuple[dict[int, Timing], list[str]]:
+    """({cut: Timing of the server's part for one input from it}, warnings) for the cuts whose tail runs.
 
     Each run follows an idle pause, as a device's next input does (a network round trip after the
-    last): after 10 ms idle this 2-core VM ran a tail 2-4 times slower than back to back, and even
-    the last small layer took ~0.3 ms instead of 0.01. That is what a lightly loaded server sees.
-    The figure is the lower quartile of the runs: now and then a run stalls ~10 ms (a third of
-    lenet's first conv here, waiting on a descheduled vCPU), and a median can land on the stalls.
+    last): after 10 ms idle this 2-core VM ran a tail 2-4 times slower than back to back. That is what
+    a lightly loaded server sees.
     """
     runs = [c for c in cuts if model.profile.cut(c).runs_tail]
-    tails = [(model.tail(c), [torch.zeros(1, *s) for s in model.profile.cut(c).shapes]) for c in runs]
-    samples = [[] for _ in tails]
-    with torch.inference_mode():
-        for tail, x in tails:
-            tail(*x)                     # first run: allocations that happen once
-        for _ in range(repeats):         # rounds over all cuts: drift of the machine hits every cut alike
-            for i, (tail, x) in enumerate(tails):
-                samples[i].append(_seconds_after_idle(idle_s, tail, *x))
-    return {c: 0.0 for c in cuts} | {c: sorted(s)[len(s) // 4] for c, s in zip(runs, samples)}
+    figures = _tail_rounds(model, runs, idle_s, rounds, clock) if runs else {}
+    warnings = []
+    for _ in range(RETRIES):
+        again = {c for c, t in figures.items() if t.spread > timing.MAX_SPREAD} | set(_subset_outliers(figures))
+        if not again:
+            break
+        for c, t in _tail_rounds(model, sorted(again), idle_s, rounds, clock).items():
+            if t.spread <= figures[c].spread or c in _subset_outliers(figures):
+                figures[c] = t
+    for later, earlier in _subset_outliers(figures).items():
+        warnings.append(f"{model.name}: the tail from cut {later} timed at {figures[later].describe()}, more than "
+                        f"{SUBSET_SLACK:g}x the tail from cut {earlier} ({figures[earlier].describe()}) which runs "
+                        f"all its nodes and more; refused, priced as cut {earlier}'s")
+        figures[later] = figures[earlier]
+    for c, t in figures.items():
+        if t.spread > timing.MAX_SPREAD:
+            warnings.append(f"{model.name}: the tail from cut {c} varies widely: {t.describe()}")
+    return figures, warnings
 
 
-CODEC_WIDTHS = tuple(range(1, 17)) + (32,)
+def raw_image_shape(model) -> tuple[int, ...]:
+    """The shape of one raw uint8 image the device preprocesses: the card's `image_shape` (recorded at import
+    from the model's data), else the model input's own size (older cards; a resize is then priced as none)."""
+    shape = model.card.get("image_shape")
+    if isinstance(shape, list) and len(shape) in (2, 3) and all(isinstance(d, int) and 0 < d <= 4096 for d in shape):
+        return tuple(shape)
+    channels, height, width = (tuple(model.spec.input_shape) + (1, 1, 1))[:3]
+    return (height, width) if channels == 1 else (height, width, 3)
+
+
+def preprocess_timing(model, idle_s: float = 0.003, rounds: int = 9, clock=time.perf_counter) -> Timing:
+    """Timing of the model's preprocessing (qpart.common.preprocess) of one raw image, after an idle pause as a
+    device's next input: the device's work before its head, priced like encoding."""
+    if len(model.spec.input_shape) != 3 or model.spec.input_shape[0] not in (1, 3):
+        return Timing.of([0.0])          # not an image model: its inputs come as tensors, nothing to preprocess
+    raw = np.random.default_rng(0).integers(0, 256, (1, *raw_image_shape(model)), dtype=np.uint8)
+    model.preprocessing.apply(raw)
+    return Timing.of(_seconds_after_idle(idle_s, model.preprocessing.apply, raw, clock=clock) for _ in range(rounds))
+
+
+def mac_rate(clock=time.perf_counter) -> tuple[Timing, list[str]]:
+    """(Timing of this machine's float32 MAC rate in MACs per second, warnings); out of SANE_MAC_RATE: refused
+    (a zero Timing) with a warning that names it."""
+    rate = torchnet.mac_rate_timing(clock=clock)
+    for _ in range(RETRIES):
+        if not timing.in_range("MAC rate", rate.median, *SANE_MAC_RATE) and rate.spread <= timing.MAX_SPREAD:
+            break
+        rate = min(rate, torchnet.mac_rate_timing(clock=clock), key=lambda t: t.spread)
+    refused = timing.in_range("the server's MAC rate", rate.median, *SANE_MAC_RATE, unit=" MAC/s")
+    if refused:
+        return Timing(0.0, 0.0, 0.0, rate.samples, rate.refused), [refused]
+    return rate, []
 
 
 def _check_and_decode(data: bytes, n: int, bits: int, params) -> None:
@@ -94,19 +173,59 @@ def zlib_costs(raw_bytes: int = 16384, repeats: int = 11) -> tuple[float, float]
     return encode / raw_bytes, decode / raw_bytes
 
 
-def measure(planner: Planner, models) -> None:
-    """Time each model's tail from every catalog cut, the activation codecs and this machine's MAC rate, and
-    price plans with them: what qpart-server does at start-up, and `qpart plan --measure-server` offline."""
+def measure(models, cuts_of, base: SpeedProfile | None = None, idle_wait_s: float = 10.0,
+            load: CpuLoad | None = None, clock=time.perf_counter) -> SpeedProfile:
+    """Time what `base` lacks (everything without one): the MAC rate and codecs, and each model's tail from
+    its cuts (cuts_of(model) -> cut numbers) unless base holds that model's version. Waits up to idle_wait_s
+    for the machine to be idle first; the profile says how busy it was (provisional when busy)."""
+    missing = [m for m in models if base is None or base.tails_for(m) is None]
+    if base is not None and not missing:
+        return base
+    load = load or CpuLoad()
+    busy = load.wait_for_idle(idle_wait_s)
+    if busy is not None and busy > timing.BUSY_THRESHOLD:
+        log.warning("other processes use %.0f%% of the CPU after waiting %.0f s: the speed figures taken now are "
+                    "provisional and are timed again once the machine is idle", 100 * busy, idle_wait_s)
+    warnings: list[str] = []
+    if base is None:
+        rate, warned = mac_rate(clock)
+        warnings += warned
+        profile = SpeedProfile(rate, activation_codec_costs(), zlib_costs(), {}, busy, time.time(), timing.machine())
+    else:
+        profile = base.copy()
+        profile.busy = busy if profile.busy is None else max(profile.busy, busy or 0.0)
+    for model in missing:
+        figures, warned = tail_timings(model, cuts_of(model), clock=clock)
+        warnings += warned
+        profile.tails[model.name] = ModelTails(model.version, figures, preprocess_timing(model, clock=clock))
+    for line in warnings:
+        log.warning("speed: %s", line, extra={"fields": {"event": "speed_refused", "warning": line}})
+    profile.warnings = base.warnings + warnings if base else warnings
+    return profile
+
+
+def apply(profile: SpeedProfile, planner: Planner, models, cuts_of, fallback_mac_rate: float) -> None:
+    """Price the planner's plans with these figures (each model's tails, the codecs, the MAC rate or, where it was
+    refused, fallback_mac_rate), logging each figure with its spread."""
     for model in models:
-        catalog = planner.catalog(model)
-        model.tail_seconds = tail_seconds(model, catalog.cuts if catalog else [])
-        times = model.tail_seconds
-        log.info("%s: tail timed from %d cuts, %.3f to %.3f ms per input", model.name, len(times),
-                 min(times.values(), default=0) * 1e3, max(times.values(), default=0) * 1e3,
-                 extra={"fields": {"event": "tail_timed", "model": model.name,
-                                   "tail_ms": {str(c): round(t * 1e3, 4) for c, t in times.items()}}})
-    planner.codec = CodecCosts(activation_codec_costs(), torchnet.mac_rate(), zlib_costs())
-    log.info("MAC rate %.2f GMAC/s; activation codec timed at %s bits", planner.codec.mac_rate / 1e9,
-             ",".join(map(str, sorted(planner.codec.per_width))),
-             extra={"fields": {"event": "speed_measured", "macs_per_second": planner.codec.mac_rate}})
+        timed = profile.timed(model)
+        tails = timed.cuts if timed else None
+        model.tail_seconds = None if tails is None else (
+            {c: 0.0 for c in cuts_of(model)} | {c: t.median for c, t in tails.items()})
+        model.preprocess_seconds = timed.preprocess.median if timed else 0.0
+        if tails:
+            spreads = [t.spread for t in tails.values()]
+            log.info("%s: tails from %d cuts, %.3f to %.3f ms per input (spread %.0f-%.0f%%; %s)", model.name,
+                     len(tails), 1e3 * min(t.median for t in tails.values()), 1e3 * max(t.median for t in tails.values()),
+                     100 * min(spreads), 100 * max(spreads), profile.source, extra={"fields": {
+                         "event": "tail_timed", "model": model.name, "source": profile.source,
+                         "tail_ms": {str(c): round(t.median * 1e3, 4) for c, t in tails.items()},
+                         "tail_spread": {str(c): round(t.spread, 3) for c, t in tails.items()}}})
+    rate = profile.mac_rate.median or fallback_mac_rate
+    planner.codec = CodecCosts(profile.codec, rate, profile.zlib)
+    planner.speed = profile
+    log.info("speed: %s", speed_profile.describe(profile),
+             extra={"fields": {"event": "speed_measured", "macs_per_second": rate, "source": profile.source,
+                               "mac_spread": round(profile.mac_rate.spread, 3), "busy": profile.busy,
+                               "provisional": profile.provisional}})
     planner.forget()

@@ -133,7 +133,7 @@ def test_daemon_classifies_pixels_tensors_and_images(running, model_inputs, data
     (apb.ClassifyRequest(pixels=apb.Tensor(shape=[1, 1], data=np.float32([300]).tobytes())), "INVALID_ARGUMENT",
      "0..255"),
     (apb.ClassifyRequest(tensor=apb.Tensor(shape=[1, 2, 2], data=bytes(16))), "INVALID_ARGUMENT", "input"),
-    (apb.ClassifyRequest(image=b"not a png"), "INVALID_ARGUMENT", "decode"),
+    (apb.ClassifyRequest(image=b"not a png"), "INVALID_ARGUMENT", "not a valid PNG, JPEG or WEBP file"),
 ])
 def test_daemon_refuses_bad_requests_by_name(running, request_, code, message):
     with grpc.insecure_channel(running.config.listen) as channel:

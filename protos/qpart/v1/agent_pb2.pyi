@@ -1,11 +1,21 @@
 from qpart.v1 import service_pb2 as _service_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class DaemonState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DAEMON_STATE_UNSPECIFIED: _ClassVar[DaemonState]
+    DAEMON_WAITING: _ClassVar[DaemonState]
+    DAEMON_READY: _ClassVar[DaemonState]
+DAEMON_STATE_UNSPECIFIED: DaemonState
+DAEMON_WAITING: DaemonState
+DAEMON_READY: DaemonState
 
 class Tensor(_message.Message):
     __slots__ = ("shape", "data")
@@ -68,13 +78,21 @@ class ModelStatus(_message.Message):
     def __init__(self, model: _Optional[str] = ..., plan: _Optional[_Union[_service_pb2.PlanResponse, _Mapping]] = ..., planned_at: _Optional[float] = ..., inputs: _Optional[int] = ..., request_rate: _Optional[float] = ..., expected_reuse: _Optional[int] = ..., backend: _Optional[str] = ..., plans: _Optional[int] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("models", "macs_per_second", "uplink_bps", "rtt_s")
+    __slots__ = ("models", "macs_per_second", "uplink_bps", "rtt_s", "state", "waiting_for", "attempts", "next_attempt_s")
     MODELS_FIELD_NUMBER: _ClassVar[int]
     MACS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     UPLINK_BPS_FIELD_NUMBER: _ClassVar[int]
     RTT_S_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FOR_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ATTEMPT_S_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelStatus]
     macs_per_second: float
     uplink_bps: float
     rtt_s: float
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., macs_per_second: _Optional[float] = ..., uplink_bps: _Optional[float] = ..., rtt_s: _Optional[float] = ...) -> None: ...
+    state: DaemonState
+    waiting_for: str
+    attempts: int
+    next_attempt_s: float
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., macs_per_second: _Optional[float] = ..., uplink_bps: _Optional[float] = ..., rtt_s: _Optional[float] = ..., state: _Optional[_Union[DaemonState, str]] = ..., waiting_for: _Optional[str] = ..., attempts: _Optional[int] = ..., next_attempt_s: _Optional[float] = ...) -> None: ...

@@ -53,14 +53,17 @@ class LocalAgentServicer:
 
     def Classify(self, request, context):
         """Classifies one input with a model the daemon serves. DEADLINE_EXCEEDED when the daemon's
-        deadline_ms is set and the server shed the input because it could not answer in time.
+        deadline_ms is set and the server shed the input because it could not answer in time;
+        UNAVAILABLE while the daemon waits for the server (StatusResponse.state WAITING);
+        RESOURCE_EXHAUSTED when the plan's head would cost more memory than max_head_memory_mb.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Status(self, request, context):
-        """What the daemon holds: its models, their plans and heads, what it measured and observed.
+        """What the daemon holds: its models, their plans and heads, what it measured and observed, and
+        whether it is still waiting for the server. Answered at once, also while waiting.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

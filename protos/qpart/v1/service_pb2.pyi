@@ -317,7 +317,7 @@ class PlanCandidate(_message.Message):
     def __init__(self, cut: _Optional[int] = ..., weight_bits: _Optional[_Iterable[int]] = ..., activation_bits: _Optional[_Iterable[int]] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., chosen: _Optional[bool] = ..., rejected_reason: _Optional[str] = ..., kind: _Optional[str] = ..., coding: _Optional[_Union[Coding, str]] = ..., quality: _Optional[int] = ...) -> None: ...
 
 class PlanResponse(_message.Message):
-    __slots__ = ("plan_id", "model", "model_version", "policy", "cut", "num_nodes", "weight_nodes", "weight_bits", "weight_granularity", "activations", "head_hash", "head_bytes", "predicted", "candidates", "reason", "decision_seconds", "max_batch_inputs", "plan_id_expires_at", "server_load")
+    __slots__ = ("plan_id", "model", "model_version", "policy", "cut", "num_nodes", "weight_nodes", "weight_bits", "weight_granularity", "activations", "head_hash", "head_bytes", "predicted", "candidates", "reason", "decision_seconds", "max_batch_inputs", "plan_id_expires_at", "server_load", "server_speed")
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -337,6 +337,7 @@ class PlanResponse(_message.Message):
     MAX_BATCH_INPUTS_FIELD_NUMBER: _ClassVar[int]
     PLAN_ID_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     SERVER_LOAD_FIELD_NUMBER: _ClassVar[int]
+    SERVER_SPEED_FIELD_NUMBER: _ClassVar[int]
     plan_id: str
     model: str
     model_version: str
@@ -356,7 +357,30 @@ class PlanResponse(_message.Message):
     max_batch_inputs: int
     plan_id_expires_at: int
     server_load: float
-    def __init__(self, plan_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., policy: _Optional[_Union[Policy, str]] = ..., cut: _Optional[int] = ..., num_nodes: _Optional[int] = ..., weight_nodes: _Optional[_Iterable[str]] = ..., weight_bits: _Optional[_Iterable[int]] = ..., weight_granularity: _Optional[_Union[_network_pb2.Granularity, str]] = ..., activations: _Optional[_Iterable[_Union[ActivationEncoding, _Mapping]]] = ..., head_hash: _Optional[str] = ..., head_bytes: _Optional[int] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[PlanCandidate, _Mapping]]] = ..., reason: _Optional[str] = ..., decision_seconds: _Optional[float] = ..., max_batch_inputs: _Optional[int] = ..., plan_id_expires_at: _Optional[int] = ..., server_load: _Optional[float] = ...) -> None: ...
+    server_speed: ServerSpeed
+    def __init__(self, plan_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., policy: _Optional[_Union[Policy, str]] = ..., cut: _Optional[int] = ..., num_nodes: _Optional[int] = ..., weight_nodes: _Optional[_Iterable[str]] = ..., weight_bits: _Optional[_Iterable[int]] = ..., weight_granularity: _Optional[_Union[_network_pb2.Granularity, str]] = ..., activations: _Optional[_Iterable[_Union[ActivationEncoding, _Mapping]]] = ..., head_hash: _Optional[str] = ..., head_bytes: _Optional[int] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[PlanCandidate, _Mapping]]] = ..., reason: _Optional[str] = ..., decision_seconds: _Optional[float] = ..., max_batch_inputs: _Optional[int] = ..., plan_id_expires_at: _Optional[int] = ..., server_load: _Optional[float] = ..., server_speed: _Optional[_Union[ServerSpeed, _Mapping]] = ...) -> None: ...
+
+class ServerSpeed(_message.Message):
+    __slots__ = ("tail_seconds", "tail_spread", "tail_runs", "tail_refused", "macs_per_second", "macs_spread", "busy_while_timed", "source", "measured_at")
+    TAIL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TAIL_SPREAD_FIELD_NUMBER: _ClassVar[int]
+    TAIL_RUNS_FIELD_NUMBER: _ClassVar[int]
+    TAIL_REFUSED_FIELD_NUMBER: _ClassVar[int]
+    MACS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    MACS_SPREAD_FIELD_NUMBER: _ClassVar[int]
+    BUSY_WHILE_TIMED_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_AT_FIELD_NUMBER: _ClassVar[int]
+    tail_seconds: float
+    tail_spread: float
+    tail_runs: int
+    tail_refused: int
+    macs_per_second: float
+    macs_spread: float
+    busy_while_timed: float
+    source: str
+    measured_at: float
+    def __init__(self, tail_seconds: _Optional[float] = ..., tail_spread: _Optional[float] = ..., tail_runs: _Optional[int] = ..., tail_refused: _Optional[int] = ..., macs_per_second: _Optional[float] = ..., macs_spread: _Optional[float] = ..., busy_while_timed: _Optional[float] = ..., source: _Optional[str] = ..., measured_at: _Optional[float] = ...) -> None: ...
 
 class FetchHeadRequest(_message.Message):
     __slots__ = ("plan_id", "offset", "max_chunk_bytes")

@@ -7,7 +7,7 @@ import pytest
 from qpart.common.errors import FailedPrecondition
 from qpart.device.agent import DeviceAgent
 from qpart.device.cache import HeadCache
-from qpart.server.calibration import build
+from qpart.server.calibration import bounds, build
 from qpart.server.planning import catalog as catalog_mod
 from qpart.testbed import catalog_report as reports
 from qpart.server.models.heads import HeadStore
@@ -22,7 +22,10 @@ def test_catalog_structure(repo, catalogs):
     store = HeadStore()
     for name in CATALOG_MODELS:
         model, built = repo.get(name), catalogs[name]
-        assert built.model_version == model.version and len(built.budgets) >= 5
+        config = TEST_CATALOG_CAMERA if name in CAMERA else TEST_CATALOG
+        certifiable, _ = bounds.certifiable(catalog_mod.BUDGETS, config["certification_samples"],
+                                            build.certification_confidence(build.CatalogConfig()))
+        assert built.model_version == model.version and built.budgets == certifiable and len(certifiable) >= 3
         assert "confidence bound" in built.certification and "test set is never used" in built.certification
         assert built.cuts[0] == 0 and built.cuts[-1] == model.num_nodes and built.cuts == build.catalog_cuts(model)
         for cut in built.cuts:
@@ -32,7 +35,6 @@ def test_catalog_structure(repo, catalogs):
         assert {e.budget for e in qpart} <= set(built.budgets), name
         for budget in built.budgets[1:]:    # a split certified for several budgets is listed once, at the smallest
             assert any(e.certified_drop <= budget for e in qpart if e.budget <= budget), (name, budget)
-        config = TEST_CATALOG_CAMERA if name in CAMERA else TEST_CATALOG
         for e in qpart:
             cut = model.profile.cut(e.split.cut)
             assert e.certified_drop <= e.budget + 1e-9
@@ -67,10 +69,13 @@ def test_mixed_precision_pays(repo, catalogs, test_evaluators):
 
 
 def test_head_weights_at_a_one_point_budget(repo, catalogs):
-    """Heads holding 100k+ weights ship at most 15 % of their float32 size (paper Table IV: 11.9-18.1 %)."""
+    """Heads holding 100k+ weights ship at most 15 % of their float32 size (paper Table IV: 11.9-18.1 %); 20 % for
+    the camera models, whose test catalogs certify on 1,000 images: there even no flips bound the drop at 0.49
+    points, half the budget, and a 1-point split must be richer (docs/certification.md)."""
     checked = 0
     for name in CATALOG_MODELS:
         model = repo.get(name)
+        share = 0.20 if name in CAMERA else 0.15
         for cut in catalogs[name].cuts:
             weights = model.profile.cut(cut).device_parameters
             if weights < 100_000:
@@ -79,7 +84,7 @@ def test_head_weights_at_a_one_point_budget(repo, catalogs):
                       and e.certified_drop <= 1.0]
             assert within, (name, cut)
             cheapest = min(e.head_bytes for e in within)
-            assert cheapest <= 0.15 * 4 * weights, (name, cut, cheapest / (4 * weights))
+            assert cheapest <= share * 4 * weights, (name, cut, cheapest / (4 * weights))
             checked += 1
     assert checked >= 3
 

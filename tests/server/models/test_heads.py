@@ -5,6 +5,7 @@ import pytest
 
 from qpart.server.models.heads import HeadStore, build_head, serialize
 from qpart.server.models.split import Split, uniform
+from qpart.v1 import network_pb2 as pb
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 5, 8, 16])
@@ -84,3 +85,33 @@ def test_catalog_heads_are_stored_and_read_back_only_when_their_hash_holds(model
     (path.parent / ("0" * 64 + ".head")).write_bytes(b"stale")
     catalog_mod.save(model, catalog_mod.load(model))                     # rewrites the altered one, drops the stale
     assert path.read_bytes() == stored and not (path.parent / ("0" * 64 + ".head")).exists()
+
+
+def test_a_head_is_the_same_from_checkouts_in_two_directories(tmp_path):
+    """One module in files under two directories of different lengths (two checkouts of a user's code), traced,
+    stored and split: the same description, model version and head bytes, and no head holds a path."""
+    import pathlib
+    import torch
+    from qpart.common.preprocess import Preprocessing
+    from qpart.server.models import importer, repository, tracing
+    source = (pathlib.Path(__file__).parent / "custom_net.py").read_text()
+    card = {"task": "classification", "preprocessing": Preprocessing(channels=3, resize=(32, 32)).to_dict()}
+    built = []
+    for i, where in enumerate(("a", "a-much/longer/checkout/directory/of/the/same/code")):
+        folder = tmp_path / where
+        folder.mkdir(parents=True)
+        (folder / "usernet.py").write_text(source)
+        torch.manual_seed(0)
+        module = importer.load_factory(f"{folder / 'usernet.py'}:build")().eval()
+        spec, params = tracing.trace(module, torch.zeros(2, 3, 32, 32))
+        assert all(node.source and str(tmp_path) not in node.source for node in spec.nodes)   # module:line, no path
+        model = repository.save_model(tmp_path / f"repo{i}", "custom", spec, params, card)
+        built.append((model.version, [serialize(build_head(model, uniform(model.profile, c, 6))) for c in (3, 7)]))
+    (version_a, heads_a), (version_b, heads_b) = built
+    assert version_a == version_b
+    assert [h.content_hash for h in heads_a] == [h.content_hash for h in heads_b]
+    for head in heads_a:
+        assert str(tmp_path).encode() not in head.data and b".py" not in head.data
+        parsed = pb.Head()
+        parsed.ParseFromString(head.data)
+        assert not any(node.source for node in parsed.network.nodes)     # provenance stays on the server

@@ -22,7 +22,7 @@ from tests.server.models import custom_net
 
 HERE = pathlib.Path(__file__).parent
 PREPROCESSING = Preprocessing(channels=3, resize=(32, 32))
-PER_CLASS = 90
+PER_CLASS = 200      # 2,000 images: the certification half of validation (~416) can certify a 2-point budget
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_bring_your_own_model(image_folder, weights, tmp_path):
     out = qpart("import", "custom", "--module", f"{HERE / 'custom_net.py'}:build", "--weights", str(weights),
                 "--input-shape", "3,32,32", "--resize", "32,32", "--data", str(image_folder), "--models", str(models))
     assert "matches the module" in out and "float test accuracy" in out
-    qpart("catalog", "custom", "--models", str(models), "--search-samples", "150", "--certification-samples", "150",
+    qpart("catalog", "custom", "--models", str(models), "--search-samples", "200", "--certification-samples", "400",
           "--no-progress")
     module = custom_net.build()
     module.load_state_dict(load_file(str(weights)))

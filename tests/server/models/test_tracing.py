@@ -80,7 +80,7 @@ class Tanh(nn.Module):
 @pytest.mark.parametrize("model, message", [
     (Unsupported(nn.Tanh()), "module 'tail' .* is not supported: type Tanh"),
     (Unsupported(nn.Upsample(scale_factor=2)), "module 'tail' .*type Upsample"),
-    (Unsupported(Tanh()), "function 'tanh' \\(traced node 'tanh', .*test_tracing.py:\\d+ in forward\\)"),
+    (Unsupported(Tanh()), "function 'tanh' \\(traced node 'tanh', .*test_tracing:\\d+ in forward\\)"),
     (Unsupported(nn.MaxPool2d(2, ceil_mode=True)), "floor mode"),
     (Unsupported(nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect")), "only nn.Conv2d with zero padding"),
 ])

@@ -36,14 +36,23 @@ def test_a_catalog_of_another_format_or_weights_is_ignored(lenet):
     assert catalog.load(lenet) is None
 
 
-def test_a_format_4_catalog_is_upgraded_to_coded_heads_with_its_certification_kept(lenet):
+def test_a_catalog_certified_with_the_normal_bound_is_rebuilt_not_upgraded(lenet):
+    """Formats up to 6 certified with the normal approximation (0 flips in 100 images: 0.00 points)."""
+    value = json.loads(lenet.catalog_path.read_text())
+    for old in (4, 5, 6):
+        lenet.catalog_path.write_text(json.dumps({**value, "format_version": old}))
+        assert catalog.upgrade(lenet) == 0 and catalog.current(lenet) is None
+
+
+def test_a_format_4_catalog_is_upgraded_to_coded_heads_with_its_certification_kept(lenet, monkeypatch):
     from qpart.server.models.heads import build_head, serialize
+    monkeypatch.setattr(catalog, "UPGRADABLE", (4, 5))    # the mechanism: since format 7 no older format qualifies
     value = json.loads(lenet.catalog_path.read_text())
     shipped = [e for e in value["entries"] if e["head_bytes"]]
     for entry in shipped:                       # as format 4 wrote them: dense heads
         dense = serialize(build_head(lenet, catalog.Entry.from_json(entry).split, coded=False))
         entry["head_bytes"], entry["head_hash"] = dense.size, dense.content_hash
-    lenet.catalog_path.write_text(json.dumps({**value, "format_version": catalog.UPGRADABLE}))
+    lenet.catalog_path.write_text(json.dumps({**value, "format_version": catalog.UPGRADABLE[0]}))
     assert catalog.load(lenet) is None                                      # an old format is not trusted as is
     upgraded = catalog.current(lenet)
     assert upgraded.format_version == catalog.CATALOG_VERSION and catalog.load(lenet) is not None
@@ -54,5 +63,29 @@ def test_a_format_4_catalog_is_upgraded_to_coded_heads_with_its_certification_ke
         built = serialize(build_head(lenet, new.split))
         assert (new.head_bytes, new.head_hash) == (built.size, built.content_hash) and new.head_bytes <= old["head_bytes"]
     assert sum(new.head_bytes for _, new in pairs) < sum(old["head_bytes"] for old, _ in pairs)   # float32 heads stay
-    lenet.catalog_path.write_text(json.dumps({**value, "format_version": catalog.UPGRADABLE, "model_version": "0" * 16}))
+    lenet.catalog_path.write_text(json.dumps({**value, "format_version": catalog.UPGRADABLE[0], "model_version": "0" * 16}))
     assert catalog.current(lenet) is None                                    # other weights: not upgraded
+
+
+def test_a_format_5_catalog_is_upgraded_to_heads_without_provenance(lenet, monkeypatch):
+    """Format-5 heads carried each node's import source (a path on the building machine): their hashes change."""
+    from qpart.server.models.heads import build_head, serialize
+    from qpart.v1 import network_pb2 as pb
+    monkeypatch.setattr(catalog, "UPGRADABLE", (4, 5))    # the mechanism: since format 7 no older format qualifies
+    value = json.loads(lenet.catalog_path.read_text())
+    for entry in value["entries"]:
+        if entry["head_bytes"]:
+            head = build_head(lenet, catalog.Entry.from_json(entry).split)
+            for node in head.network.nodes:
+                node.source = "module 'x' (traced node 'x', /a/long/checkout/server/models/importer.py:100)"
+            old = serialize(head)
+            entry["head_bytes"], entry["head_hash"] = old.size, old.content_hash
+    lenet.catalog_path.write_text(json.dumps({**value, "format_version": 5}))
+    assert catalog.upgrade(lenet) == 5
+    for entry in catalog.load(lenet).entries:
+        if entry.head_bytes:
+            built = serialize(build_head(lenet, entry.split))
+            assert entry.head_hash == built.content_hash
+            head = pb.Head()
+            head.ParseFromString(built.data)
+            assert not any(node.source for node in head.network.nodes)

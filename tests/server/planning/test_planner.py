@@ -145,7 +145,8 @@ def test_plan_rpc_carries_the_prediction(client, catalogs):
     assert response.predicted.total_time_s > 0 and sum(c.chosen for c in response.candidates) == 1
     assert response.reason and 0 < response.decision_seconds < 1
     info = client.list_models("fc6")[0]
-    assert info.has_catalog and list(info.catalog_budgets) == [0.1, 0.25, 0.5, 1.0, 2.0]
+    assert info.has_catalog and list(info.catalog_budgets) == catalogs["fc6"].budgets == [0.25, 0.5, 1.0, 2.0]  # 0.1:
+    # the test catalog's 3,000 certification images cannot certify it (docs/certification.md)
     fixed = client.plan(spb.PlanRequest(model="fc6", policy=spb.FIXED, fixed=spb.FixedPlan(cut=3, weight_bits=[4],
                                                                                           activation_bits=[4])))
     assert not fixed.predicted.HasField("accuracy_drop")      # priced, never measured: unknown, not 0
@@ -155,9 +156,9 @@ def test_measured_tail_times_price_the_server_part(planner, repo, catalogs):
     from qpart.server.serving import speed
     model = repo.get("vgg8")
     cuts = catalogs["vgg8"].cuts
-    measured = speed.tail_seconds(model, cuts, idle_s=0.001, repeats=3)
-    assert set(measured) == set(cuts) and measured[model.num_nodes] == 0.0
-    assert all(t > 0 for c, t in measured.items() if c < model.num_nodes)
+    measured, _ = speed.tail_timings(model, cuts, idle_s=0.001, rounds=3)
+    assert set(measured) == set(cuts) - {model.num_nodes}            # all on the device: nothing to time
+    assert all(t.median > 0 and t.samples + t.refused == 3 for t in measured.values())
     try:
         for seconds in (1e-4, 1.0):   # a fast server, then one whose every tail takes a second
             model.tail_seconds = {c: seconds if c < model.num_nodes else 0.0 for c in cuts}

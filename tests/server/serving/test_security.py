@@ -36,12 +36,17 @@ def pki(tmp_path_factory):
         f'[[device]]\nid = "device-b"\ntoken_sha256 = "{token_digest(TOKENS["device-b"])}"\nmodels = ["fc6"]\n\n'
         f'[[device]]\nid = "device-c"\ntoken_sha256 = "{token_digest(TOKENS["device-c"])}"\nmodels = ["*"]\n'
         f'certificate_cn = "device-c"\n')
+    # without mutual TLS no entry may be bound to a certificate (the server refuses to start: test_tls_setup.py)
+    unbound = d / "devices-unbound.toml"
+    unbound.write_text("".join(line + "\n" for line in devices.read_text().splitlines()
+                               if not line.startswith("certificate_cn")))
     return d, files, devices
 
 
 def start(models_dir, pki, mutual: bool) -> RunningServer:
     d, files, devices = pki
     key, cert = files["server"]
+    devices = devices if mutual else d / "devices-unbound.toml"
     return RunningServer(ServerSettings(models=models_dir, port=0, tls_cert=cert, tls_key=key, devices=devices,
                                         tls_client_ca=d / "ca.crt" if mutual else None, measure_speed=False,
                                         warm_heads=False))
@@ -139,8 +144,8 @@ def test_mutual_tls(mtls_server, pki):
     wrong_pair = client(mtls_server, pki, TOKENS["device-a"], cert="device-c")   # a's token, c's certificate
     with pytest.raises(PermissionDenied, match="its own client certificate"):
         wrong_pair.list_models()
-    for cert, ca, match in [("forged-a", "ca.crt", "refused this device's certificate"),
-                            (None, "ca.crt", "refused this device's certificate"),
+    for cert, ca, match in [("forged-a", "ca.crt", "refused this client's certificate"),
+                            (None, "ca.crt", "refused this client's certificate"),
                             ("device-a", "stranger-ca.crt", "server's certificate is not trusted")]:
         bad = client(mtls_server, pki, TOKENS["device-a"], cert=cert, ca=ca)
         with pytest.raises(Unauthenticated, match=match):

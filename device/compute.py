@@ -1,0 +1,89 @@
+"""This device's compute, measured once: which backend runs its heads, and how fast, as the plan is priced.
+
+Every installed backend (qpart.device.backends) runs the same small head through its own executor: two
+3x3 convolutions and a linear layer with 8-bit weights, the ops and the weight format heads are made of
+(a matrix product alone flatters numpy, whose convolutions go through im2col). Each is timed in rounds
+(qpart.common.timing: the median of the windows, its spread, outliers refused). `auto` resolves here,
+before the plan, to the fastest: that backend runs every head, and its rate prices the plan. So the
+backend that runs is the one priced, and auto never runs a backend its own timing found slower.
+A rate outside SANE_MAC_RATE is refused with a warning that names it; the plan is then priced with the
+profile's rate.
+"""
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qpart.common import network, quant, tensors, timing
+from qpart.common.errors import FailedPrecondition, InvalidArgument
+from qpart.device import backends
+from qpart.v1 import network_pb2 as pb
+
+SANE_MAC_RATE = (1e5, 1e14)    # MACs per second a head executor can plausibly run at (a microcontroller to a GPU)
+
+
+@dataclass(frozen=True)
+class Compute:
+    backend: str                      # what runs every head: numpy or torch (on CUDA where torch sees a GPU)
+    macs_per_second: float            # its MAC rate on the benchmark head, median; 0: refused, price with the profile
+    spread: float = 0.0               # (upper - lower quartile) / median of its windows
+    rates: dict = field(default_factory=dict)   # every backend timed: name -> MACs per second
+    warning: str = ""                 # a rate refused as out of range, "" when none was
+
+    def describe(self) -> str:
+        others = ", ".join(f"{n} {r / 1e9:.2f}" for n, r in self.rates.items() if n != self.backend)
+        return (f"{self.macs_per_second / 1e9:.2f} GMAC/s (spread {100 * self.spread:.0f}%) on the {self.backend} "
+                f"backend" + (f"; also timed: {others} GMAC/s" if others else ""))
+
+
+def benchmark_head(seed: int = 0) -> tuple[pb.NetworkSpec, network.NetworkProfile, dict]:
+    """(spec, profile, params) of the benchmark head: [16, 24, 24] -> conv 3x3 32 -> ReLU -> conv 3x3/2 32 -> ReLU
+    -> flatten -> linear 64, weights at 8 bits per output channel (4.3 M MACs per input)."""
+    spec = pb.NetworkSpec(format_version=network.FORMAT_VERSION, input_shape=[16, 24, 24], input="x", outputs=["fc"])
+    conv = dict(kernel_h=3, kernel_w=3, padding_h=1, padding_w=1, dilation_h=1, dilation_w=1, groups=1, bias=True)
+    spec.nodes.add(name="c1", inputs=["x"], conv2d=pb.Conv2dOp(in_channels=16, out_channels=32, stride_h=1, stride_w=1,
+                                                               **conv))
+    spec.nodes.add(name="r1", inputs=["c1"], activation=pb.ActivationOp(function=pb.RELU))
+    spec.nodes.add(name="c2", inputs=["r1"], conv2d=pb.Conv2dOp(in_channels=32, out_channels=32, stride_h=2, stride_w=2,
+                                                               **conv))
+    spec.nodes.add(name="r2", inputs=["c2"], activation=pb.ActivationOp(function=pb.RELU))
+    spec.nodes.add(name="f", inputs=["r2"], flatten=pb.FlattenOp())
+    spec.nodes.add(name="fc", inputs=["f"], linear=pb.LinearOp(in_features=32 * 12 * 12, out_features=64, bias=True))
+    profile = network.analyze(spec)
+    rng = np.random.default_rng(seed)
+    params: dict[str, dict[str, tensors.CompactTensor]] = {}
+    for node in profile.nodes:
+        for pname, shape in node.param_shapes.items():
+            w = rng.normal(0, 0.05, shape).astype(np.float32)
+            if pname == "weight":
+                codes, qp = quant.quantize(w, 8, quant.PER_CHANNEL)
+                params.setdefault(node.name, {})[pname] = tensors.CompactTensor(tuple(shape), codes.astype(np.uint8), qp)
+            else:
+                params.setdefault(node.name, {})[pname] = tensors.CompactTensor(tuple(shape), values=w)
+    return spec, profile, params
+
+
+def backend_rate(name: str, windows: int = 7, window_s: float = 0.04, clock=time.perf_counter) -> timing.Timing:
+    """Timing of the MACs per second backend `name` runs the benchmark head at, one input at a time."""
+    spec, profile, params = benchmark_head()
+    backend = backends.make(spec, profile, params, name)
+    x = np.random.default_rng(1).random((1, *profile.input_shape), np.float32)
+    macs = sum(node.macs for node in profile.nodes)
+    return timing.rate(lambda: backend.run(x), macs, windows, window_s, clock)
+
+
+def measure(choice: str = "auto", clock=time.perf_counter) -> Compute:
+    """The backend that runs heads (`choice`, or for auto the fastest installed one) and its MAC rate."""
+    if choice not in backends.NAMES:
+        raise InvalidArgument(f"unknown backend {choice!r}; use one of {', '.join(backends.NAMES)}")
+    names = backends.installed() if choice == "auto" else [choice]
+    if choice == "torch" and "torch" not in backends.installed():
+        raise FailedPrecondition("backend torch is not installed here; use numpy (or auto)")
+    timed = {name: backend_rate(name, clock=clock) for name in names}
+    refused = {n: timing.in_range(f"the {n} backend's MAC rate", t.median, *SANE_MAC_RATE, unit=" MAC/s")
+               for n, t in timed.items()}
+    sane = [n for n in names if not refused[n]] or names
+    best = max(sane, key=lambda n: timed[n].median)
+    rate = timed[best]
+    return Compute(best, 0.0 if refused[best] else rate.median, rate.spread, {n: t.median for n, t in timed.items()},
+                   "; ".join(w for w in refused.values() if w))
