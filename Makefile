@@ -1,10 +1,14 @@
 # qpart: two commands set up a fresh machine.
-#   make demo   venv + pinned deps + dataset, trains the default model if absent, runs server and device
+#   make demo   venv + pinned deps + dataset, trains the default model if absent (a short schedule, into
+#               $(DEMO_MODELS)), builds the demo's catalog, runs server and device
 #   make test   venv + pinned deps + dataset, runs the test suite
 #   make test-board   the device part on an emulated arm64 board (debootstrap + qemu-user; root; cached)
 PYTHON ?= python3
 VENV ?= .venv
 MODELS ?= model-repo
+# the demo's own repository: its model is trained on a short schedule and its catalog holds only what the demo
+# asks for, so neither is mistaken for model-repo's (`make demo DEMO_MODELS=model-repo` uses a trained one there)
+DEMO_MODELS ?= demo-models
 # The CPU build of torch. On machines without a local wheel, add the CPU index, e.g.
 #   make demo TORCH_PIP_FLAGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH ?= torch==2.13.0
@@ -26,7 +30,7 @@ dataset:
 	@sh scripts/ensure-dataset.sh
 
 demo: $(STAMP) dataset
-	$(BIN)/qpart demo --models $(MODELS)
+	$(BIN)/qpart demo --models $(DEMO_MODELS)
 
 test: $(STAMP) dataset
 	@sh scripts/ensure-test-tools.sh

@@ -19,7 +19,7 @@ import zlib
 import numpy as np
 
 from qpart.common import tensors
-from qpart.server.calibration import coding
+from qpart.server.calibration import activation_coding
 from qpart.server.models import datasets
 from qpart.server.models.repository import ModelRepository
 from qpart.server.planning import catalog as catalog_mod
@@ -31,7 +31,7 @@ CODERS = {"zlib-1": (lambda d: zlib.compress(d, 1), zlib.decompress),
 
 def messages(model, split, x: np.ndarray) -> list[bytes]:
     """One input's packed crossing tensors, concatenated, per input of x [n, *input_shape]."""
-    outputs, params = coding.head_outputs(model, split, x), model.cut_quantizers(split)
+    outputs, params = activation_coding.head_outputs(model, split, x), model.cut_quantizers(split)
     return [b"".join(tensors.encode_batch(v[i:i + 1], p) for v, p in zip(outputs, params)) for i in range(len(x))]
 
 

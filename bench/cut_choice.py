@@ -15,9 +15,9 @@ import pathlib
 from qpart.common import profiles, tensors
 from qpart.common.costmodel import LinkProfile, Objective
 from qpart.common.errors import FailedPrecondition
-from qpart.server.models.heads import HeadStore
 from qpart.server.models.repository import ModelRepository
-from qpart.server.planning.planner import Planner, PlanRequest
+from qpart.server.planning.planner import PlanRequest
+from qpart.server.planning.served import ServedModels
 
 
 def where(model, cut: int) -> str:
@@ -40,7 +40,7 @@ def best(plan, model, which) -> tuple[float, str]:
                          f"{' ' + tensors.coding_label(c.coding, c.quality) if c.coding else ''})")
 
 
-def rows(planner: Planner, model, device, rates, budgets, rtt_s: float, reuse: int) -> list[str]:
+def rows(planner: ServedModels, model, device, rates, budgets, rtt_s: float, reuse: int) -> list[str]:
     out = []
     for rate in rates:
         for budget in budgets:
@@ -74,7 +74,7 @@ def main() -> None:
                         help="leave out the zlib-coded splits (coding.json) and the image files (codecs.json)")
     args = parser.parse_args()
     repo = ModelRepository(args.models)
-    planner = Planner(repo, HeadStore(), coding=not args.raw)
+    planner = ServedModels(repo, coding=not args.raw)
     device = profiles.load_device(args.device)
     rates = [float(r) for r in args.rates.split(",")]
     budgets = [float(b) for b in args.budgets.split(",")]
@@ -84,7 +84,7 @@ def main() -> None:
              "| model | Mbit/s | budget | chosen cut | bits (weights, activations) | objective | best sending the input "
              "| best all on the device |", "|---|---|---|---|---|---|---|---|"]
     for model in repo:
-        if planner.catalog(model) is not None:
+        if planner.get(model.name).catalog is not None:
             lines += rows(planner, model, device, rates, budgets, args.rtt_ms / 1e3, args.reuse)
     print("\n".join(lines))
     if args.markdown:

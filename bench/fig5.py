@@ -17,12 +17,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from qpart.common import profiles  # noqa: E402
 from qpart.common.costmodel import LinkProfile, Objective  # noqa: E402
-from qpart.server.models.heads import HeadStore  # noqa: E402
-from qpart.server.planning.planner import Planner, PlanRequest  # noqa: E402
+from qpart.server.planning.planner import PlanRequest
+from qpart.server.planning.served import ServedModels  # noqa: E402
 from qpart.server.models.repository import ModelRepository  # noqa: E402
 
 
-def per_cut(planner: Planner, request: PlanRequest):
+def per_cut(planner: ServedModels, request: PlanRequest):
     """{cut: cheapest QPART candidate at that cut} over the catalog's splits within the budget."""
     plan = planner.plan(request)
     best = {}
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=1.0)
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("docs/figures/fig5.png"))
     args = parser.parse_args()
-    planner = Planner(ModelRepository(args.models), HeadStore())
+    planner = ServedModels(ModelRepository(args.models))
     request = PlanRequest(args.model, profiles.load_device("paper-table2"), LinkProfile(rate_bps=200e6),
                           args.budget, Objective(1.0, 1.0, 1.0), explain=True)
     rows = per_cut(planner, request)

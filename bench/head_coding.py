@@ -19,7 +19,7 @@ import zlib
 
 import numpy as np
 
-from qpart.common import coders, packing
+from qpart.common import lossless, packing
 from qpart.device.head import HeadExecutor
 from qpart.server.models.heads import build_head, serialize
 from qpart.server.models.repository import ModelRepository
@@ -38,9 +38,9 @@ def order0_bytes(codes: np.ndarray, bits: int) -> float:
 
 def alternative_sizes(data: bytes, n: int, bits: int) -> dict[str, float]:
     codes = packing.unpack(data, n, bits)                                         # [n] integers < 2**bits
-    aligned = coders.byte_codes(codes, bits)
-    return {"zlib": len(zlib.compress(data, 9)), "lzma2": len(coders.compress(data, coders.LZMA2)),
-            "zlib-bytes": len(zlib.compress(aligned, 9)), "lzma2-bytes": len(coders.compress(aligned, coders.LZMA2_BYTES)),
+    aligned = lossless.byte_codes(codes, bits)
+    return {"zlib": len(zlib.compress(data, 9)), "lzma2": len(lossless.compress(data, lossless.LZMA2)),
+            "zlib-bytes": len(zlib.compress(aligned, 9)), "lzma2-bytes": len(lossless.compress(aligned, lossless.LZMA2_BYTES)),
             "entropy": order0_bytes(codes, bits)}
 
 
@@ -80,7 +80,7 @@ def main() -> None:
             rows.append((model.name, share))
             print(f"{model.name:<15}{entry.split.cut:>4}{cut.device_parameters:>10,}{float32:>11,}{dense.size:>9,}"
                   f"{100 * dense.size / float32:>7.2f}%{coded.size:>9,}{share:>7.2f}%  "
-                  f"{'/'.join(str(mix[c]) for c in sorted(coders.NAMES)):<38}{decode_seconds(dense.data) * 1e3:>9.2f}"
+                  f"{'/'.join(str(mix[c]) for c in sorted(lossless.NAMES)):<38}{decode_seconds(dense.data) * 1e3:>9.2f}"
                   f"{decode_seconds(coded.data) * 1e3:>9.2f}{coded.size * 8 / LINK_BPS * 1e3:>10.1f}")
             if args.alternatives:
                 quantized = [(t.data, int(np.prod(t.shape)), t.bits) for t in build_head(model, entry.split, False).parameters

@@ -13,12 +13,12 @@ import math
 import pathlib
 
 from qpart.common import images, packing
-from qpart.server.calibration import codecs as measuring
+from qpart.server.calibration import image_files as measuring
 from qpart.server.calibration.accuracy import Evaluator, paired_drop_bound
 from qpart.server.models import datasets
 from qpart.server.models.repository import ModelRepository
 from qpart.server.planning import catalog as catalog_mod
-from qpart.server.planning import codecs as codecs_mod
+from qpart.server.planning import image_files
 
 SLACK = 0.3
 
@@ -36,7 +36,7 @@ def main() -> int:
     for model in ModelRepository(args.models):
         if args.only and model.name not in args.only:
             continue
-        found, catalog = codecs_mod.load(model), catalog_mod.load(model)
+        found, catalog = image_files.load(model), catalog_mod.load(model)
         if found is None or catalog is None:
             continue
         raw = math.prod(model.spec.input_shape)                       # the input at 8 bits, packed

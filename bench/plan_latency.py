@@ -4,7 +4,7 @@ RPC costs around it.
     python bench/plan_latency.py [--models model-repo] [--decisions 2000] [--rpcs 200]
 
 Each decision prices every catalog pattern of the model for a random device, link, budget, objective
-and head reuse, and picks one (Planner.plan, the work the Plan RPC does between decode and encode).
+and head reuse, and picks one (ServedModels.plan, the work the Plan RPC does between decode and encode).
 Then a qpart-server process on loopback answers --rpcs Plan RPCs per model: the decision time the
 server reports (PlanResponse.decision_seconds: decode, plan, sign, encode) against the round trip the
 client sees (gRPC over loopback on top).
@@ -17,8 +17,8 @@ import time
 
 from qpart.common import messages, profiles
 from qpart.common.costmodel import LinkProfile, Objective
-from qpart.server.models.heads import HeadStore
-from qpart.server.planning.planner import Planner, PlanRequest
+from qpart.server.planning.planner import PlanRequest
+from qpart.server.planning.served import ServedModels
 from qpart.server.models.repository import ModelRepository
 from qpart.device.client import ServerClient
 from qpart.testbed.processes import ServerProcess
@@ -33,11 +33,11 @@ def main() -> None:
     parser.add_argument("--rpcs", type=int, default=200, help="Plan RPCs per model against a server process (0: none)")
     args = parser.parse_args()
     repo = ModelRepository(args.models)
-    planner = Planner(repo, HeadStore())
+    planner = ServedModels(repo)
     devices = [profiles.load_device(name) for name in profiles.bundled()]
     rng = random.Random(0)
     for model in repo:
-        if planner.catalog(model) is None:
+        if planner.get(model.name).catalog is None:
             continue
         requests = [PlanRequest(model.name, rng.choice(devices),
                                 LinkProfile(rate_bps=rng.choice([1e6, 5e6, 20e6, 100e6]), rtt_s=rng.choice([0, 0.01])),
@@ -53,13 +53,13 @@ def main() -> None:
                 round_times.append(time.perf_counter() - started)
             medians.append(statistics.median(round_times))
             times += round_times
-        patterns = len(planner.patterns(model)[0].specs)
+        patterns = len(planner.get(model.name).priced()[0].specs)
         print(f"{model.name:<7} {patterns:>3} patterns: median {statistics.median(times) * 1e6:6.1f} us, "
               f"p95 {sorted(times)[int(0.95 * len(times))] * 1e6:6.1f} us over {len(times)} decisions; "
               f"round medians {', '.join(f'{m * 1e6:.0f}' for m in medians)} us")
 
     if args.rpcs:
-        rpc_times(args.models, [m.name for m in repo if planner.catalog(m) is not None], args.rpcs)
+        rpc_times(args.models, [m.name for m in repo if planner.get(m.name).catalog is not None], args.rpcs)
 
 
 def rpc_times(models: pathlib.Path, names: list[str], count: int) -> None:

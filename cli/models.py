@@ -4,6 +4,7 @@ import pathlib
 
 from qpart.cli.common import command
 from qpart.common.errors import InvalidArgument
+from qpart.common.table import fit
 
 
 def cmd_train(args) -> None:
@@ -77,7 +78,7 @@ def cmd_profile(args) -> None:
         cut = offered.get(node.index)
         sends = " + ".join(f"{t} {list(s)}" for t, s in zip(cut.tensors, cut.shapes)) if cut else "-"
         device = f"{cut.device_macs:,}" if cut else ""
-        print(f"{node.index:>4} {node.name[:28]:<28} {node.op:<19} {node.weight_count:>9,} {node.macs:>11,} "
+        print(f"{node.index:>4} {fit(node.name, 28):<28} {node.op:<19} {node.weight_count:>9,} {node.macs:>11,} "
               f"{str(list(node.shape)):<15} {device:>12}  {sends}")
     print(f"{profile.num_nodes:>4} {'(everything on the device)':<28} {'':<19} "
           f"{sum(n.weight_count for n in profile.nodes):>9,} {sum(n.macs for n in profile.nodes):>11,}")

@@ -1,6 +1,8 @@
 """`qpart calibrate | catalog | plan`: the accuracy model, the offline catalog, and plans priced offline."""
 from qpart.cli.common import command
-from qpart.common import options, tensors
+from qpart.common import options, policies, quant, table, tensors
+from qpart.common.errors import InvalidArgument
+from qpart.common.table import BITS_WIDTH, Column
 
 
 def cmd_calibrate(args) -> None:
@@ -21,7 +23,7 @@ def cmd_calibrate(args) -> None:
         name = f"W {prof.name}" if prof.kind == "weight" else f"A {prof.cut} {prof.name}"
         energy = " ".join(f"{prof.energy[b]:.2e}" for b in bits)
         drops = " ".join(f"{prof.drop[b]:5.2f}" for b in bits)
-        print(f"{name[:34]:<34} {prof.elements:>9,} {prof.q:>11.3g} {prof.t:>6.2f}  {energy}  {drops}")
+        print(f"{table.fit(name, 34):<34} {prof.elements:>9,} {prof.q:>11.3g} {prof.t:>6.2f}  {energy}  {drops}")
     print("additivity (all weights quantized at once vs the sum of single layers):")
     for a in am.additivity:
         print(f"  {a['bits']} bits: E||r||^2 all {a['energy_all']:.3g} vs sum {a['energy_sum']:.3g} "
@@ -59,93 +61,111 @@ def cmd_catalog(args) -> None:
 
 def measure_coding(model, built, data=None) -> None:
     """coding.json: the zlib-coded size of each QPART split's message, measured unless current for every split."""
-    from qpart.server.calibration import coding as measuring
-    from qpart.server.planning import coding
+    from qpart.server.calibration import activation_coding as measuring
+    from qpart.server.planning import activation_coding
     found = measuring.ensure(model, built, data)
     smaller = [(raw, coded) for raw, coded in found.sizes.values() if coded < raw]
     share = f"{100 * sum(c for _, c in smaller) / sum(r for r, _ in smaller):.0f}%" if smaller else "-"
     print(f"coding: {len(found.sizes)} split(s) measured on {found.images} validation images in {found.seconds} s "
-          f"-> {coding.path(model)}; zlib shrinks {len(smaller)} of them (to {share} of their raw bytes): the planner "
+          f"-> {activation_coding.path(model)}; zlib shrinks {len(smaller)} of them (to {share} of their raw bytes): the planner "
           "also offers those coded")
 
 
 def measure_codecs(model, built, data=None) -> None:
     """codecs.json: the input as PNG, JPEG and WebP files, bytes and certified drop, measured unless current."""
-    from qpart.server.calibration import codecs as measuring
-    from qpart.server.planning import codecs
+    from qpart.server.calibration import image_files as measuring
+    from qpart.server.planning import image_files
     found = measuring.ensure(model, built, data)
     if found is None:
         print("codecs: none (the input is not a 1- or 3-channel image, or Pillow is missing)")
         return
     print(f"codecs: {len(found.settings)} image setting(s) certified on {found.samples} validation images "
-          f"({found.confidence:.2%} each) in {found.seconds} s -> {codecs.path(model)}: {measuring.describe(found)}")
+          f"({found.confidence:.2%} each) in {found.seconds} s -> {image_files.path(model)}: {measuring.describe(found)}")
 
 
 def print_catalog(model, built) -> None:
     print(f"cuts {built.cuts} of {model.num_nodes} nodes; bits: the device's weight nodes, then the crossing tensors")
-    print(f"{'cut':>4} {'kind':<8} {'budget':>6} {'weight bits':<28} {'act bits':<10} {'certified':>9} "
-          f"{'head bytes':>11} {'% float32':>9}")
+    rows = []
     for e in built.entries:
         s = e.split
         float32 = 4 * model.profile.cut(s.cut).device_parameters
-        share = f"{100 * e.head_bytes / float32:.1f}" if float32 else "-"
-        budget = f"{e.budget:g}" if e.budget is not None else "-"
-        print(f"{s.cut:>4} {e.kind:<8} {budget:>6} {str(list(s.weight_bits))[:28]:<28} {str(list(s.activation_bits)):<10} "
-              f"{e.certified_drop:>9.2f} {e.head_bytes:>11,} {share:>9}")
+        rows.append([str(s.cut), e.kind, f"{e.budget:g}" if e.budget is not None else "-", table.bits(s.weight_bits),
+                     table.bits(s.activation_bits), f"{e.certified_drop:.2f}", f"{e.head_bytes:,}",
+                     f"{100 * e.head_bytes / float32:.1f}" if float32 else "-"])
+    columns = [Column("cut", ">"), Column("kind"), Column("budget", ">"), Column("weight bits", max_width=BITS_WIDTH),
+               Column("act bits", max_width=BITS_WIDTH), Column("certified", ">"), Column("head bytes", ">"),
+               Column("% float32", ">")]
+    for line in table.render(columns, rows):
+        print(line)
     print(f"certification: {built.certification}")
 
 
 def cmd_plan(args) -> None:
     from qpart.server.models.heads import HeadStore
     from qpart.server.models.repository import ModelRepository
-    from qpart.server.planning.planner import Planner, PlanRequest
-    planner = Planner(ModelRepository(args.models), HeadStore())
+    from qpart.server.planning.planner import PlanRequest
+    from qpart.server.planning.served import ServedModels
+    policy, fixed = fixed_plan(args)
+    models = ServedModels(ModelRepository(args.models))
     if args.measure_server:
         from qpart.server.serving import speed
-        model = planner.repository.get(args.model)
+        model = models.repository.get(args.model)
 
         def cuts_of(m):
-            catalog = planner.catalog(m)
+            catalog = models.get(m.name).catalog
             return list(catalog.cuts) if catalog else []
         profile = speed.measure([model], cuts_of)
-        speed.apply(profile, planner, [model], cuts_of, planner.server.mac_rate)
+        models.set_speed(*speed.priced_with(profile, [model], cuts_of, models.server.mac_rate), profile)
         from qpart.server.serving.speed_profile import describe
         tails = ", ".join(f"cut {c}: {t.describe()}" for c, t in sorted(profile.tails_for(model).items()))
         print(f"server speed: {describe(profile)}; tails {tails or 'none timed'}")
     request = PlanRequest(args.model, options.device_from_args(args), options.link_from_args(args), args.budget,
-                          options.objective_from_args(args), args.reuse or 1, policy=args.policy, explain=True)
-    plan = planner.plan(request)
+                          options.objective_from_args(args), args.reuse or 1, policy=policy, fixed=fixed, explain=True)
+    plan = models.plan(request, heads=HeadStore())
     device, link = request.device, request.link
     print(f"{args.model}: device {device.name} ({device.mac_rate / 1e6:.0f} MMAC/s), uplink {link.uplink_bps / 1e6:g} "
           f"Mbit/s, rtt {link.rtt_s * 1e3:g} ms, budget {args.budget:g} points, head reuse {args.reuse or 1}, "
-          f"policy {args.policy}")
+          f"policy {policy}")
     print("legend: * chosen, x not eligible; cut: nodes on the device; bits of the device's weight nodes and of the "
           "crossing tensors (+z: sent zlib-coded; codec: the input as an image file); bytes per inference; objective = weighted time s + energy J + cost")
-    print(f"{'':1} {'cut':>4} {'kind':<8} {'weight bits':<26} {'act bits':<10} {'head B':>10} {'up B':>7} "
-          f"{'time ms':>9} {'energy J':>9} {'cost':>9} {'objective':>10} {'drop':>5}")
-    for c in plan.candidates:
-        k, s = c.costs, c.spec.split
-        mark = "*" if c.chosen else ("x" if c.rejected else " ")
-        drop = f"{c.accuracy_drop:5.2f}" if c.accuracy_drop is not None else "    -"
-        kind = (tensors.coding_label(c.coding, c.quality) if c.kind == "codec"       # the input as an image file
-                else c.kind + ("+z" if c.coding == tensors.ZLIB else ""))            # +z: the activations zlib-coded
-        print(f"{mark} {s.cut:>4} {kind:<8} {str(list(s.weight_bits))[:26]:<26} {str(list(s.activation_bits)):<10} "
-              f"{int(c.work.head_bytes):>10,} {int(c.work.uplink_bytes):>7,} "
-              f"{k.total_time_s * 1e3:>9.3f} {k.device_energy_j + k.tx_energy_j:>9.3g} {k.server_cost:>9.3g} "
-              f"{k.objective:>10.4g} {drop}" + (f"  ({c.rejected})" if c.rejected else ""))
+    for line in candidate_table(plan.candidates):
+        print(line)
     print(f"why: {plan.reason}")
     if args.measure_server:
         print("server part: timed here as qpart-server times it at start-up (the tail from each cut after 10 ms idle, "
               "the activation codec): on the server's machine this gives the live server's answer")
     else:
-        print(f"server part: priced at the server profile's {planner.server.mac_rate / 1e9:g} GMAC/s; a live qpart-server "
+        print(f"server part: priced at the server profile's {models.server.mac_rate / 1e9:g} GMAC/s; a live qpart-server "
               "times its own tail and codec at start-up, so its answer can differ (--measure-server times them here)")
     chosen, s = plan.chosen, plan.chosen.spec.split
     drop = f"certified drop {chosen.accuracy_drop:.2f} points" if chosen.accuracy_drop is not None else "drop not measured"
-    print(f"chosen: cut {s.cut} of {planner.repository.get(args.model).num_nodes} nodes, "
+    print(f"chosen: cut {s.cut} of {models.repository.get(args.model).num_nodes} nodes, "
           f"{chosen.kind}, weight bits {list(s.weight_bits)}, activation bits {list(s.activation_bits)}"
           f"{' sent ' + tensors.coding_label(chosen.coding, chosen.quality) if chosen.coding else ''}, predicted "
           f"{chosen.costs.total_time_s * 1e3:.3f} ms, {drop}")
+
+
+def candidate_table(candidates) -> list[str]:
+    """The explain table (qpart.common.table: the columns qpart-device --explain prints too)."""
+    rows = [table.candidate_row(chosen=c.chosen, rejected=c.rejected, cut=c.spec.split.cut, kind=c.kind, coding=c.coding,
+                                quality=c.quality, weight_bits=c.spec.split.weight_bits,
+                                activation_bits=c.spec.split.activation_bits, head_bytes=c.work.head_bytes,
+                                uplink_bytes=c.work.uplink_bytes, total_time_s=c.costs.total_time_s,
+                                energy_j=c.costs.device_energy_j + c.costs.tx_energy_j, server_cost=c.costs.server_cost,
+                                objective=c.costs.objective, drop=c.accuracy_drop) for c in candidates]
+    return table.candidate_table(rows, [c.rejected for c in candidates])
+
+
+def fixed_plan(args):
+    """(policy, the fixed Split or None): --cut gives a fixed plan and implies --policy fixed, as for qpart-device."""
+    from qpart.server.models.split import Split
+    if args.cut is None:
+        if args.policy == policies.FIXED:
+            raise InvalidArgument("--policy fixed prices the split you give: add --cut C (and --weight-bits, "
+                                  "--activation-bits; `qpart profile MODEL` lists the cuts)")
+        return args.policy, None
+    return policies.FIXED, Split(args.cut, tuple(args.weight_bits), tuple(args.activation_bits),
+                                 quant.PER_CHANNEL if args.per_channel else quant.PER_TENSOR)
 
 
 def register(sub) -> None:
@@ -165,5 +185,6 @@ def register(sub) -> None:
     options.add_device_options(p)
     options.add_link_options(p)
     options.add_plan_options(p)
+    options.add_fixed_options(p)
     p.add_argument("--measure-server", action="store_true", help="time the tail and the codec on this machine, as "
                    "qpart-server does at start-up, instead of the server profile's MAC rate")

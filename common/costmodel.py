@@ -62,6 +62,7 @@ class DeviceProfile:
     tx_power_w: float = 1.0           # P_d: transmit power, W (Table II: 1 W)
     memory_bytes: int = 0             # memory for the head and activations, bytes; 0 = unlimited
     image_codings: frozenset | None = None   # qpart.v1.Coding image codings it can encode; None: this machine's
+    head_codings: frozenset | None = None    # qpart.v1.TensorCoding head codings it decodes; None: every one
 
     def __post_init__(self):
         _check_non_negative(self)

@@ -222,7 +222,7 @@ def float_tensor(shape, data: bytes, what: str = "the tensor", expected=None, ma
 
 def check_pixels(x: np.ndarray, limits: ImageLimits = LIMITS, what: str = "the pixels") -> np.ndarray:
     """Raw pixel values [H, W] or [H, W, C] (C in 1, 3, 4) as uint8: sides and count within the limits, every
-    value a finite number in 0..255."""
+    value a whole number in 0..255."""
     if x.ndim not in (2, 3) or (x.ndim == 3 and x.shape[2] not in (1, 3, 4)):
         raise InvalidArgument(f"{what} must be [H, W] or [H, W, C] with C in 1, 3, 4; got {list(x.shape)}")
     height, width = x.shape[:2]
@@ -230,6 +230,6 @@ def check_pixels(x: np.ndarray, limits: ImageLimits = LIMITS, what: str = "the p
         raise InvalidArgument(f"{what} are {width}x{height}; at most {limits.max_side} per side and "
                               f"{limits.max_pixels:,} in all")
     check_finite(x, what)
-    if (x < 0).any() or (x > 255).any():
-        raise InvalidArgument(f"{what} must lie in 0..255")
+    if (x < 0).any() or (x > 255).any() or (x != np.floor(x)).any():
+        raise InvalidArgument(f"{what} must be whole numbers in 0..255")
     return x.astype(np.uint8)

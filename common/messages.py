@@ -1,5 +1,5 @@
 """Conversions between the cost-model dataclasses and their protobuf messages (both peers use them)."""
-from qpart.common import images
+from qpart.common import lossless, images
 from qpart.common.costmodel import DeviceProfile, LinkProfile, Objective
 from qpart.common.errors import InvalidArgument
 from qpart.common.preprocess import Preprocessing
@@ -14,7 +14,8 @@ def device_to_pb(device: DeviceProfile) -> spb.DeviceCapabilities:
         name=device.name, clock_hz=device.clock_hz, cycles_per_mac=device.cycles_per_mac,
         macs_per_second=device.macs_per_second, energy_coefficient=device.energy_coefficient,
         tx_power_w=device.tx_power_w, memory_bytes=device.memory_bytes,
-        image_codings=sorted(images.available() if device.image_codings is None else device.image_codings))
+        image_codings=sorted(images.available() if device.image_codings is None else device.image_codings),
+        head_codings=sorted(device.head_codings or ()))
 
 
 def device_from_pb(msg: spb.DeviceCapabilities) -> DeviceProfile:
@@ -22,10 +23,14 @@ def device_from_pb(msg: spb.DeviceCapabilities) -> DeviceProfile:
     if len(codings) > MAX_IMAGE_CODINGS or not set(codings) <= set(images.FORMATS):
         raise InvalidArgument(f"image_codings must list at most {MAX_IMAGE_CODINGS} of {sorted(images.FORMATS)} "
                               f"(CODING_PNG, CODING_JPEG, CODING_WEBP), got {codings[:MAX_IMAGE_CODINGS + 1]}")
+    if len(msg.head_codings) > MAX_IMAGE_CODINGS:
+        raise InvalidArgument(f"head_codings must list at most {MAX_IMAGE_CODINGS} values, got {len(msg.head_codings)}")
+    heads = lossless.allowed(msg.head_codings) if len(msg.head_codings) else None
     return DeviceProfile(
         name=msg.name or "device", clock_hz=msg.clock_hz, cycles_per_mac=msg.cycles_per_mac,
         macs_per_second=msg.macs_per_second, energy_coefficient=msg.energy_coefficient,
-        tx_power_w=msg.tx_power_w, memory_bytes=msg.memory_bytes, image_codings=frozenset(codings))
+        tx_power_w=msg.tx_power_w, memory_bytes=msg.memory_bytes, image_codings=frozenset(codings),
+        head_codings=heads)
 
 
 def link_to_pb(link: LinkProfile) -> spb.LinkCapabilities:

@@ -137,6 +137,16 @@ def output_shape(node: pb.Node, shapes: list[Shape]) -> Shape:
         if not new or any(d < 1 for d in new) or math.prod(new) != math.prod(shape):
             raise InvalidArgument(f"{what}: cannot reshape {list(shape)} to {list(new)}")
         return new
+    if op == "permute":
+        dims = [int(d) for d in node.permute.dims]
+        if len(dims) != len(shape) or sorted(dims) != list(range(len(shape))):
+            raise InvalidArgument(f"{what}: dims {dims[:8]} are not a permutation of the axes of {list(shape)}")
+        return tuple(shape[d] for d in dims)                                  # [shape[dims[0]], ...]
+    if op == "slice":
+        s = node.slice
+        if s.axis >= len(shape) or not s.start < s.stop <= shape[s.axis]:
+            raise InvalidArgument(f"{what}: cannot take {s.start}..{s.stop} of axis {s.axis} of {list(shape)}")
+        return shape[:s.axis] + (s.stop - s.start,) + shape[s.axis + 1:]     # the axis shortened to stop - start
     if op == "linear":
         lin = node.linear
         _positive(what, in_features=lin.in_features, out_features=lin.out_features)

@@ -120,6 +120,11 @@ def run_node(node: pb.Node, args: list[np.ndarray], params: dict) -> np.ndarray:
         return x.reshape(len(x), -1)
     if op == "reshape":
         return x.reshape(len(x), *[int(d) for d in node.reshape.shape])
+    if op == "permute":
+        return np.ascontiguousarray(x.transpose(0, *[int(d) + 1 for d in node.permute.dims]))
+    if op == "slice":
+        s = node.slice
+        return np.ascontiguousarray(x[(slice(None),) * (s.axis + 1) + (slice(s.start, s.stop),)])
     if op == "batch_norm":
         view = (1, -1) + (1,) * (x.ndim - 2)
         return x * params["scale"].reshape(view) + params["shift"].reshape(view)

@@ -63,3 +63,15 @@ def bit_widths(text: str) -> list[int]:
         return [quant.check_bits(int(b), "bit width") for b in text.split(",")]
     except (ValueError, InvalidArgument) as e:
         raise argparse.ArgumentTypeError(f"{text!r}: give bit widths 1..16 or 32, one or comma-separated ({e})") from None
+
+
+def add_fixed_options(parser) -> None:
+    """--cut, --weight-bits, --activation-bits, --per-channel: a fixed plan (qpart-device and qpart plan)."""
+    g = parser.add_argument_group("fixed plan")
+    g.add_argument("--cut", type=int, help="fixed plan: run nodes[0:CUT] on the device (implies --policy fixed; "
+                                           "`qpart profile MODEL` lists the cuts)")
+    g.add_argument("--weight-bits", type=bit_widths, default=[8],
+                   help="fixed plan: bits per device-side weight node, one value for all or comma-separated")
+    g.add_argument("--activation-bits", type=bit_widths, default=[8],
+                   help="fixed plan: bits per tensor crossing the cut, one value for all or comma-separated")
+    g.add_argument("--per-channel", action="store_true", help="fixed plan: per-output-channel weight scales")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qpart.common import coders, guard, images, packing, quant
+from qpart.common import lossless, guard, images, packing, quant
 from qpart.common.errors import InvalidArgument
 from qpart.v1 import network_pb2 as pb
 
@@ -58,10 +58,11 @@ def encode(name: str, x: np.ndarray, bits: int, granularity: str = quant.PER_TEN
     return msg
 
 
-def code_tensor(msg: pb.PackedTensor) -> pb.PackedTensor:
-    """Recode a dense quantized tensor with whichever coder ships it smallest (heads; float32 stays as it is)."""
-    if msg.bits <= quant.MAX_BITS and msg.coding == coders.DENSE:
-        msg.coding, msg.data = coders.smallest(msg.data, math.prod(msg.shape), msg.bits)
+def code_tensor(msg: pb.PackedTensor, codings: frozenset | None = None) -> pb.PackedTensor:
+    """Recode a dense quantized tensor with whichever coder ships it smallest (heads; float32 stays as it is);
+    codings: those the device decodes (None: every one)."""
+    if msg.bits <= quant.MAX_BITS and msg.coding == lossless.DENSE:
+        msg.coding, msg.data = lossless.smallest(msg.data, math.prod(msg.shape), msg.bits, codings)
     return msg
 
 
@@ -91,7 +92,7 @@ def decode_compact(msg: pb.PackedTensor, expected_shape=None, max_elements: int 
     n = element_count(shape, what, max_elements)
     bits = quant.check_bits(msg.bits, f"bit width of {what}")
     if bits == quant.FLOAT_BITS:
-        if msg.coding != coders.DENSE:
+        if msg.coding != lossless.DENSE:
             raise InvalidArgument(f"{what} is float32; only quantized codes may be coded")
         return CompactTensor(tuple(shape), values=decode_float32(msg.data, n).reshape(shape))
     groups = {pb.PER_TENSOR: 1, pb.PER_CHANNEL: shape[0]}.get(msg.granularity)
@@ -106,7 +107,7 @@ def decode_compact(msg: pb.PackedTensor, expected_shape=None, max_elements: int 
     zero = np.asarray(msg.zero_point, np.int64)
     if (zero > (1 << bits) - 1).any():
         raise InvalidArgument(f"{what} has a zero point above {(1 << bits) - 1}, the largest {bits}-bit code")
-    codes = coders.decode_codes(msg.data, msg.coding, n, bits, what).astype(quant.code_type(bits)).reshape(shape)
+    codes = lossless.decode_codes(msg.data, msg.coding, n, bits, what).astype(quant.code_type(bits)).reshape(shape)
     return CompactTensor(tuple(shape), codes, quant.QuantParams(bits, scale, zero))
 
 
@@ -166,7 +167,7 @@ def uncode(data: bytes, coding: int, raw: int) -> bytes:
     Never inflates more than raw + 1 bytes, whatever the stream claims."""
     if coding == RAW:
         return data
-    return coders.inflate(data, coders.ZLIB, raw, "zlib-coded activations")
+    return lossless.inflate(data, lossless.ZLIB, raw, "zlib-coded activations")
 
 
 def encode_message(x: np.ndarray, params: quant.QuantParams | None, coding: int = RAW, quality: int = 0) -> bytes:

@@ -67,6 +67,11 @@ def run_node(node: pb.Node, args: list[torch.Tensor], params: dict) -> torch.Ten
         return x.flatten(1)
     if op == "reshape":
         return x.reshape(x.shape[0], *[int(d) for d in node.reshape.shape])
+    if op == "permute":
+        return x.permute(0, *[int(d) + 1 for d in node.permute.dims]).contiguous()
+    if op == "slice":
+        s = node.slice
+        return x.narrow(s.axis + 1, s.start, s.stop - s.start).contiguous()
     if op == "batch_norm":
         view = (1, -1) + (1,) * (x.dim() - 2)
         return x * params["scale"].reshape(view) + params["shift"].reshape(view)

@@ -1,24 +1,23 @@
 """The device agent: plan, obtain the head (cache or download), run it and stream the activations.
 
-`DeviceAgent.run` does one whole job and returns a RunReport with the plan, the bytes each RPC moved
-(gRPC messages, counted exactly), timings and, when labels are given, the measured accuracy.
+`DeviceAgent.run` does one whole job and returns a RunReport (qpart.device.report) with the plan, the bytes
+each RPC moved (gRPC messages, counted exactly), timings and, when labels are given, the measured accuracy.
+The Infer stream's protocol is qpart.device.streaming; an emulated board's pacing qpart.device.emulation.
 """
 import logging
 import math
-import threading
 import time
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from google.protobuf import json_format
 
-from qpart.common import images, packing, policies, quant, tensors
-from qpart.common.errors import DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, QpartError
-from qpart.device import backends, netstat
+from qpart.common import images, packing, quant, tensors
+from qpart.common.errors import FailedPrecondition, Internal, InvalidArgument
+from qpart.device import netstat, streaming
 from qpart.device.cache import HeadCache
 from qpart.device.client import ServerClient
+from qpart.device.emulation import BoardEmulation
 from qpart.device.head import DEFAULT_MAX_MEMORY, HeadExecutor
-from qpart.device.linkwatch import LinkSample
+from qpart.device.report import HeadReport, RunReport
 from qpart.v1 import service_pb2 as spb
 
 log = logging.getLogger("qpart.device.agent")
@@ -45,68 +44,6 @@ def activation_coding(encoding: spb.ActivationEncoding) -> tuple[int, int]:
     return coding, encoding.quality
 
 
-@dataclass
-class HeadReport:
-    content_hash: str = ""
-    bytes: int = 0                # size of the serialized head
-    cache_hit: bool = False
-    fetch_s: float = 0.0          # download time (0 on a cache hit)
-    parameters: int = 0           # weight and bias elements in the head
-    float32_bytes: int = 0        # the same parameters as float32
-    backend: str = ""             # what runs it: numpy, torch or torch-cuda
-    weight_bytes: int = 0         # its parameters as the backend holds them in memory
-
-
-@dataclass
-class RunReport:
-    model: str
-    policy: str
-    cut: int                      # the device ran nodes[0:cut]
-    num_nodes: int
-    weight_bits: list[int]        # of the device-side weight nodes
-    activation_bits: list[int]    # of the tensors crossing the cut
-    crossing: list[dict]          # per crossing tensor: name, shape, bits, bytes per input (packed), coding
-    predicted: dict               # the server's PlanPrediction, as a dict
-    head: HeadReport
-    candidates: list[dict] = field(default_factory=list)  # what the planner weighed, when asked to explain
-    inputs: int = 0
-    batches: int = 0
-    accuracy: float | None = None           # percent top-1 when labels were given
-    predictions: list[int] = field(default_factory=list)
-    wire: dict = field(default_factory=dict)  # rpc -> {"sent": bytes, "received": bytes} of gRPC messages
-    tcp: dict | None = None                  # {"sent", "received"}: TCP payload bytes from the kernel (None: unknown)
-    emulated_macs_per_second: float = 0.0   # > 0: device compute was stretched to this rate (emulated board)
-    reason: str = ""                        # the server's one line on why it chose this split
-    server_speed: dict = field(default_factory=dict)   # the server's own timings the plan rests on (ServerSpeed)
-    plan_s: float = 0.0                     # the Plan RPC, round trip, as this device timed it
-    plan_decision_s: float = 0.0            # of which the server's planner took this long to choose
-    device_compute_s: float = 0.0           # head compute plus packing, all inputs
-    server_compute_s: float = 0.0           # tail compute the server reported, all inputs
-    batch_latency_s: list[float] = field(default_factory=list)  # send of a batch -> its answer
-    resent_streams: int = 0                 # streams opened again after a server became unavailable
-    resent_inputs: int = 0                  # inputs handed to such a stream to send again (they had no answer)
-    duplicates_dropped: int = 0             # answers that arrived for inputs that had one already (never used)
-    replans: int = 0                        # plans asked for again when the server refused the plan id mid-stream
-    total_s: float = 0.0                    # wall time of plan + head + all inferences
-
-    @classmethod
-    def for_plan(cls, plan: spb.PlanResponse, head: "HeadReport | None" = None, **fields) -> "RunReport":
-        return cls(model=plan.model, policy=policies.from_enum(plan.policy), cut=plan.cut, num_nodes=plan.num_nodes,
-                   weight_bits=list(plan.weight_bits), activation_bits=[a.bits for a in plan.activations],
-                   crossing=[{"name": a.name, "shape": list(a.sample_shape), "bits": a.bits,
-                              "bytes": packing.packed_size(math.prod(a.sample_shape), a.bits),
-                              "coding": tensors.coding_label(a.coding, a.quality)} for a in plan.activations],
-                   predicted=_message_dict(plan.predicted), head=head or HeadReport(), reason=plan.reason,
-                   plan_decision_s=plan.decision_seconds, server_speed=_message_dict(plan.server_speed),
-                   candidates=[_message_dict(c) for c in plan.candidates], **fields)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    def latency_percentile(self, q: float) -> float:
-        return float(np.percentile(self.batch_latency_s, q)) if self.batch_latency_s else 0.0
-
-
 class DeviceAgent:
     def __init__(self, client: ServerClient, cache: HeadCache, max_head_bytes: int = 256 << 20,
                  max_elements: int = tensors.DEFAULT_MAX_ELEMENTS, emulate_macs_per_second: float = 0.0,
@@ -120,9 +57,9 @@ class DeviceAgent:
         # > 0: each batch's answer is of use only this many seconds after the server reads it
         # (InferRequest.deadline_s); a batch the server sheds raises DeadlineExceeded
         self.deadline_s = deadline_s
-        # > 0: emulate a slower board by stretching each head run to macs / this rate (never faster than real)
+        # > 0: emulate a slower board by stretching the device's work to this rate (never faster than real)
         self.emulate_macs_per_second = emulate_macs_per_second
-        self._host_macs_per_second = 0.0        # this machine's rate, to stretch encoding as well (emulation only)
+        self.emulation = BoardEmulation(emulate_macs_per_second) if emulate_macs_per_second > 0 else None
         # set: classify gets raw uint8 images and preprocesses each batch, as the device's own timed work (the plan
         # prices it); None: the inputs come preprocessed
         self.preprocessing = None
@@ -132,9 +69,8 @@ class DeviceAgent:
     def run_head(self, executor: HeadExecutor, x: np.ndarray) -> list[np.ndarray]:
         started = time.perf_counter()
         out = executor.run(x)
-        if self.emulate_macs_per_second > 0:
-            time.sleep(pacing_seconds(executor.macs * len(x), self.emulate_macs_per_second,
-                                      time.perf_counter() - started))
+        if self.emulation is not None:
+            self.emulation.head(executor.macs * len(x), started)
         return out
 
     def plan(self, request: spb.PlanRequest) -> spb.PlanResponse:
@@ -231,6 +167,8 @@ class DeviceAgent:
         if len(answers) != len(x) and (stop is None or sorted(answers) != list(range(len(answers)))):
             raise Internal(f"the server answered {len(answers)} of {len(x)} inputs")
         report.inputs, report.batches = len(answers), -(-len(answers) // batch_size)
+        for c in report.crossing:
+            c["bytes_per_input"] = c["sent_bytes"] / report.inputs if report.inputs else None
         if not answers:
             return np.zeros((0,), np.float32)
         return np.stack([answers[i] for i in range(len(answers))])
@@ -256,8 +194,10 @@ class DeviceAgent:
             if value.shape[1:] != shape:
                 raise InvalidArgument(f"the head produced {list(value.shape[1:])} for {name!r}, the plan expects "
                                       f"{list(shape)}")
-            batches.append(spb.TensorBatch(name=name, sample_shape=shape, bits=bits, coding=coding,
-                                           data=tensors.encode_message(value, params, coding, quality)))
+            data = tensors.encode_message(value, params, coding, quality)
+            if coding == tensors.ZLIB and len(data) >= packing.packed_size(value.size, bits):
+                coding, data = tensors.RAW, tensors.encode_batch(value, params)   # zlib would not shrink it
+            batches.append(spb.TensorBatch(name=name, sample_shape=shape, bits=bits, coding=coding, data=data))
         self._pace(started)
         return batches
 
@@ -271,82 +211,11 @@ class DeviceAgent:
         return out
 
     def _pace(self, started: float) -> None:
-        """Emulating a board: work other than the head (preprocessing, encoding) takes as long as on the board too,
-        as the planner prices it (its seconds here in this machine's MAC-equivalents, at the board's rate)."""
-        if self.emulate_macs_per_second > 0:
-            elapsed = time.perf_counter() - started
-            time.sleep(pacing_seconds(elapsed * self.host_macs_per_second(), self.emulate_macs_per_second, elapsed))
+        if self.emulation is not None:           # preprocessing and encoding take as long as on the board too
+            self.emulation.work(started)
 
-    def host_macs_per_second(self) -> float:
-        """This machine's MAC rate as the server measures its own (torch where installed, else numpy): the rate
-        the planner converts encoding seconds to MAC-equivalents at."""
-        if not self._host_macs_per_second:
-            try:
-                from qpart.common import torchnet
-                self._host_macs_per_second = torchnet.mac_rate()
-            except ImportError:
-                self._host_macs_per_second = backends.mac_rate("numpy")
-        return self._host_macs_per_second
-
-    def _stream(self, plan, executor, x, pending, encoded, answers, report, batch_size, window, crossing, first_id,
-                observe=None, stop=None):
-        sent_at: dict[int, float] = {}
-        wire: dict[int, tuple[float, int]] = {}      # batch -> (handed to gRPC, request bytes)
-        slots = threading.Semaphore(window)
-        failed = threading.Event()
-
-        def requests():
-            for b, start in enumerate(pending):
-                while not slots.acquire(timeout=0.1):
-                    if failed.is_set():
-                        return
-                if stop is not None and start not in encoded and stop():
-                    return                       # batches sent before (a resend) still go: the answers stay a prefix
-                began = time.perf_counter()
-                if start not in encoded:
-                    encoded[start] = self.encode(executor, x[start:start + batch_size], crossing)
-                    report.device_compute_s += time.perf_counter() - began
-                sent_at[b] = began
-                end = min(start + batch_size, len(x))
-                if report.resent_streams:         # a stream opened again: these inputs are sent a second time
-                    report.resent_inputs += end - start
-                request = spb.InferRequest(plan_id=plan.plan_id if b == 0 else "", deadline_s=self.deadline_s,
-                                           batch=spb.ActivationBatch(request_ids=range(first_id + start, first_id + end),
-                                                                     tensors=encoded[start]))
-                if observe is not None:
-                    wire[b] = (time.perf_counter(), request.ByteSize())
-                yield request
-
-        last_answer = 0.0
-        try:
-            for b, response in enumerate(self.client.infer(requests(), timeout_s=self.stream_timeout(len(pending) * batch_size))):
-                now = time.perf_counter()
-                report.batch_latency_s.append(now - sent_at[b])
-                slots.release()
-                if observe is not None:
-                    handed, up = wire[b]
-                    began = max(handed, last_answer)
-                    observe(LinkSample(time.time(), up, response.ByteSize(),
-                                       now - began - response.server_compute_s - response.server_queue_s,
-                                       overlapped=began > handed))
-                last_answer = now
-                expected = list(range(first_id + pending[b], first_id + min(pending[b] + batch_size, len(x))))
-                if response.status_code:
-                    raise DeadlineExceeded(f"the server shed inputs {expected[0]}-{expected[-1]}: "
-                                           f"{response.status_message[:200]}")
-                if [r.request_id for r in response.results] != expected:
-                    raise Internal("the server answered a batch with other request ids than were sent")
-                for r in response.results:
-                    if r.request_id - first_id in answers:
-                        report.duplicates_dropped += 1
-                    elif not r.outputs:
-                        raise Internal(f"the server's answer for input {r.request_id} carries no output")
-                    else:
-                        answers[r.request_id - first_id] = np.asarray(r.outputs[0].values, np.float32)
-                report.server_compute_s += response.server_compute_s
-        except QpartError:
-            failed.set()
-            raise
+    def _stream(self, *args, **kwargs) -> None:
+        streaming.send(self, *args, **kwargs)
 
     def stream_timeout(self, inputs: int) -> float:
         return self.client.timeout_s + inputs * 0.5
@@ -360,7 +229,9 @@ class DeviceAgent:
         return self.client.list_models(name)[0]
 
     def run(self, request: spb.PlanRequest, x: np.ndarray, labels: np.ndarray | None = None,
-            batch_size: int = 1, window: int = 1) -> RunReport:
+            batch_size: int = 1, window: int = 1, keep_scores: bool = False) -> RunReport:
+        """Plan (a fixed plan too: request.policy FIXED), obtain the head, classify x; keep_scores: the report holds
+        every input's first output (report.scores), not only the top-1 labels."""
         started = time.perf_counter()
         before, tcp_before = self._baseline or self._counters()   # the first run also counts what came before it
         self._baseline = None
@@ -377,6 +248,8 @@ class DeviceAgent:
         scores = self.classify(plan, executor, x, report, batch_size, window, replan=replan)
         predictions = scores.argmax(axis=1)
         report.predictions = predictions.tolist()
+        if keep_scores:
+            report.scores = scores.tolist()
         if labels is not None:
             report.accuracy = 100.0 * float(np.mean(predictions == labels))
         report.wire = {rpc: {"sent": b.sent - before.get(rpc, (0, 0))[0], "received": b.received - before.get(rpc, (0, 0))[1]}
@@ -389,11 +262,3 @@ class DeviceAgent:
         return report
 
 
-def pacing_seconds(macs: int, macs_per_second: float, elapsed_s: float) -> float:
-    """How long to wait after a head run of `macs` MACs that took elapsed_s, for it to take as long as on a
-    board of macs_per_second (0 when this machine was slower still: emulation never speeds anything up)."""
-    return max(macs / macs_per_second - elapsed_s, 0.0)
-
-
-def _message_dict(message) -> dict:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)

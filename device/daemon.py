@@ -157,7 +157,7 @@ class LocalAgentServicer:
 class DeviceDaemon:
     def __init__(self, config: DeviceConfig):
         self.config = config
-        self.token = token = pathlib.Path(config.token_file).read_text().strip() if config.token_file else None
+        self.token = pathlib.Path(config.token_file).read_text().strip() if config.token_file else None
         self.tls = (TlsSettings(*(pathlib.Path(p) if p else None for p in (config.tls_ca, config.tls_cert,
                                                                            config.tls_key)), config.tls_server_name or None)
                     if config.tls_ca or config.tls_cert else None)
@@ -257,9 +257,22 @@ class RunningDaemon:
     """The daemon's gRPC server (LocalAgent and health) and metrics endpoint, started."""
 
     def __init__(self, config: DeviceConfig, daemon: DeviceDaemon | None = None):
+        owned = daemon is None                 # a daemon given by the caller stays the caller's to close
         self.config, self.daemon = config, daemon or DeviceDaemon(config)
         self.health = telemetry.Health()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+        self.metrics, self._stopping, self._waiter = None, threading.Event(), None
+        try:
+            self._start(config)
+        except BaseException:              # a later step failed: what was built does not outlive the error
+            self.server.stop(0).wait()
+            if self.metrics is not None:
+                self.metrics.shutdown()
+            if owned:
+                self.daemon.close()
+            raise
+
+    def _start(self, config: DeviceConfig) -> None:
         servicer = LocalAgentServicer(self.daemon)
         handlers = {m.name: grpc.unary_unary_rpc_method_handler(
             getattr(servicer, m.name), request_deserializer=lenient_deserializer(getattr(apb, m.input_type.name)),
@@ -276,7 +289,6 @@ class RunningDaemon:
             raise InvalidArgument(f"cannot listen on {config.listen}")
         self.metrics = telemetry.serve(config.metrics_port, config.metrics_host) if config.metrics_port else None
         self.server.start()
-        self._stopping, self._waiter = threading.Event(), None
         if self.daemon.state == apb.DAEMON_READY:
             self.health.set(True)
         else:                                   # SERVING once the server is reached

@@ -54,6 +54,7 @@ def transfer_seconds(link: LinkProfile, up_bytes: int, down_bytes: int) -> float
 class LinkMonitor:
     def __init__(self, planned: LinkProfile, settings: MonitorSettings = MonitorSettings()):
         self.settings = settings
+        self.failing = False          # the last idle-link probe could not reach the server
         self.reset(planned)
 
     def reset(self, planned: LinkProfile) -> None:
@@ -111,9 +112,13 @@ class LinkMonitor:
         reached now (the plan runs on; the next probe tries again)."""
         try:
             sample = probe_sample(client, self.planned)
-        except QpartError as e:
-            log.info("idle-link probe failed: %s", e)
+        except QpartError as e:        # the first failure is worth a warning; its repeats are not
+            log.log(logging.DEBUG if self.failing else logging.WARNING, "idle-link probe failed: %s", e)
+            self.failing = True
             return None
+        if self.failing:
+            log.info("idle-link probes reach the server again")
+            self.failing = False
         link = self.judge(sample)
         return (link, sample.at) if link is not None else None
 

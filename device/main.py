@@ -23,10 +23,11 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import numpy as np  # noqa: E402
 
-from qpart.common import data, datasets, messages, options, policies, runtime, tensors
+from qpart.common import data, datasets, messages, options, policies, runtime, table
 from qpart.common.errors import QpartError
 from qpart.device import backends, compute, probe
 from qpart.device.agent import DeviceAgent, RunReport
+from qpart.device.report import json_ready
 from qpart.device.cache import HeadCache
 from qpart.device.client import ServerClient, TlsSettings
 from qpart.v1 import network_pb2 as npb
@@ -62,14 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="follow the link: watch this run's own traffic (and probe when the plan sends nothing) "
                              "and plan again when the rate changes lastingly (qpart.device.adaptive); prints one line "
                              "per plan used")
-    g = parser.add_argument_group("fixed plan")
-    g.add_argument("--cut", type=int, help="fixed plan: run nodes[0:CUT] on the device (implies --policy fixed; "
-                                           "`qpart profile MODEL` lists the cuts)")
-    g.add_argument("--weight-bits", type=options.bit_widths, default=[8],
-                   help="fixed plan: bits per device-side weight node, one value for all or comma-separated")
-    g.add_argument("--activation-bits", type=options.bit_widths, default=[8],
-                   help="fixed plan: bits per tensor crossing the cut, one value for all or comma-separated")
-    g.add_argument("--per-channel", action="store_true", help="fixed plan: per-output-channel weight scales")
+    options.add_fixed_options(parser)
     g = parser.add_argument_group("inputs")
     g.add_argument("--data", help="the test images: a data spec (fashion-mnist, a directory of MNIST IDX files, a "
                                   f".npz of x and y, an image folder; default Fashion-MNIST from ${data.DATA_ENV} or "
@@ -95,6 +89,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--compare-unsplit", action="store_true",
                    help="also classify the same images with the whole float model on the server")
     g.add_argument("--json", type=pathlib.Path, help="write the full report here as JSON")
+    g.add_argument("--scores", action="store_true",
+                   help="with --json: every input's model output too (a classifier's logits), fixed plans included")
     g.add_argument("--quiet", action="store_true", help="print only the summary lines")
     return parser.parse_args(argv)
 
@@ -148,7 +144,8 @@ def test_inputs(spec, offset: int, count: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _drop(p: dict) -> str:
-    return f"certified drop {p['accuracy_drop']:.2f} points" if "accuracy_drop" in p else "accuracy drop not measured"
+    return (f"certified drop {p['accuracy_drop']:.2f} points" if p.get("accuracy_drop") is not None
+            else "accuracy drop not measured")
 
 
 def measured_lines(measured: dict, request: spb.PlanRequest) -> list[str]:
@@ -175,9 +172,10 @@ def summary(report: RunReport) -> list[str]:
     if report.reason:
         lines.append(f"why       {report.reason}")
     if report.crossing:
-        lines.append("sends     " + ", ".join(f"{c['name']} {c['shape']} at {c['bits']} bits ({c['bytes']:,} B"
-                                              f"{', zlib-coded' if c.get('coding') == 'zlib' else ''})"
-                                              for c in report.crossing) + " per input")
+        lines.append("sends     " + ", ".join(
+            f"{c['name']} {c['shape']} at {c['bits']} bits as {c.get('coding') or 'raw'}: "
+            + (f"{c['bytes_per_input']:,.0f} B measured" if c.get("bytes_per_input") is not None else "not sent")
+            + f" (packed {c['packed_bytes']:,} B)" for c in report.crossing) + " per input")
     if head.content_hash:
         ratio = 100.0 * head.bytes / head.float32_bytes if head.float32_bytes else 0.0
         how = "from cache" if head.cache_hit else f"downloaded in {head.fetch_s * 1e3:.1f} ms"
@@ -257,7 +255,7 @@ def main(argv=None) -> int:
         runtime.freeze_long_lived()
         if args.adapt:
             return run_adaptive(args, agent, request, x, y)
-        report = agent.run(request, x, y, args.batch_size, args.window)
+        report = agent.run(request, x, y, args.batch_size, args.window, keep_scores=args.scores)
         result = {"split": report.as_dict(), "measured": measured}
         for line in measured_lines(measured, request) + summary(report):
             print(line)
@@ -274,7 +272,7 @@ def main(argv=None) -> int:
             result["unsplit"] = reference.as_dict()
             result["agreement"] = agree
         if args.json:
-            args.json.write_text(json.dumps(result, indent=1))
+            args.json.write_text(json.dumps(json_ready({"schema": 2, **result}), indent=1))
         return 0
     except QpartError as e:
         print(f"qpart-device: {e.status}: {e}", file=sys.stderr)
@@ -300,7 +298,7 @@ def run_adaptive(args, agent: DeviceAgent, request: spb.PlanRequest, x, y) -> in
     print(f"inputs    {report.inputs} of {len(x)} answered once each ({report.resent_inputs} resent, "
           f"{report.duplicates_dropped} duplicate answers dropped){accuracy}")
     if args.json:
-        args.json.write_text(json.dumps({"adaptive": report.as_dict()}, indent=1))
+        args.json.write_text(json.dumps(json_ready({"schema": 2, "adaptive": report.as_dict()}), indent=1))
     return 0 if report.inputs == len(x) else 1
 
 
@@ -321,19 +319,18 @@ def server_speed_line(speed: dict) -> str:
 def print_candidates(report: RunReport) -> None:
     print("candidates (* chosen, x not eligible; cut: nodes on the device; bits of the device's weight nodes and of "
           "the tensors crossing the cut; bytes per inference; objective = time s + energy J + cost, weighted):")
-    print(f"  {'cut':>4} {'kind':<8} {'weight bits':<28} {'act bits':<10} {'head B':>10} {'up B':>8} {'time ms':>9} "
-          f"{'energy J':>10} {'cost':>10} {'objective':>10} {'drop':>6}")
+    rows = []
     for c in report.candidates:
         k = c["predicted"]
-        mark = "*" if c["chosen"] else ("x" if c["rejected_reason"] else " ")
-        drop = f"{k['accuracy_drop']:>6.2f}" if "accuracy_drop" in k else "     -"
-        coding = spb.Coding.Value(c.get("coding") or "CODING_RAW")
-        kind = (tensors.coding_label(coding, int(c.get("quality", 0))) if c["kind"] == "codec"   # the input as a file
-                else c["kind"] + ("+z" if coding == tensors.ZLIB else ""))                    # +z: zlib-coded
-        print(f"{mark} {c['cut']:>4} {kind:<8} {str(c['weight_bits']):<28} {str(c['activation_bits']):<10} "
-              f"{int(k['head_bytes']):>10,} {int(k['uplink_bytes']):>8,} {k['total_time_s'] * 1e3:>9.3f} "
-              f"{k['device_energy_j'] + k['tx_energy_j']:>10.3g} {k['server_cost']:>10.3g} {k['objective']:>10.4g} {drop}"
-              + (f"  ({c['rejected_reason']})" if c["rejected_reason"] else ""))
+        rows.append(table.candidate_row(
+            chosen=c["chosen"], rejected=c["rejected_reason"], cut=c["cut"], kind=c["kind"],
+            coding=spb.Coding.Value("CODING_" + (c.get("coding") or "raw").upper()), quality=int(c.get("quality", 0)),
+            weight_bits=c["weight_bits"], activation_bits=c["activation_bits"], head_bytes=int(k["head_bytes"]),
+            uplink_bytes=int(k["uplink_bytes"]), total_time_s=k["total_time_s"],
+            energy_j=k["device_energy_j"] + k["tx_energy_j"], server_cost=k["server_cost"], objective=k["objective"],
+            drop=k.get("accuracy_drop")))
+    for line in table.candidate_table(rows, [c["rejected_reason"] for c in report.candidates]):
+        print(line)
 
 
 if __name__ == "__main__":

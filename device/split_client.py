@@ -14,6 +14,7 @@ lasting change of the link's rate: the next classify then plans for the link as 
 Failover across several server addresses, retries and exactly-once resends are the agent's
 (qpart.device.agent). Safe to share between threads: planning is serialized, inferences are not.
 """
+import logging
 import dataclasses
 import pathlib
 import threading
@@ -34,6 +35,7 @@ from qpart.v1 import service_pb2 as spb
 
 DEFAULT_CACHE = pathlib.Path.home() / ".cache" / "qpart" / "heads"
 EXPIRY_MARGIN_S = 60.0    # plan again this long before the server stops serving a plan id
+log = logging.getLogger("qpart.device.split_client")
 
 
 @dataclass
@@ -55,13 +57,14 @@ class SplitClient:
                  expected_inputs: int = 1000, token: str | None = None, tls: TlsSettings | None = None,
                  cache_dir: str | pathlib.Path | None = DEFAULT_CACHE, backend: str = "auto",
                  measure_compute: bool = True, timeout_s: float = 30.0, retries: int = 6, deadline_s: float = 0.0,
-                 adapt: bool | MonitorSettings = False):
+                 adapt: bool | MonitorSettings = False, fixed: spb.FixedPlan | None = None):
         """server: host:port (several, comma-separated, are replicas); link: None probes it; profile: a bundled
         name or a TOML file, for energy and (with measure_compute=False) speed; expected_inputs: how many
         inferences the head is priced to be reused for; deadline_s: > 0, the server sheds (DeadlineExceeded) a
         batch it cannot answer within this many seconds of reading it; adapt: follow the link (True, or the
-        monitor's settings), see the module docstring."""
-        self.model, self.budget, self.policy = model, budget, policy
+        monitor's settings), see the module docstring; fixed: this split instead of the planner's choice (cut and
+        bit widths; priced, and certified only where it is a catalog split)."""
+        self.model, self.budget, self.policy, self.fixed = model, budget, policy, fixed
         self.objective, self.expected_inputs = objective, expected_inputs
         self.device = profiles.load_device(profile) if isinstance(profile, str) else profile
         self._link, self._measure = link, measure_compute
@@ -120,7 +123,8 @@ class SplitClient:
                                   link=messages.link_to_pb(link), accuracy_budget=self.budget,
                                   weights=messages.objective_to_pb(self.objective),
                                   inferences_per_head=max(int(self.expected_inputs), 1),
-                                  policy=policies.to_enum(self.policy))
+                                  policy=spb.FIXED if self.fixed is not None else policies.to_enum(self.policy),
+                                  fixed=self.fixed)
         plan = self.agent.plan(request)
         executor, _ = self.agent.obtain_head(plan)
         self._state = (plan, executor)
@@ -152,14 +156,20 @@ class SplitClient:
                 if self._seen is not None:
                     self._link = self._seen
                     self._replan()
+                    log.info("planned %s again (the link changed to %.2f Mbit/s): cut %d", self.model,
+                             self._link.uplink_bps / 1e6, self._state[0].cut)
                 elif self._state is None or self._expiring(self._state[0]):
+                    why = "first plan" if self._state is None else "its plan id expires within a minute"
                     self._replan()
+                    log.info("planned %s (%s): cut %d", self.model, why, self._state[0].cut)
         return self._state
 
     def _replan_now(self) -> tuple:
         """(plan, executor) planned anew: the server refused the current plan id mid-stream."""
         with self._lock:
-            return self._replan()
+            state = self._replan()
+        log.info("planned %s again (the server refused the plan id): cut %d", self.model, state[0].cut)
+        return state
 
     @staticmethod
     def _expiring(plan: spb.PlanResponse) -> bool:

@@ -25,7 +25,7 @@ import numpy as np
 
 from qpart.common import policies
 from qpart.common.errors import FailedPrecondition
-from qpart.server.calibration import build, codecs
+from qpart.server.calibration import build, image_files
 from qpart.server.models import repository
 from qpart.server.planning import catalog
 from qpart.server.training import train
@@ -85,7 +85,7 @@ def ensure_models(models_dir: pathlib.Path, names, data_dir=None, log=print) -> 
         if catalog.current(model) is None:
             log(f"building the catalog of {name}")
             catalog.save(model, build.build(model, data_dir, progress=False))
-        codecs.ensure(model, catalog.require(model), data_dir)      # the input as image files (server_only_codec)
+        image_files.ensure(model, catalog.require(model), data_dir)      # the input as image files (server_only_codec)
 
 
 class NamespacedServer:

@@ -85,5 +85,6 @@ def register(sub) -> None:
     p.add_argument("--only", nargs="+", metavar="MODEL", help="these models instead of the grid's")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("docs/benchmarks"), help="where the reports go")
     p = command(sub, "demo", cmd_demo, "server and device as separate processes on 1,000 test images")
+    p.set_defaults(models=pathlib.Path("demo-models"))   # its own: a short-schedule model, a catalog for the demo only
     p.add_argument("--model", default="resnet8-96", help="model (trained if absent; default %(default)s)")
     p.add_argument("--count", type=int, default=1000, help="test images (default %(default)s)")

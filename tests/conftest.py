@@ -104,9 +104,9 @@ TEST_IMAGES = {"fc6": 10000, "lenet": 10000, "vgg8": 5000, "resnet8": 5000, "mob
 @pytest.fixture(scope="session")
 def catalogs(repo, data_dir) -> dict:
     """Each zoo model's offline catalog, built once per run (or kept with QPART_TEST_MODELS)."""
-    from qpart.server.calibration import build, codecs
-    from qpart.server.planning import catalog
-    from qpart.server.planning import codecs as codecs_mod
+    from qpart.server.calibration import build
+    from qpart.server.calibration import image_files as measure_images
+    from qpart.server.planning import catalog, image_files
     built = {}
     for model in map(repo.get, CATALOG_MODELS):
         found = catalog.current(model)
@@ -114,8 +114,8 @@ def catalogs(repo, data_dir) -> dict:
             config = TEST_CATALOG_CAMERA if model.name in CAMERA else TEST_CATALOG
             found = build.build(model, data_dir, build.CatalogConfig(**config), progress=False)
             catalog.save(model, found)
-        if codecs_mod.load(model) is None:           # three of the settings, to fit CI
-            codecs_mod.save(model, codecs.measure(model, found, data_dir, TEST_CODECS))
+        if image_files.load(model) is None:           # three of the settings, to fit CI
+            image_files.save(model, measure_images.measure(model, found, data_dir, TEST_CODECS))
         built[model.name] = found
     return built
 

@@ -75,8 +75,9 @@ class AccuracyModel:
 
 
 def _noise(ev: Evaluator, split: Split, runner_up: torch.Tensor, top: torch.Tensor) -> tuple[float, float, float]:
-    m = ev.measure(split)
-    r = ev.logits(split) - ev.float_logits                          # [n, classes]
+    logits = ev.logits(split)
+    m = ev.judge(logits)
+    r = logits - ev.float_logits                                    # [n, classes]
     along = (r.gather(1, runner_up[:, None]) - r.gather(1, top[:, None]))[:, 0] / math.sqrt(2.0)
     return m.noise, float((along ** 2).mean()), m.drop
 

@@ -38,13 +38,13 @@ class BuiltHead:
         return len(self.data) + ENTRY_BYTES
 
 
-def build_head(model: Model, split: Split, coded: bool = True) -> pb.Head:
+def build_head(model: Model, split: Split, coded: bool = True, codings: frozenset | None = None) -> pb.Head:
     """The nodes before the cut, with each conv2d and linear node's weight and bias packed at its bit width
     and each batch_norm node's scale and shift as float32.
 
     Per-channel granularity applies to weights; a bias always has one scale (per element would cost more).
-    coded: each quantized tensor travels with the coder that ships it smallest (tensors.code_tensor);
-    False keeps every tensor dense (for comparisons).
+    coded: each quantized tensor travels with the coder that ships it smallest (tensors.code_tensor) among
+    `codings`, those the device decodes (None: every one); False keeps every tensor dense (for comparisons).
     """
     profile = model.profile
     head = pb.Head(format_version=network.HEAD_FORMAT_VERSION, model=model.name, model_version=model.version,
@@ -56,7 +56,7 @@ def build_head(model: Model, split: Split, coded: bool = True) -> pb.Head:
             bits = widths.get(node.index, quant.FLOAT_BITS)
             granularity = split.granularity if pname == "weight" else quant.PER_TENSOR
             packed = tensors.encode(key, model.params[key], bits, granularity)
-            head.parameters.append(tensors.code_tensor(packed) if coded else packed)
+            head.parameters.append(tensors.code_tensor(packed, codings) if coded else packed)
     return head
 
 
@@ -137,16 +137,21 @@ class HeadStore:
         return self._size + self._pinned_size
 
     @staticmethod
-    def key(model: Model, split: Split) -> tuple:
-        """What a head depends on: the weights, the cut and its nodes' widths (not the activations')."""
-        return model.name, model.version, split.cut, split.weight_bits, split.granularity
+    def key(model: Model, split: Split, codings: frozenset | None = None) -> tuple:
+        """What a head depends on: the weights, the cut and its nodes' widths (not the activations'), and the
+        codings the device decodes."""
+        return (model.name, model.version, split.cut, split.weight_bits, split.granularity,
+                tuple(sorted(codings)) if codings is not None else None)
 
-    def get(self, model: Model, split: Split, pin: bool = False, stored: str = "") -> BuiltHead | None:
+    def get(self, model: Model, split: Split, pin: bool = False, stored: str = "",
+            codings: frozenset | None = None) -> BuiltHead | None:
         """The split's head, or None when the split ships nothing (cut 0); pin: keep it for good; stored: the
-        content hash the catalog gives it, to read it from `heads/` rather than build it."""
+        content hash the catalog gives it, to read it from `heads/` rather than build it (heads with every
+        coding only); codings: those the device decodes (None: every one)."""
         if not split.ships_head:
             return None
-        key = self.key(model, split)
+        key = self.key(model, split, codings)
+        stored = stored if codings is None else ""
         with self._lock:
             built = self._pinned.get(key) or self._cache.get(key)
             if built is not None:
@@ -154,7 +159,7 @@ class HeadStore:
                 return built
             pending = self._building.get(key)
             if pending is None:
-                pending = self._building[key] = _builder().submit(_make, model, split, stored)
+                pending = self._building[key] = _builder().submit(_make, model, split, stored, codings)
         try:
             built = pending.result()
         finally:
@@ -189,8 +194,8 @@ class HeadStore:
             self._size -= old.resident
 
 
-def _make(model: Model, split: Split, stored: str) -> BuiltHead:
-    return (read_head(model, stored) if stored else None) or serialize(build_head(model, split))
+def _make(model: Model, split: Split, stored: str, codings: frozenset | None = None) -> BuiltHead:
+    return (read_head(model, stored) if stored else None) or serialize(build_head(model, split, codings=codings))
 
 
 _builders: dict[int, futures.ThreadPoolExecutor] = {}

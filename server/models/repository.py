@@ -69,8 +69,6 @@ class Model:
     version: str
     profile: network.NetworkProfile = field(init=False)
     preprocessing: Preprocessing = field(init=False)
-    tail_seconds: dict | None = field(default=None, init=False)  # cut -> the server's part at batch 1, s (None: not timed)
-    preprocess_seconds: float = field(default=0.0, init=False)   # preprocessing one raw image, s (0: not timed)
     _derived: dict = field(default_factory=dict, init=False, repr=False)  # built modules, activation quantizers
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 

@@ -2,66 +2,73 @@
 
 Why torch.fx (symbolic_trace) and not torch.export: fx keeps every call of a module as one node named
 by its module path, so a refused op is reported where the user wrote it (`layer2.0.se.fc1`, or the
-file and line of a function call), and a BatchNorm module stays whole for folding. torch.export
+module and line of a function call), and a BatchNorm module stays whole for folding. torch.export
 lowers to ATen operators (batch norm decomposed, modules flattened away) that would have to be mapped
 back to the user's code. Data-dependent control flow cannot be traced by fx: that is refused with
-torch's own reason.
+torch's own reason and the line that did it.
 
-Every traced node maps to a node of the description, to an alias of its input (identity, dropout,
-contiguous: nothing to compute), or is refused with its name and place. A BatchNorm whose input is
-a conv2d or linear read by nothing else is folded into it; any other BatchNorm stays a batch_norm
-node. Nothing is dropped silently.
+Every traced node maps to a node of the description, to an alias of its input (identity, dropout and
+stochastic depth in eval mode, contiguous: nothing to compute), to a constant of the trace (x.size(),
+x.shape and integer arithmetic on them: the traced shapes are static), or is refused with its name and
+place: `module:line in function` of the first frame outside torch and qpart (model_frame), never a path
+of this machine. A BatchNorm whose input is a conv2d or linear read by nothing else is folded into it;
+any other BatchNorm stays a batch_norm node. Nothing is dropped silently. The mapping itself, op by op,
+is qpart.server.models.trace_ops.
 """
-import operator
 import os
 import sys
 
 import numpy as np
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from qpart.common import network
 from qpart.common.errors import InvalidArgument
+from qpart.server.models import trace_ops
 from qpart.v1 import network_pb2 as pb
 
-A = pb.Activation
-SUPPORTED = ("Conv2d, Linear, BatchNorm1d/2d, ReLU, ReLU6, Hardtanh(0, 6), Hardswish, Hardsigmoid, Sigmoid, SiLU, "
-             "GELU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout, Identity; +, *, torch.cat, flatten, "
-             "view/reshape/squeeze/unsqueeze, mean over (H, W), and the functional forms of the activations and pools")
-ACTIVATION_MODULES = {nn.ReLU: A.RELU, nn.ReLU6: A.RELU6, nn.Hardswish: A.HARDSWISH, nn.Hardsigmoid: A.HARDSIGMOID,
-                      nn.Sigmoid: A.SIGMOID, nn.SiLU: A.SILU}
-ACTIVATION_FUNCTIONS = {F.relu: A.RELU, torch.relu: A.RELU, torch.relu_: A.RELU, F.relu6: A.RELU6,
-                        F.hardswish: A.HARDSWISH, F.hardsigmoid: A.HARDSIGMOID, torch.sigmoid: A.SIGMOID,
-                        F.sigmoid: A.SIGMOID, F.silu: A.SILU}
-ACTIVATION_METHODS = {"relu": A.RELU, "relu_": A.RELU, "sigmoid": A.SIGMOID, "sigmoid_": A.SIGMOID}
-BINARY = {operator.add: "add", operator.iadd: "add", torch.add: "add", "add": "add", "add_": "add",
-          operator.mul: "mul", operator.imul: "mul", torch.mul: "mul", "mul": "mul", "mul_": "mul"}
-RESHAPES = {torch.reshape, torch.flatten, torch.squeeze, torch.unsqueeze, "view", "reshape", "flatten", "squeeze",
-            "unsqueeze"}
-ALIASES = {nn.Dropout, nn.Dropout2d, nn.Identity, F.dropout, F.dropout2d, "contiguous"}
-_TORCH_DIR = os.path.dirname(torch.__file__)
-_SKIP_DIRS = (_TORCH_DIR, os.path.dirname(os.path.abspath(__file__)))   # torch, and qpart's tracing and import
+SUPPORTED = trace_ops.SUPPORTED
+# torch's frames, and qpart's tracing and import code (this folder); a separator ends each, so that torchvision's
+# files (next to torch's in site-packages) are not taken for torch's
+_SKIP_DIRS = tuple(os.path.join(os.path.dirname(os.path.abspath(d)), "") for d in (torch.__file__, __file__))
 
 
 class UnsupportedOp(InvalidArgument):
     """A module or function the network description cannot express; the message names it and its place."""
 
 
+def _skipped(filename: str) -> bool:
+    return filename.startswith(_SKIP_DIRS) or filename.startswith("<")
+
+
 def model_frame(frame) -> str | None:
     """'module:line in function' of the innermost frame (from `frame` outwards) of the model's own code: not
-    torch's, not qpart's import machinery. Named by the Python module, never by a path on this machine."""
-    while frame is not None:
-        filename = frame.f_code.co_filename
-        if not filename.startswith(_SKIP_DIRS) and not filename.startswith("<"):
+    torch's, not qpart's import machinery, and inside the traced forward (None past `trace`). Named by the
+    Python module (`torchvision.models.shufflenetv2`, `nets`), never by a path on this machine."""
+    while frame is not None and frame.f_code is not _TRACE_CODE:
+        if not _skipped(frame.f_code.co_filename):
             module = frame.f_globals.get("__name__") or ""
             if not module or module == "__main__":
-                module = os.path.basename(filename)
+                module = os.path.basename(frame.f_code.co_filename)
             return f"{module}:{frame.f_lineno} in {frame.f_code.co_name}"
         frame = frame.f_back
     return None
+
+
+def _raised_at(error: BaseException) -> str | None:
+    """model_frame of the innermost frame an exception passed through."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return model_frame(tb.tb_frame) if tb is not None else None
+
+
+def _defined_at(module: nn.Module) -> str:
+    """'module:line in forward' where the module's forward is defined (the place of its inputs)."""
+    code = getattr(type(module).forward, "__code__", None)
+    return f"{type(module).__module__}:{code.co_firstlineno} in forward" if code else "source unknown"
 
 
 class _Tracer(fx.Tracer):
@@ -75,13 +82,36 @@ class _Tracer(fx.Tracer):
         return proxy
 
 
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
+def _static(value):
+    """An integer, a bool or a tuple of integers (torch.Size) as a plain Python value; None for anything else."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return tuple(int(v) for v in value)
+    return None
+
+
+class _Propagate(ShapeProp):
+    """ShapeProp that also keeps each integer result (shape queries: `qpart_value`) and notes a call that
+    returned its first argument itself (`qpart_returns_input`: an identity in eval mode)."""
+
+    def run_node(self, n: fx.Node):
+        result = super().run_node(n)
+        if _static(result) is not None:
+            n.meta["qpart_value"] = _static(result)
+        first = n.args[0] if n.args else None
+        if isinstance(first, fx.Node) and isinstance(result, torch.Tensor) and result is self.env.get(first):
+            n.meta["qpart_returns_input"] = True
+        return result
 
 
 def _target(node: fx.Node) -> str:
     if node.op == "call_module":
         return f"module {node.target!r}"
+    if node.op == "get_attr":
+        return f"parameter {node.target!r}"
+    if node.op == "placeholder":
+        return f"input {node.target!r}"
     name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
     return f"{'method' if node.op == 'call_method' else 'function'} {name!r}"
 
@@ -94,11 +124,17 @@ class _Builder:
         self.modules = dict(gm.named_modules())
         self.spec = pb.NetworkSpec(format_version=network.FORMAT_VERSION)
         self.params: dict[str, np.ndarray] = {}
-        self.names: dict[fx.Node, str] = {}
+        self.names: dict[fx.Node, str] = {}        # fx node -> the description tensor that holds its value
         self.made: dict[str, pb.Node] = {}
+        self.consts: dict[fx.Node, object] = {}    # fx node -> its value, fixed by the traced run
+        self.pieces: dict[fx.Node, tuple] = {}     # a chunk/split -> (source, axis, [(start, stop), ...])
+        self.taken = {n.name for n in gm.graph.nodes}
 
     def where(self, node: fx.Node) -> str:
-        return f"{_target(node)} (traced node {node.name!r}, {node.meta.get('qpart_source', 'source unknown')})"
+        stack = node.meta.get("nn_module_stack") or {}
+        inside = list(stack.values())[-1][0] if stack and node.op != "call_module" else ""
+        inside = f"in module {inside!r}, " if inside else ""
+        return f"{_target(node)} (traced node {node.name!r}, {inside}{node.meta.get('qpart_source', 'source unknown')})"
 
     def refuse(self, node: fx.Node, why: str = "") -> UnsupportedOp:
         detail = f": {why}" if why else ""
@@ -117,201 +153,50 @@ class _Builder:
         inputs = []
         for arg in args:
             if not isinstance(arg, fx.Node) or arg not in self.names:
-                raise self.refuse(node, f"argument {arg!r} is not a tensor of the network (constants are not supported)")
+                raise self.refuse(node, f"argument {arg!r} is not a tensor of the network "
+                                        "(constants are not supported)")
             inputs.append(arg)
         return inputs
 
-    def emit(self, node: fx.Node, op: str, message, inputs: list[fx.Node], params: dict | None = None,
-             name: str | None = None) -> pb.Node:
-        out = pb.Node(name=name or node.name, inputs=[self.names[i] for i in inputs], source=self.where(node)[:512])
+    def value(self, node: fx.Node, arg):
+        """arg with each constant of the trace (a shape query, arithmetic on one) replaced by its traced value."""
+        if isinstance(arg, fx.Node):
+            if arg not in self.consts:
+                raise self.refuse(node, f"argument {arg.name!r} must be a number or come from the traced shape")
+            return self.consts[arg]
+        if isinstance(arg, (tuple, list)):
+            return (tuple if isinstance(arg, tuple) else list)(self.value(node, a) for a in arg)
+        if isinstance(arg, slice):
+            return slice(*(self.value(node, v) for v in (arg.start, arg.stop, arg.step)))
+        return arg
+
+    def fresh(self, name: str) -> str:
+        """A node name no fx node and no emitted node has."""
+        candidate, i = name, 1
+        while candidate in self.taken or candidate in self.made:
+            candidate, i = f"{name}_{i}", i + 1
+        return candidate
+
+    def add(self, node: fx.Node, op: str, message, inputs: list[str], params: dict | None = None,
+            name: str | None = None) -> pb.Node:
+        """Append a description node made for fx node `node` that reads the tensors named `inputs`."""
+        out = pb.Node(name=name or node.name, inputs=inputs, source=self.where(node)[:512])
         getattr(out, op).CopyFrom(message)
         self.spec.nodes.append(out)
         out = self.spec.nodes[-1]          # the stored message (append copies)
         for pname, value in (params or {}).items():
             self.params[network.parameter_name(out.name, pname)] = value.detach().cpu().double().numpy()
-        self.names[node] = out.name
         self.made[out.name] = out
+        return out
+
+    def emit(self, node: fx.Node, op: str, message, inputs: list[fx.Node], params: dict | None = None,
+             name: str | None = None) -> pb.Node:
+        out = self.add(node, op, message, [self.names[i] for i in inputs], params, name)
+        self.names[node] = out.name
         return out
 
     def alias(self, node: fx.Node, source: fx.Node) -> None:
         self.names[node] = self.names[source]
-
-
-def _conv(b: _Builder, node: fx.Node, m: nn.Conv2d) -> None:
-    if type(m) is not nn.Conv2d or m.padding_mode != "zeros":
-        raise b.refuse(node, f"only nn.Conv2d with zero padding (got {type(m).__name__}, {m.padding_mode!r})")
-    padding = m.padding
-    if isinstance(padding, str):
-        if padding == "valid":
-            padding = (0, 0)
-        elif all(s == 1 for s in _pair(m.stride)) and all(d * (k - 1) % 2 == 0 for d, k in
-                                                          zip(_pair(m.dilation), _pair(m.kernel_size))):
-            padding = tuple(d * (k - 1) // 2 for d, k in zip(_pair(m.dilation), _pair(m.kernel_size)))
-        else:
-            raise b.refuse(node, "padding='same' needs stride 1 and an odd (dilated) kernel")
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = _pair(m.kernel_size), _pair(m.stride), _pair(padding), _pair(m.dilation)
-    op = pb.Conv2dOp(in_channels=m.in_channels, out_channels=m.out_channels, kernel_h=kh, kernel_w=kw, stride_h=sh,
-                     stride_w=sw, padding_h=ph, padding_w=pw, dilation_h=dh, dilation_w=dw, groups=m.groups,
-                     bias=m.bias is not None)
-    b.emit(node, "conv2d", op, b.tensor_inputs(node, node.args[:1]),
-           {"weight": m.weight} | ({"bias": m.bias} if m.bias is not None else {}))
-
-
-def _batch_norm(b: _Builder, node: fx.Node, m: nn.modules.batchnorm._BatchNorm) -> None:
-    """Fold into the conv2d or linear before it when nothing else reads that layer; else a batch_norm node."""
-    if m.running_mean is None or m.running_var is None:
-        raise b.refuse(node, "BatchNorm without running statistics (track_running_stats=False)")
-    source = b.tensor_inputs(node, node.args[:1])[0]
-    with torch.no_grad():
-        scale = (m.weight.double() if m.weight is not None else 1.0) / torch.sqrt(m.running_var.double() + m.eps)
-        shift = (m.bias.double() if m.bias is not None else 0.0) - m.running_mean.double() * scale
-    producer = b.made.get(b.names[source])
-    op = network.op_of(producer) if producer is not None else ""
-    channels = producer.conv2d.out_channels if op == "conv2d" else producer.linear.out_features if op == "linear" else 0
-    if op in network.WEIGHT_OPS and len(source.users) == 1 and channels == m.num_features:
-        # W' = W * scale per output channel, b' = b * scale + shift
-        w_key, b_key = network.parameter_name(producer.name, "weight"), network.parameter_name(producer.name, "bias")
-        factor = scale.numpy().reshape((-1,) + (1,) * (b.params[w_key].ndim - 1))
-        b.params[w_key] = b.params[w_key] * factor
-        b.params[b_key] = b.params.get(b_key, np.zeros(channels)) * scale.numpy() + shift.numpy()
-        getattr(producer, op).bias = True
-        b.alias(node, source)
-        return
-    b.emit(node, "batch_norm", pb.BatchNormOp(channels=m.num_features), [source], {"scale": scale, "shift": shift})
-
-
-def _pool(b: _Builder, node: fx.Node, op: str, kernel, stride, padding, ceil_mode=False, dilation=1,
-          count_include_pad=True, divisor_override=None, return_indices=False) -> None:
-    if ceil_mode or _pair(dilation) != (1, 1) or return_indices:
-        raise b.refuse(node, "pooling only in floor mode, without dilation or indices")
-    if op == "avg_pool2d" and (not count_include_pad or divisor_override):
-        raise b.refuse(node, "average pooling only with count_include_pad=True and no divisor_override")
-    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel), _pair(stride or kernel), _pair(padding)
-    b.emit(node, op, pb.Pool2dOp(kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw, padding_h=ph, padding_w=pw),
-           b.tensor_inputs(node, node.args[:1]))
-
-
-def _module(b: _Builder, node: fx.Node) -> None:
-    m = b.modules[node.target]
-    if isinstance(m, nn.Conv2d):
-        return _conv(b, node, m)
-    if isinstance(m, nn.Linear):
-        op = pb.LinearOp(in_features=m.in_features, out_features=m.out_features, bias=m.bias is not None)
-        return b.emit(node, "linear", op, b.tensor_inputs(node, node.args[:1]),
-                      {"weight": m.weight} | ({"bias": m.bias} if m.bias is not None else {}))
-    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        return _batch_norm(b, node, m)
-    kind = type(m)
-    if kind in ACTIVATION_MODULES or kind is nn.GELU or (kind is nn.Hardtanh and (m.min_val, m.max_val) == (0, 6)):
-        function = A.RELU6 if kind is nn.Hardtanh else ACTIVATION_MODULES.get(kind) or (
-            A.GELU_TANH if m.approximate == "tanh" else A.GELU)
-        return b.emit(node, "activation", pb.ActivationOp(function=function), b.tensor_inputs(node, node.args[:1]))
-    if kind in (nn.MaxPool2d, nn.AvgPool2d):
-        op = "max_pool2d" if kind is nn.MaxPool2d else "avg_pool2d"
-        extra = dict(dilation=m.dilation, return_indices=m.return_indices) if op == "max_pool2d" else dict(
-            count_include_pad=m.count_include_pad, divisor_override=m.divisor_override)
-        return _pool(b, node, op, m.kernel_size, m.stride, m.padding, m.ceil_mode, **extra)
-    if kind is nn.AdaptiveAvgPool2d:
-        return _adaptive(b, node, node.args[0])
-    if kind is nn.Flatten:
-        return _reshape(b, node, node.args[0])
-    if kind in ALIASES:
-        return b.alias(node, b.tensor_inputs(node, node.args[:1])[0])
-    raise b.refuse(node, f"type {kind.__name__}")
-
-
-def _adaptive(b: _Builder, node: fx.Node, source) -> None:
-    _, oh, ow = b.shape(node)
-    b.emit(node, "adaptive_avg_pool2d", pb.AdaptiveAvgPool2dOp(out_h=oh, out_w=ow), b.tensor_inputs(node, [source]))
-
-
-def _reshape(b: _Builder, node: fx.Node, source) -> None:
-    """Any reshape that keeps the batch first: its static per-sample shape comes from the traced run."""
-    (src,) = b.tensor_inputs(node, [source])
-    shape, before = b.shape(node), b.shape(src)
-    if shape == before:
-        return b.alias(node, src)
-    if len(shape) == 1:
-        return b.emit(node, "flatten", pb.FlattenOp(), [src])
-    b.emit(node, "reshape", pb.ReshapeOp(shape=shape), [src])
-
-
-def _mean(b: _Builder, node: fx.Node, args: dict) -> None:
-    (src,) = b.tensor_inputs(node, [args["input"]])
-    dims = args.get("dim")
-    dims = sorted(d % 4 for d in (dims if isinstance(dims, (tuple, list)) else [dims])) if dims is not None else None
-    if len(b.shape(src)) != 3 or dims != [2, 3] or args.get("dtype") is not None:
-        raise b.refuse(node, "mean only over the two spatial dimensions of a [N, C, H, W] tensor")
-    pooled = b.emit(node, "adaptive_avg_pool2d", pb.AdaptiveAvgPool2dOp(out_h=1, out_w=1), [src],
-                    name=f"{node.name}_pool" if not args.get("keepdim") else None)
-    if not args.get("keepdim"):
-        out = pb.Node(name=node.name, inputs=[pooled.name], source=pooled.source)
-        out.flatten.SetInParent()
-        b.spec.nodes.append(out)
-        b.names[node] = out.name
-        b.made[out.name] = b.spec.nodes[-1]
-
-
-def _arguments(b: _Builder, node: fx.Node) -> dict:
-    """The call's arguments by parameter name (torch's own signatures), positional ones for methods."""
-    if node.op == "call_function":
-        normalized = node.normalized_arguments(b.gm, normalize_to_only_use_kwargs=True)
-        if normalized is not None:
-            return dict(normalized.kwargs)
-        return {"input": node.args[0] if node.args else None, **node.kwargs}
-    names = {"mean": ("input", "dim", "keepdim"), "flatten": ("input", "start_dim", "end_dim")}.get(node.target, ("input",))
-    return dict(zip(names, node.args)) | dict(node.kwargs)
-
-
-def _call(b: _Builder, node: fx.Node) -> None:
-    """call_function and call_method nodes."""
-    target = node.target
-    if target in ACTIVATION_FUNCTIONS or target in ACTIVATION_METHODS or target in (F.gelu, F.hardtanh):
-        args = _arguments(b, node)
-        function = ACTIVATION_FUNCTIONS.get(target) or ACTIVATION_METHODS.get(target)
-        if target is F.gelu:
-            function = A.GELU_TANH if args.get("approximate", "none") == "tanh" else A.GELU
-        elif target is F.hardtanh:
-            if (args.get("min_val", -1.0), args.get("max_val", 1.0)) != (0.0, 6.0):
-                raise b.refuse(node, "hardtanh only as relu6 (min 0, max 6)")
-            function = A.RELU6
-        return b.emit(node, "activation", pb.ActivationOp(function=function), b.tensor_inputs(node, node.args[:1]))
-    if target in BINARY:
-        if len(node.args) != 2 or node.kwargs.get("alpha", 1) != 1:
-            raise b.refuse(node, "only the plain sum or product of two tensors")
-        op = BINARY[target]
-        return b.emit(node, op, pb.AddOp() if op == "add" else pb.MulOp(), b.tensor_inputs(node, node.args))
-    if target in (torch.cat, torch.concat):
-        args = _arguments(b, node)
-        tensors, dim = args.get("tensors"), args.get("dim", 0)
-        rank = len(b.shape(node)) + 1
-        if not isinstance(tensors, (list, tuple)) or dim % rank == 0:
-            raise b.refuse(node, "concatenation only of a list of tensors, along a per-sample axis")
-        return b.emit(node, "concat", pb.ConcatOp(axis=dim % rank - 1), b.tensor_inputs(node, tensors))
-    if target in RESHAPES:
-        return _reshape(b, node, node.args[0])
-    if target in (torch.mean, "mean"):
-        return _mean(b, node, _arguments(b, node))
-    if target is F.adaptive_avg_pool2d:
-        return _adaptive(b, node, node.args[0])
-    if target in (F.max_pool2d, F.avg_pool2d):
-        args = _arguments(b, node)
-        args.pop("input")
-        op = "max_pool2d" if target is F.max_pool2d else "avg_pool2d"
-        return _pool(b, node, op, args.pop("kernel_size"), args.pop("stride", None), args.pop("padding", 0), **args)
-    if target in ALIASES:
-        return b.alias(node, b.tensor_inputs(node, node.args[:1])[0])
-    raise b.refuse(node)
-
-
-def _feeds_only_reshapes(node: fx.Node) -> bool:
-    """x.size(0), x.shape[0]: integers that only shape a view/reshape, whose shape comes from the traced run."""
-    for user in node.users:
-        if user.target in RESHAPES:
-            continue
-        if not (user.target in (getattr, operator.getitem) and _feeds_only_reshapes(user)):
-            return False
-    return True
 
 
 def _check_shapes(b: _Builder) -> None:
@@ -329,13 +214,16 @@ def trace(module: nn.Module, sample: torch.Tensor) -> tuple[pb.NetworkSpec, dict
     try:
         gm = fx.GraphModule(module, _Tracer().trace(module))
         with torch.no_grad():
-            ShapeProp(gm).propagate(sample)
+            _Propagate(gm).propagate(sample)
     except Exception as e:   # noqa: BLE001 - torch raises many kinds; the user needs torch's reason
-        raise UnsupportedOp(f"{type(module).__name__}.forward cannot be traced with torch.fx: "
-                            f"{type(e).__name__}: {str(e)[:500]}") from None
+        cause = e.__cause__ if str(e).startswith("ShapeProp error") and e.__cause__ is not None else e
+        place = _raised_at(cause)
+        raise UnsupportedOp(f"{type(module).__name__}.forward cannot be traced with torch.fx"
+                            f"{f' ({place})' if place else ''}: {type(cause).__name__}: {str(cause)[:500]}") from None
     b = _Builder(gm, len(sample))
     for node in gm.graph.nodes:
         if node.op == "placeholder":
+            node.meta.setdefault("qpart_source", _defined_at(module))
             if b.spec.input:
                 raise b.refuse(node, "the network must take exactly one input tensor")
             b.spec.input = node.name
@@ -346,12 +234,14 @@ def trace(module: nn.Module, sample: torch.Tensor) -> tuple[pb.NetworkSpec, dict
             b.spec.outputs.extend(b.names[n] for n in b.tensor_inputs(node, outputs))
         elif node.op == "get_attr":
             raise b.refuse(node, "a parameter or buffer used outside a module; wrap it in an nn.Module")
-        elif node.meta.get("tensor_meta") is None and node.op in ("call_method", "call_function") \
-                and _feeds_only_reshapes(node):
+        elif trace_ops.constant(b, node):
             continue
         elif node.op == "call_module":
-            _module(b, node)
+            trace_ops.map_module(b, node)
         else:
-            _call(b, node)
+            trace_ops.map_call(b, node)
     _check_shapes(b)
     return b.spec, {k: v.astype(np.float32) for k, v in b.params.items()}
+
+
+_TRACE_CODE = trace.__code__     # model_frame looks no further out than the trace it serves

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from qpart.common import quant
+from qpart.common import lossless, quant
 from qpart.common.errors import FailedPrecondition, InvalidArgument
 from qpart.common.names import check_name, shown
 from qpart.server.models.split import Split
@@ -44,11 +44,15 @@ class PlanSpec:
     model: str
     version: str
     split: Split
+    head_codings: frozenset | None = None   # the head codings the device decodes (None: every one)
 
     def token(self) -> str:
         s = self.split
-        return ":".join([TOKEN_VERSION, self.model, self.version, str(s.cut), _widths(s.weight_bits),
-                         _widths(s.activation_bits), _GRANULARITY_CODES[s.granularity]])
+        fields = [TOKEN_VERSION, self.model, self.version, str(s.cut), _widths(s.weight_bits),
+                  _widths(s.activation_bits), _GRANULARITY_CODES[s.granularity]]
+        if self.head_codings is not None:
+            fields.append("h" + "".join(str(c) for c in sorted(self.head_codings)))
+        return ":".join(fields)
 
     @classmethod
     def parse(cls, token: str) -> "PlanSpec":
@@ -57,14 +61,16 @@ class PlanSpec:
         if len(token) > MAX_TOKEN_LENGTH:
             raise InvalidArgument(f"plan id is longer than {MAX_TOKEN_LENGTH} characters")
         parts = token.split(":")
-        if len(parts) != 7 or parts[0] != TOKEN_VERSION:
+        if len(parts) not in (7, 8) or parts[0] != TOKEN_VERSION:
             raise InvalidArgument(_MALFORMED)
-        _, model, version, cut, weights, acts, gran = parts
+        _, model, version, cut, weights, acts, gran = parts[:7]
+        codings = _codings(parts[7]) if len(parts) == 8 else None
         granularity = {v: k for k, v in _GRANULARITY_CODES.items()}.get(gran)
         if granularity is None:
             raise InvalidArgument("plan id names an unknown weight granularity")
         try:
-            return cls(check_name(model), version, Split(_number(cut), _parse(weights), _parse(acts), granularity))
+            return cls(check_name(model), version, Split(_number(cut), _parse(weights), _parse(acts), granularity),
+                       codings)
         except ValueError:
             raise InvalidArgument(_MALFORMED) from None
 
@@ -98,6 +104,16 @@ def _number(text: str, digits: int = 6) -> int:
     if not (0 < len(text) <= digits and text.isascii() and text.isdigit()):
         raise ValueError(text)
     return int(text)
+
+
+def _codings(text: str) -> frozenset:
+    """'h01' -> {0, 1}: head codings as strictly increasing digits, DENSE (0) among them, never all of them."""
+    digits = text[1:]
+    found = frozenset(int(d) for d in digits) if digits.isascii() and digits.isdigit() else frozenset()
+    if not (text.startswith("h") and found and "".join(sorted(digits)) == digits and len(found) == len(digits)
+            and 0 in found and found < lossless.ALL):
+        raise InvalidArgument(_MALFORMED)
+    return found
 
 
 def _parse(text: str) -> tuple[int, ...]:

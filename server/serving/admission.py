@@ -89,7 +89,14 @@ class StreamGuard:
         self._streams: set[Stream] = set()
         self._lock = threading.Lock()
         self._watchdog: threading.Thread | None = None
+        self._stopped = threading.Event()
         self.expired = 0
+
+    def stop(self) -> None:
+        """End the watchdog (the server stopped): it does not outlive the server."""
+        self._stopped.set()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=5)
 
     @contextlib.contextmanager
     def open(self, client: str, connection: str, cancel):
@@ -106,7 +113,7 @@ class StreamGuard:
                 raise ResourceExhausted(f"this client ({client[:80]}) has {by_client} streams open; the limit is "
                                         f"{self.per_client}")
             self._streams.add(stream)
-            if self._watchdog is None and self.idle_s > 0:
+            if self._watchdog is None and self.idle_s > 0 and not self._stopped.is_set():
                 self._watchdog = threading.Thread(target=self._watch, name="qpart-stream-watchdog", daemon=True)
                 self._watchdog.start()
         try:
@@ -116,8 +123,7 @@ class StreamGuard:
                 self._streams.discard(stream)
 
     def _watch(self) -> None:
-        while True:
-            time.sleep(min(1.0, self.idle_s / 4))
+        while not self._stopped.wait(min(1.0, self.idle_s / 4)):
             now = time.monotonic()
             with self._lock:
                 idle = [s for s in self._streams if not s.expired and now - s.last > self.idle_s]

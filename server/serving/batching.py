@@ -57,6 +57,7 @@ class TailBatcher:
         self._lock = threading.Lock()
         self.runs = 0              # tail runs
         self.merged = 0            # batches that ran together with another stream's
+        self.waits = 0             # times a leader waited for company (never while its stream is alone)
 
     def lane(self, key: tuple) -> Lane:
         with self._lock:
@@ -97,6 +98,7 @@ class TailBatcher:
             remaining = until - time.perf_counter()
             if remaining <= 0:
                 break
+            self.waits += 1            # under lane.cond, which only this leader holds while it gathers
             lane.cond.wait(remaining)
         lane.pending.sort(key=lambda i: (i.deadline, i.arrived))
         batch, total = [], 0

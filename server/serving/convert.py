@@ -1,7 +1,7 @@
 """Protobuf <-> core types for the server's RPCs."""
 import re
 
-from qpart.common import messages, policies, quant
+from qpart.common import messages, network, policies, quant
 from qpart.common.costmodel import DeviceProfile, LinkProfile
 from qpart.common.errors import InvalidArgument
 from qpart.common.names import shown
@@ -24,7 +24,7 @@ def limits(settings: ServerSettings) -> spb.ServerLimits:
     return spb.ServerLimits(max_message_bytes=settings.max_message_bytes, max_batch_inputs=settings.max_batch,
                             max_batch_elements=settings.max_activation_elements,
                             max_chunk_bytes=settings.head_chunk_bytes, min_chunk_bytes=settings.min_chunk_bytes,
-                            max_tail_elements=settings.max_tail_elements)
+                            max_tail_elements=settings.max_tail_elements, max_cut_tensors=network.MAX_CUT_TENSORS)
 
 
 def model_info(model: Model, catalog=None) -> spb.ModelInfo:

@@ -21,7 +21,8 @@ from qpart.common.errors import (DeadlineExceeded, FailedPrecondition, InvalidAr
 from qpart.common.names import shown
 from qpart.server.models.heads import BuiltHead, HeadStore
 from qpart.server.models.repository import Model, ModelRepository
-from qpart.server.planning.planner import Plan, Planner, PlanRequest
+from qpart.server.planning.planner import Plan, PlanRequest
+from qpart.server.planning.served import ServedModel, ServedModels
 from qpart.server.planning.plans import PlanSigner, PlanSpec
 from qpart.server.serving import speed, speed_profile
 from qpart.server.serving.speed_profile import SpeedProfile
@@ -50,7 +51,7 @@ class CutTensor:
 class InferSession:
     """A plan resolved once for a whole Infer stream."""
     token: str
-    model: Model
+    served: ServedModel            # the model version as served when the stream opened
     spec: PlanSpec
     tensors: list[CutTensor]       # what crosses the cut, in order
     tail: torch.nn.Module
@@ -101,7 +102,7 @@ class QpartCore:
         self.settings = settings
         self.repository = repository or ModelRepository(settings.models)
         self.heads = HeadStore(settings.head_cache_bytes)
-        self.planner = Planner(self.repository, self.heads, settings.profile)
+        self.models = ServedModels(self.repository, settings.profile)   # what the servicer asks for by name
         self.auth = Authenticator.from_file(settings.devices, mutual_tls=settings.tls_client_ca is not None)
         self.admission = Admission(settings.compute_slots or os.cpu_count() or 1, settings.max_queued)
         self.load = ServerLoad(settings.load_window_s)
@@ -134,7 +135,7 @@ class QpartCore:
         return profile
 
     def _catalog_cuts(self, model: Model) -> list[int]:
-        catalog = self.planner.catalog(model)
+        catalog = self.models.get(model.name).catalog
         return list(catalog.cuts) if catalog else []
 
     def _time_when_idle(self, path, key, load, clock) -> None:
@@ -150,18 +151,23 @@ class QpartCore:
                 return
 
     def apply_speed(self, profile: SpeedProfile) -> None:
-        """Price plans with these figures from now on (the planner drops the patterns it priced before)."""
-        speed.apply(profile, self.planner, list(self.repository), self._catalog_cuts, self.settings.profile.mac_rate)
+        """Price plans with these figures from now on (every served model is priced again)."""
+        codec, speeds = speed.priced_with(profile, list(self.repository), self._catalog_cuts,
+                                          self.settings.profile.mac_rate)
+        self.models.set_speed(codec, speeds, profile)
 
     def close(self) -> None:
-        """Stop the background re-timing (the server stops serving elsewhere)."""
+        """Stop the background threads (re-timing, the idle-stream watchdog): the server stopped serving."""
         self._closed.set()
+        self.streams.stop()
+        if self._recheck is not None:
+            self._recheck.join(timeout=30)
 
     def warm_heads(self) -> int:
         """Build and cache the head of every catalog split; returns how many were built."""
         built = 0
-        for model in self.repository:
-            catalog = self.planner.catalog(model)
+        for served in self.models:
+            model, catalog = served.model, served.catalog
             for entry in catalog.entries if catalog else []:
                 if entry.split.ships_head:
                     head = self.heads.get(model, entry.split, pin=True, stored=entry.head_hash)
@@ -186,7 +192,7 @@ class QpartCore:
 
     def plan(self, request: PlanRequest, identity: Identity = ANYONE) -> Plan:
         identity.authorize(request.model)
-        return self.planner.plan(request, self.load.factor())
+        return self.models.plan(request, self.load.factor(), self.heads)
 
     def max_batch_inputs(self, model: Model, split) -> int:
         """Most inputs one activation batch of this split may hold: the batch, element and tail-memory limits."""
@@ -198,17 +204,17 @@ class QpartCore:
     def plan_id(self, plan: Plan) -> str:
         return self.signer.sign(plan.spec.token())
 
-    def resolve(self, token: str, identity: Identity = ANYONE) -> tuple[Model, PlanSpec]:
+    def resolve(self, token: str, identity: Identity = ANYONE) -> tuple[ServedModel, PlanSpec]:
         spec = PlanSpec.parse(self.signer.verify(token))
         identity.authorize(spec.model)
-        model = self.repository.get(spec.model)
-        return model, spec.check(model)
+        served = self.models.get(spec.model)
+        return served, spec.check(served.model)
 
     def head(self, token: str, identity: Identity = ANYONE) -> BuiltHead:
-        model, spec = self.resolve(token, identity)
-        catalog = self.planner.catalog(model)
-        entry = next((e for e in catalog.entries if e.split == spec.split), None) if catalog else None
-        built = self.heads.get(model, spec.split, pin=entry is not None, stored=entry.head_hash if entry else "")
+        served, spec = self.resolve(token, identity)
+        entry = served.entry(spec.split) if spec.head_codings is None else None    # catalog heads use every coding
+        built = self.heads.get(served.model, spec.split, pin=entry is not None, stored=entry.head_hash if entry else "",
+                               codings=spec.head_codings)
         if built is None:
             raise FailedPrecondition("this plan sends the input itself (cut 0); there is no head to fetch")
         return built
@@ -229,13 +235,14 @@ class QpartCore:
         return InferStream(self, identity)
 
     def open_session(self, token: str, identity: Identity = ANYONE) -> InferSession:
-        model, spec = self.resolve(token, identity)
+        served, spec = self.resolve(token, identity)
+        model = served.model
         cut = model.profile.cut(spec.split.cut)
         if not cut.runs_tail:
             raise FailedPrecondition("this plan runs the whole model on the device; there is nothing to infer here")
         crossing = [CutTensor(name, shape, bits, q) for name, shape, bits, q in
                     zip(cut.tensors, cut.shapes, spec.split.activation_bits, model.cut_quantizers(spec.split))]
-        return InferSession(token, model, spec, crossing, model.tail(cut.cut), model.card.get("task") == "classification",
+        return InferSession(token, served, spec, crossing, model.tail(cut.cut), model.card.get("task") == "classification",
                             self.signer.expiry(token))
 
     def _decode(self, session: InferSession, n: int, batch) -> list[np.ndarray]:
@@ -263,7 +270,7 @@ class QpartCore:
             raise InvalidArgument("the activation batch holds no inputs (request_ids is empty)")
         if n > self.settings.max_batch:
             raise ResourceExhausted(f"the batch holds {n} inputs; the limit is {self.settings.max_batch}")
-        most = self.max_batch_inputs(session.model, session.spec.split)
+        most = self.max_batch_inputs(session.served.model, session.spec.split)
         if n > most:
             raise ResourceExhausted(f"the batch holds {n} inputs; this plan's tail holds at most {most} at once "
                                     f"(PlanResponse.max_batch_inputs): send smaller batches")
@@ -271,14 +278,14 @@ class QpartCore:
             raise InvalidArgument(f"deadline_s must be seconds in [0, {MAX_DEADLINE_S:g}] (0: none), got {deadline_s:.6g}")
         deadline = received + deadline_s if deadline_s > 0 else math.inf
         x = self._decode(session, n, batch)
-        need = (session.model.tail_seconds or {}).get(session.spec.split.cut, 0.0)
+        need = session.served.tail_seconds(session.spec.split.cut)
         item = batching.Item(x, n, id(session), deadline, need, received)
         tail = functools.partial(self._run_tail, session)
         try:
             if self.batcher is None:
                 batching.run_alone(item, tail, self.admission.slot)
             else:
-                key = (session.model.name, session.model.version, session.spec.split.cut)
+                key = (session.served.name, session.served.version, session.spec.split.cut)
                 self.batcher.run(key, item, tail, self.admission.slot, most)
         except DeadlineExceeded as e:
             return InferResult(list(request_ids), [], None, 0.0, time.perf_counter() - received, shed=str(e))

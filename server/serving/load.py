@@ -5,7 +5,7 @@ device waits for a compute slot and shares the cores, so its batch takes longer 
 answered batch whose tail was timed gives one ratio: what the server spent on it (queue_s +
 compute_s) over what the idle timing says n inputs take. The load factor is the median ratio of the
 batches answered in the last `window_s` seconds when that median is at least IDLE_SPREAD, else 1:
-the idle timing is the lower quartile of runs that vary 2-4x on their own (speed.tail_seconds), so a
+the idle timing is the median of runs that vary 2-4x from start to start (qpart.server.serving.speed), so a
 smaller ratio says nothing about load. With no batch in the window it is 1. Plan multiplies the
 server's time by it, so that a busy server hands out plans that keep more on the device.
 """

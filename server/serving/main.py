@@ -40,6 +40,21 @@ class RunningServer:
         self.settings = settings
         credentials = server_credentials(settings)
         self.core = core or QpartCore(settings)
+        self.server = self.metrics_server = None
+        try:
+            self._start(settings, credentials)
+        except BaseException:              # a later step failed: nothing started here outlives the error
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        if self.server is not None:
+            self.server.stop(0).wait()
+        self.core.close()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+
+    def _start(self, settings: ServerSettings, credentials) -> None:
         if settings.devices is not None and credentials is None:
             log.warning(PLAINTEXT_TOKENS, settings.host)
         if settings.torch_threads:
@@ -87,9 +102,8 @@ class RunningServer:
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         time.sleep(self.settings.drain_notice_s if notice is None else notice)
         self.server.stop(self.settings.grace_s if grace is None else grace).wait()
-        self.core.close()
-        if self.metrics_server is not None:
-            self.metrics_server.shutdown()
+        self.server = None
+        self._release()
 
     def wait(self) -> None:
         self.server.wait_for_termination()

@@ -1,5 +1,11 @@
 """Observability: Prometheus metrics and structured logs with request ids, for every RPC.
 
+Logs are quiet by default: one line per RPC, written when it ends (logger qpart.rpc), at INFO for a plan
+handed out and for any RPC that did not end OK, and at DEBUG for the rest (FetchHead, Infer, Probe,
+ListModels...: an idle device's link probes alone would write a line every few seconds); `--log-level
+DEBUG` shows every one. The figures timed at start and the drain at stop are logged at INFO by
+qpart.server; the "listening" line goes to stdout.
+
 Metrics (at http://HOST:PORT/metrics with --metrics-port):
   qpart_requests_total{rpc,code}          RPCs handled, by status code
   qpart_rpc_seconds{rpc}                  time to handle an RPC (a whole stream for streaming RPCs)
@@ -78,6 +84,7 @@ class RpcObserver:
     writes one structured log line when it ends."""
 
     STREAMING = ("FetchHead", "Infer", "ProbeStream")
+    LOGGED_AT_INFO = ("Plan",)     # a plan handed out; other RPCs that end OK are logged at DEBUG
 
     def __init__(self, metrics: Metrics | None = None):
         self.metrics = metrics
@@ -157,9 +164,10 @@ class RpcObserver:
             self.metrics.latency.labels(call.rpc).observe(seconds)
             if call.rpc in self.STREAMING:
                 self.metrics.streams.dec()
-        log.info("%s %s in %.1f ms", call.rpc, code, seconds * 1e3,
-                 extra={"request_id": call.request_id,
-                        "fields": {"rpc": call.rpc, "code": code, "ms": round(seconds * 1e3, 3), **call.fields}})
+        log.log(logging.INFO if code != "OK" or call.rpc in self.LOGGED_AT_INFO else logging.DEBUG,
+                "%s %s in %.1f ms", call.rpc, code, seconds * 1e3,
+                extra={"request_id": call.request_id,
+                       "fields": {"rpc": call.rpc, "code": code, "ms": round(seconds * 1e3, 3), **call.fields}})
 
 
 class JsonFormatter(logging.Formatter):

@@ -2,13 +2,15 @@
 example does. Python runs one thread at a time per process; N processes use N cores.
 
 The parent picks the port (a free one for --port 0, held open with SO_REUSEPORT until every child has
-bound it), starts the children as `qpart-server ... --processes 1 --reuse-port --port P` (metrics, when on,
-at --metrics-port + i), prints one "listening" line when all of them listen, forwards SIGTERM and SIGINT
-(each child drains as one server does) and exits when they have. A child that fails to start stops the rest.
-Each child has its own caches, batcher, load window and stream limits; plan ids are signed with the
-repository's shared key, so any child serves any plan.
+bound it), starts the children as `qpart-server ... --processes 1 --reuse-port --port P`, prints one
+"listening" line when all of them listen, forwards SIGTERM and SIGINT (each child drains as one server
+does) and exits when they have. A child that fails to start stops the rest. Each child has its own caches,
+batcher, load window, stream limits and metrics: with --metrics-port M, child i serves its own /metrics on
+port M + i (M to M + N - 1; scrape them all and sum), which the listening line and a log line at start
+say. Plan ids are signed with the repository's shared key, so any child serves any plan.
 """
 import ctypes
+import logging
 import os
 import signal
 import socket
@@ -17,6 +19,8 @@ import sys
 import threading
 
 from qpart.server.serving.settings import ServerSettings
+
+log = logging.getLogger("qpart.server")
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -30,6 +34,11 @@ def reserve_port(host: str, port: int) -> socket.socket:
 def _die_with_parent() -> None:
     """In the child, before exec: the kernel sends SIGTERM when the parent dies, even by SIGKILL (Linux)."""
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)       # PR_SET_PDEATHSIG
+
+
+def metrics_ports(settings: ServerSettings) -> list[int]:
+    """The /metrics port of each child: --metrics-port + i (none when metrics are off)."""
+    return [settings.metrics_port + i for i in range(settings.processes)] if settings.metrics_port else []
 
 
 def child_args(settings: ServerSettings, argv: list[str], port: int, index: int) -> list[str]:
@@ -50,6 +59,12 @@ def serve(settings: ServerSettings, argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     port = holder.getsockname()[1]
+    ports = metrics_ports(settings)
+    if port in ports:
+        holder.close()
+        print(f"qpart-server: INVALID_ARGUMENT: --processes {settings.processes} serve metrics on ports {ports[0]}-"
+              f"{ports[-1]} (--metrics-port + i), which takes the gRPC port {port}: move --metrics-port", file=sys.stderr)
+        return 2
     children = [subprocess.Popen(child_args(settings, argv, port, i), stdout=subprocess.PIPE, text=True,
                                  preexec_fn=_die_with_parent) for i in range(settings.processes)]
     stopping = threading.Event()
@@ -72,6 +87,12 @@ def serve(settings: ServerSettings, argv: list[str]) -> int:
               f"{len(children)} server processes did not start", file=sys.stderr)
         return 2
     first = lines[0].rstrip("\n")
+    if ports:
+        log.info("%d processes on port %d; each serves its own /metrics: process i on %s:%d + i (ports %d-%d)",
+                 len(children), port, settings.metrics_host, ports[0], ports[0], ports[-1],
+                 extra={"fields": {"event": "metrics_ports", "metrics_ports": ports, "pids": [c.pid for c in children]}})
+        first = first.replace(f"metrics on {settings.metrics_host}:{ports[0]}",
+                              f"metrics on {settings.metrics_host}:{ports[0]}-{ports[-1]}, one port per process", 1)
     print(first.replace(f":{port} ", f":{port} ({len(children)} processes, pids "
                         f"{','.join(str(c.pid) for c in children)}) ", 1), flush=True)
     for child in children:     # keep their stdout drained

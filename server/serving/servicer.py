@@ -5,6 +5,8 @@ are not a valid message get INVALID_ARGUMENT. Metrics and logs come from the Rpc
 every message; the rules of an Infer stream live in the core. Every RPC of qpart.v1.SplitInference
 identifies its caller first (bearer token, TLS client certificate; see qpart.server.serving.auth).
 """
+import time
+
 import grpc
 
 from qpart.common.rpc import lenient_deserializer, servicer_method
@@ -35,18 +37,21 @@ class SplitInferenceServicer:
     @servicer_method
     def ListModels(self, request: spb.ListModelsRequest, context: grpc.ServicerContext):
         identity = self._identity(context)
-        return spb.ListModelsResponse(models=[convert.model_info(m, self.core.planner.catalog(m))
+        return spb.ListModelsResponse(models=[convert.model_info(m, self.core.models.get(m.name).catalog)
                                               for m in self.core.list_models(request.name, identity)],
                                       limits=convert.limits(self.core.settings))
 
     @servicer_method
     def Plan(self, request: spb.PlanRequest, context: grpc.ServicerContext):
+        started = time.perf_counter()
         identity = self._identity(context)
         plan = self.core.plan(convert.plan_request(request), identity)
         model = self.core.repository.get(plan.spec.model)
         plan_id = self.core.plan_id(plan)
-        return convert.plan_response(plan, model, plan_id, self.core.max_batch_inputs(model, plan.spec.split),
-                                     self.core.signer.expiry(plan_id))
+        response = convert.plan_response(plan, model, plan_id, self.core.max_batch_inputs(model, plan.spec.split),
+                                         self.core.signer.expiry(plan_id))
+        response.decision_seconds = time.perf_counter() - started     # the whole handling, as the proto says
+        return response
 
     def _stream(self, identity, context: grpc.ServicerContext):
         """A slot among the client's bounded streams, cancelled by the watchdog when idle (see StreamGuard); the

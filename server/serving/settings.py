@@ -63,7 +63,8 @@ class ServerSettings:
               "then carry `authorization: Bearer <token>`", group="security")
     processes: int = setting(1, "server processes sharing the port (SO_REUSEPORT, Linux): each has its own Python "
                                 "interpreter, caches and batcher, and torch threads cores / processes unless "
-                                "--torch-threads says; the kernel spreads connections over them", group="load")
+                                "--torch-threads says, and its own /metrics: process i on --metrics-port + i; "
+                                "the kernel spreads connections over them", group="load")
     reuse_port: bool = setting(False, "bind the port with SO_REUSEPORT, so that other processes may share it (set "
                                       "for the processes --processes starts)", group="load")
     compute_slots: int = setting(0, "batches running the tail at once (0: one per CPU core)", group="load")
@@ -87,7 +88,8 @@ class ServerSettings:
                                                "over replicas added since), s; 0: never", group="load")
     stream_idle_s: float = setting(60.0, "a stream that neither sends nor reads for this long is cancelled, s "
                                          "(0: never)", group="load")
-    metrics_port: int = setting(0, "serve Prometheus /metrics on this port (0: off)", group="observability")
+    metrics_port: int = setting(0, "serve Prometheus /metrics on this port (0: off); with --processes N, process i "
+                                   "serves its own on this port + i", group="observability")
     metrics_host: str = setting("127.0.0.1", "address of the metrics endpoint", group="observability")
     json_logs: bool = setting(False, "one JSON object per log line, with request ids", group="observability")
     log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR", group="observability",

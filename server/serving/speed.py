@@ -20,7 +20,7 @@ import torch
 
 from qpart.common import quant, tensors, timing, torchnet
 from qpart.common.timing import CpuLoad, Timing
-from qpart.server.planning.planner import CodecCosts, Planner
+from qpart.server.planning.patterns import CodecCosts, ModelSpeed
 from qpart.server.serving import speed_profile
 from qpart.server.serving.speed_profile import ModelTails, SpeedProfile
 
@@ -204,15 +204,18 @@ def measure(models, cuts_of, base: SpeedProfile | None = None, idle_wait_s: floa
     return profile
 
 
-def apply(profile: SpeedProfile, planner: Planner, models, cuts_of, fallback_mac_rate: float) -> None:
-    """Price the planner's plans with these figures (each model's tails, the codecs, the MAC rate or, where it was
-    refused, fallback_mac_rate), logging each figure with its spread."""
+def priced_with(profile: SpeedProfile, models, cuts_of, fallback_mac_rate: float
+                ) -> tuple[CodecCosts, dict[tuple[str, str], ModelSpeed]]:
+    """(codec costs, {(name, version): ModelSpeed}) to price plans with: each model's tails and preprocessing, the
+    codecs, the MAC rate or, where it was refused, fallback_mac_rate; each figure logged with its spread."""
+    speeds = {}
     for model in models:
         timed = profile.timed(model)
-        tails = timed.cuts if timed else None
-        model.tail_seconds = None if tails is None else (
-            {c: 0.0 for c in cuts_of(model)} | {c: t.median for c, t in tails.items()})
-        model.preprocess_seconds = timed.preprocess.median if timed else 0.0
+        if timed is None:
+            continue
+        tails = timed.cuts
+        speeds[model.name, model.version] = ModelSpeed({c: 0.0 for c in cuts_of(model)} |
+                                                       {c: t.median for c, t in tails.items()}, timed.preprocess.median)
         if tails:
             spreads = [t.spread for t in tails.values()]
             log.info("%s: tails from %d cuts, %.3f to %.3f ms per input (spread %.0f-%.0f%%; %s)", model.name,
@@ -222,10 +225,8 @@ def apply(profile: SpeedProfile, planner: Planner, models, cuts_of, fallback_mac
                          "tail_ms": {str(c): round(t.median * 1e3, 4) for c, t in tails.items()},
                          "tail_spread": {str(c): round(t.spread, 3) for c, t in tails.items()}}})
     rate = profile.mac_rate.median or fallback_mac_rate
-    planner.codec = CodecCosts(profile.codec, rate, profile.zlib)
-    planner.speed = profile
     log.info("speed: %s", speed_profile.describe(profile),
              extra={"fields": {"event": "speed_measured", "macs_per_second": rate, "source": profile.source,
                                "mac_spread": round(profile.mac_rate.spread, 3), "busy": profile.busy,
                                "provisional": profile.provisional}})
-    planner.forget()
+    return CodecCosts(profile.codec, rate, profile.zlib), speeds

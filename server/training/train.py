@@ -29,6 +29,14 @@ class TrainConfig:
     seed: int = 0                  # seeds the split, the initialization and the shuffling
     train_limit: int | None = None  # use only this many training images (0: all; None: the zoo entry's default)
     progress: bool = True          # show a progress bar on stderr
+    schedule: str = ""             # the name of a schedule other than the zoo entry's (the card records it), e.g. "demo"
+
+    @classmethod
+    def of(cls, schedule: zoo.Schedule, **overrides) -> "TrainConfig":
+        """The config of a named short schedule (zoo.DEMO_SCHEDULES)."""
+        return cls(epochs=schedule.epochs, batch_size=schedule.batch_size, learning_rate=schedule.learning_rate,
+                   validation_size=schedule.validation_size, train_limit=schedule.train_limit,
+                   schedule=schedule.name, **overrides)
 
 
 def _fit(model: nn.Module, images: np.ndarray, labels: np.ndarray, entry: zoo.ZooEntry, epochs: int, lr: float,
@@ -75,14 +83,20 @@ def train(name: str, models_dir: pathlib.Path, data_dir=None, config: TrainConfi
     spec = str(data_dir) if data_dir else "fashion-mnist"
     card = {"data": spec, "validation": {"seed": config.seed, "size": config.validation_size}}
     images, labels = datasets.split(card, "train")
+    available = int(len(labels))
     if limit:
         images, labels = images[:limit], labels[:limit]
     model = entry.build()
     started = time.perf_counter()
     _fit(model, images, labels, entry, epochs, lr, config, name)
     training = asdict(config) | {"epochs": epochs, "learning_rate": lr, "train_samples": int(len(labels)),
-                                 "seconds": round(time.perf_counter() - started, 1)}
-    return importer.import_model(models_dir, name, model, spec, entry.preprocessing, entry.description,
+                                 "available_samples": available, "seconds": round(time.perf_counter() - started, 1)}
+    description = entry.description
+    if config.schedule:
+        description += (f"; trained on the {config.schedule} schedule ({len(labels):,} of {available:,} training "
+                        f"images, {epochs} epoch(s)), not the zoo's ({entry.epochs} epochs on "
+                        f"{f'{entry.train_limit:,}' if entry.train_limit else 'all'})")
+    return importer.import_model(models_dir, name, model, spec, entry.preprocessing, description,
                                  config.validation_size, config.seed, {"training": training},
                                  progress=lambda *_: None)
 

@@ -25,3 +25,19 @@ def test_calibrate_catalog_and_plan_commands(models_dir, catalogs):
     planned = qpart("plan", "lenet", "--device", "rpi4", "--rate-mbps", "5", "--rtt-ms", "10", "--budget", "0.1")
     chosen = [line for line in planned.splitlines() if line.startswith("*")]
     assert len(chosen) == 1 and "chosen: cut" in planned and "exceeds the budget 0.1" in planned
+
+
+def test_plan_prices_a_fixed_plan_as_qpart_device_takes_it(models_dir, catalogs):
+    """--cut with bit widths prices that split (policy fixed); --policy fixed without a cut says what it needs."""
+    def qpart(*args) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "qpart.cli.main", "plan", "lenet", *args, "--models", str(models_dir)],
+                              capture_output=True, text=True)
+    refused = qpart("--policy", "fixed")
+    assert refused.returncode == 2 and "INVALID_ARGUMENT" in refused.stderr and "--cut" in refused.stderr
+    for args in (("--cut", "7", "--weight-bits", "6", "--activation-bits", "5"),
+                 ("--policy", "fixed", "--cut", "7", "--weight-bits", "6,6", "--activation-bits", "5")):
+        planned = qpart(*args, "--device", "rpi4")
+        assert planned.returncode == 0, planned.stderr
+        (chosen,) = [line for line in planned.stdout.splitlines() if line.startswith("*")]
+        assert chosen.split()[1:5] == ["7", "fixed", "[6,", "6]"] and "policy fixed" in planned.stdout
+        assert "chosen: cut 7 of" in planned.stdout and "weight bits [6, 6], activation bits [5]" in planned.stdout

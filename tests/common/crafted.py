@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qpart.common import coders, network, packing
+from qpart.common import lossless, network, packing
 from qpart.v1 import network_pb2 as pb
 
 MIB = 1 << 20
@@ -81,7 +81,7 @@ def bomb_head(layers: int = 4, width: int = 8192, bits: int = 8) -> bytes:
         head.network.nodes.add(name=f"fc{i}", inputs=[previous],
                                linear=pb.LinearOp(in_features=width, out_features=width, bias=False))
         head.parameters.add(name=f"fc{i}.weight", shape=[width, width], bits=bits, granularity=pb.PER_TENSOR,
-                            scale=[1.0], zero_point=[0], coding=coders.LZMA2, data=coded)
+                            scale=[1.0], zero_point=[0], coding=lossless.LZMA2, data=coded)
         previous = f"fc{i}"
     head.network.outputs.append(previous)
     return head.SerializeToString()

@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from qpart.common import network
+from qpart.common import network, npexec
 from qpart.common.errors import InvalidArgument, ResourceExhausted
 from qpart.common.torchnet import GraphModule, max_pool2d
+from qpart.common.torchnet import run_node as torch_run_node
 from qpart.v1 import network_pb2 as pb
 
 A = pb.Activation
@@ -102,6 +103,16 @@ def _with(**changes) -> pb.NetworkSpec:
     (pb.NetworkSpec(format_version=2, input_shape=[3, 4, 4], input="x", nodes=[
         pb.Node(name="m", inputs=["x", "x"], mul=pb.MulOp()), pb.Node(name="r", inputs=["m"], reshape=pb.ReshapeOp(
             shape=[5, 10]))], outputs=["r"]), "cannot reshape"),
+    (pb.NetworkSpec(format_version=2, input_shape=[3, 4, 4], input="x", nodes=[
+        pb.Node(name="p", inputs=["x"], permute=pb.PermuteOp(dims=[0, 0, 2]))], outputs=["p"]), "not a permutation"),
+    (pb.NetworkSpec(format_version=2, input_shape=[3, 4, 4], input="x", nodes=[
+        pb.Node(name="p", inputs=["x"], permute=pb.PermuteOp(dims=[1, 0]))], outputs=["p"]), "not a permutation"),
+    (pb.NetworkSpec(format_version=2, input_shape=[3, 4, 4], input="x", nodes=[
+        pb.Node(name="s", inputs=["x"], slice=pb.SliceOp(axis=0, start=2, stop=2))], outputs=["s"]), "cannot take 2..2"),
+    (pb.NetworkSpec(format_version=2, input_shape=[3, 4, 4], input="x", nodes=[
+        pb.Node(name="s", inputs=["x"], slice=pb.SliceOp(axis=1, start=0, stop=5))], outputs=["s"]), "cannot take"),
+    (pb.NetworkSpec(format_version=2, input_shape=[3, 4, 4], input="x", nodes=[
+        pb.Node(name="s", inputs=["x"], slice=pb.SliceOp(axis=3, start=0, stop=1))], outputs=["s"]), "axis 3"),
 ])
 def test_invalid_descriptions_are_refused_naming_the_node(spec, message):
     with pytest.raises(InvalidArgument, match=message):
@@ -120,3 +131,30 @@ def test_fast_max_pool_equals_torch(kernel, stride, size):
     x = torch.randn(3, 4, size, size)
     expected = torch.nn.functional.max_pool2d(x, kernel, stride)
     assert torch.equal(max_pool2d(x, kernel, kernel, stride, stride), expected)
+
+
+def test_permute_and_slice_shapes_and_both_executors():
+    """A channel shuffle (reshape, permute, reshape), channels moved last, and two slices: the torch and numpy
+    executors compute what torch's own ops do, in the shapes the description gives; no MACs."""
+    nodes = [pb.Node(name="g", inputs=["x"], reshape=pb.ReshapeOp(shape=[2, 3, 4, 5])),
+             pb.Node(name="t", inputs=["g"], permute=pb.PermuteOp(dims=[1, 0, 2, 3])),
+             pb.Node(name="shuffled", inputs=["t"], reshape=pb.ReshapeOp(shape=[6, 4, 5])),
+             pb.Node(name="hwc", inputs=["shuffled"], permute=pb.PermuteOp(dims=[1, 2, 0])),
+             pb.Node(name="a", inputs=["hwc"], slice=pb.SliceOp(axis=2, start=0, stop=3)),
+             pb.Node(name="b", inputs=["hwc"], slice=pb.SliceOp(axis=1, start=1, stop=4))]
+    spec = pb.NetworkSpec(format_version=2, input_shape=[6, 4, 5], input="x", nodes=nodes, outputs=["a", "b"])
+    profile = network.analyze(spec)
+    assert profile.shapes["t"] == (3, 2, 4, 5) and profile.shapes["hwc"] == (4, 5, 6)
+    assert profile.shapes["a"] == (4, 5, 3) and profile.shapes["b"] == (4, 3, 6)
+    assert all(n.macs == 0 for n in profile.nodes)
+    x = torch.randn(3, 6, 4, 5)
+    hwc = x.view(3, 2, 3, 4, 5).transpose(1, 2).reshape(3, 6, 4, 5).permute(0, 2, 3, 1)
+    expected = {"hwc": hwc, "a": hwc[..., :3], "b": hwc[:, :, 1:4]}
+    env_t, env_n = {"x": x}, {"x": x.numpy()}
+    for node in spec.nodes:
+        env_t[node.name] = torch_run_node(node, [env_t[i] for i in node.inputs], {})
+        env_n[node.name] = npexec.run_node(node, [env_n[i] for i in node.inputs], {})
+    for name, value in expected.items():
+        assert tuple(value.shape[1:]) == profile.shapes[name]
+        assert torch.equal(env_t[name], value) and np.array_equal(env_n[name], value.numpy())
+        assert env_n[name].flags.c_contiguous and env_t[name].is_contiguous()

@@ -1,6 +1,8 @@
-"""The device as a board gets it: a fresh virtualenv without torch, `pip install` of this checkout (the
-base dependencies only: numpy, grpcio, protobuf), then the daemon against a server in another
-process, applications classifying through its unix socket, and the README's library example."""
+"""The device as a board gets it: a wheel built from this checkout (`pip wheel`, as the README's "Install"
+says), installed with its device extra in a fresh virtualenv (numpy, grpcio, protobuf; no torch); its
+console scripts (the device's work, the server's name the extra they lack in one line), then the daemon
+against a server in another process, applications classifying through its unix socket, and the README's
+library example."""
 import os
 import pathlib
 import re
@@ -28,7 +30,8 @@ SOURCES = ("pyproject.toml", "README.md", "protos", "common", "device", "server"
 
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory) -> pathlib.Path:
-    """A virtualenv from the base interpreter with `pip install <a copy of the checkout>`: no torch."""
+    """A virtualenv from the base interpreter with `pip install 'qpart-*.whl[device]'`, the wheel built by
+    `pip wheel` from a copy of the checkout: no torch."""
     root = tmp_path_factory.mktemp("board")
     source = root / "src"
     source.mkdir()
@@ -38,10 +41,35 @@ def venv(tmp_path_factory) -> pathlib.Path:
                                             if (ROOT / name).is_dir() else {}))
     base = getattr(sys, "_base_executable", sys.executable)
     subprocess.run([base, "-m", "venv", str(root / "venv")], check=True)
-    pip = subprocess.run([str(root / "venv" / "bin" / "pip"), "install", "--quiet", str(source)],
-                         capture_output=True, text=True)
-    assert pip.returncode == 0, pip.stdout[-2000:] + pip.stderr[-2000:]
+    pip = str(root / "venv" / "bin" / "pip")
+    built = subprocess.run([pip, "wheel", "--quiet", "--no-deps", "-w", str(root / "wheels"), str(source)],
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    (wheel,) = (root / "wheels").glob("qpart-*-py3-none-any.whl")       # pure Python: one wheel for every board
+    installed = subprocess.run([pip, "install", f"{wheel}[device]"], capture_output=True, text=True)
+    assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
+    assert "does not provide the extra" not in installed.stdout + installed.stderr
     return root / "venv"
+
+
+def script(venv, name: str, *args: str) -> subprocess.CompletedProcess:
+    """A console script of the venv, run as a user runs it (in a folder without a checkout)."""
+    return subprocess.run([str(venv / "bin" / name), *args], capture_output=True, text=True, cwd=venv.parent,
+                          timeout=120)
+
+
+def test_the_device_scripts_work_and_the_server_ones_name_the_extra(venv):
+    """The device's console scripts answer; every command of the server part ends with one line naming
+    qpart[server] and a non-zero status, not a traceback."""
+    for name in ("qpart-device", "qpart"):
+        helped = script(venv, name, "--help")
+        assert helped.returncode == 0 and "usage:" in helped.stdout, helped.stdout + helped.stderr
+    for command in (("qpart-server", "--help"), ("qpart-server", "--models", "model-repo"),
+                    ("qpart", "catalog", "fc6"), ("qpart", "plan", "fc6"), ("qpart", "train", "fc6")):
+        result = script(venv, *command)
+        assert result.returncode == 3 and result.stdout == "", (command, result.stdout, result.stderr)
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"{command[0]}: this install lacks ") and "qpart[server]" in line, line
 
 
 def run_in(venv, code: str, **kw) -> subprocess.CompletedProcess:

@@ -5,7 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from qpart.device.agent import DeviceAgent, pacing_seconds
+from qpart.device.agent import DeviceAgent
+from qpart.device.emulation import pacing_seconds
 from qpart.device.cache import HeadCache
 from qpart.device.head import HeadExecutor
 from qpart.server.models.heads import build_head

@@ -150,8 +150,24 @@ class IdentityOp(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class PermuteOp(_message.Message):
+    __slots__ = ("dims",)
+    DIMS_FIELD_NUMBER: _ClassVar[int]
+    dims: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, dims: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SliceOp(_message.Message):
+    __slots__ = ("axis", "start", "stop")
+    AXIS_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    axis: int
+    start: int
+    stop: int
+    def __init__(self, axis: _Optional[int] = ..., start: _Optional[int] = ..., stop: _Optional[int] = ...) -> None: ...
+
 class Node(_message.Message):
-    __slots__ = ("name", "inputs", "source", "conv2d", "linear", "batch_norm", "activation", "add", "mul", "concat", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "flatten", "reshape", "identity")
+    __slots__ = ("name", "inputs", "source", "conv2d", "linear", "batch_norm", "activation", "add", "mul", "concat", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "flatten", "reshape", "identity", "permute", "slice")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +184,8 @@ class Node(_message.Message):
     FLATTEN_FIELD_NUMBER: _ClassVar[int]
     RESHAPE_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    PERMUTE_FIELD_NUMBER: _ClassVar[int]
+    SLICE_FIELD_NUMBER: _ClassVar[int]
     name: str
     inputs: _containers.RepeatedScalarFieldContainer[str]
     source: str
@@ -184,7 +202,9 @@ class Node(_message.Message):
     flatten: FlattenOp
     reshape: ReshapeOp
     identity: IdentityOp
-    def __init__(self, name: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., source: _Optional[str] = ..., conv2d: _Optional[_Union[Conv2dOp, _Mapping]] = ..., linear: _Optional[_Union[LinearOp, _Mapping]] = ..., batch_norm: _Optional[_Union[BatchNormOp, _Mapping]] = ..., activation: _Optional[_Union[ActivationOp, _Mapping]] = ..., add: _Optional[_Union[AddOp, _Mapping]] = ..., mul: _Optional[_Union[MulOp, _Mapping]] = ..., concat: _Optional[_Union[ConcatOp, _Mapping]] = ..., max_pool2d: _Optional[_Union[Pool2dOp, _Mapping]] = ..., avg_pool2d: _Optional[_Union[Pool2dOp, _Mapping]] = ..., adaptive_avg_pool2d: _Optional[_Union[AdaptiveAvgPool2dOp, _Mapping]] = ..., flatten: _Optional[_Union[FlattenOp, _Mapping]] = ..., reshape: _Optional[_Union[ReshapeOp, _Mapping]] = ..., identity: _Optional[_Union[IdentityOp, _Mapping]] = ...) -> None: ...
+    permute: PermuteOp
+    slice: SliceOp
+    def __init__(self, name: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., source: _Optional[str] = ..., conv2d: _Optional[_Union[Conv2dOp, _Mapping]] = ..., linear: _Optional[_Union[LinearOp, _Mapping]] = ..., batch_norm: _Optional[_Union[BatchNormOp, _Mapping]] = ..., activation: _Optional[_Union[ActivationOp, _Mapping]] = ..., add: _Optional[_Union[AddOp, _Mapping]] = ..., mul: _Optional[_Union[MulOp, _Mapping]] = ..., concat: _Optional[_Union[ConcatOp, _Mapping]] = ..., max_pool2d: _Optional[_Union[Pool2dOp, _Mapping]] = ..., avg_pool2d: _Optional[_Union[Pool2dOp, _Mapping]] = ..., adaptive_avg_pool2d: _Optional[_Union[AdaptiveAvgPool2dOp, _Mapping]] = ..., flatten: _Optional[_Union[FlattenOp, _Mapping]] = ..., reshape: _Optional[_Union[ReshapeOp, _Mapping]] = ..., identity: _Optional[_Union[IdentityOp, _Mapping]] = ..., permute: _Optional[_Union[PermuteOp, _Mapping]] = ..., slice: _Optional[_Union[SliceOp, _Mapping]] = ...) -> None: ...
 
 class NetworkSpec(_message.Message):
     __slots__ = ("format_version", "input_shape", "nodes", "input", "outputs")

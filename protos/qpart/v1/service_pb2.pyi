@@ -47,20 +47,22 @@ class ListModelsRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ServerLimits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_batch_inputs", "max_batch_elements", "max_chunk_bytes", "min_chunk_bytes", "max_tail_elements")
+    __slots__ = ("max_message_bytes", "max_batch_inputs", "max_batch_elements", "max_chunk_bytes", "min_chunk_bytes", "max_tail_elements", "max_cut_tensors")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_INPUTS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
     MAX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
     MIN_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_TAIL_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CUT_TENSORS_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_batch_inputs: int
     max_batch_elements: int
     max_chunk_bytes: int
     min_chunk_bytes: int
     max_tail_elements: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_batch_inputs: _Optional[int] = ..., max_batch_elements: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ..., min_chunk_bytes: _Optional[int] = ..., max_tail_elements: _Optional[int] = ...) -> None: ...
+    max_cut_tensors: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_batch_inputs: _Optional[int] = ..., max_batch_elements: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ..., min_chunk_bytes: _Optional[int] = ..., max_tail_elements: _Optional[int] = ..., max_cut_tensors: _Optional[int] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models", "limits")
@@ -163,7 +165,7 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., description: _Optional[str] = ..., input: _Optional[_Union[TensorInfo, _Mapping]] = ..., task: _Optional[str] = ..., class_names: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., cuts: _Optional[_Iterable[_Union[CutInfo, _Mapping]]] = ..., float_test_accuracy: _Optional[float] = ..., test_samples: _Optional[int] = ..., dataset: _Optional[str] = ..., has_catalog: _Optional[bool] = ..., catalog_budgets: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class DeviceCapabilities(_message.Message):
-    __slots__ = ("name", "clock_hz", "cycles_per_mac", "macs_per_second", "energy_coefficient", "tx_power_w", "memory_bytes", "image_codings")
+    __slots__ = ("name", "clock_hz", "cycles_per_mac", "macs_per_second", "energy_coefficient", "tx_power_w", "memory_bytes", "image_codings", "head_codings")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CLOCK_HZ_FIELD_NUMBER: _ClassVar[int]
     CYCLES_PER_MAC_FIELD_NUMBER: _ClassVar[int]
@@ -172,6 +174,7 @@ class DeviceCapabilities(_message.Message):
     TX_POWER_W_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     IMAGE_CODINGS_FIELD_NUMBER: _ClassVar[int]
+    HEAD_CODINGS_FIELD_NUMBER: _ClassVar[int]
     name: str
     clock_hz: float
     cycles_per_mac: float
@@ -180,7 +183,8 @@ class DeviceCapabilities(_message.Message):
     tx_power_w: float
     memory_bytes: int
     image_codings: _containers.RepeatedScalarFieldContainer[Coding]
-    def __init__(self, name: _Optional[str] = ..., clock_hz: _Optional[float] = ..., cycles_per_mac: _Optional[float] = ..., macs_per_second: _Optional[float] = ..., energy_coefficient: _Optional[float] = ..., tx_power_w: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., image_codings: _Optional[_Iterable[_Union[Coding, str]]] = ...) -> None: ...
+    head_codings: _containers.RepeatedScalarFieldContainer[_network_pb2.TensorCoding]
+    def __init__(self, name: _Optional[str] = ..., clock_hz: _Optional[float] = ..., cycles_per_mac: _Optional[float] = ..., macs_per_second: _Optional[float] = ..., energy_coefficient: _Optional[float] = ..., tx_power_w: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., image_codings: _Optional[_Iterable[_Union[Coding, str]]] = ..., head_codings: _Optional[_Iterable[_Union[_network_pb2.TensorCoding, str]]] = ...) -> None: ...
 
 class LinkCapabilities(_message.Message):
     __slots__ = ("rate_bps", "downlink_rate_bps", "bandwidth_hz", "snr_db", "rayleigh_fading", "rtt_s")

@@ -86,7 +86,10 @@ class SplitInferenceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def FetchHead(self, request, context):
-        """Streams the packed head of a plan in chunks; the device verifies the content hash.
+        """Streams the packed head of a plan in chunks; the device verifies the content hash. A plan that ships no
+        head (cut 0) gets FAILED_PRECONDITION; an offset past the head's end OUT_OF_RANGE; an offset equal to its
+        size ends the stream with no chunk. An id this server did not sign gets INVALID_ARGUMENT, an expired one
+        FAILED_PRECONDITION (plan again).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

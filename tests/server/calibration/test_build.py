@@ -11,7 +11,8 @@ from qpart.server.calibration import bounds, build
 from qpart.server.planning import catalog as catalog_mod
 from qpart.testbed import catalog_report as reports
 from qpart.server.models.heads import HeadStore
-from qpart.server.planning.planner import Planner, PlanRequest
+from qpart.server.planning.planner import PlanRequest
+from qpart.server.planning.served import ServedModels
 from qpart.server.models.repository import ModelRepository, load_model, save_model
 from qpart.v1 import network_pb2 as npb
 from qpart.v1 import service_pb2 as spb
@@ -100,7 +101,7 @@ def test_catalog_is_dropped_when_the_weights_change(repo, catalogs, tmp_path):
     retrained = save_model(tmp_path, "lenet", copy.spec, params, copy.card)
     assert retrained.version != source.version and catalog_mod.load(retrained) is None
     with pytest.raises(FailedPrecondition, match="qpart catalog lenet"):
-        Planner(ModelRepository(tmp_path), HeadStore()).plan(PlanRequest("lenet"))
+        ServedModels(ModelRepository(tmp_path)).plan(PlanRequest("lenet"))
 
 
 @pytest.mark.parametrize("name", ["lenet", "vgg8", "resnet8-96"])

@@ -8,7 +8,7 @@ import pytest
 
 from qpart.common import images
 from qpart.common.errors import FailedPrecondition
-from qpart.server.calibration import build, codecs
+from qpart.server.calibration import build, image_files
 from qpart.server.calibration.accuracy import paired_drop_bound
 from qpart.server.models.repository import load_model
 
@@ -59,7 +59,7 @@ def test_a_budget_too_small_for_the_images_gets_no_entry_and_a_warning(models_di
         return
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="qpart.calibration"):
-        found = codecs.measure(model, built, data_dir, settings=(("png", 0),))
+        found = image_files.measure(model, built, data_dir, settings=(("png", 0),))
     assert found.samples == 600 and found.confidence == pytest.approx(0.95)
     assert "no image setting" in caplog.text and "0.25 (needs at least" in caplog.text
     png = found.settings[0]

@@ -1,12 +1,15 @@
 """Tracing a module's real forward: every op mapped or refused by name and place, BatchNorm folded,
 the result checked against the module."""
+import inspect
+import os
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qpart.common import network
+from qpart.common import network, npexec
 from qpart.common.torchnet import GraphModule
 from qpart.server.models import importer, tracing
 from qpart.server.training import zoo
@@ -77,8 +80,23 @@ class Tanh(nn.Module):
         return torch.tanh(x) + 1.0
 
 
+class Call(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
 @pytest.mark.parametrize("model, message", [
     (Unsupported(nn.Tanh()), "module 'tail' .* is not supported: type Tanh"),
+    (Unsupported(Call(lambda x: x.permute(1, 0, 2, 3))), "method 'permute' .*test_tracing:\\d+ in <lambda>\\) .*batch"),
+    (Unsupported(Call(lambda x: x.transpose(0, 1))), "not a per-sample axis"),
+    (Unsupported(Call(lambda x: x[:1])), "take the batch whole"),
+    (Unsupported(Call(lambda x: x[:, :, ::2])), "step 1"),
+    (Unsupported(Call(lambda x: x * x.size(1))), "constants are not supported"),
+    (Unsupported(Call(lambda x: F.dropout(x, 0.5))), "training=True is random at inference"),
     (Unsupported(nn.Upsample(scale_factor=2)), "module 'tail' .*type Upsample"),
     (Unsupported(Tanh()), "function 'tanh' \\(traced node 'tanh', .*test_tracing:\\d+ in forward\\)"),
     (Unsupported(nn.MaxPool2d(2, ceil_mode=True)), "floor mode"),
@@ -134,3 +152,95 @@ def test_a_graph_that_disagrees_with_its_module_is_refused():
     model.scale = 2.0                     # what the module computes now is not what was traced
     with pytest.raises(importer.TraceMismatch, match="disagrees with the module"):
         importer.check(model, spec, params, x)
+
+
+def numpy_run(spec, params: dict, x: np.ndarray) -> list[np.ndarray]:
+    """The description run by the device's numpy executor, node by node."""
+    env = {spec.input: x}
+    for node in spec.nodes:
+        weights = {p: params[network.parameter_name(node.name, p)] for p in network.parameter_shapes(node)}
+        env[node.name] = npexec.run_node(node, [env[i] for i in node.inputs], weights)
+    return [env[o] for o in spec.outputs]
+
+
+class Shapes(nn.Module):
+    """Shape queries evaluated at trace time, torch.split, a channel shuffle, permute, slicing and chunk."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 6, 3, padding=1)
+        self.fc = nn.Linear(18, 3)
+
+    def forward(self, x):
+        x = self.conv(x)                                                        # [6, 4, 6]
+        n, c, h, w = x.shape
+        torch._assert(c % 2 == 0, "channels come in pairs")
+        a, b = torch.split(x, [2, c - 2], dim=1)                                # [2, 4, 6], [4, 4, 6]
+        b = b.view(n, 2, (c - 2) // 2, h, w).transpose(1, 2).reshape(n, c - 2, h, w)   # channels shuffled
+        u = torch.cat([b, a], dim=1).permute(0, 2, 3, 1)                        # [4, 6, 6]: H, W, C
+        v = u[:, 1:3, ..., 0]                                                   # [2, 6]
+        top = x.chunk(3, dim=2)[-1]                                             # [6, 2, 6]: the last of two pieces
+        return self.fc(torch.cat([v.reshape(v.size(0), -1), top.mean((2, 3))], dim=1))   # [12 + 6]
+
+
+def test_static_shapes_permutes_and_slices_run_in_both_executors():
+    model = Shapes().eval()
+    x = torch.rand(5, 2, 4, 6)
+    spec, params = tracing.trace(model, x[:2])
+    ops = [n.WhichOneof("op") for n in spec.nodes]
+    assert ops.count("slice") == 5 and ops.count("permute") == 2 and "identity" not in ops
+    assert importer.check(model, spec, params, x.numpy())["max_difference"] < 1e-5
+    with torch.no_grad():
+        np.testing.assert_allclose(numpy_run(spec, params, x.numpy())[0], model(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def drop_path(x, p: float, training: bool):
+    """A drop path of one's own, wrapped for fx as torchvision wraps stochastic_depth: the identity in eval."""
+    if not training or p == 0.0:
+        return x
+    return x * (torch.rand(x.shape[0], 1, 1, 1) > p) / (1 - p)
+
+
+torch.fx.wrap("drop_path")
+
+
+class Identities(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.drops = nn.Sequential(nn.Dropout2d(0.3), nn.AlphaDropout(0.2), nn.Identity())
+
+    def forward(self, x):
+        x = F.dropout(self.conv(x), 0.5, self.training)
+        x = drop_path(self.drops(x), 0.2, self.training)
+        return F.relu(F.dropout2d(x, 0.0)).contiguous().clone()
+
+
+def test_eval_mode_identities_are_aliases():
+    model = Identities().eval()
+    spec, params = tracing.trace(model, torch.rand(2, 1, 6, 6))
+    assert [n.WhichOneof("op") for n in spec.nodes] == ["conv2d", "activation"]
+    with pytest.raises(tracing.UnsupportedOp, match="function 'drop_path'"):     # training: not an identity
+        tracing.trace(Unsupported(Call(lambda x: drop_path(x, 0.2, True))), torch.rand(2, 1, 8, 8))
+
+
+class TwoInputs(nn.Module):
+    def forward(self, x, scale: float = 2.0):
+        return x * scale
+
+
+def test_places_are_the_models_module_and_line_never_a_path():
+    torch_dir = os.path.dirname(torch.__file__)
+    assert tracing._skipped(torch.nn.modules.module.__file__) and tracing._skipped(importer.__file__)
+    assert not tracing._skipped(os.path.join(torch_dir + "vision", "models", "resnet.py"))   # torch's neighbour
+    assert not tracing._skipped(__file__)
+    line = inspect.getsourcelines(DataDependent.forward)[1] + 1
+    with pytest.raises(tracing.UnsupportedOp) as refusal:
+        tracing.trace(DataDependent(), torch.rand(2, 4))
+    assert f"torch.fx (tests.server.models.test_tracing:{line} in forward): TraceError" in str(refusal.value)
+    line = inspect.getsourcelines(TwoInputs.forward)[1]        # an input: where forward is defined, not the caller
+    place = f"input 'scale' \\(traced node 'scale', tests.server.models.test_tracing:{line} in forward\\)"
+    with pytest.raises(tracing.UnsupportedOp, match=place + " .*one input"):
+        tracing.trace(TwoInputs(), torch.rand(2, 4))
+    spec, _ = tracing.trace(Functional().eval(), torch.rand(2, 1, 4, 4))
+    assert all("tests.server.models.test_tracing:" in n.source and os.sep + "tests" not in n.source for n in spec.nodes)

@@ -15,6 +15,7 @@ from qpart.device.client import ServerClient
 from qpart.server.serving import batching as batching_mod
 from qpart.server.serving.admission import Admission
 from qpart.server.serving.batching import Item, TailBatcher
+from qpart.server.planning.patterns import ModelSpeed
 from qpart.v1 import service_pb2 as spb
 from qpart.v1 import service_pb2_grpc
 
@@ -68,10 +69,11 @@ def test_a_run_never_exceeds_the_input_cap_or_the_tails_bound():
 def test_a_lone_stream_never_waits_for_company():
     batcher, slot = TailBatcher(max_inputs=64, max_delay_s=0.5), Admission(1, 10).slot
     x = np.ones((1, 3), np.float32)
-    started = time.perf_counter()
     for _ in range(3):
         batcher.run(("m", "v", 1), Item([x], 1, source=7), doubling([], 0.0), slot, 1024)
-    assert time.perf_counter() - started < 0.25
+    assert batcher.waits == 0 and batcher.runs == 3
+    batcher.run(("m", "v", 1), Item([x], 1, source=8), doubling([], 0.0), slot, 1024)   # another stream is active:
+    assert batcher.waits == 1                                                          # now a leader waits for it
 
 
 def test_an_error_in_a_shared_run_reaches_every_member():
@@ -172,7 +174,8 @@ def test_a_loaded_server_sheds_what_would_be_late_and_keeps_the_stream(models_di
         time.sleep(0.02)
         return real(session, x)
     server.core._run_tail = slow
-    server.core.repository.get("lenet").tail_seconds = {7: 0.02}       # as timed at start-up
+    lenet = server.core.repository.get("lenet")
+    server.core.models.set_speed(None, {(lenet.name, lenet.version): ModelSpeed({7: 0.02})})   # as timed at start-up
     outcomes, deadline_s = [], 0.06
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:

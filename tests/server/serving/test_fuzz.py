@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from qpart.common import coders, images, network, packing, tensors
+from qpart.common import lossless, images, network, packing, tensors
 from qpart.common.errors import QpartError
 from qpart.device.head import HeadExecutor
 from qpart.server.serving.auth import Authenticator, Identity
@@ -88,7 +88,7 @@ def _raw_lzma(raw: bytes) -> bytes:
 def test_head_tensor_decoders(n, bits, coding, data):
     """Random and truncated zlib and LZMA2 streams for a head tensor of any declared size (some inflating far
     past it: up to 4 MiB of zeros for a tensor of a few bytes)."""
-    bounded(coders.decode_codes, data, coding, n, bits)
+    bounded(lossless.decode_codes, data, coding, n, bits)
 
 
 def _image_block(coding: int, quality: int) -> bytes:

@@ -73,6 +73,23 @@ def test_logs_carry_request_ids(observed, caplog):
     assert line["cut"] >= 0 and "weight_bits" in line and line["ms"] > 0
 
 
+def test_only_plans_and_failures_are_logged_at_info(observed, caplog):
+    """Quiet by default: a plan handed out and an RPC that failed at INFO, every other RPC (an idle device's
+    link probes, its downloads and streams) at DEBUG."""
+    running, _ = observed
+    caplog.set_level(logging.DEBUG, logger="qpart.rpc")
+    with ServerClient(f"127.0.0.1:{running.port}", timeout_s=30) as client:
+        client.probe(1024, 0)
+        client.list_models()
+        client.plan(spb.PlanRequest(model="fc6"))
+        with pytest.raises(Exception):
+            client.plan(spb.PlanRequest(model="nope"))
+    levels = {(r.fields["rpc"], r.fields["code"]): r.levelno for r in caplog.records
+              if r.name == "qpart.rpc" and "rpc" in getattr(r, "fields", {})}
+    assert levels == {("Probe", "OK"): logging.DEBUG, ("ListModels", "OK"): logging.DEBUG,
+                      ("Plan", "OK"): logging.INFO, ("Plan", "NOT_FOUND"): logging.INFO}, levels
+
+
 def test_json_logs_put_only_json_lines_out(models_dir, tmp_path):
     """With --json-logs the listening line is JSON too, and the speeds timed at start-up are logged."""
     import subprocess

@@ -64,7 +64,7 @@ REQUESTS = [PlanRequest("lenet", profiles.load_device(device), LinkProfile(rate_
 
 
 def plans(core: QpartCore) -> list[tuple]:
-    chosen = [core.planner.plan(r).chosen for r in REQUESTS]
+    chosen = [core.models.plan(r).chosen for r in REQUESTS]
     return [(c.spec.split, c.coding) for c in chosen]
 
 
@@ -102,7 +102,7 @@ def test_four_restarts_give_the_same_plans_also_after_a_busy_start(repo_dir):
         assert not starts[0][1].provisional                  # the first waited for the busy loops to end
         for core, _, _ in starts[1:]:
             assert plans(core) == first
-        assert {c.spec.split.cut for c in (starts[0][0].planner.plan(r).chosen for r in REQUESTS)} != {0}
+        assert {c.spec.split.cut for c in (starts[0][0].models.plan(r).chosen for r in REQUESTS)} != {0}
     finally:
         for core, _, _ in starts:
             core.close()
@@ -122,9 +122,10 @@ def test_figures_taken_on_a_busy_machine_are_provisional_and_timed_again_when_id
         assert plans(core) != expected                                     # what timing a busy machine does
         load.left = 0                                                      # the busy loops end
         core._recheck.join(timeout=120)
-        assert not core.planner.speed.provisional
-        fresh = core.planner.speed.tails_for(core.repository.get("lenet"))
-        assert all(fresh[c].median < slow[c].median / 5 for c in fresh)
+        retimed = core.models.get("lenet").server_speed
+        assert not retimed.provisional and retimed.measured_at > profile.measured_at
+        fresh = retimed.tails_for(core.repository.get("lenet"))
+        assert fresh.keys() == slow.keys() and fresh != slow                # the plans are priced with new figures
         stored = speed_profile.read(repo_dir / speed_profile.FILE_NAME,
                                     speed_profile.machine_key(torch.get_num_threads(), torch.__version__))
         assert stored.tails_for(core.repository.get("lenet")) == fresh      # shared once timed on the idle machine
@@ -161,7 +162,7 @@ def test_a_mac_rate_out_of_any_sane_range_is_refused_and_the_profile_rate_prices
         profile = core.measure_speed(clock=lambda: next(ticks), load=StubLoad())
     core.close()
     assert profile.mac_rate.median == 0 and "the server's MAC rate" in caplog.text
-    assert core.planner.codec.mac_rate == core.settings.profile.mac_rate
+    assert core.models.get("lenet").codec.mac_rate == core.settings.profile.mac_rate
 
 
 def test_replicas_sharing_a_profile_file_give_the_same_plans(models_dir, catalogs, tmp_path):
@@ -172,7 +173,7 @@ def test_replicas_sharing_a_profile_file_give_the_same_plans(models_dir, catalog
         cores.append(start(tmp_path / f"replica{i}", seed=i, busy_readings=3 * (1 - i), speed_profile=shared)[0])
     try:
         assert plans(cores[0]) == plans(cores[1])
-        assert cores[1].planner.speed.source == "profile file"
+        assert cores[1].models.get("lenet").server_speed.source == "profile file"
         assert not (tmp_path / "replica1" / speed_profile.FILE_NAME).exists()
     finally:
         for core in cores:
@@ -230,14 +231,15 @@ def test_a_plan_reports_the_timings_behind_it_and_no_head_bytes_when_held(client
 def test_every_plan_prices_the_devices_preprocessing_at_its_speed(repo_dir):
     core, profile, _ = start(repo_dir, 0)
     try:
-        model = core.repository.get("lenet")
-        assert profile.timed(model).preprocess.median > 0 and model.preprocess_seconds == profile.timed(model).preprocess.median
+        served = core.models.get("lenet")
+        assert profile.timed(served.model).preprocess.median > 0
+        assert served.speed.preprocess_seconds == profile.timed(served.model).preprocess.median
         request = dataclasses.replace(REQUESTS[0], explain=True)
-        before = {(c.spec.split, c.coding): c.costs.device_time_s for c in core.planner.plan(request).candidates}
-        model.preprocess_seconds += 0.01
-        core.planner.forget()
-        after = {(c.spec.split, c.coding): c.costs.device_time_s for c in core.planner.plan(request).candidates}
-        extra = 0.01 * core.planner.codec.mac_rate / request.device.mac_rate     # the same work on the device
+        before = {(c.spec.split, c.coding): c.costs.device_time_s for c in core.models.plan(request).candidates}
+        slower = dataclasses.replace(served.speed, preprocess_seconds=served.speed.preprocess_seconds + 0.01)
+        core.models.set_speed(served.codec, {(served.name, served.version): slower}, profile)
+        after = {(c.spec.split, c.coding): c.costs.device_time_s for c in core.models.plan(request).candidates}
+        extra = 0.01 * served.codec.mac_rate / request.device.mac_rate     # the same work on the device
         assert before.keys() == after.keys() and len(before) > 3
         for key, seconds in before.items():
             assert after[key] - seconds == pytest.approx(extra, rel=1e-6)

@@ -4,7 +4,7 @@ For every QPART catalog entry that sends something (the input, or tensors inside
 (with the entry's weight bits) runs on validation images of the certification half, each crossing tensor is
 quantized and packed as the plan would send it, and each input's message is zlib-coded alone, at the
 device's level (qpart.common.tensors.ZLIB_LEVEL). The mean coded bytes per input go to `coding.json`
-beside the catalog (qpart.server.planning.coding reads it); the planner then offers each such split twice,
+beside the catalog (qpart.server.planning.activation_coding reads it); the planner then offers each such split twice,
 raw and coded, and prices the coded one with these bytes and the zlib time measured on the server. The
 data's compressibility is the data's: Fashion-MNIST resized to 96x96 is mostly black background and codes
 to a tenth, a camera frame far less; measure on your own data (`qpart catalog NAME --data ...`).
@@ -21,7 +21,7 @@ from qpart.server.models.heads import build_head
 from qpart.server.models.repository import Model
 from qpart.server.models.split import Split
 from qpart.server.planning import catalog as catalog_mod
-from qpart.server.planning import coding as coding_mod
+from qpart.server.planning import activation_coding
 
 IMAGES = 256      # validation images each entry's messages are measured on
 
@@ -50,24 +50,24 @@ def message_sizes(model: Model, split: Split, x: np.ndarray) -> tuple[float, flo
     return raw / len(x), coded / len(x)
 
 
-def measure(model: Model, catalog: catalog_mod.Catalog, data_dir=None, images: int = IMAGES) -> coding_mod.Coding:
+def measure(model: Model, catalog: catalog_mod.Catalog, data_dir=None, images: int = IMAGES) -> activation_coding.Coding:
     started = time.perf_counter()
     pool, _ = datasets.split(model.card, "validation", data_dir)
     half = len(pool) // 2
     x = datasets.preprocessed(pool[half:half + images], model.preprocessing)
     sizes = {}
     for e in catalog.entries:
-        if coding_mod.codable(model, e) and e.split not in sizes:
+        if activation_coding.codable(model, e) and e.split not in sizes:
             sizes[e.split] = message_sizes(model, e.split, x)
-    return coding_mod.Coding(model.version, tensors.ZLIB_LEVEL, len(x), sizes,
+    return activation_coding.Coding(model.version, tensors.ZLIB_LEVEL, len(x), sizes,
                              round(time.perf_counter() - started, 1))
 
 
-def ensure(model: Model, catalog: catalog_mod.Catalog, data_dir=None) -> coding_mod.Coding:
+def ensure(model: Model, catalog: catalog_mod.Catalog, data_dir=None) -> activation_coding.Coding:
     """The model's coding.json, measured and saved unless it is current for every QPART split that sends."""
-    found = coding_mod.load(model)
-    wanted = {e.split for e in catalog.entries if coding_mod.codable(model, e)}
+    found = activation_coding.load(model)
+    wanted = {e.split for e in catalog.entries if activation_coding.codable(model, e)}
     if found is None or not wanted <= set(found.sizes):
         found = measure(model, catalog, data_dir)
-        coding_mod.save(model, found)
+        activation_coding.save(model, found)
     return found

@@ -12,12 +12,12 @@ from qpart.common.costmodel import LinkProfile
 from qpart.device.agent import DeviceAgent, RunReport
 from qpart.device.cache import HeadCache
 from qpart.device.client import ServerClient
-from qpart.server.calibration import coding as measuring
-from qpart.server.models.heads import HeadStore
+from qpart.server.calibration import activation_coding as measuring
 from qpart.server.models.repository import ModelRepository
 from qpart.server.planning import catalog as catalog_mod
-from qpart.server.planning import coding
-from qpart.server.planning.planner import Planner, PlanRequest
+from qpart.server.planning import activation_coding
+from qpart.server.planning.planner import PlanRequest
+from qpart.server.planning.served import ServedModels
 from qpart.v1 import service_pb2 as spb
 
 
@@ -27,32 +27,32 @@ def coded_repo(models_dir, catalogs, data_dir, tmp_path_factory):
     shutil.copytree(models_dir / "resnet8-96", root / "resnet8-96")
     repo = ModelRepository(root)
     model = repo.get("resnet8-96")
-    coding.save(model, measuring.measure(model, catalog_mod.require(model), data_dir, images=32))
+    activation_coding.save(model, measuring.measure(model, catalog_mod.require(model), data_dir, images=32))
     return repo
 
 
 def test_sizes_are_measured_for_every_split_that_sends_and_read_back(coded_repo):
     model = coded_repo.get("resnet8-96")
-    found = coding.load(model)
+    found = activation_coding.load(model)
     sends = {e.split for e in catalog_mod.require(model).entries
              if e.kind == "qpart" and model.profile.cut(e.split.cut).runs_tail}
     assert sends and set(found.sizes) == sends and found.images == 32 and found.level == tensors.ZLIB_LEVEL
     inputs = [s for s in sends if s.cut == 0]
     raw, coded = found.sizes[inputs[0]]
     assert raw == 3 * 96 * 96 * inputs[0].activation_bits[0] / 8 and coded < raw / 3     # black background
-    model.directory.joinpath(coding.CODING_FILE).write_text("{not json")
+    model.directory.joinpath(activation_coding.CODING_FILE).write_text("{not json")
     with pytest.raises(Exception, match="cannot be read"):
-        coding.load(model)
-    coding.save(model, found)
+        activation_coding.load(model)
+    activation_coding.save(model, found)
 
 
 def test_the_planner_offers_coded_twins_priced_with_their_bytes(coded_repo):
-    planner = Planner(coded_repo, HeadStore())
+    planner = ServedModels(coded_repo)
     request = PlanRequest(model="resnet8-96", device=profiles.load_device("rpi4"),
                           link=LinkProfile(rate_bps=1e6, rtt_s=0.01), accuracy_budget=2.0, inferences_per_head=100,
                           explain=True)
     plan = planner.plan(request)
-    found = coding.load(coded_repo.get("resnet8-96"))
+    found = activation_coding.load(coded_repo.get("resnet8-96"))
     twins = [c for c in plan.candidates if c.coding == tensors.ZLIB]
     assert twins
     for c in twins:

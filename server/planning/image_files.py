@@ -1,6 +1,6 @@
 """`codecs.json` beside a model's catalog: the input as image files (PNG, JPEG, WebP), certified offline.
 
-Written by `qpart catalog` (qpart.server.calibration.codecs measures it on the certification half of the
+Written by `qpart catalog` (qpart.server.calibration.image_files measures it on the certification half of the
 validation split, like the catalog's splits); read here by the planner, which offers each setting as a
 cut-0 candidate (policy qpart, and the server_only_codec baseline), priced with its measured bytes and
 coding times, eligible within a budget by its certified drop. Missing, or measured for other weights:

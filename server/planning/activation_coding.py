@@ -1,6 +1,6 @@
 """`coding.json` beside a model's catalog: the zlib-coded size of each catalog split's activation message.
 
-Written offline by `qpart catalog` (qpart.server.calibration.coding measures it on validation data); read
+Written offline by `qpart catalog` (qpart.server.calibration.activation_coding measures it on validation data); read
 here by the planner, which offers each listed split a second time with its activations zlib-coded and
 prices that twin with these bytes. A missing file, or one measured for other weights, offers nothing coded.
 """

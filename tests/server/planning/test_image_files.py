@@ -8,30 +8,29 @@ from qpart.common.costmodel import DeviceProfile, LinkProfile
 from qpart.common.errors import FailedPrecondition
 from qpart.device.agent import DeviceAgent, RunReport
 from qpart.device.cache import HeadCache
-from qpart.device.client import ServerClient
-from qpart.server.calibration import codecs as measuring
+from qpart.server.calibration import image_files as measuring
 from qpart.server.calibration.accuracy import Evaluator
-from qpart.server.models.heads import HeadStore
-from qpart.server.planning import codecs
-from qpart.server.planning.planner import Planner, PlanRequest
+from qpart.server.planning import image_files
+from qpart.server.planning.planner import PlanRequest
+from qpart.server.planning.served import ServedModels
 from qpart.v1 import service_pb2 as spb
 
 
 def test_settings_are_certified_on_validation_data_and_read_back(repo, catalogs):
     model = repo.get("lenet")
-    found = codecs.load(model)
+    found = image_files.load(model)
     assert found is not None and found.samples == 3000 and found.confidence > 0.95
     by_name = {(s.coding, s.quality): s for s in found.settings}
     png = by_name[("png", 0)]
     assert png.bytes < 28 * 28 + 4 and png.drop_ucb >= png.drop                 # lossless, smaller than raw 8-bit
     assert all(s.encode_s > 0 and s.decode_s > 0 for s in found.settings)
-    text = codecs.path(model).read_text()
+    text = image_files.path(model).read_text()
     try:
-        codecs.path(model).write_text(text.replace('"png"', '"gif"'))
+        image_files.path(model).write_text(text.replace('"png"', '"gif"'))
         with pytest.raises(FailedPrecondition, match="is corrupt"):
-            codecs.load(model)
+            image_files.load(model)
     finally:
-        codecs.path(model).write_text(text)
+        image_files.path(model).write_text(text)
 
 
 def _request(**fields) -> PlanRequest:
@@ -41,8 +40,8 @@ def _request(**fields) -> PlanRequest:
 
 
 def test_server_only_codec_sends_the_cheapest_certified_image_the_device_can_encode(repo, catalogs):
-    planner = Planner(repo, HeadStore())
-    found = codecs.load(repo.get("lenet"))
+    planner = ServedModels(repo)
+    found = image_files.load(repo.get("lenet"))
     device = profiles.load_device("rpi4")
     for budget in (0.25, 1.0, 2.0):      # (0.1 points: 3,000 images certify no setting, docs/certification.md)
         plan = planner.plan(_request(policy="server_only_codec", accuracy_budget=budget, explain=True))
@@ -66,7 +65,7 @@ def test_server_only_codec_sends_the_cheapest_certified_image_the_device_can_enc
 
 
 def test_qpart_weighs_the_image_codings_too(repo, catalogs):
-    planner = Planner(repo, HeadStore())
+    planner = ServedModels(repo)
     for rate in (1e6, 20e6):
         qpart = planner.plan(_request(link=LinkProfile(rate_bps=rate, rtt_s=0.01))).chosen
         codec = planner.plan(_request(link=LinkProfile(rate_bps=rate, rtt_s=0.01), policy="server_only_codec")).chosen
@@ -78,7 +77,7 @@ def test_a_device_sends_image_coded_inputs_and_gets_the_answers_of_the_decoded_i
     model = repo.get("lenet")
     x, _ = model_inputs("lenet", 16)
     agent = DeviceAgent(client, HeadCache(None))
-    found = codecs.load(model)
+    found = image_files.load(model)
     params = measuring.input_quantizer(model)
     for setting in found.settings:
         plan = agent.plan(spb.PlanRequest(model="lenet", policy=spb.SERVER_ONLY_CODEC, accuracy_budget=100,

@@ -47,11 +47,26 @@ def compress(data: bytes, coding: int) -> bytes:
     raise InvalidArgument(f"unknown coding {coding}")
 
 
-def smallest(packed: bytes, n: int, bits: int) -> tuple[int, bytes]:
-    """The coding that ships n packed codes of `bits` bits in the fewest bytes, and those bytes (dense on ties)."""
+ALL = frozenset(NAMES)
+
+
+def allowed(codings) -> frozenset | None:
+    """The codings a device decodes, checked (DENSE always among them); None when that is every one."""
+    found = frozenset(int(c) for c in codings) | {DENSE}
+    if not found <= ALL:
+        raise InvalidArgument(f"head codings must be among {sorted(ALL)} (TensorCoding), got {sorted(found)[:9]}")
+    return None if found == ALL else found
+
+
+def smallest(packed: bytes, n: int, bits: int, codings: frozenset | None = None) -> tuple[int, bytes]:
+    """The coding that ships n packed codes of `bits` bits in the fewest bytes, and those bytes (dense on ties);
+    codings: the ones the receiver decodes (None: every one)."""
     best = (DENSE, packed)
-    candidates = [(ZLIB, packed), (LZMA2, packed), (LZMA2_BYTES, byte_codes(packing.unpack(packed, n, bits), bits))]
+    candidates = [(ZLIB, packed), (LZMA2, packed), (LZMA2_BYTES, None)]
     for coding, data in candidates:
+        if codings is not None and coding not in codings:
+            continue
+        data = data if data is not None else byte_codes(packing.unpack(packed, n, bits), bits)
         coded = compress(data, coding)
         if len(coded) < len(best[1]):
             best = (coding, coded)

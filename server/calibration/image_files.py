@@ -19,11 +19,12 @@ import numpy as np
 from qpart.common import images, quant, tensors, torchnet
 from qpart.server.calibration import bounds
 from qpart.server.calibration.accuracy import Evaluator, paired_drop_bound
+from qpart.server.calibration.streaming import ImageInputs, MappedInputs
 from qpart.server.models import datasets
 from qpart.server.models.repository import Model
 from qpart.server.models.split import Split
 from qpart.server.planning import catalog as catalog_mod
-from qpart.server.planning import codecs as codecs_mod
+from qpart.server.planning import image_files
 
 CONFIDENCE = 0.95
 TIMED_INPUTS = 32      # inputs each setting's coding times are the median of
@@ -62,30 +63,37 @@ def supported(model: Model) -> bool:
     return len(shape) == 3 and shape[0] in images.MODES
 
 
-def measure(model: Model, catalog: catalog_mod.Catalog, data_dir=None, settings=codecs_mod.SETTINGS,
-            confidence: float = CONFIDENCE) -> codecs_mod.Codecs:
+def measure(model: Model, catalog: catalog_mod.Catalog, data_dir=None, settings=image_files.SETTINGS,
+            confidence: float = CONFIDENCE) -> image_files.Codecs:
+    """Each setting's bytes and certified drop, the certification images streamed chunk by chunk (raw images
+    preprocessed, coded, decoded and run one chunk at a time: the same figures as the whole batch at once)."""
     started = time.perf_counter()
     here = images.available()
     chosen = [(name, q) for name, q in settings if images.BY_NAME[name] in here]
     pool, labels = datasets.split(model.card, "validation", data_dir)
     half = len(labels) // 2
     n = min(int(catalog.config.get("certification_samples", 5000)), len(labels) - half)
-    x = datasets.preprocessed(pool[half:half + n], model.preprocessing)
+    source = ImageInputs(pool[half:half + n], model.preprocessing)
     y = labels[half:half + n]
-    reference = Evaluator(model, x, y, cache_bytes=0).float_correct
+    reference = Evaluator(model, source, y, cache_bytes=0).float_correct
     level = 1.0 - (1.0 - confidence) / max(len(chosen), 1)
     warn_small(model.name, catalog.config.get("budgets") or catalog.budgets, n, level)
     params = input_quantizer(model)
     out = []
     for name, quality in chosen:
-        back, size, enc, dec = roundtrip(x, params, images.BY_NAME[name], quality)
-        correct = Evaluator(model, back, y, cache_bytes=0).float_correct
+        sizes = []
+
+        def coded(x: np.ndarray, code=images.BY_NAME[name], quality=quality) -> np.ndarray:
+            back, size, _, _ = roundtrip(x, params, code, quality)
+            sizes.append(size)
+            return back
+        correct = Evaluator(model, MappedInputs(source, coded), y, cache_bytes=0).float_correct
         to_wrong, to_right = int((reference & ~correct).sum()), int((~reference & correct).sum())
         drop, ucb = paired_drop_bound(to_wrong, to_right, n, level)
-        enc, dec = one_at_a_time(x[:TIMED_INPUTS], params, images.BY_NAME[name], quality)
-        out.append(codecs_mod.Setting(name, quality, round(size / n, 1), round(drop, 3), math.ceil(ucb * 1e3) / 1e3,
-                                      enc, dec))
-    return codecs_mod.Codecs(model.version, n, level, torchnet.mac_rate(), out, round(time.perf_counter() - started, 1))
+        enc, dec = one_at_a_time(source.array(0)[:TIMED_INPUTS], params, images.BY_NAME[name], quality)
+        out.append(image_files.Setting(name, quality, round(sum(sizes) / n, 1), round(drop, 3),
+                                      math.ceil(ucb * 1e3) / 1e3, enc, dec))
+    return image_files.Codecs(model.version, n, level, torchnet.mac_rate(), out, round(time.perf_counter() - started, 1))
 
 
 def warn_small(name: str, budgets, samples: int, level: float) -> list[float]:
@@ -97,17 +105,17 @@ def warn_small(name: str, budgets, samples: int, level: float) -> list[float]:
     return [b for b, _ in refused]
 
 
-def ensure(model: Model, catalog: catalog_mod.Catalog, data_dir=None) -> codecs_mod.Codecs | None:
+def ensure(model: Model, catalog: catalog_mod.Catalog, data_dir=None) -> image_files.Codecs | None:
     """The model's codecs.json, measured and saved unless current; None when its input is not an image."""
     if not supported(model) or not images.available():
         return None
-    found = codecs_mod.load(model)
+    found = image_files.load(model)
     if found is None:
         found = measure(model, catalog, data_dir)
-        codecs_mod.save(model, found)
+        image_files.save(model, found)
     return found
 
 
-def describe(found: codecs_mod.Codecs) -> str:
+def describe(found: image_files.Codecs) -> str:
     return ", ".join(f"{images.label(s.code, s.quality)} {s.bytes:,.0f} B drop<={s.drop_ucb:.2f}"
                      for s in found.settings)

@@ -1,0 +1,77 @@
+"""The stream-and-resend protocol of Infer: batches out in order on one stream, at most `window` in flight, each
+answer checked against the request ids it must carry; an answer for an input that has one already is dropped
+(counted), never used twice. The caller (DeviceAgent.classify) reopens a broken stream for exactly the
+inputs without an answer."""
+import threading
+import time
+
+import numpy as np
+
+from qpart.common.errors import DeadlineExceeded, Internal, QpartError
+from qpart.device.linkwatch import LinkSample
+from qpart.v1 import service_pb2 as spb
+
+
+def send(agent, plan, executor, x, pending, encoded, answers, report, batch_size, window, crossing, first_id,
+         observe=None, stop=None) -> None:
+    """One Infer stream: send the batches starting at `pending` (encoding each once: `encoded` keeps them for
+    resends), at most `window` in flight, and file each answer under its input's index in `answers`."""
+    sent_at: dict[int, float] = {}
+    wire: dict[int, tuple[float, int]] = {}      # batch -> (handed to gRPC, request bytes)
+    slots = threading.Semaphore(window)
+    failed = threading.Event()
+
+    def requests():
+        for b, start in enumerate(pending):
+            while not slots.acquire(timeout=0.1):
+                if failed.is_set():
+                    return
+            if stop is not None and start not in encoded and stop():
+                return                       # batches sent before (a resend) still go: the answers stay a prefix
+            began = time.perf_counter()
+            if start not in encoded:
+                encoded[start] = agent.encode(executor, x[start:start + batch_size], crossing)
+                for j, tb in enumerate(encoded[start][:len(report.crossing)]):    # what crossed, measured
+                    report.crossing[j]["sent_bytes"] += len(tb.data)
+                report.device_compute_s += time.perf_counter() - began
+            sent_at[b] = began
+            end = min(start + batch_size, len(x))
+            if report.resent_streams:         # a stream opened again: these inputs are sent a second time
+                report.resent_inputs += end - start
+            request = spb.InferRequest(plan_id=plan.plan_id if b == 0 else "", deadline_s=agent.deadline_s,
+                                       batch=spb.ActivationBatch(request_ids=range(first_id + start, first_id + end),
+                                                                 tensors=encoded[start]))
+            if observe is not None:
+                wire[b] = (time.perf_counter(), request.ByteSize())
+            yield request
+
+    last_answer = 0.0
+    try:
+        for b, response in enumerate(agent.client.infer(requests(), timeout_s=agent.stream_timeout(len(pending) * batch_size))):
+            now = time.perf_counter()
+            report.batch_latency_s.append(now - sent_at[b])
+            slots.release()
+            if observe is not None:
+                handed, up = wire[b]
+                began = max(handed, last_answer)
+                observe(LinkSample(time.time(), up, response.ByteSize(),
+                                   now - began - response.server_compute_s - response.server_queue_s,
+                                   overlapped=began > handed))
+            last_answer = now
+            expected = list(range(first_id + pending[b], first_id + min(pending[b] + batch_size, len(x))))
+            if response.status_code:
+                raise DeadlineExceeded(f"the server shed inputs {expected[0]}-{expected[-1]}: "
+                                       f"{response.status_message[:200]}")
+            if [r.request_id for r in response.results] != expected:
+                raise Internal("the server answered a batch with other request ids than were sent")
+            for r in response.results:
+                if r.request_id - first_id in answers:
+                    report.duplicates_dropped += 1
+                elif not r.outputs:
+                    raise Internal(f"the server's answer for input {r.request_id} carries no output")
+                else:
+                    answers[r.request_id - first_id] = np.asarray(r.outputs[0].values, np.float32)
+            report.server_compute_s += response.server_compute_s
+    except QpartError:
+        failed.set()
+        raise
