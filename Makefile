@@ -28,6 +28,7 @@ install: $(STAMP)
 
 dataset:
 	@sh scripts/ensure-dataset.sh
+	@sh scripts/ensure-text.sh
 
 demo: $(STAMP) dataset
 	$(BIN)/qpart demo --models $(DEMO_MODELS)

@@ -35,7 +35,14 @@ def _numbers(kind, count: int | None = None):
 
 def cmd_import(args) -> None:
     from qpart.common.preprocess import Preprocessing
-    from qpart.server.models import datasets, importer
+    from qpart.server.models import datasets, importer, lm_layouts
+    module = importer.load_factory(args.module)()
+    if args.weights:
+        importer.load_weights(module, args.weights)
+    if lm_layouts.is_language_model(module):
+        return import_language_model(args, module)
+    if not args.input_shape:
+        raise InvalidArgument("--input-shape C,H,W is needed for a vision model")
     channels = args.input_shape[0]
     preprocessing = Preprocessing(channels=channels, resize=args.resize or (0, 0), crop=args.crop or (0, 0),
                                   scale=args.scale, mean=args.mean or (), std=args.std or ())
@@ -44,15 +51,21 @@ def cmd_import(args) -> None:
     if produced != tuple(args.input_shape):
         raise InvalidArgument(f"the data's {images.shape[1]}x{images.shape[2]} images become {list(produced)} with this "
                               f"preprocessing, not the --input-shape {list(args.input_shape)}: set --resize/--crop")
-    module = importer.load_factory(args.module)()
-    if args.weights:
-        importer.load_weights(module, args.weights)
     model = importer.import_model(args.models, args.name, module, args.data or "fashion-mnist", preprocessing,
                                   args.description, args.validation_size, args.seed)
     card = model.card
     print(f"{model.name}: version {model.version}, {model.num_nodes} nodes, float test accuracy "
           f"{card['float_test_accuracy']:.2f}% on {card['test_samples']} samples -> {model.directory}")
     print(f"next: qpart catalog {model.name} --models {args.models}")
+
+
+def import_language_model(args, module) -> None:
+    from qpart.server.models import lm_import
+    model = lm_import.import_language_model(args.models, args.name, module, args.text, args.description)
+    card = model.card
+    print(f"{model.name}: version {model.version}, {model.num_nodes} nodes, context {model.spec.sequence.max_positions}"
+          f", float next-token top-1 {card['float_test_top1']:.2f}%, perplexity {card['float_test_perplexity']:.2f} on "
+          f"{card['test_tokens']:,} test tokens -> {model.directory}")
 
 
 def cmd_models(args) -> None:
@@ -95,14 +108,18 @@ def register(sub) -> None:
     p.add_argument("--train-limit", type=int, help="train on only this many images (0: all; default: the zoo's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p = command(sub, "import", cmd_import, "import your own nn.Module with its data (traced with torch.fx, checked "
-                                           "against the module on real inputs)")
+                                           "against the module on real inputs); a language model (transformers' "
+                                           "GPT-2 or Llama, nanoGPT's GPT) is converted by its layout and checked "
+                                           "against its logits on text")
     p.set_defaults(data=None)
     p.add_argument("name", help="the model's name in the repository (1-64 letters, digits, _ . -)")
     p.add_argument("--module", required=True, help="MODULE:FACTORY, e.g. mypkg.nets:build or nets.py:build; "
                                                    "FACTORY() returns the nn.Module")
     p.add_argument("--weights", type=pathlib.Path,
                    help="its weights: a .safetensors file, or a torch state dict (read with weights_only=True)")
-    p.add_argument("--input-shape", type=_numbers(int, 3), required=True, help="C,H,W of one input sample")
+    p.add_argument("--input-shape", type=_numbers(int, 3), help="C,H,W of one input sample (vision models)")
+    p.add_argument("--text", default="fortunes", help="a language model's text: fortunes (the Debian package) or a "
+                                                      "directory of *.txt documents (default %(default)s)")
     p.add_argument("--resize", type=_numbers(int, 2), help="H,W: resize the data's images (bilinear) first")
     p.add_argument("--crop", type=_numbers(int, 2), help="H,W: then crop at the centre")
     p.add_argument("--scale", type=float, default=1 / 255, help="factor on the uint8 pixels (default 1/255)")

@@ -1,28 +1,34 @@
-"""The network description (qpart.v1.NetworkSpec, version 2): a graph of nodes in topological order.
+"""The network description (qpart.v1.NetworkSpec, versions 2 and 3): a graph of nodes in topological order.
 
 Pure Python: a peer's description is checked here, with every name, shape and size bounded, before
 any tensor is allocated for it. A cut c puts nodes[0:c] on the device; the tensors that cross it are
 those made on the device side (the input included) that a server node reads or that are outputs.
-MACs count conv2d and linear only (eqs 1-2); other ops are priced at zero.
+MACs count conv2d and linear (eqs 1-2) and attention's products; other ops are priced at zero. Version 3
+adds the language-model ops and SequenceSpec (qpart.common.sequence); a network that needs neither is
+written as version 2, which older readers read.
 """
 import math
 from dataclasses import dataclass, field
 
+from qpart.common import sequence
 from qpart.common.errors import InvalidArgument, ResourceExhausted
 from qpart.common.names import shown
 from qpart.common.tensors import DEFAULT_MAX_ELEMENTS, element_count
 from qpart.v1 import network_pb2 as pb
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 2                           # what a network without format-3 ops is written as
+SEQUENCE_FORMAT_VERSION = 3                  # 3: language-model ops (qpart.common.sequence) and SequenceSpec
+FORMATS_READ = (FORMAT_VERSION, SEQUENCE_FORMAT_VERSION)
 HEAD_FORMAT_VERSION = 3                      # 3: parameters may be coded (PackedTensor.coding)
 HEAD_FORMATS_READ = (2, 3)                   # 2: every parameter dense
-WEIGHT_OPS = ("conv2d", "linear")            # quantized per plan: the learnable layers of the paper
-PARAMETER_OPS = WEIGHT_OPS + ("batch_norm",)
+# quantized per plan: the learnable layers of the paper, and a language model's embedding tables
+WEIGHT_OPS = ("conv2d", "linear", "embedding", "position_embedding")
+PARAMETER_OPS = WEIGHT_OPS + ("batch_norm", "layer_norm", "rms_norm")     # the others' travel as float32
 MAX_NODES = 4096
 MAX_NAME = 128
 MAX_INPUTS = 64
 MAX_CUT_TENSORS = 2                          # default: cuts that carry at most this many tensors are offered
-ARITY = {"add": (2, 2), "mul": (2, 2), "concat": (2, MAX_INPUTS)}   # (min, max) inputs; every other op: (1, 1)
+ARITY = {"add": (2, 2), "mul": (2, 2), "concat": (2, MAX_INPUTS), "attention": (3, 3)}   # (min, max) inputs; every other op: (1, 1)
 
 ACTIVATIONS = {value: name.lower() for name, value in pb.Activation.items() if value}   # 1 -> "relu", ...
 
@@ -70,7 +76,7 @@ def parameter_shapes(node: pb.Node) -> dict[str, Shape]:
         return shapes | ({"bias": (c.out_channels,)} if c.bias else {})
     if op == "batch_norm":
         return {"scale": (node.batch_norm.channels,), "shift": (node.batch_norm.channels,)}
-    return {}
+    return sequence.parameter_shapes(node, op)
 
 
 def _broadcast(what: str, a: Shape, b: Shape) -> Shape:
@@ -117,6 +123,8 @@ def output_shape(node: pb.Node, shapes: list[Shape]) -> Shape:
     op = op_of(node)
     what = f"node {shown(node.name)} ({op})"
     shape = shapes[0]
+    if op in sequence.OPS:
+        return sequence.output_shape(node, op, what, shapes)
     if op in ("activation", "identity"):
         if op == "activation" and node.activation.function not in ACTIVATIONS:
             raise InvalidArgument(f"{what}: unknown activation function {node.activation.function}")
@@ -176,7 +184,7 @@ def macs(node: pb.Node, in_shape: Shape, out_shape: Shape) -> int:
     if op == "conv2d":
         c = node.conv2d
         return c.out_channels * (c.in_channels // c.groups) * c.kernel_h * c.kernel_w * out_shape[1] * out_shape[2]
-    return 0
+    return sequence.macs(node, op, out_shape)
 
 
 @dataclass(frozen=True)
@@ -201,7 +209,7 @@ class Cut:
     cut: int                          # nodes[0:cut] run on the device
     tensors: tuple[str, ...]          # what crosses, in production order (empty when everything runs on the device)
     shapes: tuple[Shape, ...]         # their per-sample shapes
-    weight_nodes: tuple[int, ...]     # indices of the device side's conv2d and linear nodes
+    weight_nodes: tuple[int, ...]     # indices of the device side's quantized nodes (WEIGHT_OPS)
     device_macs: int                  # per sample
     device_parameters: int            # parameter elements of the device side
     elements: int                     # elements crossing, per sample
@@ -222,6 +230,7 @@ class NetworkProfile:
     shapes: dict                                   # tensor name -> per-sample shape
     last_use: dict                                 # tensor name -> index of its last reader (len(nodes) for outputs)
     made: dict                                     # tensor name -> index of the node making it (-1: the input)
+    sequence: tuple[int, int] | None = None        # a language model's (vocab_size, max_positions); None otherwise
     live: tuple[int, ...] = ()                     # live[i]: activation elements alive while node i runs
     _cuts: dict = field(default_factory=dict, repr=False)
 
@@ -272,15 +281,33 @@ def _check_name(name: str, what: str) -> None:
         raise InvalidArgument(f"{what} {shown(name)} must be 1-{MAX_NAME} characters")
 
 
-def analyze(spec: pb.NetworkSpec, max_elements: int = DEFAULT_MAX_ELEMENTS) -> NetworkProfile:
-    """Validate a network description and compute every shape, parameter count, MAC count and reader."""
-    if spec.format_version != FORMAT_VERSION:
-        raise InvalidArgument(f"network format version {spec.format_version} is not supported; expected "
-                              f"{FORMAT_VERSION} (a version-1 model must be rebuilt: `qpart train` or `qpart import`)")
+def format_for(spec: pb.NetworkSpec) -> int:
+    """The version a description is written as: 3 when it is a language model or uses a format-3 op, else 2."""
+    needs = spec.HasField("sequence") or any(node.WhichOneof("op") in sequence.OPS for node in spec.nodes)
+    return SEQUENCE_FORMAT_VERSION if needs else FORMAT_VERSION
+
+
+def analyze(spec: pb.NetworkSpec, max_elements: int = DEFAULT_MAX_ELEMENTS, length: int | None = None) -> NetworkProfile:
+    """Validate a network description and compute every shape, parameter count, MAC count and reader. A
+    language model is analysed for one run of `length` positions (default: its max_positions)."""
+    if spec.format_version not in FORMATS_READ:
+        raise InvalidArgument(f"network format version {spec.format_version} is not supported; expected one of "
+                              f"{list(FORMATS_READ)} (a version-1 model must be rebuilt: `qpart train` or `qpart import`)")
     if len(spec.nodes) > MAX_NODES:
         raise ResourceExhausted(f"network has {len(spec.nodes)} nodes; the limit is {MAX_NODES}")
+    ops = [op_of(node) for node in spec.nodes]
+    if spec.format_version < SEQUENCE_FORMAT_VERSION and format_for(spec) > spec.format_version:
+        used = next((op for op in ops if op in sequence.OPS), "sequence")
+        raise InvalidArgument(f"{used} needs network format {SEQUENCE_FORMAT_VERSION}; this one says "
+                              f"{spec.format_version}")
     _check_name(spec.input, "the network input name")
     input_shape = tuple(int(d) for d in spec.input_shape)
+    if spec.HasField("sequence"):
+        sequence.check_network(spec, ops)
+        length = spec.sequence.max_positions if length is None else length
+        if not 1 <= length <= spec.sequence.max_positions:
+            raise InvalidArgument(f"a run of {length} positions; this model takes 1 .. {spec.sequence.max_positions}")
+        input_shape = (length,)
     element_count(input_shape, "network input", max_elements)
     shapes: dict[str, Shape] = {spec.input: input_shape}
     last_use, made = {spec.input: -1}, {spec.input: -1}
@@ -297,7 +324,9 @@ def analyze(spec: pb.NetworkSpec, max_elements: int = DEFAULT_MAX_ELEMENTS) -> N
     unused = [n.name for n in nodes if last_use[n.name] < 0]
     if unused:
         raise InvalidArgument(f"node {shown(unused[0])} is not used by any output ({len(unused)} unused node(s))")
-    return NetworkProfile(spec.input, input_shape, tuple(nodes), tuple(spec.outputs), shapes, last_use, made)
+    seq = (spec.sequence.vocab_size, spec.sequence.max_positions) if spec.HasField("sequence") else None
+    return NetworkProfile(spec.input, input_shape, tuple(nodes), tuple(spec.outputs), shapes, last_use, made,
+                          sequence=seq)
 
 
 def _node(index: int, node: pb.Node, shapes: dict, last_use: dict, max_elements: int) -> NodeProfile:
@@ -330,8 +359,10 @@ def head_spec(spec: pb.NetworkSpec, profile: NetworkProfile, c: int) -> pb.Netwo
     nodes' `source` (where the importer found them) stays on the server: a head holds what the device needs to
     run it and nothing of the machine that built it, so the same split gives the same bytes everywhere."""
     cut = profile.cut(c)
-    head = pb.NetworkSpec(format_version=FORMAT_VERSION, input_shape=spec.input_shape, input=spec.input,
+    head = pb.NetworkSpec(format_version=spec.format_version, input_shape=spec.input_shape, input=spec.input,
                           outputs=cut.tensors if cut.runs_tail else spec.outputs)
+    if spec.HasField("sequence"):
+        head.sequence.CopyFrom(spec.sequence)
     head.nodes.extend(spec.nodes[:c])
     for node in head.nodes:
         node.ClearField("source")

@@ -2,7 +2,7 @@
 
 `run_node` computes what `qpart.common.torchnet.run_node` computes, op for op, in float32 (batch
 first): convolutions as im2col matrix products (depthwise ones as a sum of shifted products), pooling
-over strided windows. GELU uses erf from a rational approximation (max error 1.5e-7).
+over strided windows, attention as one product per group of query heads that share keys. GELU uses erf from a rational approximation (max error 1.5e-7).
 """
 import math
 
@@ -10,6 +10,7 @@ import numpy as np
 
 from qpart.common.errors import InvalidArgument
 from qpart.common.network import ACTIVATIONS, op_of
+from qpart.common.sequence import OPS as SEQUENCE_OPS
 from qpart.v1 import network_pb2 as pb
 
 _SQRT_HALF = np.float32(math.sqrt(0.5))
@@ -97,10 +98,85 @@ def adaptive_avg_pool2d(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     return out
 
 
-def run_node(node: pb.Node, args: list[np.ndarray], params: dict) -> np.ndarray:
-    """One node on a batch: args are its inputs [n, *shape] float32, params its float32 parameters."""
+def token_ids(x: np.ndarray, vocab: int) -> np.ndarray:
+    """float32 token ids [n, T] -> int64, refusing any that is not a whole number in 0 .. vocab-1."""
+    if not (np.all(x >= 0) and np.all(x < vocab) and np.all(np.floor(x) == x)):
+        raise InvalidArgument(f"token ids must be whole numbers 0 .. {vocab - 1}")
+    return x.astype(np.int64)
+
+
+def rotary(x: np.ndarray, r: pb.RotaryOp, start: int) -> np.ndarray:
+    """[n, T, heads*head_dim] at positions start .. start+T-1, the rotate-half form (RotaryOp)."""
+    n, t, _ = x.shape
+    half = r.rotary_dims // 2
+    inv = (np.float32(r.base) ** -(np.arange(half, dtype=np.float64) * 2 / r.rotary_dims)).astype(np.float32)
+    angles = np.arange(start, start + t, dtype=np.float32)[:, None] * inv[None, :]              # [T, half]
+    cos, sin = np.cos(angles)[:, None, :], np.sin(angles)[:, None, :]                           # [T, 1, half]
+    h = x.reshape(n, t, r.heads, r.head_dim)                                                    # [n, T, H, hd]
+    x1, x2, rest = h[..., :half], h[..., half:r.rotary_dims], h[..., r.rotary_dims:]
+    return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], axis=-1).reshape(n, t, -1)
+
+
+def softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32, copy=False)
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, a: pb.AttentionOp, name: str, cache) -> np.ndarray:
+    """Causal attention of q [n, T, H*hd] over the cache's keys/values and k, v [n, T, Hkv*hd] (AttentionOp)."""
+    n, t, _ = q.shape
+    q = q.reshape(n, t, a.heads, a.head_dim).transpose(0, 2, 1, 3)            # [n, H, T, hd]
+    k = k.reshape(n, t, a.kv_heads, a.head_dim).transpose(0, 2, 1, 3)         # [n, Hkv, T, hd]
+    v = v.reshape(n, t, a.kv_heads, a.head_dim).transpose(0, 2, 1, 3)
+    if cache is not None:
+        if name in cache.layers:
+            past_k, past_v = cache.layers[name]
+            k, v = np.concatenate([past_k, k], axis=2), np.concatenate([past_v, v], axis=2)   # [n, Hkv, p+T, hd]
+        cache.layers[name] = (k, v)
+    past = k.shape[2] - t
+    group = a.heads // a.kv_heads
+    q = q.reshape(n, a.kv_heads, group * t, a.head_dim)                          # [n, Hkv, G*T, hd]: heads of a group
+    scores = (q @ k.transpose(0, 1, 3, 2)) * np.float32(a.scale or 1 / math.sqrt(a.head_dim))   # [n, Hkv, G*T, p+T]
+    scores = scores.reshape(n, a.kv_heads, group, t, past + t)
+    scores[..., ~np.tri(t, past + t, past, dtype=bool)] = -np.inf              # query i sees keys 0 .. past+i
+    weights = softmax(scores, -1).reshape(n, a.kv_heads, group * t, past + t)
+    y = (weights @ v).reshape(n, a.heads, t, a.head_dim)                      # [n, H, T, hd]
+    return np.ascontiguousarray(y.transpose(0, 2, 1, 3)).reshape(n, t, a.heads * a.head_dim)
+
+
+def _norm(op: str, node: pb.Node, x: np.ndarray, params: dict) -> np.ndarray:
+    if op == "rms_norm":
+        scaled = x / np.sqrt((x * x).mean(-1, keepdims=True) + np.float32(node.rms_norm.eps))
+        return (params["weight"] * scaled).astype(np.float32, copy=False)
+    centred = x - x.mean(-1, keepdims=True)
+    y = centred / np.sqrt((centred * centred).mean(-1, keepdims=True) + np.float32(node.layer_norm.eps))
+    y = y * params["weight"]
+    return (y + params["bias"] if "bias" in params else y).astype(np.float32, copy=False)
+
+
+def _sequence_node(op: str, node: pb.Node, args: list, params: dict, cache) -> np.ndarray:
+    x = args[0]
+    start = cache.position if cache is not None else 0
+    if op == "embedding":
+        return params["weight"][token_ids(x, node.embedding.num_embeddings)]
+    if op == "position_embedding":
+        return x + params["weight"][start:start + x.shape[1]]
+    if op == "rotary":
+        return rotary(x, node.rotary, start)
+    if op in ("layer_norm", "rms_norm"):
+        return _norm(op, node, x, params)
+    if op == "softmax":
+        return softmax(x, node.softmax.axis + 1)
+    return attention(args[0], args[1], args[2], node.attention, node.name, cache)
+
+
+def run_node(node: pb.Node, args: list[np.ndarray], params: dict, cache=None) -> np.ndarray:
+    """One node on a batch: args are its inputs [n, *shape] float32, params its float32 parameters; cache
+    (qpart.common.kvcache.KVCache) a language model's positions and keys/values so far, or None."""
     op = op_of(node)
     x = args[0]
+    if op in SEQUENCE_OPS:
+        return _sequence_node(op, node, args, params, cache)
     if op == "conv2d":
         return conv2d(x, params["weight"], params.get("bias"), node.conv2d)
     if op == "linear":

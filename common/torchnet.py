@@ -13,6 +13,7 @@ from torch import nn
 from qpart.common import timing
 from qpart.common.errors import InvalidArgument
 from qpart.common.network import ACTIVATIONS, NetworkProfile, op_of, parameter_name, parameter_shapes
+from qpart.common.sequence import OPS as SEQUENCE_OPS
 from qpart.v1 import network_pb2 as pb
 
 _ACTIVATION_FNS = {
@@ -41,10 +42,71 @@ def _pool(op: str, p: pb.Pool2dOp, x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, (p.kernel_h, p.kernel_w), (p.stride_h, p.stride_w), (p.padding_h, p.padding_w))
 
 
-def run_node(node: pb.Node, args: list[torch.Tensor], params: dict) -> torch.Tensor:
-    """One node on a batch: args are its inputs [n, *shape], params its "weight"/"bias"/"scale"/"shift"."""
+def token_ids(x: torch.Tensor, vocab: int) -> torch.Tensor:
+    """float32 token ids [n, T] -> int64, refusing any that is not a whole number in 0 .. vocab-1."""
+    ids = x.long()
+    if not bool(((ids >= 0) & (ids < vocab) & (ids.to(x.dtype) == x)).all()):
+        raise InvalidArgument(f"token ids must be whole numbers 0 .. {vocab - 1}")
+    return ids
+
+
+def rotary(x: torch.Tensor, r: pb.RotaryOp, start: int) -> torch.Tensor:
+    """[n, T, heads*head_dim] at positions start .. start+T-1, the rotate-half form (RotaryOp)."""
+    n, t, _ = x.shape
+    half = r.rotary_dims // 2
+    inv = torch.from_numpy(np.float32(r.base) ** -(np.arange(half, dtype=np.float64) * 2 / r.rotary_dims))
+    angles = torch.arange(start, start + t, dtype=torch.float32)[:, None] * inv.float()[None, :]   # [T, half]
+    cos, sin = angles.cos()[:, None, :], angles.sin()[:, None, :]                                   # [T, 1, half]
+    h = x.reshape(n, t, r.heads, r.head_dim)                                                        # [n, T, H, hd]
+    x1, x2, rest = h[..., :half], h[..., half:r.rotary_dims], h[..., r.rotary_dims:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1).reshape(n, t, -1)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: pb.AttentionOp, name: str, cache) -> torch.Tensor:
+    """Causal attention of q [n, T, H*hd] over the cache's keys/values and k, v [n, T, Hkv*hd] (AttentionOp)."""
+    n, t, _ = q.shape
+    q = q.reshape(n, t, a.heads, a.head_dim).transpose(1, 2)                 # [n, H, T, hd]
+    k = k.reshape(n, t, a.kv_heads, a.head_dim).transpose(1, 2)              # [n, Hkv, T, hd]
+    v = v.reshape(n, t, a.kv_heads, a.head_dim).transpose(1, 2)
+    if cache is not None:
+        if name in cache.layers:
+            past_k, past_v = cache.layers[name]
+            k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)  # [n, Hkv, p+T, hd]
+        cache.layers[name] = (k, v)
+    past = k.shape[2] - t
+    if a.kv_heads != a.heads:
+        k = k.repeat_interleave(a.heads // a.kv_heads, dim=1)                # [n, H, p+T, hd]
+        v = v.repeat_interleave(a.heads // a.kv_heads, dim=1)
+    mask = torch.ones(t, past + t, dtype=torch.bool).tril(diagonal=past)    # query i sees keys 0 .. past+i
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=a.scale or None)   # [n, H, T, hd]
+    return y.transpose(1, 2).reshape(n, t, a.heads * a.head_dim)
+
+
+def _sequence_node(op: str, node: pb.Node, args: list, params: dict, cache) -> torch.Tensor:
+    x = args[0]
+    start = cache.position if cache is not None else 0
+    if op == "embedding":
+        return F.embedding(token_ids(x, node.embedding.num_embeddings), params["weight"])
+    if op == "position_embedding":
+        return x + params["weight"][start:start + x.shape[1]]
+    if op == "rotary":
+        return rotary(x, node.rotary, start)
+    if op == "layer_norm":
+        return F.layer_norm(x, (node.layer_norm.dim,), params["weight"], params.get("bias"), node.layer_norm.eps)
+    if op == "rms_norm":
+        return params["weight"] * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + node.rms_norm.eps))
+    if op == "softmax":
+        return torch.softmax(x, dim=node.softmax.axis + 1)
+    return attention(args[0], args[1], args[2], node.attention, node.name, cache)
+
+
+def run_node(node: pb.Node, args: list[torch.Tensor], params: dict, cache=None) -> torch.Tensor:
+    """One node on a batch: args are its inputs [n, *shape], params its "weight"/"bias"/"scale"/"shift"; cache
+    (qpart.common.kvcache.KVCache) a language model's positions and keys/values so far, or None."""
     op = op_of(node)
     x = args[0]
+    if op in SEQUENCE_OPS:
+        return _sequence_node(op, node, args, params, cache)
     if op == "conv2d":
         c = node.conv2d
         return F.conv2d(x, params["weight"], params.get("bias"), (c.stride_h, c.stride_w), (c.padding_h, c.padding_w),
@@ -116,12 +178,17 @@ class GraphModule(nn.Module):
         self.free = [[t for t, j in last.items() if j == i and t not in keep] for i in range(len(self.nodes))]
         self.eval()
 
-    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, *tensors: torch.Tensor, cache=None) -> tuple[torch.Tensor, ...]:
+        """cache: a language model's KVCache for this range's attention nodes (advanced by the run's length)."""
+        if cache is not None:
+            cache.check_run(tensors[0].shape[1])
         env = dict(zip(self.inputs, tensors))
         for node, params, free in zip(self.nodes, self.params, self.free):
-            env[node.name] = run_node(node, [env[name] for name in node.inputs], params)
+            env[node.name] = run_node(node, [env[name] for name in node.inputs], params, cache)
             for name in free:
                 del env[name]
+        if cache is not None:
+            cache.advance(tensors[0].shape[1])
         return tuple(env[name] for name in self.outputs)
 
 

@@ -30,18 +30,23 @@ class NumpyBackend:
         last = {name: i for i, node in enumerate(self.nodes) for name in node.inputs}
         self.free = [[t for t, j in last.items() if j == i and t not in keep] for i in range(len(self.nodes))]
 
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
-        env = self.tensors(x, keep=False)
+    def run(self, x: np.ndarray, cache=None) -> list[np.ndarray]:
+        env = self.tensors(x, keep=False, cache=cache)
         return [env[name] for name in self.outputs]
 
-    def tensors(self, x: np.ndarray, keep: bool = True) -> dict[str, np.ndarray]:
-        """Every tensor of a run by name (keep=False: only those still needed at the end, the outputs)."""
+    def tensors(self, x: np.ndarray, keep: bool = True, cache=None) -> dict[str, np.ndarray]:
+        """Every tensor of a run by name (keep=False: only those still needed at the end, the outputs); cache: a
+        language model's KVCache, advanced by the run's positions."""
         env = {self.inputs[0]: np.ascontiguousarray(x, np.float32)}
+        if cache is not None:
+            cache.check_run(x.shape[1])
         for node, params, free in zip(self.nodes, self.params, self.free):
             weights = {name: tensor.float() for name, tensor in params.items()}      # this node's, for this run
-            env[node.name] = npexec.run_node(node, [env[name] for name in node.inputs], weights)
+            env[node.name] = npexec.run_node(node, [env[name] for name in node.inputs], weights, cache)
             for name in free if not keep else ():
                 del env[name]
+        if cache is not None:
+            cache.advance(x.shape[1])
         return env
 
     @property
@@ -61,18 +66,22 @@ class TorchBackend:
         self.module.params = [{k: v.to(self.device) for k, v in p.items()} for p in self.module.params]
         self.weight_bytes = sum(v.numel() * 4 for p in self.module.params for v in p.values())
 
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
+    def run(self, x: np.ndarray, cache=None) -> list[np.ndarray]:
         with self.torch.inference_mode():
-            out = self.module(self.torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device))
+            out = self.module(self.torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device), cache=cache)
             return [y.cpu().numpy() for y in out]
 
-    def tensors(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def tensors(self, x: np.ndarray, cache=None) -> dict[str, np.ndarray]:
         """Every tensor of a run by name."""
         from qpart.common.torchnet import run_node
         with self.torch.inference_mode():
             env = {self.module.inputs[0]: self.torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)}
+            if cache is not None:
+                cache.check_run(x.shape[1])
             for node, params in zip(self.module.nodes, self.module.params):
-                env[node.name] = run_node(node, [env[name] for name in node.inputs], params)
+                env[node.name] = run_node(node, [env[name] for name in node.inputs], params, cache)
+            if cache is not None:
+                cache.advance(x.shape[1])
             return {name: value.cpu().numpy() for name, value in env.items()}
 
 
@@ -99,6 +108,16 @@ def fastest(candidates: list, x: np.ndarray, rounds: int = 7, clock=time.perf_co
     return candidates[medians.index(min(medians))]
 
 
+def sample_input(profile: NetworkProfile, n: int = 1) -> np.ndarray:
+    """n random inputs of the head's model: images in [0, 1), or token ids of a language model (a run of at most
+    16 positions)."""
+    rng = np.random.default_rng(0)
+    if profile.sequence is not None:
+        vocab, positions = profile.sequence
+        return rng.integers(0, vocab, (n, min(positions, 16))).astype(np.float32)
+    return rng.random((n, *profile.input_shape), np.float32)
+
+
 def make(spec: pb.NetworkSpec, profile: NetworkProfile, params: dict, choice: str = "auto"):
     """The backend to run a head with: `choice`, or with "auto" the fastest installed one on this head."""
     if choice not in NAMES:
@@ -114,8 +133,7 @@ def make(spec: pb.NetworkSpec, profile: NetworkProfile, params: dict, choice: st
         candidates.append(TorchBackend(spec, profile, params))
     if len(candidates) == 1:
         return candidates[0]
-    x = np.random.default_rng(0).random((1, *profile.input_shape), np.float32)
-    return fastest(candidates, x)
+    return fastest(candidates, sample_input(profile))
 
 
 def mac_rate(backend: str = "numpy", seconds: float = 0.3, width: int = 512, batch: int = 8) -> float:

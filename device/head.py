@@ -97,6 +97,8 @@ class HeadExecutor:
             raise InvalidArgument(f"head bytes do not parse as qpart.v1.Head: {e}") from None
         return cls(head, max_elements, backend, max_memory)
 
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
-        """[n, *input_shape] float32 -> one [n, *shape] float32 array per head output (the crossing tensors)."""
-        return self.backend.run(x)
+    def run(self, x: np.ndarray, cache=None) -> list[np.ndarray]:
+        """[n, *input_shape] float32 -> one [n, *shape] float32 array per head output (the crossing tensors). A
+        language model's head takes token ids [n, T] and its KVCache (qpart.common.kvcache), which the run
+        advances by T."""
+        return self.backend.run(x, cache) if cache is not None else self.backend.run(x)

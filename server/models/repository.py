@@ -140,10 +140,10 @@ def load_model(directory: pathlib.Path) -> Model:
     try:
         text = (directory / NETWORK_FILE).read_text()
         version = json.loads(text).get("formatVersion", json.loads(text).get("format_version"))
-        if version != network.FORMAT_VERSION:
+        if version not in network.FORMATS_READ:
             raise FailedPrecondition(
                 f"model {name!r}: {directory / NETWORK_FILE} is a version-{version} description, this server reads "
-                f"version {network.FORMAT_VERSION}; rebuild it with `qpart train {name}` (zoo models) or "
+                f"versions {', '.join(map(str, network.FORMATS_READ))}; rebuild it with `qpart train {name}` (zoo models) or "
                 f"`qpart import {name} ...`")
         spec = json_format.Parse(text, pb.NetworkSpec())
         params = load_file(str(directory / WEIGHTS_FILE))

@@ -166,8 +166,72 @@ class SliceOp(_message.Message):
     stop: int
     def __init__(self, axis: _Optional[int] = ..., start: _Optional[int] = ..., stop: _Optional[int] = ...) -> None: ...
 
+class EmbeddingOp(_message.Message):
+    __slots__ = ("num_embeddings", "embedding_dim")
+    NUM_EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
+    num_embeddings: int
+    embedding_dim: int
+    def __init__(self, num_embeddings: _Optional[int] = ..., embedding_dim: _Optional[int] = ...) -> None: ...
+
+class PositionEmbeddingOp(_message.Message):
+    __slots__ = ("max_positions", "dim")
+    MAX_POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    max_positions: int
+    dim: int
+    def __init__(self, max_positions: _Optional[int] = ..., dim: _Optional[int] = ...) -> None: ...
+
+class RotaryOp(_message.Message):
+    __slots__ = ("heads", "head_dim", "rotary_dims", "base")
+    HEADS_FIELD_NUMBER: _ClassVar[int]
+    HEAD_DIM_FIELD_NUMBER: _ClassVar[int]
+    ROTARY_DIMS_FIELD_NUMBER: _ClassVar[int]
+    BASE_FIELD_NUMBER: _ClassVar[int]
+    heads: int
+    head_dim: int
+    rotary_dims: int
+    base: float
+    def __init__(self, heads: _Optional[int] = ..., head_dim: _Optional[int] = ..., rotary_dims: _Optional[int] = ..., base: _Optional[float] = ...) -> None: ...
+
+class LayerNormOp(_message.Message):
+    __slots__ = ("dim", "eps", "bias")
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    EPS_FIELD_NUMBER: _ClassVar[int]
+    BIAS_FIELD_NUMBER: _ClassVar[int]
+    dim: int
+    eps: float
+    bias: bool
+    def __init__(self, dim: _Optional[int] = ..., eps: _Optional[float] = ..., bias: _Optional[bool] = ...) -> None: ...
+
+class RmsNormOp(_message.Message):
+    __slots__ = ("dim", "eps")
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    EPS_FIELD_NUMBER: _ClassVar[int]
+    dim: int
+    eps: float
+    def __init__(self, dim: _Optional[int] = ..., eps: _Optional[float] = ...) -> None: ...
+
+class SoftmaxOp(_message.Message):
+    __slots__ = ("axis",)
+    AXIS_FIELD_NUMBER: _ClassVar[int]
+    axis: int
+    def __init__(self, axis: _Optional[int] = ...) -> None: ...
+
+class AttentionOp(_message.Message):
+    __slots__ = ("heads", "kv_heads", "head_dim", "scale")
+    HEADS_FIELD_NUMBER: _ClassVar[int]
+    KV_HEADS_FIELD_NUMBER: _ClassVar[int]
+    HEAD_DIM_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    heads: int
+    kv_heads: int
+    head_dim: int
+    scale: float
+    def __init__(self, heads: _Optional[int] = ..., kv_heads: _Optional[int] = ..., head_dim: _Optional[int] = ..., scale: _Optional[float] = ...) -> None: ...
+
 class Node(_message.Message):
-    __slots__ = ("name", "inputs", "source", "conv2d", "linear", "batch_norm", "activation", "add", "mul", "concat", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "flatten", "reshape", "identity", "permute", "slice")
+    __slots__ = ("name", "inputs", "source", "conv2d", "linear", "batch_norm", "activation", "add", "mul", "concat", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "flatten", "reshape", "identity", "permute", "slice", "embedding", "position_embedding", "rotary", "layer_norm", "rms_norm", "softmax", "attention")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -186,6 +250,13 @@ class Node(_message.Message):
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     PERMUTE_FIELD_NUMBER: _ClassVar[int]
     SLICE_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    POSITION_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    ROTARY_FIELD_NUMBER: _ClassVar[int]
+    LAYER_NORM_FIELD_NUMBER: _ClassVar[int]
+    RMS_NORM_FIELD_NUMBER: _ClassVar[int]
+    SOFTMAX_FIELD_NUMBER: _ClassVar[int]
+    ATTENTION_FIELD_NUMBER: _ClassVar[int]
     name: str
     inputs: _containers.RepeatedScalarFieldContainer[str]
     source: str
@@ -204,21 +275,38 @@ class Node(_message.Message):
     identity: IdentityOp
     permute: PermuteOp
     slice: SliceOp
-    def __init__(self, name: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., source: _Optional[str] = ..., conv2d: _Optional[_Union[Conv2dOp, _Mapping]] = ..., linear: _Optional[_Union[LinearOp, _Mapping]] = ..., batch_norm: _Optional[_Union[BatchNormOp, _Mapping]] = ..., activation: _Optional[_Union[ActivationOp, _Mapping]] = ..., add: _Optional[_Union[AddOp, _Mapping]] = ..., mul: _Optional[_Union[MulOp, _Mapping]] = ..., concat: _Optional[_Union[ConcatOp, _Mapping]] = ..., max_pool2d: _Optional[_Union[Pool2dOp, _Mapping]] = ..., avg_pool2d: _Optional[_Union[Pool2dOp, _Mapping]] = ..., adaptive_avg_pool2d: _Optional[_Union[AdaptiveAvgPool2dOp, _Mapping]] = ..., flatten: _Optional[_Union[FlattenOp, _Mapping]] = ..., reshape: _Optional[_Union[ReshapeOp, _Mapping]] = ..., identity: _Optional[_Union[IdentityOp, _Mapping]] = ..., permute: _Optional[_Union[PermuteOp, _Mapping]] = ..., slice: _Optional[_Union[SliceOp, _Mapping]] = ...) -> None: ...
+    embedding: EmbeddingOp
+    position_embedding: PositionEmbeddingOp
+    rotary: RotaryOp
+    layer_norm: LayerNormOp
+    rms_norm: RmsNormOp
+    softmax: SoftmaxOp
+    attention: AttentionOp
+    def __init__(self, name: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., source: _Optional[str] = ..., conv2d: _Optional[_Union[Conv2dOp, _Mapping]] = ..., linear: _Optional[_Union[LinearOp, _Mapping]] = ..., batch_norm: _Optional[_Union[BatchNormOp, _Mapping]] = ..., activation: _Optional[_Union[ActivationOp, _Mapping]] = ..., add: _Optional[_Union[AddOp, _Mapping]] = ..., mul: _Optional[_Union[MulOp, _Mapping]] = ..., concat: _Optional[_Union[ConcatOp, _Mapping]] = ..., max_pool2d: _Optional[_Union[Pool2dOp, _Mapping]] = ..., avg_pool2d: _Optional[_Union[Pool2dOp, _Mapping]] = ..., adaptive_avg_pool2d: _Optional[_Union[AdaptiveAvgPool2dOp, _Mapping]] = ..., flatten: _Optional[_Union[FlattenOp, _Mapping]] = ..., reshape: _Optional[_Union[ReshapeOp, _Mapping]] = ..., identity: _Optional[_Union[IdentityOp, _Mapping]] = ..., permute: _Optional[_Union[PermuteOp, _Mapping]] = ..., slice: _Optional[_Union[SliceOp, _Mapping]] = ..., embedding: _Optional[_Union[EmbeddingOp, _Mapping]] = ..., position_embedding: _Optional[_Union[PositionEmbeddingOp, _Mapping]] = ..., rotary: _Optional[_Union[RotaryOp, _Mapping]] = ..., layer_norm: _Optional[_Union[LayerNormOp, _Mapping]] = ..., rms_norm: _Optional[_Union[RmsNormOp, _Mapping]] = ..., softmax: _Optional[_Union[SoftmaxOp, _Mapping]] = ..., attention: _Optional[_Union[AttentionOp, _Mapping]] = ...) -> None: ...
 
 class NetworkSpec(_message.Message):
-    __slots__ = ("format_version", "input_shape", "nodes", "input", "outputs")
+    __slots__ = ("format_version", "input_shape", "nodes", "input", "outputs", "sequence")
     FORMAT_VERSION_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     format_version: int
     input_shape: _containers.RepeatedScalarFieldContainer[int]
     nodes: _containers.RepeatedCompositeFieldContainer[Node]
     input: str
     outputs: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, format_version: _Optional[int] = ..., input_shape: _Optional[_Iterable[int]] = ..., nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., input: _Optional[str] = ..., outputs: _Optional[_Iterable[str]] = ...) -> None: ...
+    sequence: SequenceSpec
+    def __init__(self, format_version: _Optional[int] = ..., input_shape: _Optional[_Iterable[int]] = ..., nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., input: _Optional[str] = ..., outputs: _Optional[_Iterable[str]] = ..., sequence: _Optional[_Union[SequenceSpec, _Mapping]] = ...) -> None: ...
+
+class SequenceSpec(_message.Message):
+    __slots__ = ("vocab_size", "max_positions")
+    VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    vocab_size: int
+    max_positions: int
+    def __init__(self, vocab_size: _Optional[int] = ..., max_positions: _Optional[int] = ...) -> None: ...
 
 class PackedTensor(_message.Message):
     __slots__ = ("name", "shape", "bits", "granularity", "scale", "zero_point", "data", "coding")
