@@ -8,7 +8,15 @@ from qpart.common.table import fit
 
 
 def cmd_train(args) -> None:
-    from qpart.server.training import train
+    from qpart.server.training import lm_train, train
+    for name in [n for n in args.model if n in lm_train.LM_ZOO]:
+        model = lm_train.train(name, args.models, lm_train.LMTrainConfig(
+            steps=args.steps, learning_rate=args.lr, seed=args.seed, progress=not args.no_progress, text=args.text))
+        card = model.card
+        print(f"{name}: version {model.version}, float next-token top-1 {card['float_test_top1']:.2f}%, perplexity "
+              f"{card['float_test_perplexity']:.2f} on {card['test_tokens']:,} test tokens, "
+              f"{card['training']['seconds']} s -> {model.directory}")
+    args.model = [n for n in args.model if n not in lm_train.LM_ZOO]
     config = train.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                                validation_size=args.validation_size, seed=args.seed, train_limit=args.train_limit,
                                progress=not args.no_progress)
@@ -99,8 +107,13 @@ def cmd_profile(args) -> None:
 
 def register(sub) -> None:
     p = command(sub, "train", cmd_train, "train zoo models into the repository")
-    p.add_argument("model", nargs="+", help="zoo model name(s), e.g. fc6 resnet8-96 (an unknown name lists them)")
+    p.add_argument("model", nargs="+", help="zoo model name(s), e.g. fc6 resnet8-96, or the language models "
+                                            "gpt-fortunes draft-fortunes-1 draft-fortunes-2 (an unknown name lists "
+                                            "them)")
     p.add_argument("--epochs", type=int, help="passes over the training split (default: the zoo's)")
+    p.add_argument("--steps", type=int, help="a language model's optimizer steps (default: the zoo's)")
+    p.add_argument("--text", default="fortunes", help="a language model's text: fortunes or a directory of *.txt "
+                                                      "documents (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=128, help="samples per optimizer step (default %(default)s)")
     p.add_argument("--lr", type=float, help="Adam learning rate (default: the zoo's)")
     p.add_argument("--validation-size", type=int, default=10000, help="training images held out for calibration")

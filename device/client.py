@@ -264,3 +264,16 @@ class ServerClient:
                 counter.received += message_bytes(response)
                 yield response
 
+
+    def generate(self, requests: Iterable[spb.GenerateRequest], timeout_s: float | None = None) -> Iterator[spb.GenerateResponse]:
+        """One Generate stream on the current server (qpart.device.generation); errors are raised as QpartError."""
+        counter = self.bytes["Generate"]
+
+        def counted():
+            for request in requests:
+                counter.sent += message_bytes(request)
+                yield request
+        with rpc_errors():
+            for response in self.stub.Generate(counted(), timeout=timeout_s or self.timeout_s, metadata=self.metadata):
+                counter.received += message_bytes(response)
+                yield response

@@ -6,7 +6,9 @@
         result = qp.classify(open("frame.png", "rb").read())      # or a uint8 image, or the input tensor
         print(result.class_name, result.label)
 
-The first classify plans (the link is probed and this device's MAC rate measured unless given),
+A language model's client generates instead: `qp.generate("Q: what is love?", max_new_tokens=100).text`.
+
+The first classify (or generate) plans (the link is probed and this device's MAC rate measured unless given),
 fetches the head (or takes it from the cache) and runs it; later calls reuse both until `replan()`,
 or, with adapt=True, until the client's own traffic (or a probe of the idle link every 2 s) shows a
 lasting change of the link's rate: the next classify then plans for the link as measured
@@ -23,13 +25,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qpart.common import guard, messages, policies, profiles
+from qpart.common import guard, messages, policies, profiles, sampling, tokenizer
 from qpart.common.costmodel import DeviceProfile, LinkProfile, Objective
 from qpart.common.errors import InvalidArgument
 from qpart.device import compute, probe
 from qpart.device.agent import DeviceAgent, RunReport
 from qpart.device.cache import HeadCache
 from qpart.device.client import ServerClient, TlsSettings
+from qpart.device.generation import Generated, SplitGeneration
 from qpart.device.linkwatch import LinkMonitor, MonitorSettings
 from qpart.v1 import service_pb2 as spb
 
@@ -49,6 +52,13 @@ def decode_image(data: bytes) -> np.ndarray:
     """PNG, JPEG or WebP bytes as uint8 pixels [H, W] (gray) or [H, W, 3] (needs Pillow), through the input guard
     (qpart.common.guard: the header checked against its limits before a pixel is decoded)."""
     return guard.decode_image(bytes(data))
+
+
+@dataclass
+class Text:
+    text: str                   # the generated text (up to an end-of-document token)
+    tokens: list[int]           # the generated token ids
+    generated: Generated        # timings, bytes sent and resends (qpart.device.generation)
 
 
 class SplitClient:
@@ -78,6 +88,7 @@ class SplitClient:
         self._seen: LinkProfile | None = None     # a lasting change the monitor saw: the next classify plans for it
         self._closed = threading.Event()
         self._prober: threading.Thread | None = None
+        self._generation: SplitGeneration | None = None      # the language-model path of the current plan
 
     @property
     def info(self) -> spb.ModelInfo:
@@ -211,6 +222,23 @@ class SplitClient:
         results = [Result(int(s.argmax()), names[int(s.argmax())] if int(s.argmax()) < len(names) else "", s)
                    for s in scores]
         return results[0] if single else results
+
+    def generate(self, prompt: str | list[int], max_new_tokens: int = 64, temperature: float = 0.0, seed: int = 0,
+                 stop_at_end: bool = True, on_token=None) -> Text:
+        """A language model's continuation of the prompt (text, or token ids), through the plan: greedy at
+        temperature 0, else drawn with the seed (qpart.common.sampling). stop_at_end: stop after the tokenizer's
+        end-of-document id; on_token(id) is called as each token arrives."""
+        if self.info.tokenizer != tokenizer.KIND:
+            raise InvalidArgument(f"model {self.model!r} has no tokenizer this device knows ({self.info.tokenizer!r}); "
+                                  f"is it a language model?")
+        words = tokenizer.ByteTokenizer()
+        ids = words.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+        plan, executor = self._ready()
+        if self._generation is None or self._generation.plan is not plan:
+            self._generation = SplitGeneration(self.client, plan, executor, self.info)
+        out = self._generation.generate(ids, max_new_tokens, sampling.Sampling(temperature, seed),
+                                        (words.end_of_document,) if stop_at_end else (), on_token)
+        return Text(words.decode(out.tokens), out.tokens, out)
 
     def close(self) -> None:
         self._closed.set()

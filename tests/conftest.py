@@ -83,6 +83,24 @@ def server(models_dir):
     running.stop(0, notice=0)
 
 
+# A tiny GPT on the fortunes text (2 blocks of width 32, context 256), trained in seconds: the language-model
+# tests' target. Its figures are weak (next-token top-1 about 20 %) but real, and greedy decoding is deterministic.
+TINY_LM_STEPS = 150
+
+
+@pytest.fixture(scope="session")
+def lm_models(tmp_path_factory) -> pathlib.Path:
+    from qpart.server.training import lm_train
+    from qpart.server.training.gpt import GPTConfig
+    keep = os.environ.get("QPART_TEST_MODELS")
+    root = pathlib.Path(keep) / "language" if keep else tmp_path_factory.mktemp("language-models")
+    if not (root / lm_train.TARGET / "network.json").exists():
+        lm_train.train(lm_train.TARGET, root, lm_train.LMTrainConfig(
+            steps=TINY_LM_STEPS, batch_size=8, learning_rate=3e-3, progress=False,
+            network=GPTConfig(block_size=256, n_layer=2, n_head=2, n_embd=32)))
+    return root
+
+
 @pytest.fixture
 def client(server):
     from qpart.device.client import ServerClient

@@ -59,6 +59,15 @@ def corrupt(path: pathlib.Path, name: str, error: Exception) -> FailedPreconditi
                               f"`qpart catalog {name} --force`")
 
 
+@dataclass(frozen=True)
+class CutTensor:
+    """One tensor crossing the cut, as the plan says it travels."""
+    name: str
+    sample_shape: tuple[int, ...]
+    bits: int
+    quantizer: quant.QuantParams | None   # None: float32
+
+
 @dataclass
 class Model:
     name: str
@@ -122,6 +131,12 @@ class Model:
         tensors = self.profile.cut(split.cut).tensors
         return [None if bits == quant.FLOAT_BITS else self.activation_params(t, bits)
                 for t, bits in zip(tensors, split.activation_bits)]
+
+    def crossing(self, split) -> list[CutTensor]:
+        """What a split sends across its cut, in order."""
+        cut = self.profile.cut(split.cut)
+        return [CutTensor(name, shape, bits, q) for name, shape, bits, q in
+                zip(cut.tensors, cut.shapes, split.activation_bits, self.cut_quantizers(split))]
 
     @property
     def catalog_path(self) -> pathlib.Path:

@@ -1,7 +1,7 @@
 """Protobuf <-> core types for the server's RPCs."""
 import re
 
-from qpart.common import messages, network, policies, quant
+from qpart.common import messages, network, policies, quant, sampling
 from qpart.common.costmodel import DeviceProfile, LinkProfile
 from qpart.common.errors import InvalidArgument
 from qpart.common.names import shown
@@ -9,6 +9,7 @@ from qpart.server.models.repository import Model
 from qpart.server.models.split import Split
 from qpart.server.planning.planner import MAX_HELD_HEADS, Candidate, Plan, PlanRequest
 from qpart.server.serving.core import HeadChunk, InferResult
+from qpart.server.serving.generation import Answer, Run
 from qpart.server.serving.settings import ServerSettings
 from qpart.v1 import network_pb2 as npb
 from qpart.v1 import service_pb2 as spb
@@ -24,7 +25,13 @@ def limits(settings: ServerSettings) -> spb.ServerLimits:
     return spb.ServerLimits(max_message_bytes=settings.max_message_bytes, max_batch_inputs=settings.max_batch,
                             max_batch_elements=settings.max_activation_elements,
                             max_chunk_bytes=settings.head_chunk_bytes, min_chunk_bytes=settings.min_chunk_bytes,
-                            max_tail_elements=settings.max_tail_elements, max_cut_tensors=network.MAX_CUT_TENSORS)
+                            max_tail_elements=settings.max_tail_elements, max_cut_tensors=network.MAX_CUT_TENSORS,
+                            max_generation_sessions=settings.generation_sessions,
+                            max_generation_sessions_per_client=settings.generation_sessions_per_client,
+                            max_generation_positions=settings.generation_positions,
+                            max_session_cache_bytes=settings.session_cache_bytes,
+                            max_generation_cache_bytes=settings.generation_cache_bytes,
+                            generation_idle_s=settings.generation_idle_s)
 
 
 def model_info(model: Model, catalog=None) -> spb.ModelInfo:
@@ -35,6 +42,9 @@ def model_info(model: Model, catalog=None) -> spb.ModelInfo:
         class_names=card.get("class_names", []), preprocessing=messages.preprocessing_to_pb(model.preprocessing),
         float_test_accuracy=round(card.get("float_test_accuracy", 0.0), 2), test_samples=card.get("test_samples", 0),
         dataset=card.get("dataset", ""))
+    if profile.sequence is not None:
+        info.sequence.vocab_size, info.sequence.max_positions = profile.sequence
+        info.tokenizer = card.get("tokenizer", {}).get("kind", "")
     info.outputs.extend(spb.TensorInfo(name=o, shape=s) for o, s in zip(profile.outputs, profile.output_shapes))
     for node in profile.nodes:
         info.nodes.add(name=node.name, op=node.op, inputs=node.inputs, output_shape=node.shape, macs=node.macs,
@@ -142,3 +152,16 @@ def infer_response(result: InferResult) -> spb.InferResponse:
         if result.labels is not None:
             r.label = int(result.labels[i])
     return msg
+
+
+def generate_run(msg: spb.GenerateRequest) -> Run:
+    return Run(msg.plan_id, msg.session_id, msg.position, [(t.name, tuple(t.sample_shape), t.bits, t.data, t.coding)
+                                                          for t in msg.tensors],
+               sampling.Sampling(msg.sampling.temperature, msg.sampling.seed) if msg.HasField("sampling") else None,
+               max(msg.max_new_tokens, 1), tuple(msg.stop_tokens), msg.close)
+
+
+def generate_response(answer: Answer) -> spb.GenerateResponse:
+    return spb.GenerateResponse(session_id=answer.session_id, position=answer.position, token=answer.token,
+                                server_compute_s=answer.compute_s, cache_bytes=answer.cache_bytes, last=answer.last,
+                                closed=answer.closed)

@@ -15,12 +15,12 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from qpart.common import images, quant, tensors, timing
+from qpart.common import images, tensors, timing
 from qpart.common.errors import (DeadlineExceeded, FailedPrecondition, InvalidArgument, OutOfRange,
                                  ResourceExhausted)
 from qpart.common.names import shown
 from qpart.server.models.heads import BuiltHead, HeadStore
-from qpart.server.models.repository import Model, ModelRepository
+from qpart.server.models.repository import CutTensor, Model, ModelRepository
 from qpart.server.planning.planner import Plan, PlanRequest
 from qpart.server.planning.served import ServedModel, ServedModels
 from qpart.server.planning.plans import PlanSigner, PlanSpec
@@ -28,7 +28,7 @@ from qpart.server.serving import speed, speed_profile
 from qpart.server.serving.speed_profile import SpeedProfile
 from qpart.server.serving.load import ServerLoad
 from qpart.server.serving.admission import Admission, StreamGuard
-from qpart.server.serving import batching
+from qpart.server.serving import batching, generation
 from qpart.server.serving.batching import TailBatcher
 from qpart.server.serving.auth import ANYONE, Authenticator, Identity
 from qpart.server.serving.settings import ServerSettings
@@ -36,15 +36,6 @@ from qpart.server.serving.settings import ServerSettings
 log = logging.getLogger("qpart.server.core")
 MAX_LOGGED_RUNS = 64
 MAX_DEADLINE_S = 3600.0
-
-
-@dataclass(frozen=True)
-class CutTensor:
-    """One tensor crossing the cut, as the plan says it travels."""
-    name: str
-    sample_shape: tuple[int, ...]
-    bits: int
-    quantizer: quant.QuantParams | None   # None: float32
 
 
 @dataclass
@@ -112,6 +103,9 @@ class QpartCore:
         self.signer = PlanSigner.for_repository(self.repository.root, settings.plan_key_file, settings.plan_id_ttl_s)
         self.batcher = (TailBatcher(settings.batch_max_inputs, settings.batch_delay_ms / 1e3)
                         if settings.batch_max_inputs > 1 else None)
+        self.generation = generation.Generation(self, generation.Limits(
+            settings.generation_sessions, settings.generation_sessions_per_client, settings.generation_positions,
+            settings.session_cache_bytes, settings.generation_cache_bytes, settings.generation_idle_s))
         self._closed = threading.Event()
         self._recheck: threading.Thread | None = None
 
@@ -240,9 +234,7 @@ class QpartCore:
         cut = model.profile.cut(spec.split.cut)
         if not cut.runs_tail:
             raise FailedPrecondition("this plan runs the whole model on the device; there is nothing to infer here")
-        crossing = [CutTensor(name, shape, bits, q) for name, shape, bits, q in
-                    zip(cut.tensors, cut.shapes, spec.split.activation_bits, model.cut_quantizers(spec.split))]
-        return InferSession(token, served, spec, crossing, model.tail(cut.cut), model.card.get("task") == "classification",
+        return InferSession(token, served, spec, model.crossing(spec.split), model.tail(cut.cut), model.card.get("task") == "classification",
                             self.signer.expiry(token))
 
     def _decode(self, session: InferSession, n: int, batch) -> list[np.ndarray]:

@@ -80,6 +80,16 @@ class SplitInferenceServicer:
                 guard.touch()
 
     @servicer_method
+    def Generate(self, requests, context: grpc.ServicerContext):
+        identity = self._identity(context)
+        with self._stream(identity, context) as guard:
+            for request in requests:
+                guard.touch()
+                for answer in self.core.generation.run(convert.generate_run(request), guard.client, identity):
+                    yield convert.generate_response(answer)
+                    guard.touch()
+
+    @servicer_method
     def Probe(self, request: spb.ProbeRequest, context: grpc.ServicerContext):
         self._identity(context)
         return spb.ProbeResponse(payload=self.core.probe_reply(request.reply_bytes), received_bytes=len(request.payload))

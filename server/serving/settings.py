@@ -88,6 +88,19 @@ class ServerSettings:
                                                "over replicas added since), s; 0: never", group="load")
     stream_idle_s: float = setting(60.0, "a stream that neither sends nor reads for this long is cancelled, s "
                                          "(0: never)", group="load")
+    generation_sessions: int = setting(64, "language-model generation sessions open at once, all clients",
+                                       group="generation")
+    generation_sessions_per_client: int = setting(8, "generation sessions one client may hold open (counted as "
+                                                     "streams are, by device token, certificate or host)",
+                                                  group="generation")
+    generation_positions: int = setting(4096, "most positions one session may hold (the model's context caps it too)",
+                                        group="generation")
+    session_cache_bytes: int = setting(64 << 20, "key/value cache one generation session may hold on the server, MiB",
+                                       flag="--session-cache-mb", scale=2**20, group="generation")
+    generation_cache_bytes: int = setting(1 << 30, "key/value cache all generation sessions may hold together, MiB",
+                                          flag="--generation-cache-mb", scale=2**20, group="generation")
+    generation_idle_s: float = setting(300.0, "a generation session neither continued nor closed for this long is "
+                                              "closed and its cache freed, s (0: never)", group="generation")
     metrics_port: int = setting(0, "serve Prometheus /metrics on this port (0: off); with --processes N, process i "
                                    "serves its own on this port + i", group="observability")
     metrics_host: str = setting("127.0.0.1", "address of the metrics endpoint", group="observability")
@@ -101,6 +114,10 @@ class ServerSettings:
         if not (0 <= self.speed_idle_wait_s <= 3600 and 0 <= self.speed_recheck_s <= 86400):
             raise InvalidArgument(f"--speed-idle-wait-s must be in [0, 3600] and --speed-recheck-s in [0, 86400] "
                                   f"seconds, got {self.speed_idle_wait_s} and {self.speed_recheck_s}")
+        if min(self.generation_sessions, self.generation_sessions_per_client, self.generation_positions,
+               self.session_cache_bytes, self.generation_cache_bytes) < 1 or not 0 <= self.generation_idle_s <= 86400:
+            raise InvalidArgument("generation limits: sessions, positions and cache sizes must be at least 1, "
+                                  f"--generation-idle-s in [0, 86400] s, got {self.generation_idle_s}")
         if not 1 <= self.processes <= 256:
             raise InvalidArgument(f"--processes must be 1 to 256, got {self.processes}")
         if self.batch_max_inputs < 0 or not 0 <= self.batch_delay_ms <= 1000:

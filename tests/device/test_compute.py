@@ -80,4 +80,5 @@ def test_the_head_runs_on_the_backend_the_plan_was_priced_with(monkeypatch, serv
         assert report["measured"]["backend"] == fastest and report["measured"]["macs_per_second"] == rates[fastest]
         assert report["split"]["head"]["backend"].startswith(fastest)        # what runs is what was priced
         runs[fastest] = report["split"]["predicted"]["device_time_s"]
-    assert runs["numpy"] / runs["torch"] == pytest.approx(2e9 / 4e9)        # the same work at the rate sent
+    assert runs["numpy"] / runs["torch"] == pytest.approx(2e9 / 4e9, rel=1e-3)  # the same work at the rate sent
+    # (rel 1e-3: the per-input terms beside the MACs are priced from timings and differ by microseconds)

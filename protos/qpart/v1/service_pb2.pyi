@@ -47,7 +47,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ServerLimits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_batch_inputs", "max_batch_elements", "max_chunk_bytes", "min_chunk_bytes", "max_tail_elements", "max_cut_tensors")
+    __slots__ = ("max_message_bytes", "max_batch_inputs", "max_batch_elements", "max_chunk_bytes", "min_chunk_bytes", "max_tail_elements", "max_cut_tensors", "max_generation_sessions", "max_generation_sessions_per_client", "max_generation_positions", "max_session_cache_bytes", "max_generation_cache_bytes", "generation_idle_s")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_INPUTS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,12 @@ class ServerLimits(_message.Message):
     MIN_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_TAIL_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
     MAX_CUT_TENSORS_FIELD_NUMBER: _ClassVar[int]
+    MAX_GENERATION_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_GENERATION_SESSIONS_PER_CLIENT_FIELD_NUMBER: _ClassVar[int]
+    MAX_GENERATION_POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SESSION_CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_GENERATION_CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_IDLE_S_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_batch_inputs: int
     max_batch_elements: int
@@ -62,7 +68,13 @@ class ServerLimits(_message.Message):
     min_chunk_bytes: int
     max_tail_elements: int
     max_cut_tensors: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_batch_inputs: _Optional[int] = ..., max_batch_elements: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ..., min_chunk_bytes: _Optional[int] = ..., max_tail_elements: _Optional[int] = ..., max_cut_tensors: _Optional[int] = ...) -> None: ...
+    max_generation_sessions: int
+    max_generation_sessions_per_client: int
+    max_generation_positions: int
+    max_session_cache_bytes: int
+    max_generation_cache_bytes: int
+    generation_idle_s: float
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_batch_inputs: _Optional[int] = ..., max_batch_elements: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ..., min_chunk_bytes: _Optional[int] = ..., max_tail_elements: _Optional[int] = ..., max_cut_tensors: _Optional[int] = ..., max_generation_sessions: _Optional[int] = ..., max_generation_sessions_per_client: _Optional[int] = ..., max_generation_positions: _Optional[int] = ..., max_session_cache_bytes: _Optional[int] = ..., max_generation_cache_bytes: _Optional[int] = ..., generation_idle_s: _Optional[float] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models", "limits")
@@ -131,7 +143,7 @@ class CutInfo(_message.Message):
     def __init__(self, cut: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., weight_nodes: _Optional[_Iterable[str]] = ..., device_macs: _Optional[int] = ..., in_catalog: _Optional[bool] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "description", "input", "task", "class_names", "outputs", "preprocessing", "nodes", "cuts", "float_test_accuracy", "test_samples", "dataset", "has_catalog", "catalog_budgets")
+    __slots__ = ("name", "version", "description", "input", "task", "class_names", "outputs", "preprocessing", "nodes", "cuts", "float_test_accuracy", "test_samples", "dataset", "has_catalog", "catalog_budgets", "sequence", "tokenizer")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +159,8 @@ class ModelInfo(_message.Message):
     DATASET_FIELD_NUMBER: _ClassVar[int]
     HAS_CATALOG_FIELD_NUMBER: _ClassVar[int]
     CATALOG_BUDGETS_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TOKENIZER_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     description: str
@@ -162,7 +176,9 @@ class ModelInfo(_message.Message):
     dataset: str
     has_catalog: bool
     catalog_budgets: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., description: _Optional[str] = ..., input: _Optional[_Union[TensorInfo, _Mapping]] = ..., task: _Optional[str] = ..., class_names: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., cuts: _Optional[_Iterable[_Union[CutInfo, _Mapping]]] = ..., float_test_accuracy: _Optional[float] = ..., test_samples: _Optional[int] = ..., dataset: _Optional[str] = ..., has_catalog: _Optional[bool] = ..., catalog_budgets: _Optional[_Iterable[float]] = ...) -> None: ...
+    sequence: _network_pb2.SequenceSpec
+    tokenizer: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., description: _Optional[str] = ..., input: _Optional[_Union[TensorInfo, _Mapping]] = ..., task: _Optional[str] = ..., class_names: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., cuts: _Optional[_Iterable[_Union[CutInfo, _Mapping]]] = ..., float_test_accuracy: _Optional[float] = ..., test_samples: _Optional[int] = ..., dataset: _Optional[str] = ..., has_catalog: _Optional[bool] = ..., catalog_budgets: _Optional[_Iterable[float]] = ..., sequence: _Optional[_Union[_network_pb2.SequenceSpec, _Mapping]] = ..., tokenizer: _Optional[str] = ...) -> None: ...
 
 class DeviceCapabilities(_message.Message):
     __slots__ = ("name", "clock_hz", "cycles_per_mac", "macs_per_second", "energy_coefficient", "tx_power_w", "memory_bytes", "image_codings", "head_codings")
@@ -485,3 +501,49 @@ class ProbeResponse(_message.Message):
     payload: bytes
     received_bytes: int
     def __init__(self, payload: _Optional[bytes] = ..., received_bytes: _Optional[int] = ...) -> None: ...
+
+class Sampling(_message.Message):
+    __slots__ = ("temperature", "seed")
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    temperature: float
+    seed: int
+    def __init__(self, temperature: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class GenerateRequest(_message.Message):
+    __slots__ = ("plan_id", "session_id", "position", "tensors", "sampling", "max_new_tokens", "stop_tokens", "close")
+    PLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    STOP_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
+    plan_id: str
+    session_id: str
+    position: int
+    tensors: _containers.RepeatedCompositeFieldContainer[TensorBatch]
+    sampling: Sampling
+    max_new_tokens: int
+    stop_tokens: _containers.RepeatedScalarFieldContainer[int]
+    close: bool
+    def __init__(self, plan_id: _Optional[str] = ..., session_id: _Optional[str] = ..., position: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorBatch, _Mapping]]] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., max_new_tokens: _Optional[int] = ..., stop_tokens: _Optional[_Iterable[int]] = ..., close: _Optional[bool] = ...) -> None: ...
+
+class GenerateResponse(_message.Message):
+    __slots__ = ("session_id", "position", "token", "server_compute_s", "cache_bytes", "last", "closed")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SERVER_COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
+    CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    position: int
+    token: int
+    server_compute_s: float
+    cache_bytes: int
+    last: bool
+    closed: bool
+    def __init__(self, session_id: _Optional[str] = ..., position: _Optional[int] = ..., token: _Optional[int] = ..., server_compute_s: _Optional[float] = ..., cache_bytes: _Optional[int] = ..., last: _Optional[bool] = ..., closed: _Optional[bool] = ...) -> None: ...

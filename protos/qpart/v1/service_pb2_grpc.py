@@ -65,6 +65,11 @@ class SplitInferenceStub:
                 request_serializer=qpart_dot_v1_dot_service__pb2.ProbeRequest.SerializeToString,
                 response_deserializer=qpart_dot_v1_dot_service__pb2.ProbeResponse.FromString,
                 _registered_method=True)
+        self.Generate = channel.stream_stream(
+                '/qpart.v1.SplitInference/Generate',
+                request_serializer=qpart_dot_v1_dot_service__pb2.GenerateRequest.SerializeToString,
+                response_deserializer=qpart_dot_v1_dot_service__pb2.GenerateResponse.FromString,
+                _registered_method=True)
 
 
 class SplitInferenceServicer:
@@ -116,6 +121,21 @@ class SplitInferenceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Generate(self, request_iterator, context):
+        """Generates a language model's tokens through a split plan (ModelInfo.task "language-model"): the device
+        runs its head over a run of positions with its own key/value cache and sends the crossing tensors; the
+        server runs the tail with the session's cache and answers the next token (see GenerateRequest). A
+        session outlives the stream that opened it (a device may reconnect and continue it) until it is closed
+        or idle for ServerLimits.generation_idle_s. Statuses: an unknown or expired session NOT_FOUND (open a new
+        one and resend the context), another client's session PERMISSION_DENIED, a position other than the
+        session's FAILED_PRECONDITION (nothing is answered twice), a run past the context OUT_OF_RANGE, more
+        sessions or cache than ServerLimits allows RESOURCE_EXHAUSTED, a malformed run INVALID_ARGUMENT; each
+        is decided before anything is allocated or computed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SplitInferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -148,6 +168,11 @@ def add_SplitInferenceServicer_to_server(servicer, server):
                     servicer.ProbeStream,
                     request_deserializer=qpart_dot_v1_dot_service__pb2.ProbeRequest.FromString,
                     response_serializer=qpart_dot_v1_dot_service__pb2.ProbeResponse.SerializeToString,
+            ),
+            'Generate': grpc.stream_stream_rpc_method_handler(
+                    servicer.Generate,
+                    request_deserializer=qpart_dot_v1_dot_service__pb2.GenerateRequest.FromString,
+                    response_serializer=qpart_dot_v1_dot_service__pb2.GenerateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +338,33 @@ class SplitInference:
             '/qpart.v1.SplitInference/ProbeStream',
             qpart_dot_v1_dot_service__pb2.ProbeRequest.SerializeToString,
             qpart_dot_v1_dot_service__pb2.ProbeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Generate(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/qpart.v1.SplitInference/Generate',
+            qpart_dot_v1_dot_service__pb2.GenerateRequest.SerializeToString,
+            qpart_dot_v1_dot_service__pb2.GenerateResponse.FromString,
             options,
             channel_credentials,
             insecure,
