@@ -1,4 +1,6 @@
-"""Every catalog entry of every model, its certified drop and its drop on the Fashion-MNIST test set.
+"""Every catalog entry of every model, its certified drop and its drop on the Fashion-MNIST test set (a language
+model: the loss of next-token agreement with the float model on 10,000 positions of its test text, and the
+perplexity of the true tokens).
 
     python bench/catalog_report.py [--models model-repo] [--only NAME ...] [--markdown docs/catalog.md]
 
@@ -24,8 +26,8 @@ def main() -> int:
     parser.add_argument("--markdown", type=pathlib.Path, help="also write the table as markdown here")
     args = parser.parse_args()
     lines = ["| model | cut | kind | budget | weight bits | act bits | head bytes | % float32 | certified drop | test drop "
-             "| within |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| within | test perplexity |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     failures = 0
     for model in ModelRepository(args.models):
         if args.only and model.name not in args.only:
@@ -37,8 +39,13 @@ def main() -> int:
         started = time.perf_counter()
         evaluator = reports.test_evaluator(model, args.data)
         rows = reports.test_set_table(model, catalog, evaluator)
-        print(f"{model.name}: float test accuracy {evaluator.float_accuracy:.2f}% on {len(evaluator.labels)} images "
-              f"({time.perf_counter() - started:.0f} s)")
+        if catalog.metric == catalog_mod.AGREEMENT:
+            print(f"{model.name}: drops are points of {catalog.metric}, on {len(evaluator.labels):,} test positions; "
+                  f"float perplexity {evaluator.judge(evaluator.float_logits).perplexity:.3f} "
+                  f"({time.perf_counter() - started:.0f} s)")
+        else:
+            print(f"{model.name}: float test accuracy {evaluator.float_accuracy:.2f}% on {len(evaluator.labels)} "
+                  f"images ({time.perf_counter() - started:.0f} s)")
         for row in rows:
             e = row.entry
             float32 = 4 * model.profile.cut(e.split.cut).device_parameters
@@ -47,9 +54,10 @@ def main() -> int:
             within = row.test.drop <= limit + 1e-9
             failures += e.kind == "qpart" and not within
             budget = f"{e.budget:g}" if e.budget is not None else "-"
+            perplexity = f"{row.test.perplexity:.3f}" if row.test.perplexity is not None else "-"
             lines.append(f"| {model.name} | {e.split.cut} | {e.kind} | {budget} | {list(e.split.weight_bits)} | "
                          f"{list(e.split.activation_bits)} | {e.head_bytes:,} | {share} | {e.certified_drop:.2f} | "
-                         f"{row.test.drop:.2f} | {'yes' if within else 'NO'} |")
+                         f"{row.test.drop:.2f} | {'yes' if within else 'NO'} | {perplexity} |")
     print("\n".join(lines))
     qpart_rows = sum(1 for line in lines[2:] if "| qpart |" in line)
     print(f"\n{qpart_rows - failures} of {qpart_rows} QPART entries hold their budget + {SLACK} points on the test set")

@@ -29,6 +29,7 @@ class Compute:
     spread: float = 0.0               # (upper - lower quartile) / median of its windows
     rates: dict = field(default_factory=dict)   # every backend timed: name -> MACs per second
     warning: str = ""                 # a rate refused as out of range, "" when none was
+    seconds_per_node: float = 0.0     # the backend's cost of running one op beside its MACs (node_overhead)
 
     def describe(self) -> str:
         others = ", ".join(f"{n} {r / 1e9:.2f}" for n, r in self.rates.items() if n != self.backend)
@@ -72,6 +73,36 @@ def backend_rate(name: str, windows: int = 7, window_s: float = 0.04, clock=time
     return timing.rate(lambda: backend.run(x), macs, windows, window_s, clock)
 
 
+OVERHEAD_NODES = 48     # nodes of the overhead benchmark: a chain of element-wise ops on 8 values
+
+
+def node_overhead(name: str, rounds: int = 9, clock=time.perf_counter) -> float:
+    """Seconds backend `name` spends per node beside its MACs: the median run of a chain of OVERHEAD_NODES ops on
+    8 values, linear layers (8-bit weights, as heads carry them) and ReLUs in turn, whose MACs are negligible,
+    over the node count."""
+    spec = pb.NetworkSpec(format_version=network.FORMAT_VERSION, input_shape=[8], input="x",
+                          outputs=[f"n{OVERHEAD_NODES - 1}"])
+    rng, params = np.random.default_rng(0), {}
+    for i in range(OVERHEAD_NODES):
+        node = spec.nodes.add(name=f"n{i}", inputs=[f"n{i - 1}" if i else "x"])
+        if i % 2:
+            node.activation.function = pb.RELU
+            continue
+        node.linear.CopyFrom(pb.LinearOp(in_features=8, out_features=8, bias=True))
+        codes, qp = quant.quantize(rng.normal(0, 0.3, (8, 8)).astype(np.float32), 8, quant.PER_CHANNEL)
+        params[node.name] = {"weight": tensors.CompactTensor((8, 8), codes.astype(np.uint8), qp),
+                             "bias": tensors.CompactTensor((8,), values=np.zeros(8, np.float32))}
+    backend = backends.make(spec, network.analyze(spec), params, name)
+    x = np.ones((1, 8), np.float32)
+    backend.run(x)
+    runs = []
+    for _ in range(rounds):
+        started = clock()
+        backend.run(x)
+        runs.append(clock() - started)
+    return float(np.median(runs)) / OVERHEAD_NODES
+
+
 def measure(choice: str = "auto", clock=time.perf_counter) -> Compute:
     """The backend that runs heads (`choice`, or for auto the fastest installed one) and its MAC rate."""
     if choice not in backends.NAMES:
@@ -86,4 +117,4 @@ def measure(choice: str = "auto", clock=time.perf_counter) -> Compute:
     best = max(sane, key=lambda n: timed[n].median)
     rate = timed[best]
     return Compute(best, 0.0 if refused[best] else rate.median, rate.spread, {n: t.median for n, t in timed.items()},
-                   "; ".join(w for w in refused.values() if w))
+                   "; ".join(w for w in refused.values() if w), min(node_overhead(best, clock=clock), 1.0))

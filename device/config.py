@@ -11,7 +11,8 @@ from qpart.common.errors import InvalidArgument
 class DeviceConfig:
     server: str = setting(help="server address host:port, or several separated by commas (replicas, tried in turn)")
     models: list = setting(help="models applications may ask for; each is planned at start", factory=list)
-    budget: float = setting(1.0, "largest top-1 drop accepted, points")
+    budget: float = setting(1.0, "largest accuracy drop accepted, points (a classifier's top-1; a language model's "
+                                 "next-token agreement with its float model)")
     profile: str = setting("rpi4", "device profile (a bundled name or a TOML file): energy, memory, and the speed "
                                    "when measure_compute is false")
     policy: str = setting("qpart", "how plans are chosen: qpart or a baseline (server_only, device_only, ...)")

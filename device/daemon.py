@@ -19,6 +19,7 @@ import collections
 import dataclasses
 import logging
 import pathlib
+import queue
 import random
 import threading
 import time
@@ -28,7 +29,8 @@ import grpc
 
 from qpart.common import guard, profiles
 from qpart.common.costmodel import LinkProfile
-from qpart.common.errors import DeadlineExceeded, InvalidArgument, NotFound, QpartError, Unavailable
+from qpart.common.errors import (DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, QpartError,
+                                 Unavailable)
 from qpart.common.rpc import lenient_deserializer, servicer_method
 from qpart.device import compute, head, probe, telemetry
 from qpart.device.client import ServerClient, TlsSettings
@@ -39,6 +41,7 @@ from qpart.v1 import agent_pb2 as apb
 
 log = logging.getLogger("qpart.device.daemon")
 MAX_TENSOR_BYTES = 64 << 20     # a pixels or tensor input, as float32 bytes
+MAX_PROMPT_BYTES = 4096         # a Generate prompt, UTF-8 bytes
 IMAGES_AT_ONCE = 2              # image and pixel inputs decoded and preprocessed at once; others wait their turn
 
 
@@ -143,6 +146,52 @@ class LocalAgentServicer:
                                     cut=plan.cut, num_nodes=plan.num_nodes, seconds=time.perf_counter() - started)
 
     @servicer_method
+    def Generate(self, request: apb.GenerateTextRequest, context):
+        started = time.perf_counter()
+        model = request.model or self.daemon.config.models[0]
+        label = model if model in self.daemon.config.models else "(unknown)"
+        try:
+            yield from self._generate(request, started)
+        except QpartError as e:
+            telemetry.METRICS.requests.inc((label, e.status))
+            raise
+        telemetry.METRICS.requests.inc((label, "OK"))
+        telemetry.METRICS.latency.observe(time.perf_counter() - started)
+
+    def _generate(self, request: apb.GenerateTextRequest, started: float):
+        session = self.daemon.session(request.model)
+        info = session.client.info
+        if info.task != "language-model":
+            raise FailedPrecondition(f"model {info.name!r} is not a language model; use Classify")
+        if not 1 <= len(request.prompt.encode("utf-8")) <= MAX_PROMPT_BYTES:
+            raise InvalidArgument(f"the prompt must be 1 to {MAX_PROMPT_BYTES} bytes of UTF-8 text")
+        session.observe(time.monotonic())
+        tokens: queue.Queue = queue.Queue()
+        done: dict = {}
+
+        def run():
+            try:
+                done["text"] = session.client.generate(
+                    request.prompt, request.max_new_tokens or 64, request.temperature, request.seed,
+                    stop_at_end=not request.through_end, on_token=tokens.put)
+            except BaseException as e:        # raised again in the RPC's thread
+                done["error"] = e
+            tokens.put(None)
+        threading.Thread(target=run, name="qpart-generate", daemon=True).start()
+        first = 0.0
+        for token in iter(tokens.get, None):
+            first = first or time.perf_counter() - started
+            yield apb.GenerateTextResponse(token=token)
+        if "error" in done:
+            raise done["error"]
+        out, plan = done["text"], session.client.plan
+        session.classified()
+        yield apb.GenerateTextResponse(
+            done=True, text=out.text, tokens=len(out.tokens), cut=plan.cut, num_nodes=plan.num_nodes,
+            first_token_s=first,
+            seconds=time.perf_counter() - started, resent_contexts=out.generated.resent_contexts)
+
+    @servicer_method
     def Status(self, request: apb.StatusRequest, context):
         now, daemon = time.monotonic(), self.daemon
         sessions, link, waiting = daemon.sessions, daemon.link, daemon.state == apb.DAEMON_WAITING
@@ -170,7 +219,8 @@ class DeviceDaemon:
             if found.warning:
                 log.warning("%s; plans are priced with the profile's rate", found.warning)
             if found.macs_per_second:
-                self.device = dataclasses.replace(self.device, macs_per_second=found.macs_per_second)
+                self.device = dataclasses.replace(self.device, macs_per_second=found.macs_per_second,
+                                                  seconds_per_node=found.seconds_per_node)
         self.max_head_memory = (int(config.max_head_memory_mb * 2**20) if config.max_head_memory_mb
                                 else head.memory_bound(self.device.memory_bytes))
         self.decoding = threading.BoundedSemaphore(IMAGES_AT_ONCE)
@@ -274,7 +324,8 @@ class RunningDaemon:
 
     def _start(self, config: DeviceConfig) -> None:
         servicer = LocalAgentServicer(self.daemon)
-        handlers = {m.name: grpc.unary_unary_rpc_method_handler(
+        handlers = {m.name: (grpc.unary_stream_rpc_method_handler if m.server_streaming else
+                             grpc.unary_unary_rpc_method_handler)(
             getattr(servicer, m.name), request_deserializer=lenient_deserializer(getattr(apb, m.input_type.name)),
             response_serializer=getattr(apb, m.output_type.name).SerializeToString)
             for m in apb.DESCRIPTOR.services_by_name["LocalAgent"].methods}

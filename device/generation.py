@@ -90,8 +90,9 @@ class SplitGeneration:
             raise InvalidArgument(f"the prompt needs at least one token id, each 0 .. {self.vocab - 1}")
         if len(prompt) >= self.context:
             raise InvalidArgument(f"the prompt holds {len(prompt)} tokens; the model's context is {self.context}")
-        if max_new_tokens < 1:
-            raise InvalidArgument(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if not 1 <= max_new_tokens <= self.context - len(prompt):
+            raise InvalidArgument(f"max_new_tokens must be 1 to {self.context - len(prompt)} (the model's context of "
+                                  f"{self.context} less the prompt's {len(prompt)} tokens), got {max_new_tokens}")
         with self._lock:
             out = Generated([])
             started = time.perf_counter()

@@ -107,7 +107,8 @@ def measured_device(args) -> tuple:
     measured = {"macs_per_second": found.macs_per_second, "backend": found.backend, "spread": found.spread,
                 "rates": found.rates, "described": found.describe()}
     if found.macs_per_second:
-        device = dataclasses.replace(device, macs_per_second=found.macs_per_second)
+        device = dataclasses.replace(device, macs_per_second=found.macs_per_second,
+                                     seconds_per_node=found.seconds_per_node)
     return device, measured
 
 

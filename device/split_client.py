@@ -67,14 +67,18 @@ class SplitClient:
                  expected_inputs: int = 1000, token: str | None = None, tls: TlsSettings | None = None,
                  cache_dir: str | pathlib.Path | None = DEFAULT_CACHE, backend: str = "auto",
                  measure_compute: bool = True, timeout_s: float = 30.0, retries: int = 6, deadline_s: float = 0.0,
-                 adapt: bool | MonitorSettings = False, fixed: spb.FixedPlan | None = None):
+                 adapt: bool | MonitorSettings = False, fixed: spb.FixedPlan | None = None,
+                 generation: tuple[int, int] | None = None):
         """server: host:port (several, comma-separated, are replicas); link: None probes it; profile: a bundled
         name or a TOML file, for energy and (with measure_compute=False) speed; expected_inputs: how many
         inferences the head is priced to be reused for; deadline_s: > 0, the server sheds (DeadlineExceeded) a
         batch it cannot answer within this many seconds of reading it; adapt: follow the link (True, or the
         monitor's settings), see the module docstring; fixed: this split instead of the planner's choice (cut and
-        bit widths; priced, and certified only where it is a catalog split)."""
+        bit widths; priced, and certified only where it is a catalog split); generation: a language model's
+        (prompt tokens, new tokens) the plan is priced for (None: the server's default, 32 and 64)."""
         self.model, self.budget, self.policy, self.fixed = model, budget, policy, fixed
+        self.generation = spb.GenerationShape(prompt_tokens=generation[0], new_tokens=generation[1]) \
+            if generation is not None else None
         self.objective, self.expected_inputs = objective, expected_inputs
         self.device = profiles.load_device(profile) if isinstance(profile, str) else profile
         self._link, self._measure = link, measure_compute
@@ -114,7 +118,8 @@ class SplitClient:
             found = compute.measure(self.agent.backend)
             self.agent.backend = found.backend
             if found.macs_per_second:
-                self.device = dataclasses.replace(self.device, macs_per_second=found.macs_per_second)
+                self.device = dataclasses.replace(self.device, macs_per_second=found.macs_per_second,
+                                                  seconds_per_node=found.seconds_per_node)
         if self._link is None:
             self._link = probe.measure_link(self.client)
         return self.device, self._link
@@ -135,7 +140,7 @@ class SplitClient:
                                   weights=messages.objective_to_pb(self.objective),
                                   inferences_per_head=max(int(self.expected_inputs), 1),
                                   policy=spb.FIXED if self.fixed is not None else policies.to_enum(self.policy),
-                                  fixed=self.fixed)
+                                  fixed=self.fixed, generation=self.generation)
         plan = self.agent.plan(request)
         executor, _ = self.agent.obtain_head(plan)
         self._state = (plan, executor)

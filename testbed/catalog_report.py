@@ -2,12 +2,16 @@
 from dataclasses import dataclass
 
 from qpart.common import quant
+from qpart.server.calibration import text_samples
 from qpart.server.calibration.accuracy import Evaluator, Measurement
 from qpart.server.models import datasets
 from qpart.server.models.heads import build_head, serialize
 from qpart.server.models.repository import Model
 from qpart.server.models.split import uniform
 from qpart.server.planning import catalog as catalog_mod
+
+
+TEXT_TEST_POSITIONS = 10000      # scored positions of a language model's test text (of about 124,000 in fortunes')
 
 
 @dataclass
@@ -19,6 +23,9 @@ class TestRow:
 def test_evaluator(model: Model, data_dir=None, limit: int | None = None) -> Evaluator:
     """An evaluator on the model's test split, through its preprocessing (reporting only: the catalog never
     sees it); data_dir overrides where the card's data lies."""
+    if model.profile.sequence is not None:           # a language model: scored positions of its test text
+        x, targets = text_samples.test(model, limit or TEXT_TEST_POSITIONS)
+        return Evaluator(model, x, None, targets=targets)
     return Evaluator(model, *datasets.model_split(model, "test", data_dir, limit))
 
 

@@ -101,6 +101,23 @@ def lm_models(tmp_path_factory) -> pathlib.Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def lm_catalog(lm_models):
+    """The tiny GPT's catalog on small samples of the validation text, at four cuts (the input, after each block,
+    the whole model): certified budgets 0.5 to 5 points of next-token agreement."""
+    from qpart.server.calibration import build
+    from qpart.server.models.repository import ModelRepository
+    from qpart.server.planning import catalog
+    model = ModelRepository(lm_models).get("gpt-fortunes")
+    found = catalog.current(model)
+    if found is None:
+        found = build.build(model, config=build.CatalogConfig(calibration_samples=200, search_samples=600,
+                                                              certification_samples=2000, cuts=(0, 15, 28, 30)),
+                            progress=False)
+        catalog.save(model, found)
+    return found
+
+
 @pytest.fixture
 def client(server):
     from qpart.device.client import ServerClient

@@ -37,6 +37,7 @@ class Measurement:
     flips_to_right: int
     samples: int
     noise: float         # mean squared logit error against the float model
+    perplexity: float | None = None   # a language model's: exp of the mean cross-entropy of the true next tokens
 
 
 CONFIDENCE = 0.95
@@ -73,18 +74,25 @@ _OWNERS = itertools.count()
 class Evaluator:
     """Logits, top-1 drop and logit noise of splits on a fixed set of samples (x: float32 inputs [n, *shape], or
     streaming.Inputs such as raw images preprocessed chunk by chunk). `cache` (shared by several evaluators, e.g.
-    a catalog build's) or a cache of its own of `cache_bytes` keeps the tensors later evaluations start from."""
+    a catalog build's) or a cache of its own of `cache_bytes` keeps the tensors later evaluations start from.
 
-    def __init__(self, model: Model, x, labels: np.ndarray, cache_bytes: int = DEFAULT_CACHE_BYTES,
-                 confidence: float = CONFIDENCE, cache: PrefixCache | None = None):
+    A language model's samples are token windows [n, T]; only each window's last position is scored (its logits
+    [n, vocab]). labels None: the float model's own top-1 is the label, so the drop is the loss of next-token
+    agreement with the float model (qpart.server.calibration.text_samples); targets, the true next tokens, give
+    each measurement's perplexity."""
+
+    def __init__(self, model: Model, x, labels: np.ndarray | None, cache_bytes: int = DEFAULT_CACHE_BYTES,
+                 confidence: float = CONFIDENCE, cache: PrefixCache | None = None, targets: np.ndarray | None = None):
         self.model = model
         self.confidence = confidence            # of the drop bounds this evaluator reports
         self.profile = model.profile
         self.nodes = list(model.spec.nodes)
-        self.labels = torch.from_numpy(np.asarray(labels))
         self.inputs: Inputs = as_inputs(x)
-        if len(self.inputs) != len(self.labels):
-            raise ValueError(f"{len(self.inputs)} inputs for {len(self.labels)} labels")
+        self.labels = torch.from_numpy(np.asarray(labels)) if labels is not None else None
+        self.targets = torch.from_numpy(np.asarray(targets, np.int64)) if targets is not None else None
+        for given in (self.labels, self.targets):
+            if given is not None and len(self.inputs) != len(given):
+                raise ValueError(f"{len(self.inputs)} inputs for {len(given)} labels")
         self.cache = cache if cache is not None else PrefixCache(cache_bytes)
         self._owner = next(_OWNERS)             # this evaluator's keys in a shared cache
         self._float = [node_parameters(node, model.params, channels_last=True) for node in self.nodes]
@@ -95,6 +103,8 @@ class Evaluator:
         self.evaluations = 0
         n = self.profile.num_nodes
         self.float_logits = self._forward(uniform(self.profile, n, FLOAT))
+        if self.labels is None:
+            self.labels = self.float_logits.argmax(1)
         self.float_correct = self.float_logits.argmax(1) == self.labels
         self.float_accuracy = 100.0 * float(self.float_correct.float().mean())
 
@@ -187,6 +197,8 @@ class Evaluator:
                     if n + 1 in kept:
                         self.cache.put(keys[n + 1], env)
                 out[k] = env[self.profile.outputs[0]]
+                if self.profile.sequence is not None:
+                    out[k] = out[k][:, -1]                          # [n, T, vocab] -> [n, vocab]: the last position
         streaming.evaluated()
         return torch.cat(out) if out else torch.zeros((0, 0))
 
@@ -212,7 +224,9 @@ class Evaluator:
         n = len(self.labels)
         drop, ucb = paired_drop_bound(to_wrong, to_right, n, self.confidence)
         noise = float(((logits - self.float_logits) ** 2).sum(1).mean())
-        return Measurement(100.0 * float(correct.float().mean()), drop, ucb, to_wrong, to_right, n, noise)
+        perplexity = (float(torch.exp(torch.nn.functional.cross_entropy(logits, self.targets)))
+                      if self.targets is not None else None)
+        return Measurement(100.0 * float(correct.float().mean()), drop, ucb, to_wrong, to_right, n, noise, perplexity)
 
     def measure(self, split: Split) -> Measurement:
         return self.judge(self.logits(split))

@@ -40,14 +40,15 @@ from tqdm import tqdm
 
 from qpart.common import network, quant
 from qpart.common.errors import FailedPrecondition
-from qpart.server.calibration import allocation, bounds, noise
+from qpart.server.calibration import allocation, bounds, noise, text_samples
 from qpart.server.calibration.accuracy import Evaluator, Measurement, expected_drop_bound
 from qpart.server.calibration.streaming import DEFAULT_CACHE_BYTES, ImageInputs, PrefixCache
 from qpart.server.models import datasets
 from qpart.server.models.heads import build_head, serialize, write_head
 from qpart.server.models.repository import Model
 from qpart.server.models.split import FLOAT, Split, uniform
-from qpart.server.planning.catalog import BUDGETS, CERTIFICATION, Catalog, Entry
+from qpart.server.planning.catalog import (AGREEMENT, BUDGETS, CERTIFICATION, TEXT_BUDGETS, TEXT_CERTIFICATION, TOP1,
+                                          Catalog, Entry)
 
 log = logging.getLogger("qpart.calibration")
 
@@ -55,6 +56,7 @@ log = logging.getLogger("qpart.calibration")
 @dataclass
 class CatalogConfig:
     budgets: tuple[float, ...] = BUDGETS       # accuracy budgets, top-1 points
+    text_budgets: tuple[float, ...] = TEXT_BUDGETS  # a language model's: points of next-token agreement
     calibration_samples: int = 1000            # samples that fit the accuracy model (from the search split)
     search_samples: int = 2000                 # samples that guide the search (from the first half of validation)
     certification_samples: int = 5000          # samples that certify (second half of validation)
@@ -75,11 +77,12 @@ def certification_confidence(config: CatalogConfig) -> float:
     return 1.0 - (1.0 - config.confidence) / max(config.max_certification_attempts, 1)
 
 
-def certified_budgets(name: str, samples: int, config: CatalogConfig) -> tuple[list[float], str]:
-    """(the budgets `samples` certification images can certify, a note on the others for the catalog): warns
-    naming each budget left out and the images it would need; FailedPrecondition when none is left."""
+def certified_budgets(name: str, samples: int, config: CatalogConfig, asked=None) -> tuple[list[float], str]:
+    """(the budgets of `asked` (default config.budgets) `samples` certification samples can certify, a note on the
+    others for the catalog): warns naming each budget left out and the samples it would need; FailedPrecondition
+    when none is left."""
     level = certification_confidence(config)
-    ok, refused = bounds.certifiable(sorted(config.budgets), samples, level)
+    ok, refused = bounds.certifiable(sorted(config.budgets if asked is None else asked), samples, level)
     if not refused:
         return ok, ""
     why = bounds.refusal(refused, samples, level)
@@ -103,6 +106,8 @@ class _Splits:
     def of(cls, model: Model, config: CatalogConfig, data_dir=None) -> "_Splits":
         """The images stay uint8 and are preprocessed chunk by chunk as evaluations need them; one cache of
         config.cache_bytes serves all three evaluators."""
+        if model.profile.sequence is not None:
+            return cls.of_text(model, config)
         images, y = datasets.split(model.card, "validation", data_dir)
         half = len(y) // 2
         search_n = min(config.search_samples, half)
@@ -114,6 +119,17 @@ class _Splits:
                    Evaluator(model, ImageInputs(search, pre), y[:search_n], cache=cache),
                    Evaluator(model, ImageInputs(cert, pre), y[half:half + cert_n], cache=cache,
                              confidence=certification_confidence(config)))
+
+    @classmethod
+    def of_text(cls, model: Model, config: CatalogConfig) -> "_Splits":
+        """A language model's: scored positions of the validation text's halves (text_samples); the labels are
+        the float model's own next tokens (agreement), the true tokens give perplexity."""
+        (sx, st), (cx, ct) = text_samples.validation(model, config.search_samples, config.certification_samples)
+        calib = np.linspace(0, len(sx) - 1, min(config.calibration_samples, len(sx))).round().astype(np.int64)
+        cache = PrefixCache(config.cache_bytes)
+        return cls(Evaluator(model, sx[calib], None, cache=cache, targets=st[calib]),
+                   Evaluator(model, sx, None, cache=cache, targets=st),
+                   Evaluator(model, cx, None, cache=cache, targets=ct, confidence=certification_confidence(config)))
 
     @property
     def evaluations(self) -> int:
@@ -127,10 +143,20 @@ def catalog_cuts(model: Model, prune: bool = True) -> list[int]:
     if not prune:
         return [c.cut for c in cuts]
     ends = (0, model.num_nodes)
+    # A language model's server sells per-token compute: a cut that leaves the server more MACs does not dominate
+    # one that leaves it fewer, even when it sends less (its token ids, 4 bytes a position, undercut any hidden
+    # state). A classifier's tail costs the server little beside the link: fewer device MACs dominate there.
+    # Its catalog also keeps only the cuts where one tensor crosses (the residual stream between sub-blocks): a cut
+    # inside an attention or feed-forward sub-block sends that stream and a second tensor at least as wide, for
+    # each generated token, to move a share of one sub-block; certifying each would double the build.
+    same_work = model.profile.sequence is not None
+    if same_work:
+        cuts = [c for c in cuts if len(c.tensors) <= 1]
 
     def dominates(a: network.Cut, b: network.Cut) -> bool:
-        no_worse = (a.device_macs <= b.device_macs and a.device_parameters <= b.device_parameters
-                    and a.elements <= b.elements and a.runs_tail == b.runs_tail)
+        no_worse = ((a.device_macs == b.device_macs if same_work else a.device_macs <= b.device_macs)
+                    and a.device_parameters <= b.device_parameters and a.elements <= b.elements
+                    and a.runs_tail == b.runs_tail)
         better = (a.device_macs, a.device_parameters, a.elements) != (b.device_macs, b.device_parameters, b.elements)
         return no_worse and (better or a.cut > b.cut or a.cut in ends)
     return [b.cut for b in cuts if b.cut in ends or not any(dominates(a, b) for a in cuts if a is not b)]
@@ -182,10 +208,16 @@ def _entry(model: Model, kind: str, split: Split, certified: Measurement | None,
 
 
 def _baselines(model: Model, cut: int, cert: Evaluator) -> list[Entry]:
-    """The float32 and uniform 8-bit splits at a cut: float32 is exact (drop 0), uniform 8-bit is certified."""
+    """The float32 and uniform 8-bit splits at a cut: float32 is exact (drop 0), uniform 8-bit is certified. A
+    language model's input (token ids, cut 0) travels as float32 only."""
     eight = uniform(model.profile, cut, 8)
-    return [_entry(model, "float", uniform(model.profile, cut, FLOAT), None),
-            _entry(model, "uniform8", eight, cert.measure(eight))]
+    exact = [_entry(model, "float", uniform(model.profile, cut, FLOAT), None)]
+    return exact if ids_cross(model, cut) else exact + [_entry(model, "uniform8", eight, cert.measure(eight))]
+
+
+def ids_cross(model: Model, cut: int) -> bool:
+    """Whether a language model's token ids cross this cut: they are never quantized."""
+    return model.profile.sequence is not None and model.profile.input_name in model.profile.cut(cut).tensors
 
 
 def _qpart_entries(model: Model, cut: int, am: noise.AccuracyModel, splits: _Splits, config: CatalogConfig,
@@ -228,7 +260,8 @@ def _qpart_entries(model: Model, cut: int, am: noise.AccuracyModel, splits: _Spl
 
 
 def build(model: Model, data_dir=None, config: CatalogConfig = CatalogConfig(), progress: bool = True) -> Catalog:
-    """The catalog of a classifier; data_dir overrides where the model card's data lies."""
+    """The catalog of a classifier, or of a language model (its budgets are points of next-token agreement with
+    the float model on the text, see text_samples); data_dir overrides where a classifier's data lies."""
     started = time.perf_counter()
     cuts = catalog_cuts(model, config.prune_dominated)
     if config.cuts is not None:
@@ -236,21 +269,26 @@ def build(model: Model, data_dir=None, config: CatalogConfig = CatalogConfig(), 
         if not cuts:
             raise FailedPrecondition(f"{model.name}: none of the cuts {list(config.cuts)} is a catalog cut")
     splits = _Splits.of(model, config, data_dir)
-    budgets, note = certified_budgets(model.name, len(splits.certification.labels), config)
+    language = model.profile.sequence is not None
+    budgets, note = certified_budgets(model.name, len(splits.certification.labels), config,
+                                      config.text_budgets if language else config.budgets)
     weights = len(model.profile.weight_nodes)
     bar = tqdm(total=weights + 2 * len(cuts), desc=f"catalog {model.name}", disable=not progress, unit="step")
-    am = noise.calibrate(splits.calibration, [c for c in cuts if model.profile.cut(c).runs_tail], config.granularity,
-                         progress=bar.update, widths=tuple(config.sweep_bits))
-    bar.update(len(cuts) - sum(model.profile.cut(c).runs_tail for c in cuts))
+    swept = [c for c in cuts if model.profile.cut(c).runs_tail and not ids_cross(model, c)]
+    am = noise.calibrate(splits.calibration, swept, config.granularity, progress=bar.update,
+                         widths=tuple(config.sweep_bits))
+    bar.update(len(cuts) - len(swept))
     splits.calibration.release()             # fitted: its cached tensors make room for the search's
     entries: list[Entry] = []
     for cut in cuts:
         entries += _baselines(model, cut, splits.certification)
-        entries += _qpart_entries(model, cut, am, splits, config, budgets)
+        if not ids_cross(model, cut):
+            entries += _qpart_entries(model, cut, am, splits, config, budgets)
         bar.update()
     bar.close()
     return Catalog(
-        model.name, model.version, budgets, _dedupe(entries), certification=CERTIFICATION + note,
+        model.name, model.version, budgets, _dedupe(entries),
+        certification=(TEXT_CERTIFICATION if language else CERTIFICATION) + note, metric=AGREEMENT if language else TOP1,
         config=asdict(config), cuts=cuts,
         accuracy_model={"alpha": am.alpha, "samples": am.samples, "granularity": am.granularity,
                         "weights": [w.as_dict() for w in am.weights.values()],

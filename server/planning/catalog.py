@@ -23,6 +23,13 @@ CATALOG_VERSION = 7
 # approximation of the certified bound by an exact bound: no older catalog keeps its certification now.
 UPGRADABLE: tuple[int, ...] = ()
 BUDGETS = (0.1, 0.25, 0.5, 1.0, 2.0)
+TEXT_BUDGETS = (0.5, 1.0, 2.0, 5.0)
+TOP1 = "top-1 accuracy"
+AGREEMENT = "next-token top-1 agreement with the float model"
+TEXT_CERTIFICATION = ("exact one-sided upper confidence bound (Berger-Boos) of the loss of next-token top-1 agreement "
+                      "with the float model, one scored position per 64-token window of the validation text's second "
+                      "half (positions drawn at random), disjoint from the search half, at 95% for each entry with "
+                      "all its tries together (each of the 4 tries at 98.75%); the test text is never used")
 CERTIFICATION = ("exact one-sided upper confidence bound (Berger-Boos) of the paired top-1 drop (float vs pattern, "
                  "per-sample flips) on a certification split disjoint from the search split, at 95% for each entry "
                  "with all its tries together (each of the 4 tries at 98.75%); the test set is never used")
@@ -60,6 +67,7 @@ class Catalog:
     build_seconds: float = 0.0
     evaluations: int = 0
     format_version: int = CATALOG_VERSION
+    metric: str = TOP1                # what a budget's points are of (AGREEMENT for a language model)
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -25,8 +25,11 @@ INPUT_OVERHEAD_BYTES = 16    # request id and framing of one input in an Activat
 @dataclass(frozen=True)
 class ModelSpeed:
     """This server's timings of one model version (qpart.server.serving.speed): what its part costs here."""
-    tail_seconds: dict               # cut -> the server's part for one input from it, s
+    tail_seconds: dict               # cut -> the server's part for one input from it, s (a language model: one
+                                     # generated token's step, after generation.WARM positions cached)
     preprocess_seconds: float = 0.0  # the device's preprocessing of one raw image, timed here, s
+    prefill_seconds: dict = field(default_factory=dict)   # a language model's: cut -> the tail over a prompt of
+                                                          # generation.PREFILL positions, s
 
 
 @dataclass(frozen=True)

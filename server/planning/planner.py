@@ -24,6 +24,7 @@ from qpart.common.errors import FailedPrecondition, InvalidArgument
 from qpart.server.models.heads import HeadStore
 from qpart.server.models.repository import Model
 from qpart.server.models.split import Split
+from qpart.server.planning import generation as gen
 from qpart.server.planning.patterns import Candidate, Patterns
 from qpart.server.planning.plans import PlanSpec
 
@@ -47,6 +48,7 @@ class PlanRequest:
     policy: str = policies.QPART
     fixed: Split | None = None            # policy "fixed": the split; one weight width stands for every layer
     explain: bool = False
+    generation: gen.Shape | None = None   # a language model's generation to price (None: the default)
 
     def __post_init__(self):
         policies.to_enum(self.policy)   # raises on an unknown name
@@ -71,6 +73,7 @@ class Plan:
     decision_s: float = 0.0       # seconds the planner took to choose (no transport)
     load: float = 1.0             # the factor the server's idle-timed part was priced at (1: idle)
     speed: object = None          # the server's timings it was priced with (serving.speed_profile.SpeedProfile)
+    generation: object = None     # a language model's: the generation.Shape its figures are for
 
 
 def plan(served: "ServedModel", request: PlanRequest, load: float = 1.0, server: ServerProfile = ServerProfile(),
@@ -86,6 +89,8 @@ def plan(served: "ServedModel", request: PlanRequest, load: float = 1.0, server:
         chosen = _choose(served, request, load, server, heads)
     chosen.decision_s = time.perf_counter() - started
     chosen.load, chosen.speed = load, served.server_speed
+    if served.model.profile.sequence is not None:
+        chosen.generation = request.generation or gen.Shape()
     return chosen
 
 
@@ -98,8 +103,21 @@ def _predict(work: Workload, request: PlanRequest, load: float, server: ServerPr
     return predict(work, request.device, request.link, server, request.objective, request.inferences_per_head, held)
 
 
+def for_request(served: "ServedModel", patterns: Patterns, request: PlanRequest, server: ServerProfile) -> Patterns:
+    """The patterns priced for this request's work: a language model's for one generation of its shape."""
+    model = served.model
+    if model.profile.sequence is None:
+        if request.generation is not None:
+            raise InvalidArgument(f"model {model.name!r} is not a language model; a generation shape applies to those")
+        return patterns
+    work, memory = gen.workload(model, [s.split for s in patterns.specs], patterns.work.head_bytes,
+                              request.generation or gen.Shape(), server, served.speed, served.codec, request.device)
+    return replace(patterns, work=work, memory=memory)
+
+
 def _choose(served: "ServedModel", request: PlanRequest, load: float, server: ServerProfile, heads: HeadStore) -> Plan:
     model, patterns, masks = served.model, *served.priced(request.device.head_codings, heads)
+    patterns = for_request(served, patterns, request, server)
     held = [h in request.held_heads for h in patterns.hashes] if request.held_heads else False
     costs = _predict(patterns.work, request, load, server, held)
     codings = images.available() if request.device.image_codings is None else request.device.image_codings
@@ -165,6 +183,7 @@ def _plan_fixed(served: "ServedModel", request: PlanRequest, load: float, server
     drop = entry.certified_drop if entry is not None else np.nan
     patterns = Patterns.of(model, [spec], ["fixed"], [drop], [head.size if head else 0],
                            [head.content_hash if head else ""], server, served.codec, speed=served.speed)
+    patterns = for_request(served, patterns, request, server)
     held = bool(head) and head.content_hash in request.held_heads
     costs = _predict(patterns.work, request, load, server, held)
     chosen = patterns.candidate(costs, 0, held=held)

@@ -7,6 +7,7 @@ from qpart.common.errors import InvalidArgument
 from qpart.common.names import shown
 from qpart.server.models.repository import Model
 from qpart.server.models.split import Split
+from qpart.server.planning import generation
 from qpart.server.planning.planner import MAX_HELD_HEADS, Candidate, Plan, PlanRequest
 from qpart.server.serving.core import HeadChunk, InferResult
 from qpart.server.serving.generation import Answer, Run
@@ -79,7 +80,9 @@ def plan_request(msg: spb.PlanRequest) -> PlanRequest:
         link=messages.link_from_pb(msg.link) if msg.HasField("link") else LinkProfile(),
         accuracy_budget=msg.accuracy_budget, objective=messages.objective_from_pb(msg.weights),
         inferences_per_head=msg.inferences_per_head or 1, held_heads=frozenset(msg.held_heads),
-        policy=policies.from_enum(msg.policy), fixed=fixed, explain=msg.explain)
+        policy=policies.from_enum(msg.policy), fixed=fixed, explain=msg.explain,
+        generation=generation.Shape(msg.generation.prompt_tokens, msg.generation.new_tokens)
+        if msg.HasField("generation") else None)
 
 
 def _prediction(c: Candidate) -> spb.PlanPrediction:
@@ -105,6 +108,8 @@ def plan_response(plan: Plan, model: Model, plan_id: str, max_batch_inputs: int,
         head_hash=plan.chosen.head_hash, head_bytes=int(plan.chosen.work.head_bytes), predicted=_prediction(plan.chosen),
         reason=plan.reason, decision_seconds=plan.decision_s, max_batch_inputs=max_batch_inputs,
         plan_id_expires_at=expires_at, server_load=plan.load, server_speed=server_speed(plan, model))
+    if plan.generation is not None:
+        msg.generation.prompt_tokens, msg.generation.new_tokens = plan.generation.prompt, plan.generation.new
     for (name, shape, quantizer), bits in zip(plan.activations, split.activation_bits):
         encoding = msg.activations.add(name=name, bits=bits, sample_shape=shape, coding=plan.chosen.coding,
                                        quality=plan.chosen.quality)

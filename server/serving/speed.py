@@ -20,6 +20,8 @@ import torch
 
 from qpart.common import quant, tensors, timing, torchnet
 from qpart.common.timing import CpuLoad, Timing
+from qpart.common.kvcache import KVCache
+from qpart.server.planning.generation import PREFILL, WARM
 from qpart.server.planning.patterns import CodecCosts, ModelSpeed
 from qpart.server.serving import speed_profile
 from qpart.server.serving.speed_profile import ModelTails, SpeedProfile
@@ -40,15 +42,37 @@ def _seconds_after_idle(idle_s: float, fn, *args, clock=time.perf_counter) -> fl
     return clock() - started
 
 
-def _tail_rounds(model, cuts, idle_s: float, rounds: int, clock) -> dict[int, Timing]:
-    tails = [(c, model.tail(c), [torch.zeros(1, *s) for s in model.profile.cut(c).shapes]) for c in cuts]
+def _runner(model, cut: int, positions: int | None):
+    """What one timed run does: the tail from `cut` on one input; a language model's (positions not None) on a run
+    of that many positions after generation.WARM cached (1: one generated token's step), with a cache of its own."""
+    tail, shapes = model.tail(cut), model.profile.cut(cut).shapes
+    if positions is None:
+        x = [torch.zeros(1, *s) for s in shapes]
+        return lambda: tail(*x)
+    warm = [torch.zeros(1, WARM, *s[1:]) for s in shapes]
+    x = [torch.zeros(1, positions, *s[1:]) for s in shapes]
+    cache = {}
+
+    def run():
+        if "kv" not in cache or cache["kv"].position + positions > cache["kv"].max_positions:
+            cache["kv"] = KVCache(model.profile.sequence[1])
+            tail(*warm, cache=cache["kv"])
+        kv = cache["kv"]
+        kv.layers = {k: (key[:, :, :WARM], value[:, :, :WARM]) for k, (key, value) in kv.layers.items()}
+        kv.position = WARM                 # every run starts from the same WARM positions
+        tail(*x, cache=kv)
+    return run
+
+
+def _tail_rounds(model, cuts, idle_s: float, rounds: int, clock, positions: int | None = None) -> dict[int, Timing]:
+    runs = [(c, _runner(model, c, positions)) for c in cuts]
     samples = {c: [] for c in cuts}
     with torch.inference_mode():
-        for _, tail, x in tails:
-            tail(*x)                     # first run: allocations that happen once
+        for _, run in runs:
+            run()                        # first run: allocations that happen once
         for _ in range(rounds):          # rounds over all cuts: drift of the machine hits every cut alike
-            for c, tail, x in tails:
-                samples[c].append(_seconds_after_idle(idle_s, tail, *x, clock=clock))
+            for c, run in runs:
+                samples[c].append(_seconds_after_idle(idle_s, run, clock=clock))
     return {c: Timing.of(s) for c, s in samples.items()}
 
 
@@ -63,22 +87,25 @@ def _subset_outliers(figures: dict[int, Timing]) -> dict[int, int]:
     return out
 
 
-def tail_timings(model, cuts, idle_s: float = 0.01, rounds: int = 9, clock=time.perf_counter
-                 ) -> tuple[dict[int, Timing], list[str]]:
-    """({cut: Timing of the server's part for one input from it}, warnings) for the cuts whose tail runs.
+def tail_timings(model, cuts, idle_s: float = 0.01, rounds: int = 9, clock=time.perf_counter,
+                 positions: int | None = None) -> tuple[dict[int, Timing], list[str]]:
+    """({cut: Timing of the server's part for one input from it}, warnings) for the cuts whose tail runs; a
+    language model's for a run of `positions` after WARM cached (1: a generated token's step; PREFILL: a prompt).
 
     Each run follows an idle pause, as a device's next input does (a network round trip after the
     last): after 10 ms idle this 2-core VM ran a tail 2-4 times slower than back to back. That is what
     a lightly loaded server sees.
     """
+    if model.profile.sequence is not None and positions is None:
+        positions = 1
     runs = [c for c in cuts if model.profile.cut(c).runs_tail]
-    figures = _tail_rounds(model, runs, idle_s, rounds, clock) if runs else {}
+    figures = _tail_rounds(model, runs, idle_s, rounds, clock, positions) if runs else {}
     warnings = []
     for _ in range(RETRIES):
         again = {c for c, t in figures.items() if t.spread > timing.MAX_SPREAD} | set(_subset_outliers(figures))
         if not again:
             break
-        for c, t in _tail_rounds(model, sorted(again), idle_s, rounds, clock).items():
+        for c, t in _tail_rounds(model, sorted(again), idle_s, rounds, clock, positions).items():
             if t.spread <= figures[c].spread or c in _subset_outliers(figures):
                 figures[c] = t
     for later, earlier in _subset_outliers(figures).items():
@@ -196,8 +223,12 @@ def measure(models, cuts_of, base: SpeedProfile | None = None, idle_wait_s: floa
         profile.busy = busy if profile.busy is None else max(profile.busy, busy or 0.0)
     for model in missing:
         figures, warned = tail_timings(model, cuts_of(model), clock=clock)
+        prefill = {}
+        if model.profile.sequence is not None:           # a language model: its prompt's run too
+            prefill, more = tail_timings(model, cuts_of(model), clock=clock, positions=PREFILL)
+            warned += more
         warnings += warned
-        profile.tails[model.name] = ModelTails(model.version, figures, preprocess_timing(model, clock=clock))
+        profile.tails[model.name] = ModelTails(model.version, figures, preprocess_timing(model, clock=clock), prefill)
     for line in warnings:
         log.warning("speed: %s", line, extra={"fields": {"event": "speed_refused", "warning": line}})
     profile.warnings = base.warnings + warnings if base else warnings
@@ -215,7 +246,8 @@ def priced_with(profile: SpeedProfile, models, cuts_of, fallback_mac_rate: float
             continue
         tails = timed.cuts
         speeds[model.name, model.version] = ModelSpeed({c: 0.0 for c in cuts_of(model)} |
-                                                       {c: t.median for c, t in tails.items()}, timed.preprocess.median)
+                                                       {c: t.median for c, t in tails.items()}, timed.preprocess.median,
+                                                       {c: t.median for c, t in timed.prefill.items()})
         if tails:
             spreads = [t.spread for t in tails.values()]
             log.info("%s: tails from %d cuts, %.3f to %.3f ms per input (spread %.0f-%.0f%%; %s)", model.name,

@@ -35,6 +35,8 @@ class ModelTails:
     version: str                    # the model version the tails were timed for
     cuts: dict[int, Timing]         # cut -> the server's part for one input from it, seconds
     preprocess: Timing              # the model's preprocessing of one raw image, seconds (the device's work)
+    prefill: dict[int, Timing] = field(default_factory=dict)   # a language model's: cut -> the tail over a prompt
+                                                               # (cuts then holds one generated token's step)
 
 
 @dataclass
@@ -71,7 +73,9 @@ class SpeedProfile:
                 "zlib": list(self.zlib), "busy": self.busy, "measured_at": self.measured_at, "machine": self.machine,
                 "warnings": self.warnings[:64],
                 "tails": {name: {"version": t.version, "cuts": {str(c): v.as_dict() for c, v in t.cuts.items()},
-                                 "preprocess": t.preprocess.as_dict()} for name, t in self.tails.items()}}
+                                 "preprocess": t.preprocess.as_dict(),
+                                 "prefill": {str(c): v.as_dict() for c, v in t.prefill.items()}}
+                          for name, t in self.tails.items()}}
 
     @classmethod
     def from_json(cls, d: dict, source: str) -> "SpeedProfile":
@@ -85,7 +89,8 @@ class SpeedProfile:
         if not all(1 <= b <= 32 for b in codec):
             raise ValueError("codec widths must be 1 to 32 bits")
         tails = {str(name): ModelTails(str(t["version"]), {int(c): Timing.from_dict(v) for c, v in dict(t["cuts"]).items()},
-                                       Timing.from_dict(t["preprocess"]))
+                                       Timing.from_dict(t["preprocess"]),
+                                       {int(c): Timing.from_dict(v) for c, v in dict(t.get("prefill", {})).items()})
                  for name, t in dict(d["tails"]).items()}
         busy = d.get("busy")
         return cls(Timing.from_dict(d["mac_rate"]), codec, seconds(d["zlib"], 2), tails,

@@ -25,27 +25,31 @@ _sym_db = _symbol_database.Default()
 from qpart.v1 import service_pb2 as qpart_dot_v1_dot_service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14qpart/v1/agent.proto\x12\x08qpart.v1\x1a\x16qpart/v1/service.proto\"%\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x82\x01\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12\"\n\x06pixels\x18\x03 \x01(\x0b\x32\x10.qpart.v1.TensorH\x00\x12\"\n\x06tensor\x18\x04 \x01(\x0b\x32\x10.qpart.v1.TensorH\x00\x42\x07\n\x05input\"v\n\x10\x43lassifyResponse\x12\r\n\x05label\x18\x01 \x01(\r\x12\x12\n\nclass_name\x18\x02 \x01(\t\x12\x0e\n\x06scores\x18\x03 \x03(\x02\x12\x0b\n\x03\x63ut\x18\x04 \x01(\r\x12\x11\n\tnum_nodes\x18\x05 \x01(\r\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\"\x0f\n\rStatusRequest\"\xb4\x01\n\x0bModelStatus\x12\r\n\x05model\x18\x01 \x01(\t\x12$\n\x04plan\x18\x02 \x01(\x0b\x32\x16.qpart.v1.PlanResponse\x12\x12\n\nplanned_at\x18\x03 \x01(\x01\x12\x0e\n\x06inputs\x18\x04 \x01(\x04\x12\x14\n\x0crequest_rate\x18\x05 \x01(\x01\x12\x16\n\x0e\x65xpected_reuse\x18\x06 \x01(\x04\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t\x12\r\n\x05plans\x18\x08 \x01(\x04\"\xd8\x01\n\x0eStatusResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.qpart.v1.ModelStatus\x12\x17\n\x0fmacs_per_second\x18\x02 \x01(\x01\x12\x12\n\nuplink_bps\x18\x03 \x01(\x01\x12\r\n\x05rtt_s\x18\x04 \x01(\x01\x12$\n\x05state\x18\x05 \x01(\x0e\x32\x15.qpart.v1.DaemonState\x12\x13\n\x0bwaiting_for\x18\x06 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\r\x12\x16\n\x0enext_attempt_s\x18\x08 \x01(\x01*Q\n\x0b\x44\x61\x65monState\x12\x1c\n\x18\x44\x41\x45MON_STATE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x41\x45MON_WAITING\x10\x01\x12\x10\n\x0c\x44\x41\x45MON_READY\x10\x02\x32\x8c\x01\n\nLocalAgent\x12\x41\n\x08\x43lassify\x12\x19.qpart.v1.ClassifyRequest\x1a\x1a.qpart.v1.ClassifyResponse\x12;\n\x06Status\x12\x17.qpart.v1.StatusRequest\x1a\x18.qpart.v1.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14qpart/v1/agent.proto\x12\x08qpart.v1\x1a\x16qpart/v1/service.proto\"\x84\x01\n\x13GenerateTextRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x16\n\x0emax_new_tokens\x18\x03 \x01(\r\x12\x13\n\x0btemperature\x18\x04 \x01(\x01\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\x13\n\x0bthrough_end\x18\x06 \x01(\x08\"\xb2\x01\n\x14GenerateTextResponse\x12\r\n\x05token\x18\x01 \x01(\r\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0e\n\x06tokens\x18\x04 \x01(\r\x12\x15\n\rfirst_token_s\x18\x05 \x01(\x01\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\x12\x0b\n\x03\x63ut\x18\x07 \x01(\r\x12\x11\n\tnum_nodes\x18\x08 \x01(\r\x12\x17\n\x0fresent_contexts\x18\t \x01(\r\"%\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x82\x01\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12\"\n\x06pixels\x18\x03 \x01(\x0b\x32\x10.qpart.v1.TensorH\x00\x12\"\n\x06tensor\x18\x04 \x01(\x0b\x32\x10.qpart.v1.TensorH\x00\x42\x07\n\x05input\"v\n\x10\x43lassifyResponse\x12\r\n\x05label\x18\x01 \x01(\r\x12\x12\n\nclass_name\x18\x02 \x01(\t\x12\x0e\n\x06scores\x18\x03 \x03(\x02\x12\x0b\n\x03\x63ut\x18\x04 \x01(\r\x12\x11\n\tnum_nodes\x18\x05 \x01(\r\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\"\x0f\n\rStatusRequest\"\xb4\x01\n\x0bModelStatus\x12\r\n\x05model\x18\x01 \x01(\t\x12$\n\x04plan\x18\x02 \x01(\x0b\x32\x16.qpart.v1.PlanResponse\x12\x12\n\nplanned_at\x18\x03 \x01(\x01\x12\x0e\n\x06inputs\x18\x04 \x01(\x04\x12\x14\n\x0crequest_rate\x18\x05 \x01(\x01\x12\x16\n\x0e\x65xpected_reuse\x18\x06 \x01(\x04\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t\x12\r\n\x05plans\x18\x08 \x01(\x04\"\xd8\x01\n\x0eStatusResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.qpart.v1.ModelStatus\x12\x17\n\x0fmacs_per_second\x18\x02 \x01(\x01\x12\x12\n\nuplink_bps\x18\x03 \x01(\x01\x12\r\n\x05rtt_s\x18\x04 \x01(\x01\x12$\n\x05state\x18\x05 \x01(\x0e\x32\x15.qpart.v1.DaemonState\x12\x13\n\x0bwaiting_for\x18\x06 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\r\x12\x16\n\x0enext_attempt_s\x18\x08 \x01(\x01*Q\n\x0b\x44\x61\x65monState\x12\x1c\n\x18\x44\x41\x45MON_STATE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x41\x45MON_WAITING\x10\x01\x12\x10\n\x0c\x44\x41\x45MON_READY\x10\x02\x32\xd9\x01\n\nLocalAgent\x12\x41\n\x08\x43lassify\x12\x19.qpart.v1.ClassifyRequest\x1a\x1a.qpart.v1.ClassifyResponse\x12;\n\x06Status\x12\x17.qpart.v1.StatusRequest\x1a\x18.qpart.v1.StatusResponse\x12K\n\x08Generate\x12\x1d.qpart.v1.GenerateTextRequest\x1a\x1e.qpart.v1.GenerateTextResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qpart.v1.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DAEMONSTATE']._serialized_start=769
-  _globals['_DAEMONSTATE']._serialized_end=850
-  _globals['_TENSOR']._serialized_start=58
-  _globals['_TENSOR']._serialized_end=95
-  _globals['_CLASSIFYREQUEST']._serialized_start=98
-  _globals['_CLASSIFYREQUEST']._serialized_end=228
-  _globals['_CLASSIFYRESPONSE']._serialized_start=230
-  _globals['_CLASSIFYRESPONSE']._serialized_end=348
-  _globals['_STATUSREQUEST']._serialized_start=350
-  _globals['_STATUSREQUEST']._serialized_end=365
-  _globals['_MODELSTATUS']._serialized_start=368
-  _globals['_MODELSTATUS']._serialized_end=548
-  _globals['_STATUSRESPONSE']._serialized_start=551
-  _globals['_STATUSRESPONSE']._serialized_end=767
-  _globals['_LOCALAGENT']._serialized_start=853
-  _globals['_LOCALAGENT']._serialized_end=993
+  _globals['_DAEMONSTATE']._serialized_start=1085
+  _globals['_DAEMONSTATE']._serialized_end=1166
+  _globals['_GENERATETEXTREQUEST']._serialized_start=59
+  _globals['_GENERATETEXTREQUEST']._serialized_end=191
+  _globals['_GENERATETEXTRESPONSE']._serialized_start=194
+  _globals['_GENERATETEXTRESPONSE']._serialized_end=372
+  _globals['_TENSOR']._serialized_start=374
+  _globals['_TENSOR']._serialized_end=411
+  _globals['_CLASSIFYREQUEST']._serialized_start=414
+  _globals['_CLASSIFYREQUEST']._serialized_end=544
+  _globals['_CLASSIFYRESPONSE']._serialized_start=546
+  _globals['_CLASSIFYRESPONSE']._serialized_end=664
+  _globals['_STATUSREQUEST']._serialized_start=666
+  _globals['_STATUSREQUEST']._serialized_end=681
+  _globals['_MODELSTATUS']._serialized_start=684
+  _globals['_MODELSTATUS']._serialized_end=864
+  _globals['_STATUSRESPONSE']._serialized_start=867
+  _globals['_STATUSRESPONSE']._serialized_end=1083
+  _globals['_LOCALAGENT']._serialized_start=1169
+  _globals['_LOCALAGENT']._serialized_end=1386
 # @@protoc_insertion_point(module_scope)

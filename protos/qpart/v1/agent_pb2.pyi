@@ -17,6 +17,44 @@ DAEMON_STATE_UNSPECIFIED: DaemonState
 DAEMON_WAITING: DaemonState
 DAEMON_READY: DaemonState
 
+class GenerateTextRequest(_message.Message):
+    __slots__ = ("model", "prompt", "max_new_tokens", "temperature", "seed", "through_end")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    THROUGH_END_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    prompt: str
+    max_new_tokens: int
+    temperature: float
+    seed: int
+    through_end: bool
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., max_new_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ..., through_end: _Optional[bool] = ...) -> None: ...
+
+class GenerateTextResponse(_message.Message):
+    __slots__ = ("token", "done", "text", "tokens", "first_token_s", "seconds", "cut", "num_nodes", "resent_contexts")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_TOKEN_S_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CUT_FIELD_NUMBER: _ClassVar[int]
+    NUM_NODES_FIELD_NUMBER: _ClassVar[int]
+    RESENT_CONTEXTS_FIELD_NUMBER: _ClassVar[int]
+    token: int
+    done: bool
+    text: str
+    tokens: int
+    first_token_s: float
+    seconds: float
+    cut: int
+    num_nodes: int
+    resent_contexts: int
+    def __init__(self, token: _Optional[int] = ..., done: _Optional[bool] = ..., text: _Optional[str] = ..., tokens: _Optional[int] = ..., first_token_s: _Optional[float] = ..., seconds: _Optional[float] = ..., cut: _Optional[int] = ..., num_nodes: _Optional[int] = ..., resent_contexts: _Optional[int] = ...) -> None: ...
+
 class Tensor(_message.Message):
     __slots__ = ("shape", "data")
     SHAPE_FIELD_NUMBER: _ClassVar[int]

@@ -45,6 +45,11 @@ class LocalAgentStub:
                 request_serializer=qpart_dot_v1_dot_agent__pb2.StatusRequest.SerializeToString,
                 response_deserializer=qpart_dot_v1_dot_agent__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.Generate = channel.unary_stream(
+                '/qpart.v1.LocalAgent/Generate',
+                request_serializer=qpart_dot_v1_dot_agent__pb2.GenerateTextRequest.SerializeToString,
+                response_deserializer=qpart_dot_v1_dot_agent__pb2.GenerateTextResponse.FromString,
+                _registered_method=True)
 
 
 class LocalAgentServicer:
@@ -69,6 +74,16 @@ class LocalAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Generate(self, request, context):
+        """A language model's continuation of a prompt (ModelInfo.task "language-model") through the daemon's plan
+        for it, streamed a token at a time as the tokens arrive; the last message carries the text and the figures.
+        Another model gets FAILED_PRECONDITION; a bad prompt or setting INVALID_ARGUMENT; the server's refusals
+        (RESOURCE_EXHAUSTED for its session limits, ...) pass through.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LocalAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +96,11 @@ def add_LocalAgentServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=qpart_dot_v1_dot_agent__pb2.StatusRequest.FromString,
                     response_serializer=qpart_dot_v1_dot_agent__pb2.StatusResponse.SerializeToString,
+            ),
+            'Generate': grpc.unary_stream_rpc_method_handler(
+                    servicer.Generate,
+                    request_deserializer=qpart_dot_v1_dot_agent__pb2.GenerateTextRequest.FromString,
+                    response_serializer=qpart_dot_v1_dot_agent__pb2.GenerateTextResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -138,6 +158,33 @@ class LocalAgent:
             '/qpart.v1.LocalAgent/Status',
             qpart_dot_v1_dot_agent__pb2.StatusRequest.SerializeToString,
             qpart_dot_v1_dot_agent__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Generate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/qpart.v1.LocalAgent/Generate',
+            qpart_dot_v1_dot_agent__pb2.GenerateTextRequest.SerializeToString,
+            qpart_dot_v1_dot_agent__pb2.GenerateTextResponse.FromString,
             options,
             channel_credentials,
             insecure,

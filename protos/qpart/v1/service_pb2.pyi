@@ -181,7 +181,7 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., description: _Optional[str] = ..., input: _Optional[_Union[TensorInfo, _Mapping]] = ..., task: _Optional[str] = ..., class_names: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., cuts: _Optional[_Iterable[_Union[CutInfo, _Mapping]]] = ..., float_test_accuracy: _Optional[float] = ..., test_samples: _Optional[int] = ..., dataset: _Optional[str] = ..., has_catalog: _Optional[bool] = ..., catalog_budgets: _Optional[_Iterable[float]] = ..., sequence: _Optional[_Union[_network_pb2.SequenceSpec, _Mapping]] = ..., tokenizer: _Optional[str] = ...) -> None: ...
 
 class DeviceCapabilities(_message.Message):
-    __slots__ = ("name", "clock_hz", "cycles_per_mac", "macs_per_second", "energy_coefficient", "tx_power_w", "memory_bytes", "image_codings", "head_codings")
+    __slots__ = ("name", "clock_hz", "cycles_per_mac", "macs_per_second", "energy_coefficient", "tx_power_w", "memory_bytes", "image_codings", "head_codings", "seconds_per_node")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CLOCK_HZ_FIELD_NUMBER: _ClassVar[int]
     CYCLES_PER_MAC_FIELD_NUMBER: _ClassVar[int]
@@ -191,6 +191,7 @@ class DeviceCapabilities(_message.Message):
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     IMAGE_CODINGS_FIELD_NUMBER: _ClassVar[int]
     HEAD_CODINGS_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_PER_NODE_FIELD_NUMBER: _ClassVar[int]
     name: str
     clock_hz: float
     cycles_per_mac: float
@@ -200,7 +201,8 @@ class DeviceCapabilities(_message.Message):
     memory_bytes: int
     image_codings: _containers.RepeatedScalarFieldContainer[Coding]
     head_codings: _containers.RepeatedScalarFieldContainer[_network_pb2.TensorCoding]
-    def __init__(self, name: _Optional[str] = ..., clock_hz: _Optional[float] = ..., cycles_per_mac: _Optional[float] = ..., macs_per_second: _Optional[float] = ..., energy_coefficient: _Optional[float] = ..., tx_power_w: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., image_codings: _Optional[_Iterable[_Union[Coding, str]]] = ..., head_codings: _Optional[_Iterable[_Union[_network_pb2.TensorCoding, str]]] = ...) -> None: ...
+    seconds_per_node: float
+    def __init__(self, name: _Optional[str] = ..., clock_hz: _Optional[float] = ..., cycles_per_mac: _Optional[float] = ..., macs_per_second: _Optional[float] = ..., energy_coefficient: _Optional[float] = ..., tx_power_w: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., image_codings: _Optional[_Iterable[_Union[Coding, str]]] = ..., head_codings: _Optional[_Iterable[_Union[_network_pb2.TensorCoding, str]]] = ..., seconds_per_node: _Optional[float] = ...) -> None: ...
 
 class LinkCapabilities(_message.Message):
     __slots__ = ("rate_bps", "downlink_rate_bps", "bandwidth_hz", "snr_db", "rayleigh_fading", "rtt_s")
@@ -241,7 +243,7 @@ class FixedPlan(_message.Message):
     def __init__(self, cut: _Optional[int] = ..., weight_bits: _Optional[_Iterable[int]] = ..., activation_bits: _Optional[_Iterable[int]] = ..., weight_granularity: _Optional[_Union[_network_pb2.Granularity, str]] = ...) -> None: ...
 
 class PlanRequest(_message.Message):
-    __slots__ = ("model", "device", "link", "accuracy_budget", "weights", "inferences_per_head", "held_heads", "policy", "fixed", "explain")
+    __slots__ = ("model", "device", "link", "accuracy_budget", "weights", "inferences_per_head", "held_heads", "policy", "fixed", "explain", "generation")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     LINK_FIELD_NUMBER: _ClassVar[int]
@@ -252,6 +254,7 @@ class PlanRequest(_message.Message):
     POLICY_FIELD_NUMBER: _ClassVar[int]
     FIXED_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
     model: str
     device: DeviceCapabilities
     link: LinkCapabilities
@@ -262,7 +265,16 @@ class PlanRequest(_message.Message):
     policy: Policy
     fixed: FixedPlan
     explain: bool
-    def __init__(self, model: _Optional[str] = ..., device: _Optional[_Union[DeviceCapabilities, _Mapping]] = ..., link: _Optional[_Union[LinkCapabilities, _Mapping]] = ..., accuracy_budget: _Optional[float] = ..., weights: _Optional[_Union[ObjectiveWeights, _Mapping]] = ..., inferences_per_head: _Optional[int] = ..., held_heads: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[Policy, str]] = ..., fixed: _Optional[_Union[FixedPlan, _Mapping]] = ..., explain: _Optional[bool] = ...) -> None: ...
+    generation: GenerationShape
+    def __init__(self, model: _Optional[str] = ..., device: _Optional[_Union[DeviceCapabilities, _Mapping]] = ..., link: _Optional[_Union[LinkCapabilities, _Mapping]] = ..., accuracy_budget: _Optional[float] = ..., weights: _Optional[_Union[ObjectiveWeights, _Mapping]] = ..., inferences_per_head: _Optional[int] = ..., held_heads: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[Policy, str]] = ..., fixed: _Optional[_Union[FixedPlan, _Mapping]] = ..., explain: _Optional[bool] = ..., generation: _Optional[_Union[GenerationShape, _Mapping]] = ...) -> None: ...
+
+class GenerationShape(_message.Message):
+    __slots__ = ("prompt_tokens", "new_tokens")
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    prompt_tokens: int
+    new_tokens: int
+    def __init__(self, prompt_tokens: _Optional[int] = ..., new_tokens: _Optional[int] = ...) -> None: ...
 
 class ActivationEncoding(_message.Message):
     __slots__ = ("name", "bits", "scale", "zero_point", "sample_shape", "coding", "quality")
@@ -337,7 +349,7 @@ class PlanCandidate(_message.Message):
     def __init__(self, cut: _Optional[int] = ..., weight_bits: _Optional[_Iterable[int]] = ..., activation_bits: _Optional[_Iterable[int]] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., chosen: _Optional[bool] = ..., rejected_reason: _Optional[str] = ..., kind: _Optional[str] = ..., coding: _Optional[_Union[Coding, str]] = ..., quality: _Optional[int] = ...) -> None: ...
 
 class PlanResponse(_message.Message):
-    __slots__ = ("plan_id", "model", "model_version", "policy", "cut", "num_nodes", "weight_nodes", "weight_bits", "weight_granularity", "activations", "head_hash", "head_bytes", "predicted", "candidates", "reason", "decision_seconds", "max_batch_inputs", "plan_id_expires_at", "server_load", "server_speed")
+    __slots__ = ("plan_id", "model", "model_version", "policy", "cut", "num_nodes", "weight_nodes", "weight_bits", "weight_granularity", "activations", "head_hash", "head_bytes", "predicted", "candidates", "reason", "decision_seconds", "max_batch_inputs", "plan_id_expires_at", "server_load", "server_speed", "generation")
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -358,6 +370,7 @@ class PlanResponse(_message.Message):
     PLAN_ID_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     SERVER_LOAD_FIELD_NUMBER: _ClassVar[int]
     SERVER_SPEED_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
     plan_id: str
     model: str
     model_version: str
@@ -378,7 +391,8 @@ class PlanResponse(_message.Message):
     plan_id_expires_at: int
     server_load: float
     server_speed: ServerSpeed
-    def __init__(self, plan_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., policy: _Optional[_Union[Policy, str]] = ..., cut: _Optional[int] = ..., num_nodes: _Optional[int] = ..., weight_nodes: _Optional[_Iterable[str]] = ..., weight_bits: _Optional[_Iterable[int]] = ..., weight_granularity: _Optional[_Union[_network_pb2.Granularity, str]] = ..., activations: _Optional[_Iterable[_Union[ActivationEncoding, _Mapping]]] = ..., head_hash: _Optional[str] = ..., head_bytes: _Optional[int] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[PlanCandidate, _Mapping]]] = ..., reason: _Optional[str] = ..., decision_seconds: _Optional[float] = ..., max_batch_inputs: _Optional[int] = ..., plan_id_expires_at: _Optional[int] = ..., server_load: _Optional[float] = ..., server_speed: _Optional[_Union[ServerSpeed, _Mapping]] = ...) -> None: ...
+    generation: GenerationShape
+    def __init__(self, plan_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., policy: _Optional[_Union[Policy, str]] = ..., cut: _Optional[int] = ..., num_nodes: _Optional[int] = ..., weight_nodes: _Optional[_Iterable[str]] = ..., weight_bits: _Optional[_Iterable[int]] = ..., weight_granularity: _Optional[_Union[_network_pb2.Granularity, str]] = ..., activations: _Optional[_Iterable[_Union[ActivationEncoding, _Mapping]]] = ..., head_hash: _Optional[str] = ..., head_bytes: _Optional[int] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[PlanCandidate, _Mapping]]] = ..., reason: _Optional[str] = ..., decision_seconds: _Optional[float] = ..., max_batch_inputs: _Optional[int] = ..., plan_id_expires_at: _Optional[int] = ..., server_load: _Optional[float] = ..., server_speed: _Optional[_Union[ServerSpeed, _Mapping]] = ..., generation: _Optional[_Union[GenerationShape, _Mapping]] = ...) -> None: ...
 
 class ServerSpeed(_message.Message):
     __slots__ = ("tail_seconds", "tail_spread", "tail_runs", "tail_refused", "macs_per_second", "macs_spread", "busy_while_timed", "source", "measured_at")
