@@ -9,6 +9,7 @@
     qpart token DEVICE [--allow fc6]    a new bearer token and its entry for the server's devices file
 With the harness installed (the dev extra):
     qpart demo                          server and device as separate processes on 1,000 test images
+    qpart demo-text                     a language model's text generated through a split, the same way
     qpart testbed up --rate 5 --delay 10          two network namespaces on a shaped veth (root)
     qpart testbed shape --rate 20 | fade ... | relay ... | status | down
     qpart bench [--reduced]             the six policies end to end on a shaped link (root)

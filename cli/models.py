@@ -8,7 +8,11 @@ from qpart.common.table import fit
 
 
 def cmd_train(args) -> None:
-    from qpart.server.training import lm_train, train
+    from qpart.server.training import lm_train, train, zoo
+    unknown = [n for n in args.model if n not in lm_train.LM_ZOO and n not in zoo.ZOO]
+    if unknown:
+        raise InvalidArgument(f"unknown zoo model {unknown[0]!r}; choose one of {', '.join(zoo.ZOO)} or the language "
+                              f"models {', '.join(lm_train.LM_ZOO)}")
     for name in [n for n in args.model if n in lm_train.LM_ZOO]:
         model = lm_train.train(name, args.models, lm_train.LMTrainConfig(
             steps=args.steps, learning_rate=args.lr, seed=args.seed, progress=not args.no_progress, text=args.text))

@@ -43,7 +43,8 @@ def link_from_args(args) -> LinkProfile:
 
 def add_plan_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("plan")
-    g.add_argument("--budget", type=float, default=1.0, help="largest accepted top-1 drop, points (default %(default)s)")
+    g.add_argument("--budget", type=float, default=1.0, help="largest accepted accuracy drop, points: top-1 (a language "
+                   "model: next-token agreement with its float model) (default %(default)s)")
     g.add_argument("--w-time", type=float, default=1.0, help="objective weight on seconds (ω_T)")
     g.add_argument("--w-energy", type=float, default=1.0, help="objective weight on joules (ω_E)")
     g.add_argument("--w-cost", type=float, default=1.0, help="objective weight on server cost (ω_C)")

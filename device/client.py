@@ -251,29 +251,24 @@ class ServerClient:
             raise DataLoss(f"the head stream ended after {received} of {total} bytes")
         return received
 
+    def _stream(self, name: str, requests, timeout_s: float | None):
+        counter = self.bytes[name]
+
+        def counted():
+            for request in requests:
+                counter.sent += message_bytes(request)
+                yield request
+        with rpc_errors():
+            for response in getattr(self.stub, name)(counted(), timeout=timeout_s or self.timeout_s,
+                                                     metadata=self.metadata):
+                counter.received += message_bytes(response)
+                yield response
+
     def infer(self, requests: Iterable[spb.InferRequest], timeout_s: float | None = None) -> Iterator[spb.InferResponse]:
         """One Infer stream on the current server; UNAVAILABLE is raised for the caller to resend."""
-        counter = self.bytes["Infer"]
+        return self._stream("Infer", requests, timeout_s)
 
-        def counted():
-            for request in requests:
-                counter.sent += message_bytes(request)
-                yield request
-        with rpc_errors():
-            for response in self.stub.Infer(counted(), timeout=timeout_s or self.timeout_s, metadata=self.metadata):
-                counter.received += message_bytes(response)
-                yield response
-
-
-    def generate(self, requests: Iterable[spb.GenerateRequest], timeout_s: float | None = None) -> Iterator[spb.GenerateResponse]:
+    def generate(self, requests: Iterable[spb.GenerateRequest], timeout_s: float | None = None
+                 ) -> Iterator[spb.GenerateResponse]:
         """One Generate stream on the current server (qpart.device.generation); errors are raised as QpartError."""
-        counter = self.bytes["Generate"]
-
-        def counted():
-            for request in requests:
-                counter.sent += message_bytes(request)
-                yield request
-        with rpc_errors():
-            for response in self.stub.Generate(counted(), timeout=timeout_s or self.timeout_s, metadata=self.metadata):
-                counter.received += message_bytes(response)
-                yield response
+        return self._stream("Generate", requests, timeout_s)

@@ -6,7 +6,7 @@
 The device asks the server for a plan (or gives one with --cut and bit widths), fetches the head
 unless its cache holds it, runs the head on local test images (Fashion-MNIST, or --data) put through
 the model's preprocessing, streams the packed activations and prints predictions, accuracy, bytes
-each way and timings.
+each way and timings. For a language model it generates a continuation of --prompt through the split.
 """
 import argparse
 import dataclasses
@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from qpart.common import data, datasets, messages, options, policies, runtime, table
 from qpart.common.errors import QpartError
-from qpart.device import backends, compute, probe
+from qpart.device import backends, compute, generate_run, probe
 from qpart.device.agent import DeviceAgent, RunReport
 from qpart.device.report import json_ready
 from qpart.device.cache import HeadCache
@@ -58,6 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--measure-link", action="store_true",
                         help="probe the link to the server and send the measured rates")
     options.add_plan_options(parser)
+    generate_run.add_options(parser)
     parser.add_argument("--explain", action="store_true", help="print every candidate the planner weighed")
     parser.add_argument("--adapt", action="store_true",
                         help="follow the link: watch this run's own traffic (and probe when the plan sends nothing) "
@@ -249,6 +250,10 @@ def main(argv=None) -> int:
         agent = DeviceAgent(client, cache, max_head_bytes=int(args.max_head_mb * 2**20), emulate_macs_per_second=emulate,
                             backend=args.backend, deadline_s=args.deadline_ms / 1e3)
         info = agent.model_info(args.model)
+        if info.task == "language-model":
+            request, measured = build_request(args, client)
+            agent.backend = measured.get("backend", args.backend)
+            return generate_run.run(args, agent, info, request, measured)
         x, y = test_inputs(args.data, args.offset, args.count)
         agent.preprocessing = messages.preprocessing_from_pb(info.preprocessing)   # timed as the device's work
         request, measured = build_request(args, client)

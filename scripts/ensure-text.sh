@@ -10,16 +10,4 @@ if [ -n "${QPART_TEXT:-}" ]; then
     echo "QPART_TEXT=$QPART_TEXT holds no fortune files or *.txt documents" >&2
     exit 1
 fi
-if [ "$(id -u)" = 0 ]; then
-    sudo=""
-elif command -v sudo >/dev/null 2>&1; then
-    sudo="sudo"
-else
-    echo "the fortunes text is missing: run 'apt-get install fortunes' as root," >&2
-    echo "or set QPART_TEXT to a directory of *.txt documents." >&2
-    exit 1
-fi
-echo "installing the Debian package fortunes (the language models' text)" >&2
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get install -y -q fortunes >/dev/null 2>&1 \
-    || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q fortunes >/dev/null; }
+exec sh "$(dirname "$0")/apt-install.sh" fortunes "the language models' text" "QPART_TEXT to a directory of *.txt documents"

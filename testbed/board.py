@@ -8,7 +8,10 @@ device part there with pip from the package index (numpy, grpcio and protobuf ha
 torch; pip gets the host's CA bundle and resolver configuration), and classifies --count test images
 through a real split (a fixed cut inside the model, 8-bit weights and activations) against a
 qpart-server on this host's loopback. The board's predictions must equal the host's own run of the
-same plan on the same images (on at least 99 %: float32 sums may round differently on aarch64).
+same plan on the same images (on at least 99 %: float32 sums may round differently on aarch64). Then
+it generates 32 greedy tokens of the zoo's language model (gpt-fortunes, trained here on a short
+schedule if absent) cut after its first block, its head on the board's numpy with its own key/value
+cache: the tokens must be the host's.
 
 What it proves: the device part installs on aarch64 from the package index without torch, and its
 numpy executor, wire format and agent give the host's answers there. What it does not: a real board's
@@ -36,6 +39,7 @@ SOURCES = ("pyproject.toml", "README.md", "protos", "common", "device", "server"
 BINFMT = pathlib.Path("/proc/sys/fs/binfmt_misc")
 MIRROR = "http://deb.debian.org/debian"
 PYPI = "https://pypi.org/simple/numpy/"
+LM_MODEL, LM_PROMPT, LM_TOKENS = "gpt-fortunes", "Q: What do you call a fish with no eyes?\nA:", 32
 CLEAN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
              "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
@@ -168,12 +172,40 @@ def board_run(args) -> dict:
                                                     "/opt/qpart-data", "/tmp/board.json")],
             "the board's run", env=CLEAN_ENV)
         board_s = time.monotonic() - started
+    language = language_run(cache, rootfs, cache / "language-models")
     host = json.loads(host_json.read_text())["split"]
     board = json.loads((rootfs / "tmp" / "board.json").read_text())["split"]
     same = sum(a == b for a, b in zip(host["predictions"], board["predictions"]))
     return {"model": args.model, "cut": cut, "images": len(board["predictions"]), "same": same,
             "board_accuracy": board["accuracy"], "host_accuracy": host["accuracy"], "board_s": board_s,
-            "pip_s": pip_s, "backend": board["head"].get("backend")}
+            "pip_s": pip_s, "backend": board["head"].get("backend"), "language": language}
+
+
+def language_run(cache: pathlib.Path, rootfs: pathlib.Path, models: pathlib.Path) -> dict:
+    """The language model's head on the board: the zoo's GPT (trained here on a short schedule if absent, into a
+    repository of its own) cut after its first block, 8-bit weights and hidden states, LM_TOKENS greedy tokens
+    generated on the host and on the board through the same server: the tokens must be the same."""
+    if not (models / LM_MODEL / "network.json").exists():
+        run([sys.executable, "-m", "qpart.cli.main", "train", LM_MODEL, "--steps", "200", "--models", str(models),
+             "--no-progress"], f"qpart train {LM_MODEL} (a short schedule)")
+    from qpart.server.models.repository import ModelRepository
+    model = ModelRepository(models).get(LM_MODEL)
+    cut = next(c.cut for c in model.cuts() if c.tensors and c.tensors[0].endswith("h.0.residual_2"))
+    with ServerProcess(models) as server:
+        def command(exe, out):
+            return [*exe, "--server", server.target, "--model", LM_MODEL, "--cut", str(cut), "--weight-bits", "8",
+                    "--activation-bits", "8", "--backend", "numpy", "--no-cache", "--prompt", LM_PROMPT,
+                    "--max-new-tokens", str(LM_TOKENS), "--through-end", "--rate-mbps", "100", "--rtt-ms", "1",
+                    "--json", out]
+        run(command([sys.executable, "-m", "qpart.device.main"], str(cache / "host-lm.json")), "the host's generation")
+        started = time.monotonic()
+        run(["chroot", str(rootfs), *command(["/opt/qpart/bin/qpart-device"], "/tmp/board-lm.json")],
+            "the board's generation", env=CLEAN_ENV)
+        board_s = time.monotonic() - started
+    host = json.loads((cache / "host-lm.json").read_text())["generation"]
+    board = json.loads((rootfs / "tmp" / "board-lm.json").read_text())["generation"]
+    return {"cut": cut, "tokens": len(board["tokens"]), "same": host["tokens"] == board["tokens"],
+            "backend": board["backend"], "board_s": board_s, "per_token_s": board["token_s"]}
 
 
 def main(argv=None) -> int:
@@ -196,8 +228,12 @@ def main(argv=None) -> int:
     print(f"test-board: arm64 board (qemu-user) ran {r['model']} cut {r['cut']} on {r['images']} images with the "
           f"{r['backend']} backend in {r['board_s']:.0f} s (emulated; pip install {r['pip_s']:.0f} s); accuracy board "
           f"{r['board_accuracy']:.2f}% host {r['host_accuracy']:.2f}%; predictions equal on {r['same']}/{r['images']}")
+    lm = r["language"]
+    print(f"test-board: the board generated {lm['tokens']} tokens of {LM_MODEL} cut {lm['cut']} with the "
+          f"{lm['backend']} backend in {lm['board_s']:.0f} s (emulated); the same tokens as the host's: {lm['same']}")
     # float32 sums may round differently on aarch64 and move a code at a quantization step: allow 1 %
     ok = r["images"] == args.count and r["same"] >= 0.99 * r["images"] and r["backend"] == "numpy"
+    ok = ok and lm["tokens"] == LM_TOKENS and lm["same"] and lm["backend"] == "numpy"
     print("test-board: PASSED" if ok else "test-board: FAILED: the board's answers differ from the host's")
     return 0 if ok else 1
 

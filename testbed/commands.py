@@ -59,6 +59,11 @@ def cmd_demo(args) -> None:
     demo.run(args.models, args.model, args.count, args.data)
 
 
+def cmd_demo_text(args) -> None:
+    from qpart.testbed import demo_text
+    demo_text.run(args.models)
+
+
 def register(sub) -> None:
     from qpart.testbed import netns
     p = command(sub, "testbed", cmd_testbed, "two network namespaces on a shaped veth (needs root)",
@@ -88,3 +93,6 @@ def register(sub) -> None:
     p.set_defaults(models=pathlib.Path("demo-models"))   # its own: a short-schedule model, a catalog for the demo only
     p.add_argument("--model", default="resnet8-96", help="model (trained if absent; default %(default)s)")
     p.add_argument("--count", type=int, default=1000, help="test images (default %(default)s)")
+    p = command(sub, "demo-text", cmd_demo_text, "a language model's text generated through a split (server and "
+                                                 "device as separate processes)")
+    p.set_defaults(models=pathlib.Path("demo-text-models"))   # its own: the short-schedule GPT and its demo catalog

@@ -61,6 +61,14 @@ def _qkv_slices(b: SequenceBuilder, prefix: str, qkv: str, dim: int) -> list[str
             for j, part in enumerate("qkv")]
 
 
+def _token_and_position_embeddings(b: SequenceBuilder, t: nn.Module, dim: int) -> str:
+    """GPT's wte and wpe (learned positions added to the token's row), as GPT-2 and nanoGPT name them."""
+    x = b.node("transformer.wte", "embedding", pb.EmbeddingOp(num_embeddings=t.wte.num_embeddings, embedding_dim=dim),
+               [b.spec.input], weight=t.wte.weight)
+    return b.node("transformer.wpe", "position_embedding", pb.PositionEmbeddingOp(max_positions=t.wpe.num_embeddings,
+                                                                                 dim=dim), [x], weight=t.wpe.weight)
+
+
 def gpt2(model: nn.Module) -> SequenceBuilder:
     """transformers' GPT2LMHeadModel."""
     c, t = model.config, model.transformer
@@ -69,10 +77,7 @@ def gpt2(model: nn.Module) -> SequenceBuilder:
     act = _activation(c.activation_function, "config.activation_function")
     dim, heads = c.n_embd, c.n_head
     b = SequenceBuilder(model, c.vocab_size, c.n_positions)
-    x = b.node("transformer.wte", "embedding", pb.EmbeddingOp(num_embeddings=c.vocab_size, embedding_dim=dim),
-               [b.spec.input], weight=t.wte.weight)
-    x = b.node("transformer.wpe", "position_embedding", pb.PositionEmbeddingOp(max_positions=t.wpe.num_embeddings,
-                                                                              dim=dim), [x], weight=t.wpe.weight)
+    x = _token_and_position_embeddings(b, t, dim)
     for i, block in enumerate(t.h):
         p, attn, mlp = f"transformer.h.{i}", block.attn, block.mlp
         a = _layer_norm(b, f"{p}.ln_1", x, block.ln_1)
@@ -139,10 +144,7 @@ def nanogpt(model: nn.Module) -> SequenceBuilder:
     t, c = model.transformer, model.config
     dim, heads = c.n_embd, c.n_head
     b = SequenceBuilder(model, t.wte.num_embeddings, c.block_size)
-    x = b.node("transformer.wte", "embedding", pb.EmbeddingOp(num_embeddings=t.wte.num_embeddings, embedding_dim=dim),
-               [b.spec.input], weight=t.wte.weight)
-    x = b.node("transformer.wpe", "position_embedding", pb.PositionEmbeddingOp(max_positions=t.wpe.num_embeddings,
-                                                                              dim=dim), [x], weight=t.wpe.weight)
+    x = _token_and_position_embeddings(b, t, dim)
     for i, block in enumerate(t.h):
         p, attn, mlp = f"transformer.h.{i}", block.attn, block.mlp
         a = _layer_norm(b, f"{p}.ln_1", x, block.ln_1)

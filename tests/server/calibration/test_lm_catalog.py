@@ -15,15 +15,15 @@ def model(lm_models):
 
 
 def test_positions_are_distinct_draws_inside_their_half(model):
-    (sx, st), (cx, ct) = text_samples.validation(model, 600, 2000)
+    (sx, st), (cx, ct) = text_samples.validation(model, 500, 1500)
     tokens = text_samples.stream(model, "validation")
     half = len(tokens) // 2
-    assert sx.shape == (600, text_samples.WINDOW) and cx.shape == (2000, text_samples.WINDOW)
-    search = text_samples.positions(text_samples.WINDOW, half, 600)
-    assert len(set(search.tolist())) == 600 and search.max() < half
+    assert sx.shape == (500, text_samples.WINDOW) and cx.shape == (1500, text_samples.WINDOW)
+    search = text_samples.positions(text_samples.WINDOW, half, 500)
+    assert len(set(search.tolist())) == 500 and search.max() < half
     np.testing.assert_array_equal(sx[:, -1], tokens[search - 1])          # the window ends just before its target
     np.testing.assert_array_equal(st, tokens[search])
-    certify = text_samples.positions(half + text_samples.WINDOW, len(tokens), 2000, text_samples.SEED + 1)
+    certify = text_samples.positions(half + text_samples.WINDOW, len(tokens), 1500, text_samples.SEED + 1)
     assert certify.min() - text_samples.WINDOW >= half                     # windows of the two halves never overlap
 
 

@@ -148,7 +148,7 @@ def test_a_later_cut_timed_slower_than_an_earlier_one_is_refused_by_name(repo, c
     model = repo.get("lenet")
     cuts = [c for c in catalogs["lenet"].cuts if model.profile.cut(c).runs_tail]
     late = max(cuts)
-    monkeypatch.setattr(speed, "_tail_rounds", lambda m, cs, idle_s, rounds, clock: {
+    monkeypatch.setattr(speed, "_tail_rounds", lambda m, cs, idle_s, rounds, clock, positions=None: {
         c: Timing.of([0.05 if c == late else 1e-3] * 5) for c in cs})
     figures, warnings = speed.tail_timings(model, cuts)
     assert len(warnings) == 1 and f"the tail from cut {late}" in warnings[0] and "refused" in warnings[0]
