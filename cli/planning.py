@@ -54,7 +54,10 @@ def cmd_catalog(args) -> None:
         else:
             print(f"{name}: the catalog is current for version {model.version} (--force rebuilds it)")
         print_catalog(model, built)
-        if args.coding:
+        if model.profile.sequence is not None:
+            print(f"{name}: a language model: no coding.json or codecs.json (its hidden states travel raw, its input "
+                  "is token ids, not an image)")
+        elif args.coding:
             measure_coding(model, built, args.data)
             measure_codecs(model, built, args.data)
 

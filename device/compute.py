@@ -73,34 +73,68 @@ def backend_rate(name: str, windows: int = 7, window_s: float = 0.04, clock=time
     return timing.rate(lambda: backend.run(x), macs, windows, window_s, clock)
 
 
-OVERHEAD_NODES = 48     # nodes of the overhead benchmark: a chain of element-wise ops on 8 values
+STEP_BLOCKS = 4        # pre-norm transformer blocks of the per-op benchmark, width 8
 
 
-def node_overhead(name: str, rounds: int = 9, clock=time.perf_counter) -> float:
-    """Seconds backend `name` spends per node beside its MACs: the median run of a chain of OVERHEAD_NODES ops on
-    8 values, linear layers (8-bit weights, as heads carry them) and ReLUs in turn, whose MACs are negligible,
-    over the node count."""
-    spec = pb.NetworkSpec(format_version=network.FORMAT_VERSION, input_shape=[8], input="x",
-                          outputs=[f"n{OVERHEAD_NODES - 1}"])
-    rng, params = np.random.default_rng(0), {}
-    for i in range(OVERHEAD_NODES):
-        node = spec.nodes.add(name=f"n{i}", inputs=[f"n{i - 1}" if i else "x"])
-        if i % 2:
-            node.activation.function = pb.RELU
-            continue
-        node.linear.CopyFrom(pb.LinearOp(in_features=8, out_features=8, bias=True))
-        codes, qp = quant.quantize(rng.normal(0, 0.3, (8, 8)).astype(np.float32), 8, quant.PER_CHANNEL)
-        params[node.name] = {"weight": tensors.CompactTensor((8, 8), codes.astype(np.uint8), qp),
-                             "bias": tensors.CompactTensor((8,), values=np.zeros(8, np.float32))}
+def step_benchmark(seed: int = 0) -> tuple[pb.NetworkSpec, dict]:
+    """(spec, params) of a tiny language model whose MACs are negligible: ids -> token and position embeddings ->
+    STEP_BLOCKS pre-norm blocks (layer norm, q/k/v projection and slices, causal attention, projection, residual
+    add; layer norm, GELU feed-forward, residual add) of width 8, 8-bit weights as heads carry them. One decode
+    step of it is a language model's per-token work but its MACs: the ops a step runs, each once."""
+    width, rng = 8, np.random.default_rng(seed)
+    spec = pb.NetworkSpec(format_version=network.SEQUENCE_FORMAT_VERSION, input_shape=[64], input="ids",
+                          sequence=pb.SequenceSpec(vocab_size=16, max_positions=64))
+    params: dict[str, dict[str, tensors.CompactTensor]] = {}
+
+    def add(name, inputs, weights=None, **op):
+        spec.nodes.add(name=name, inputs=inputs, **op)
+        for pname, shape in (weights or {}).items():
+            w = rng.normal(0, 0.3, shape).astype(np.float32)
+            if pname == "weight" and len(shape) == 2:
+                codes, qp = quant.quantize(w, 8, quant.PER_CHANNEL)
+                params.setdefault(name, {})[pname] = tensors.CompactTensor(tuple(shape), codes.astype(np.uint8), qp)
+            else:
+                params.setdefault(name, {})[pname] = tensors.CompactTensor(tuple(shape), values=w)
+        return name
+
+    def linear(name, x, n_in, n_out):
+        return add(name, [x], {"weight": (n_out, n_in), "bias": (n_out,)},
+                   linear=pb.LinearOp(in_features=n_in, out_features=n_out, bias=True))
+
+    def norm(name, x):
+        return add(name, [x], {"weight": (width,), "bias": (width,)},
+                   layer_norm=pb.LayerNormOp(dim=width, eps=1e-5, bias=True))
+
+    x = add("wte", ["ids"], {"weight": (16, width)}, embedding=pb.EmbeddingOp(num_embeddings=16, embedding_dim=width))
+    x = add("wpe", [x], {"weight": (64, width)}, position_embedding=pb.PositionEmbeddingOp(max_positions=64, dim=width))
+    for i in range(STEP_BLOCKS):
+        qkv = linear(f"b{i}.qkv", norm(f"b{i}.ln1", x), width, 3 * width)
+        q, k, v = (add(f"b{i}.{n}", [qkv], slice=pb.SliceOp(axis=1, start=j * width, stop=(j + 1) * width))
+                   for j, n in enumerate("qkv"))
+        a = add(f"b{i}.attn", [q, k, v], attention=pb.AttentionOp(heads=1, kv_heads=1, head_dim=width, scale=0.35))
+        x = add(f"b{i}.res1", [x, linear(f"b{i}.proj", a, width, width)], add=pb.AddOp())
+        h = add(f"b{i}.gelu", [linear(f"b{i}.fc", norm(f"b{i}.ln2", x), width, 4 * width)],
+                activation=pb.ActivationOp(function=pb.GELU))
+        x = add(f"b{i}.res2", [x, linear(f"b{i}.out", h, 4 * width, width)], add=pb.AddOp())
+    spec.outputs.append(x)
+    return spec, params
+
+
+def node_overhead(name: str, rounds: int = 15, clock=time.perf_counter) -> float:
+    """Seconds backend `name` spends per node beside its MACs: the median decode step of step_benchmark (one
+    position after 32 cached, as a language model's next token), over its node count."""
+    from qpart.common.kvcache import KVCache
+    spec, params = step_benchmark()
     backend = backends.make(spec, network.analyze(spec), params, name)
-    x = np.ones((1, 8), np.float32)
-    backend.run(x)
+    warm = np.zeros((1, 32), np.float32)
     runs = []
     for _ in range(rounds):
+        cache = KVCache(64)
+        backend.run(warm, cache)
         started = clock()
-        backend.run(x)
+        backend.run(np.ones((1, 1), np.float32), cache)
         runs.append(clock() - started)
-    return float(np.median(runs)) / OVERHEAD_NODES
+    return float(np.median(runs)) / len(spec.nodes)
 
 
 def measure(choice: str = "auto", clock=time.perf_counter) -> Compute:

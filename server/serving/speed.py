@@ -72,7 +72,9 @@ def _tail_rounds(model, cuts, idle_s: float, rounds: int, clock, positions: int 
             run()                        # first run: allocations that happen once
         for _ in range(rounds):          # rounds over all cuts: drift of the machine hits every cut alike
             for c, run in runs:
-                samples[c].append(_seconds_after_idle(idle_s, run, clock=clock))
+                # sending the prompt (cut 0), the server feeds each token back itself: its steps follow no idle
+                idle = 0.0 if positions == 1 and c == 0 else idle_s
+                samples[c].append(_seconds_after_idle(idle, run, clock=clock))
     return {c: Timing.of(s) for c, s in samples.items()}
 
 
