@@ -23,7 +23,8 @@ import sys
 import time
 
 from qpart.common import messages, profiles, tokenizer
-from qpart.common.costmodel import LinkProfile
+from qpart.common.costmodel import LinkProfile, Objective
+from qpart.common.errors import QpartError
 from qpart.device import compute
 from qpart.device.agent import DeviceAgent
 from qpart.device.cache import HeadCache
@@ -80,12 +81,14 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=1.0, help="points of next-token agreement")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--prompts", type=int, default=3)
+    parser.add_argument("--memory-mb", type=float, default=0.0, help="the device's memory for qpart (0: the profile's)")
+    parser.add_argument("--w-cost", type=float, default=1.0, help="objective weight on server cost (time's is 1)")
     parser.add_argument("--markdown", type=pathlib.Path)
     args = parser.parse_args()
     model = ModelRepository(args.models).get(args.model)
     found = compute.measure("numpy")
     inputs = prompts(model, args.prompts)
-    rows, quality = [], {}
+    rows, quality, refused = [], {}, []
     evaluator = catalog_report.test_evaluator(model)
     started = time.perf_counter()
     print(f"device: numpy at {found.macs_per_second / 1e9:.2f} GMAC/s, {found.seconds_per_node * 1e6:.1f} us per op "
@@ -107,15 +110,23 @@ def main() -> int:
                             device = dataclasses.replace(profiles.load_device(name),
                                                          macs_per_second=found.macs_per_second,
                                                          seconds_per_node=found.seconds_per_node)
+                            if args.memory_mb:
+                                device = dataclasses.replace(device, memory_bytes=int(args.memory_mb * 2**20))
                             for policy in POLICIES:
                                 request = spb.PlanRequest(
                                     model=args.model, device=messages.device_to_pb(device),
                                     link=messages.link_to_pb(LinkProfile(rate_bps=rate * 1e6, rtt_s=rtt / 1e3)),
                                     accuracy_budget=args.budget, inferences_per_head=HEAD_REUSE,
+                                    weights=messages.objective_to_pb(Objective(cost=args.w_cost)),
                                     policy=getattr(spb, policy.upper()),
                                     generation=spb.GenerationShape(prompt_tokens=len(inputs[0]),
                                                                    new_tokens=args.tokens))
-                                m = measure_plan(client, request, info, inputs, args.tokens)
+                                try:
+                                    m = measure_plan(client, request, info, inputs, args.tokens)
+                                except QpartError as e:           # e.g. no plan of the policy fits the memory
+                                    refused.append(f"{rtt:g} ms, {rate:g} Mbit/s, {name}, {policy}: {e.status}: {e}")
+                                    print(refused[-1], flush=True)
+                                    continue
                                 plan = m["plan"]
                                 key = (plan.cut, tuple(plan.weight_bits), tuple(a.bits for a in plan.activations))
                                 if key not in quality:
@@ -127,6 +138,7 @@ def main() -> int:
                 finally:
                     proc.terminate()
     lines = _table(rows, evaluator, found, args, inputs, time.perf_counter() - started)
+    lines += (["", "No plan:"] + [f"- {r}" for r in refused]) if refused else []
     print("\n".join(lines))
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
@@ -155,12 +167,13 @@ def _table(rows, evaluator, found, args, inputs, seconds) -> list[str]:
     for r in rows:
         cell = (r[0], r[1], r[2])
         wins.setdefault(cell, []).append(r)
-    lines = [f"# Split decoding: {args.model}, {args.tokens} tokens after {len(inputs[0])}-token prompts", "",
-             f"`python bench/generation.py --models {args.models} --model {args.model}` on {sys.platform}, 2 cores, "
+    lines = [f"## {args.model}, {args.tokens} tokens after {len(inputs[0])}-token prompts", "",
+             f"`python bench/generation.py {' '.join(sys.argv[1:])}` on {sys.platform}, 2 cores, "
              f"{seconds / 60:.0f} minutes. The link: a relay on loopback (serialization at the rate, half the round trip "
              f"each way). The device: this machine's numpy backend, measured at {found.macs_per_second / 1e9:.2f} GMAC/s "
              f"and {found.seconds_per_node * 1e6:.1f} us per op and priced so (board speeds are not emulated; the "
-             f"profile gives energy and memory). Budget {args.budget:g} points of next-token agreement. Predicted and "
+             f"profile gives energy and memory{f'; memory {args.memory_mb:g} MB' if args.memory_mb else ''}). Objective: "
+             f"time + energy + {args.w_cost:g} x server cost. Budget {args.budget:g} points of next-token agreement. Predicted and "
              f"measured: one generation, prompt to last token (median of {len(inputs)} prompts, after a warm-up; the head's download left out). Agreement drop and "
              f"perplexity: the plan's split on {len(evaluator.labels):,} positions of the test text (float perplexity "
              f"{evaluator.judge(evaluator.float_logits).perplexity:.3f}).", "",
