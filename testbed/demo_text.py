@@ -35,18 +35,22 @@ class DemoTextRequest:
     a server whose seconds are dear (one shared by many devices): where a split is the cheapest plan. Its figures
     are priced, not shaped or emulated here; the device's own speed is measured."""
     profile: str = "rpi4"
-    memory_mb: float = 3.0          # memory the board gives qpart: the whole model (about 4.5 MB with its cache) does not fit
+    memory_mb: float = 4.0          # memory the board gives qpart: the whole model (5.8 MB with its head and cache for
+    #                                 this generation) does not fit, its first two blocks do
     rate_mbps: float = 20.0         # uplink the plan is priced for
     rtt_ms: float = 2.0             # round trip the plan is priced for
-    server_weight: float = 20.0     # objective weight on server cost (time's is 1)
+    server_weight: float = 100.0    # objective weight on server cost (time's is 1): a server shared by many devices
     budget: float = 2.0             # points of next-token agreement with the float model
     prompt: str = "Q: What do you get when you cross a computer with an elephant?\nA:"
     tokens: int = 120
+    temperature: float = 0.8        # drawn, seeded: the short-schedule model's greedy text is mostly spaces
+    seed: int = 1
 
     def device_args(self, profile_path: pathlib.Path) -> list[str]:
         return ["--profile", str(profile_path), "--rate-mbps", f"{self.rate_mbps:g}", "--rtt-ms", f"{self.rtt_ms:g}",
                 "--w-cost", f"{self.server_weight:g}", "--budget", f"{self.budget:g}", "--prompt", self.prompt,
-                "--max-new-tokens", str(self.tokens), "--through-end", "--reuse", "100"]
+                "--max-new-tokens", str(self.tokens), "--through-end", "--reuse", "100",
+                "--temperature", f"{self.temperature:g}", "--seed", str(self.seed)]
 
     def write_profile(self, path: pathlib.Path) -> pathlib.Path:
         text = (profiles.PROFILE_DIR / f"{self.profile}.toml").read_text()
