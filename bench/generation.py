@@ -56,13 +56,13 @@ def prompts(model, count: int, length: int = 24) -> list[list[int]]:
     return [tokenizer.ByteTokenizer().encode(d)[:length] for d in docs[::step][:count]]
 
 
-def measure_plan(client: ServerClient, request: spb.PlanRequest, info, inputs, tokens: int) -> dict:
+def measure_plan(client: ServerClient, request: spb.PlanRequest, info, inputs, tokens: int, repeats: int) -> dict:
     agent = DeviceAgent(client, HeadCache(None), backend="numpy")
     plan = agent.plan(request)
     executor, _ = agent.obtain_head(plan)
     split = SplitGeneration(client, plan, executor, info)
     split.generate(inputs[0], tokens)              # warm-up, not measured: the stream, the first runs' allocations
-    runs = [split.generate(p, tokens) for p in inputs]
+    runs = [split.generate(p, tokens) for _ in range(repeats) for p in inputs]
     total = [r.first_token_s + sum(r.token_s) for r in runs]
     return {"plan": plan, "first": statistics.median(r.first_token_s for r in runs),
             "per_token": statistics.median(t for r in runs for t in r.token_s),
@@ -80,20 +80,24 @@ def main() -> int:
     parser.add_argument("--profiles", default="rpi4,jetson-orin-nano")
     parser.add_argument("--budget", type=float, default=1.0, help="points of next-token agreement")
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--prompts", type=int, default=3)
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=2, help="generations per prompt and plan (the median is kept)")
+    parser.add_argument("--server-threads", type=int, default=1,
+                        help="the server's torch threads (1: the other core runs the device and the relay)")
     parser.add_argument("--memory-mb", type=float, default=0.0, help="the device's memory for qpart (0: the profile's)")
     parser.add_argument("--w-cost", type=float, default=1.0, help="objective weight on server cost (time's is 1)")
     parser.add_argument("--markdown", type=pathlib.Path)
     args = parser.parse_args()
     model = ModelRepository(args.models).get(args.model)
     found = compute.measure("numpy")
+    speeds = []
     inputs = prompts(model, args.prompts)
     rows, quality, refused = [], {}, []
     evaluator = catalog_report.test_evaluator(model)
     started = time.perf_counter()
     print(f"device: numpy at {found.macs_per_second / 1e9:.2f} GMAC/s, {found.seconds_per_node * 1e6:.1f} us per op "
           f"(measured here); {len(inputs)} prompts of {len(inputs[0])} tokens, {args.tokens} new tokens", flush=True)
-    with ServerProcess(args.models) as server:
+    with ServerProcess(args.models, 0, "--torch-threads", str(args.server_threads), "--remeasure-speed") as server:
         host, port = server.target.rsplit(":", 1)
         for rtt in [float(r) for r in args.rtts.split(",")]:
             for rate in [float(r) for r in args.rates.split(",")]:
@@ -107,6 +111,8 @@ def main() -> int:
                     with ServerClient(f"127.0.0.1:{link_port}", timeout_s=120) as client:
                         info = client.list_models(args.model)[0]
                         for name in [p.strip() for p in args.profiles.split(",")]:
+                            found = compute.measure("numpy")     # the device's speed now, as a device measures
+                            speeds.append(found)                 # it before it asks for a plan
                             device = dataclasses.replace(profiles.load_device(name),
                                                          macs_per_second=found.macs_per_second,
                                                          seconds_per_node=found.seconds_per_node)
@@ -122,7 +128,7 @@ def main() -> int:
                                     generation=spb.GenerationShape(prompt_tokens=len(inputs[0]),
                                                                    new_tokens=args.tokens))
                                 try:
-                                    m = measure_plan(client, request, info, inputs, args.tokens)
+                                    m = measure_plan(client, request, info, inputs, args.tokens, args.repeats)
                                 except QpartError as e:           # e.g. no plan of the policy fits the memory
                                     refused.append(f"{rtt:g} ms, {rate:g} Mbit/s, {name}, {policy}: {e.status}: {e}")
                                     print(refused[-1], flush=True)
@@ -137,7 +143,7 @@ def main() -> int:
                                 print(_row(rows[-1]), flush=True)
                 finally:
                     proc.terminate()
-    lines = _table(rows, evaluator, found, args, inputs, time.perf_counter() - started)
+    lines = _table(rows, evaluator, speeds, args, inputs, time.perf_counter() - started)
     lines += (["", "No plan:"] + [f"- {r}" for r in refused]) if refused else []
     print("\n".join(lines))
     if args.markdown:
@@ -160,7 +166,7 @@ def _row(row) -> str:
             f"{1e3 * m['predicted']:.0f} | {1e3 * m['total']:.0f} | {error:+.1f}% | {q.drop:.2f} | {q.perplexity:.3f} |")
 
 
-def _table(rows, evaluator, found, args, inputs, seconds) -> list[str]:
+def _table(rows, evaluator, speeds, args, inputs, seconds) -> list[str]:
     errors = [abs(r[4]["predicted"] - r[4]["total"]) / r[4]["total"] for r in rows]
     qpart_errors = [e for e, r in zip(errors, rows) if r[3] == "qpart"]
     wins = {}
@@ -170,11 +176,13 @@ def _table(rows, evaluator, found, args, inputs, seconds) -> list[str]:
     lines = [f"## {args.model}, {args.tokens} tokens after {len(inputs[0])}-token prompts", "",
              f"`python bench/generation.py {' '.join(sys.argv[1:])}` on {sys.platform}, 2 cores, "
              f"{seconds / 60:.0f} minutes. The link: a relay on loopback (serialization at the rate, half the round trip "
-             f"each way). The device: this machine's numpy backend, measured at {found.macs_per_second / 1e9:.2f} GMAC/s "
-             f"and {found.seconds_per_node * 1e6:.1f} us per op and priced so (board speeds are not emulated; the "
-             f"profile gives energy and memory{f'; memory {args.memory_mb:g} MB' if args.memory_mb else ''}). Objective: "
+             f"each way). The server: {args.server_threads} torch thread(s), its speed timed afresh at start. The device: "
+             f"this machine's numpy backend, measured before each profile's plans at "
+             f"{min(f.macs_per_second for f in speeds) / 1e9:.2f}-{max(f.macs_per_second for f in speeds) / 1e9:.2f} GMAC/s "
+             f"and {min(f.seconds_per_node for f in speeds) * 1e6:.1f}-{max(f.seconds_per_node for f in speeds) * 1e6:.1f} "
+             f"us per op and priced so (board speeds are not emulated; the profile gives energy and memory{f'; memory {args.memory_mb:g} MB' if args.memory_mb else ''}). Objective: "
              f"time + energy + {args.w_cost:g} x server cost. Budget {args.budget:g} points of next-token agreement. Predicted and "
-             f"measured: one generation, prompt to last token (median of {len(inputs)} prompts, after a warm-up; the head's download left out). Agreement drop and "
+             f"measured: one generation, prompt to last token (median of {len(inputs)} prompts x {args.repeats}, after a warm-up; the head's download left out). Agreement drop and "
              f"perplexity: the plan's split on {len(evaluator.labels):,} positions of the test text (float perplexity "
              f"{evaluator.judge(evaluator.float_logits).perplexity:.3f}).", "",
              "| rtt ms | Mbit/s | profile | policy | cut | act bits | first token ms | per token ms | tokens/s | "

@@ -7,7 +7,8 @@ Per inference, for a cut (the device runs the nodes before it, O_1 MACs; the ser
                   input saves less transmission time than it costs to pack), so it follows the device's speed
     device energy E_loc = κ_d f_d^2 c_d (O_1 + O_enc)   (eq 6)
     server time   T_ser = O_2 / r_s (or the tail's measured time) + unpacking,  cost C_ser = μ T_ser   (eqs 7-8)
-    uplink        D_A bytes at R_up; downlink: the head's bytes / k (0 if the device holds it) plus the scores
+    uplink        D_A bytes at R_up; downlink: the head's bytes / k (0 if the device holds it) plus the scores;
+                  bytes streamed while the server computes (a generated token stream) add only what outlasts it
     tx energy     P_d (uplink + downlink seconds)   (eq 16, decision A4: one P_d for both directions)
     round trips   one per inference when the server runs a tail; one more per head download, spread over k
     objective     ω_T T + ω_E (E_loc + E_tx) + ω_C C_ser   (eq 17)
@@ -177,6 +178,8 @@ class Workload:
     encode_macs: object = 0.0      # preprocessing the raw input, quantizing and packing the activations on the
                                    # device, MAC-equivalents
     decode_seconds: object = 0.0   # unpacking and dequantizing it on the server, per inference
+    streamed_bytes: object = 0.0   # answer bytes streamed down while the server computes (a server-generated
+                                   # token stream): only what outlasts the server's time adds to the total
 
 
 @dataclass(frozen=True)
@@ -209,10 +212,12 @@ def predict(work: Workload, device: DeviceProfile, link: LinkProfile, server: Se
                    else np.asarray(work.server_seconds, float)) + np.asarray(work.decode_seconds, float)
     uplink = 8.0 * np.asarray(work.uplink_bytes) / link.uplink_bps
     downlink = 8.0 * (np.asarray(work.downlink_bytes) + shipped * head_bytes / k) / link.downlink_bps
+    streamed = 8.0 * np.asarray(work.streamed_bytes, float) / link.downlink_bps
     rtt = link.rtt_s * (np.asarray(work.runs_tail, float) + shipped / k)
-    total = device_time + uplink + downlink + server_time + rtt
+    downlink_visible = downlink + np.maximum(streamed - server_time, 0.0)      # what the server's work does not hide
+    total = device_time + uplink + downlink_visible + server_time + rtt
     device_energy = device_work * device.energy_per_mac
-    tx_energy = device.tx_power_w * (uplink + downlink)
+    tx_energy = device.tx_power_w * (uplink + downlink + streamed)
     cost = server.price_per_second * server_time
     value = objective.time * total + objective.energy * (device_energy + tx_energy) + objective.cost * cost
-    return Costs(device_time, uplink, downlink, server_time, rtt, total, device_energy, tx_energy, cost, value)
+    return Costs(device_time, uplink, downlink_visible, server_time, rtt, total, device_energy, tx_energy, cost, value)

@@ -29,6 +29,13 @@ class KVCache:
     def advance(self, length: int) -> None:
         self.position += length
 
+    def truncate(self, positions: int) -> None:
+        """Keep the first `positions` positions (drafted tokens not accepted leave the cache)."""
+        if not 0 <= positions <= self.position:
+            raise InvalidArgument(f"a cache holding {self.position} positions cannot keep {positions}")
+        self.layers = {name: (k[:, :, :positions], v[:, :, :positions]) for name, (k, v) in self.layers.items()}
+        self.position = positions
+
     @property
     def nbytes(self) -> int:
         """Bytes the cached keys and values hold (float32)."""

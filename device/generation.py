@@ -35,6 +35,10 @@ class Generated:
     sent_bytes: list[int] = field(default_factory=list)        # Generate request bytes of each run
     resent_contexts: int = 0                                   # sessions opened again, the context resent
     stopped: str = ""                                          # "tokens", "stop token" or "context"
+    server_s: float = 0.0                                      # server compute its answers reported
+    rounds: int = 0                                            # speculative drafting: runs the server verified,
+    drafted: int = 0                                           # drafts sent,
+    accepted: int = 0                                          # and drafts the target accepted
 
 
 def sampling_to_pb(s: sampling.Sampling) -> spb.Sampling:
@@ -181,6 +185,7 @@ class SplitGeneration:
                     request.sampling.CopyFrom(sampling_to_pb(pick))
                 out.sent_bytes.append(request.ByteSize())
                 answers = conversation.ask(request, lambda a: arrived(a.token))
+                out.server_s += sum(a.server_compute_s for a in answers)
                 first, budget = False, budget - len(answers)
                 session, position, token = answers[-1].session_id, answers[-1].position, answers[-1].token
                 if token in stops:

@@ -87,6 +87,7 @@ def server(models_dir):
 # A tiny GPT on the fortunes text (2 blocks of width 32, context 256), trained in seconds: the language-model
 # tests' target. Its figures are weak (next-token top-1 about 20 %) but real, and greedy decoding is deterministic.
 TINY_LM_STEPS = 150
+TINY_DRAFT = "draft-fortunes-1"
 
 
 @pytest.fixture(scope="session")
@@ -99,6 +100,10 @@ def lm_models(tmp_path_factory) -> pathlib.Path:
         lm_train.train(lm_train.TARGET, root, lm_train.LMTrainConfig(
             steps=TINY_LM_STEPS, batch_size=8, learning_rate=3e-3, progress=False,
             network=GPTConfig(block_size=256, n_layer=2, n_head=2, n_embd=32)))
+    if not (root / TINY_DRAFT / "network.json").exists():      # a smaller draft with the target's tokenizer
+        lm_train.train(TINY_DRAFT, root, lm_train.LMTrainConfig(
+            steps=TINY_LM_STEPS, batch_size=8, learning_rate=3e-3, progress=False,
+            network=GPTConfig(block_size=256, n_layer=1, n_head=2, n_embd=16)))
     return root
 
 

@@ -7,7 +7,8 @@ A generation is a prompt of P tokens and N new tokens. Under a split at cut c (0
               position's hidden states; the server runs one step of its tail and answers the next token: N - 1
               more round trips, each paid in full (the device needs the token before its next step)
 Server-only (cut 0): the device sends the prompt's ids (4 bytes a token) and the server generates and streams
-the N tokens: one round trip, the server's P-position prefill and N - 1 steps. Device-only: no link at all.
+the N tokens: one round trip, the server's P-position prefill and N - 1 steps; the tokens stream down while it
+computes, so their downlink adds only what outlasts its steps. Device-only: no link at all.
 The device's cost per node beside its MACs (DeviceProfile.seconds_per_node, measured by the device) is paid at
 every run of its head: a small model's step is mostly that.
 MACs: linear ops cost the same per position; attention's products grow with the positions cached (a run of T
@@ -90,6 +91,7 @@ def workload(model: Model, splits: list, head_bytes: np.ndarray, shape: Shape, s
     pairs, positions = _pairs(shape), shape.positions
     runs_at = _profile(model, shape.prompt + shape.new)
     device_macs, server_macs, server_s, uplink, runs, encode, decode, memory = (np.zeros(len(splits)) for _ in range(8))
+    streamed_by_server = np.array([s.cut == 0 for s in splits], bool)
     for i, split in enumerate(splits):
         cut = model.profile.cut(split.cut)
         lin_d, att_d, lin_s, att_s = _linear_and_attention(model, split.cut)
@@ -120,7 +122,9 @@ def workload(model: Model, splits: list, head_bytes: np.ndarray, shape: Shape, s
                 server_s[i] = server_macs[i] / server.mac_rate
         memory[i] = (head_bytes[i] + 4 * cut.device_parameters + 4 * runs_at.cut(split.cut).peak_elements
                      + _device_cache_bytes(model, split.cut) * (shape.prompt + shape.new))
-    answers = np.where(runs > 0, ANSWER_BYTES * shape.new, 0.0)
+    # a split's answers each end a round trip; sending the prompt, the server streams its tokens as it computes
+    answers = np.where(runs > 0, np.where(streamed_by_server, ANSWER_BYTES, ANSWER_BYTES * shape.new), 0.0)
+    streamed = np.where(np.logical_and(runs > 0, streamed_by_server), ANSWER_BYTES * (shape.new - 1), 0.0)
     work = Workload(device_macs, server_macs, np.asarray(head_bytes, float), uplink, answers, runs, server_s,
-                    encode, decode)
+                    encode, decode, streamed)
     return work, memory

@@ -32,7 +32,7 @@ def limits(settings: ServerSettings) -> spb.ServerLimits:
                             max_generation_positions=settings.generation_positions,
                             max_session_cache_bytes=settings.session_cache_bytes,
                             max_generation_cache_bytes=settings.generation_cache_bytes,
-                            generation_idle_s=settings.generation_idle_s)
+                            generation_idle_s=settings.generation_idle_s, max_draft_tokens=settings.max_draft_tokens)
 
 
 def model_info(model: Model, catalog=None) -> spb.ModelInfo:
@@ -163,10 +163,10 @@ def generate_run(msg: spb.GenerateRequest) -> Run:
     return Run(msg.plan_id, msg.session_id, msg.position, [(t.name, tuple(t.sample_shape), t.bits, t.data, t.coding)
                                                           for t in msg.tensors],
                sampling.Sampling(msg.sampling.temperature, msg.sampling.seed) if msg.HasField("sampling") else None,
-               max(msg.max_new_tokens, 1), tuple(msg.stop_tokens), msg.close)
+               max(msg.max_new_tokens, 1), tuple(msg.stop_tokens), msg.close, msg.draft_count, msg.draft_probabilities)
 
 
 def generate_response(answer: Answer) -> spb.GenerateResponse:
     return spb.GenerateResponse(session_id=answer.session_id, position=answer.position, token=answer.token,
                                 server_compute_s=answer.compute_s, cache_bytes=answer.cache_bytes, last=answer.last,
-                                closed=answer.closed)
+                                closed=answer.closed, accepted=answer.accepted)

@@ -105,7 +105,8 @@ class QpartCore:
                         if settings.batch_max_inputs > 1 else None)
         self.generation = generation.Generation(self, generation.Limits(
             settings.generation_sessions, settings.generation_sessions_per_client, settings.generation_positions,
-            settings.session_cache_bytes, settings.generation_cache_bytes, settings.generation_idle_s))
+            settings.session_cache_bytes, settings.generation_cache_bytes, settings.generation_idle_s,
+            settings.max_draft_tokens))
         self._closed = threading.Event()
         self._recheck: threading.Thread | None = None
 

@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from qpart.common import quant, sampling, tensors
+from qpart.common import quant, sampling, speculative, tensors
 from qpart.common.errors import (FailedPrecondition, InvalidArgument, NotFound, OutOfRange, PermissionDenied,
                                  ResourceExhausted)
 from qpart.common.kvcache import KVCache, cache_bytes_per_position
@@ -42,6 +42,7 @@ class Limits:
     session_cache_bytes: int    # bytes one session's cache may hold
     cache_bytes: int            # bytes all sessions' caches may hold
     idle_s: float               # a session unused this long is closed (0: never)
+    draft_tokens: int = 16      # most drafted tokens one run may carry
 
 
 @dataclass
@@ -55,6 +56,8 @@ class Run:
     max_new_tokens: int = 1
     stop_tokens: tuple[int, ...] = ()
     close: bool = False
+    draft_count: int = 0                     # the run's last positions that are drafted tokens to verify
+    draft_probabilities: bytes = b""         # float32 [draft_count, vocab] under sampling, else empty
 
 
 @dataclass
@@ -66,6 +69,7 @@ class Answer:
     cache_bytes: int
     last: bool = False         # the last answer to its run
     closed: bool = False       # the session is closed (a close-only run's answer carries no token)
+    accepted: int = 0          # drafts of the run accepted before the token
 
 
 @dataclass
@@ -189,6 +193,9 @@ class Generation:
         if run.max_new_tokens > 1 and session.cut != 0:
             raise InvalidArgument(f"max_new_tokens {run.max_new_tokens}: at cut {session.cut} the device runs its "
                                   f"head on every token, so each run answers one")
+        if run.draft_count and run.max_new_tokens > 1:
+            raise InvalidArgument(f"a run with drafts is answered once; max_new_tokens {run.max_new_tokens} must be 0 "
+                                  f"or 1")
         room = session.context - run.position - length
         if room < 0:
             raise OutOfRange(f"positions {run.position} + {length} pass the session's context of {session.context} "
@@ -200,6 +207,7 @@ class Generation:
             ids = x[0]
             if not (np.all(np.floor(ids) == ids) and np.all(ids >= 0) and np.all(ids < session.vocab)):
                 raise InvalidArgument(f"token ids must be whole numbers 0 .. {session.vocab - 1}")
+        drafts, q = self._drafts(session, run, length, x)
         if new:                            # a session counts once its first run is known to be well formed
             self._register(session)
         try:
@@ -208,6 +216,9 @@ class Generation:
             if new:
                 self.close(session)
             raise
+        if drafts:
+            yield self._verify(session, run, x, drafts, q)
+            return
         stops = set(run.stop_tokens)
         for i in range(fed + 1):
             started = time.perf_counter()
@@ -224,6 +235,46 @@ class Generation:
             if last:
                 return
             x = [np.array([[token]], np.float32)]                                                   # [1, 1]
+
+    def _drafts(self, session: Session, run: Run, length: int, x) -> tuple[list[int], np.ndarray | None]:
+        """(the drafted tokens, their draft probabilities [k, vocab] or None when greedy), checked."""
+        k = run.draft_count
+        if not k:
+            if run.draft_probabilities:
+                raise InvalidArgument("draft probabilities came without drafts (draft_count 0)")
+            return [], None
+        if session.cut != 0:
+            raise InvalidArgument(f"drafts are verified where the server runs the whole model (cut 0); this session "
+                                  f"cuts at {session.cut}")
+        if not 1 <= k <= self.limits.draft_tokens or k >= length:
+            raise InvalidArgument(f"draft_count {k}: at most {self.limits.draft_tokens} "
+                                  f"(ServerLimits.max_draft_tokens), and fewer than the run's {length} positions (the "
+                                  f"context's last token comes first)")
+        drafts = [int(t) for t in x[0][0, -k:]]
+        if session.sampling.greedy:
+            if run.draft_probabilities:
+                raise InvalidArgument("draft probabilities are for sampling; this session decodes greedily")
+            return drafts, None
+        expected = 4 * k * session.vocab
+        if len(run.draft_probabilities) != expected:
+            raise InvalidArgument(f"draft probabilities hold {len(run.draft_probabilities):,} bytes; {k} drafts over a "
+                                  f"vocabulary of {session.vocab} take {expected:,} (float32)")
+        q = np.frombuffer(run.draft_probabilities, "<f4").reshape(k, session.vocab)        # [k, vocab]
+        return drafts, speculative.check_draft_probabilities(q, drafts)
+
+    def _verify(self, session: Session, run: Run, x, drafts: list[int], q) -> Answer:
+        """The target over the run in one pass; the drafts it accepts kept in the cache, the rest rolled back."""
+        k, started = len(drafts), time.perf_counter()
+        with self.core.admission.slot():
+            with torch.inference_mode():
+                scores = session.tail(torch.from_numpy(x[0]), cache=session.cache)[0]       # [1, T, vocab]
+        held = session.cache.position                                # run.position + T
+        m, token = speculative.verify(scores[0, -(k + 1):].numpy(), drafts, q, session.sampling, held - k)
+        session.cache.truncate(held - k + m)                          # the drafts not accepted leave the cache
+        if run.close:
+            self.close(session)
+        return Answer(session.id, session.cache.position, token, time.perf_counter() - started, session.cache.nbytes,
+                      True, closed=run.close, accepted=m)
 
     def _check(self, session: Session, run: Run) -> int:
         """The run's length T, with every declared name, shape, bit width and byte count checked."""

@@ -101,6 +101,8 @@ class ServerSettings:
                                           flag="--generation-cache-mb", scale=2**20, group="generation")
     generation_idle_s: float = setting(300.0, "a generation session neither continued nor closed for this long is "
                                               "closed and its cache freed, s (0: never)", group="generation")
+    max_draft_tokens: int = setting(16, "most drafted tokens one Generate run may carry for the server to verify "
+                                        "(speculative drafting)", group="generation")
     metrics_port: int = setting(0, "serve Prometheus /metrics on this port (0: off); with --processes N, process i "
                                    "serves its own on this port + i", group="observability")
     metrics_host: str = setting("127.0.0.1", "address of the metrics endpoint", group="observability")
@@ -115,8 +117,9 @@ class ServerSettings:
             raise InvalidArgument(f"--speed-idle-wait-s must be in [0, 3600] and --speed-recheck-s in [0, 86400] "
                                   f"seconds, got {self.speed_idle_wait_s} and {self.speed_recheck_s}")
         if min(self.generation_sessions, self.generation_sessions_per_client, self.generation_positions,
-               self.session_cache_bytes, self.generation_cache_bytes) < 1 or not 0 <= self.generation_idle_s <= 86400:
-            raise InvalidArgument("generation limits: sessions, positions and cache sizes must be at least 1, "
+               self.session_cache_bytes, self.generation_cache_bytes,
+               self.max_draft_tokens) < 1 or not 0 <= self.generation_idle_s <= 86400:
+            raise InvalidArgument("generation limits: sessions, positions, cache sizes and drafts must be at least 1, "
                                   f"--generation-idle-s in [0, 86400] s, got {self.generation_idle_s}")
         if not 1 <= self.processes <= 256:
             raise InvalidArgument(f"--processes must be 1 to 256, got {self.processes}")

@@ -41,6 +41,17 @@ def test_head_reuse_and_held_heads():
     assert held.rtt_time_s == pytest.approx(0.01)
 
 
+def test_a_streamed_answer_overlaps_the_servers_work():
+    link = LinkProfile(rate_bps=1e6, rtt_s=0.01)
+    slow = Workload(0, 0, 0, 100, 50, True, server_seconds=0.1, streamed_bytes=5_000)     # 40 ms of stream
+    fast = Workload(0, 0, 0, 100, 50, True, server_seconds=0.01, streamed_bytes=5_000)
+    hidden, outlasts = (predict(w, TABLE2, link, SERVER, Objective()) for w in (slow, fast))
+    assert hidden.downlink_time_s == pytest.approx(50 * 8 / 1e6)                  # all behind 100 ms of work
+    assert outlasts.downlink_time_s == pytest.approx((50 + 5_000) * 8 / 1e6 - 0.01)
+    assert outlasts.total_time_s == pytest.approx(800e-6 + (50 + 5_000) * 8 / 1e6 + 0.01)
+    assert hidden.tx_energy_j == pytest.approx(1.0 * (100 + 50 + 5_000) * 8 / 1e6)  # the radio sends all of it
+
+
 def test_arrays_price_like_scalars():
     rows = [(1e5, 2e5, 0, 800, 56, True), (3e5, 0, 50_000, 0, 0, False)]
     arrays = Workload(*(np.array(col) for col in zip(*rows)))

@@ -47,7 +47,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ServerLimits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_batch_inputs", "max_batch_elements", "max_chunk_bytes", "min_chunk_bytes", "max_tail_elements", "max_cut_tensors", "max_generation_sessions", "max_generation_sessions_per_client", "max_generation_positions", "max_session_cache_bytes", "max_generation_cache_bytes", "generation_idle_s")
+    __slots__ = ("max_message_bytes", "max_batch_inputs", "max_batch_elements", "max_chunk_bytes", "min_chunk_bytes", "max_tail_elements", "max_cut_tensors", "max_generation_sessions", "max_generation_sessions_per_client", "max_generation_positions", "max_session_cache_bytes", "max_generation_cache_bytes", "generation_idle_s", "max_draft_tokens")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_INPUTS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,7 @@ class ServerLimits(_message.Message):
     MAX_SESSION_CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_GENERATION_CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
     GENERATION_IDLE_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_DRAFT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_batch_inputs: int
     max_batch_elements: int
@@ -74,7 +75,8 @@ class ServerLimits(_message.Message):
     max_session_cache_bytes: int
     max_generation_cache_bytes: int
     generation_idle_s: float
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_batch_inputs: _Optional[int] = ..., max_batch_elements: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ..., min_chunk_bytes: _Optional[int] = ..., max_tail_elements: _Optional[int] = ..., max_cut_tensors: _Optional[int] = ..., max_generation_sessions: _Optional[int] = ..., max_generation_sessions_per_client: _Optional[int] = ..., max_generation_positions: _Optional[int] = ..., max_session_cache_bytes: _Optional[int] = ..., max_generation_cache_bytes: _Optional[int] = ..., generation_idle_s: _Optional[float] = ...) -> None: ...
+    max_draft_tokens: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_batch_inputs: _Optional[int] = ..., max_batch_elements: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ..., min_chunk_bytes: _Optional[int] = ..., max_tail_elements: _Optional[int] = ..., max_cut_tensors: _Optional[int] = ..., max_generation_sessions: _Optional[int] = ..., max_generation_sessions_per_client: _Optional[int] = ..., max_generation_positions: _Optional[int] = ..., max_session_cache_bytes: _Optional[int] = ..., max_generation_cache_bytes: _Optional[int] = ..., generation_idle_s: _Optional[float] = ..., max_draft_tokens: _Optional[int] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models", "limits")
@@ -525,7 +527,7 @@ class Sampling(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("plan_id", "session_id", "position", "tensors", "sampling", "max_new_tokens", "stop_tokens", "close")
+    __slots__ = ("plan_id", "session_id", "position", "tensors", "sampling", "max_new_tokens", "stop_tokens", "close", "draft_count", "draft_probabilities")
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
@@ -534,6 +536,8 @@ class GenerateRequest(_message.Message):
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     STOP_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CLOSE_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     plan_id: str
     session_id: str
     position: int
@@ -542,10 +546,12 @@ class GenerateRequest(_message.Message):
     max_new_tokens: int
     stop_tokens: _containers.RepeatedScalarFieldContainer[int]
     close: bool
-    def __init__(self, plan_id: _Optional[str] = ..., session_id: _Optional[str] = ..., position: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorBatch, _Mapping]]] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., max_new_tokens: _Optional[int] = ..., stop_tokens: _Optional[_Iterable[int]] = ..., close: _Optional[bool] = ...) -> None: ...
+    draft_count: int
+    draft_probabilities: bytes
+    def __init__(self, plan_id: _Optional[str] = ..., session_id: _Optional[str] = ..., position: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorBatch, _Mapping]]] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., max_new_tokens: _Optional[int] = ..., stop_tokens: _Optional[_Iterable[int]] = ..., close: _Optional[bool] = ..., draft_count: _Optional[int] = ..., draft_probabilities: _Optional[bytes] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("session_id", "position", "token", "server_compute_s", "cache_bytes", "last", "closed")
+    __slots__ = ("session_id", "position", "token", "server_compute_s", "cache_bytes", "last", "closed", "accepted")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -553,6 +559,7 @@ class GenerateResponse(_message.Message):
     CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
     CLOSED_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     position: int
     token: int
@@ -560,4 +567,5 @@ class GenerateResponse(_message.Message):
     cache_bytes: int
     last: bool
     closed: bool
-    def __init__(self, session_id: _Optional[str] = ..., position: _Optional[int] = ..., token: _Optional[int] = ..., server_compute_s: _Optional[float] = ..., cache_bytes: _Optional[int] = ..., last: _Optional[bool] = ..., closed: _Optional[bool] = ...) -> None: ...
+    accepted: int
+    def __init__(self, session_id: _Optional[str] = ..., position: _Optional[int] = ..., token: _Optional[int] = ..., server_compute_s: _Optional[float] = ..., cache_bytes: _Optional[int] = ..., last: _Optional[bool] = ..., closed: _Optional[bool] = ..., accepted: _Optional[int] = ...) -> None: ...

@@ -62,7 +62,7 @@ def test_the_choice_follows_the_price_of_the_server_and_the_device(served):
         assert plan.chosen.accuracy_drop is not None and plan.chosen.accuracy_drop <= 1.0
 
 
-def test_a_generation_shape_is_checked(served, repo):
+def test_a_generation_shape_is_checked(served, repo, catalogs):
     with pytest.raises(InvalidArgument, match="context"):
         served.plan(request(generation=generation.Shape(200, 100)))
     with pytest.raises(InvalidArgument, match="at least one"):
