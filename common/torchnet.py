@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qpart.common import timing
+from qpart.common.kvcache import RaggedCache
 from qpart.common.errors import InvalidArgument
 from qpart.common.network import ACTIVATIONS, NetworkProfile, op_of, parameter_name, parameter_shapes
 from qpart.common.sequence import OPS as SEQUENCE_OPS
@@ -50,13 +51,18 @@ def token_ids(x: torch.Tensor, vocab: int) -> torch.Tensor:
     return ids
 
 
-def rotary(x: torch.Tensor, r: pb.RotaryOp, start: int) -> torch.Tensor:
-    """[n, T, heads*head_dim] at positions start .. start+T-1, the rotate-half form (RotaryOp)."""
+def rotary(x: torch.Tensor, r: pb.RotaryOp, start) -> torch.Tensor:
+    """[n, T, heads*head_dim] at positions start .. start+T-1 (start: an int, or each row's positions [n, T]),
+    the rotate-half form (RotaryOp)."""
     n, t, _ = x.shape
     half = r.rotary_dims // 2
     inv = torch.from_numpy(np.float32(r.base) ** -(np.arange(half, dtype=np.float64) * 2 / r.rotary_dims))
-    angles = torch.arange(start, start + t, dtype=torch.float32)[:, None] * inv.float()[None, :]   # [T, half]
-    cos, sin = angles.cos()[:, None, :], angles.sin()[:, None, :]                                   # [T, 1, half]
+    if isinstance(start, torch.Tensor):
+        angles = start.float()[..., None] * inv.float()                                            # [n, T, half]
+        cos, sin = angles.cos()[:, :, None, :], angles.sin()[:, :, None, :]                         # [n, T, 1, half]
+    else:
+        angles = torch.arange(start, start + t, dtype=torch.float32)[:, None] * inv.float()[None, :]   # [T, half]
+        cos, sin = angles.cos()[:, None, :], angles.sin()[:, None, :]                               # [T, 1, half]
     h = x.reshape(n, t, r.heads, r.head_dim)                                                        # [n, T, H, hd]
     x1, x2, rest = h[..., :half], h[..., half:r.rotary_dims], h[..., r.rotary_dims:]
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1).reshape(n, t, -1)
@@ -68,27 +74,34 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: pb.Attention
     q = q.reshape(n, t, a.heads, a.head_dim).transpose(1, 2)                 # [n, H, T, hd]
     k = k.reshape(n, t, a.kv_heads, a.head_dim).transpose(1, 2)              # [n, Hkv, T, hd]
     v = v.reshape(n, t, a.kv_heads, a.head_dim).transpose(1, 2)
-    if cache is not None:
+    mask = None
+    if isinstance(cache, RaggedCache):                          # several sequences, each its own past
+        k, v, mask = cache.attend(name, k, v)                  # [n, Hkv, P+T, hd], mask [n, 1, T, P+T]
+    elif cache is not None:
         if name in cache.layers:
             past_k, past_v = cache.layers[name]
             k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)  # [n, Hkv, p+T, hd]
         cache.layers[name] = (k, v)
-    past = k.shape[2] - t
+    if mask is None:
+        past = k.shape[2] - t
+        mask = torch.ones(t, past + t, dtype=torch.bool).tril(diagonal=past)    # query i sees keys 0 .. past+i
     if a.kv_heads != a.heads:
         k = k.repeat_interleave(a.heads // a.kv_heads, dim=1)                # [n, H, p+T, hd]
         v = v.repeat_interleave(a.heads // a.kv_heads, dim=1)
-    mask = torch.ones(t, past + t, dtype=torch.bool).tril(diagonal=past)    # query i sees keys 0 .. past+i
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=a.scale or None)   # [n, H, T, hd]
     return y.transpose(1, 2).reshape(n, t, a.heads * a.head_dim)
 
 
 def _sequence_node(op: str, node: pb.Node, args: list, params: dict, cache) -> torch.Tensor:
     x = args[0]
-    start = cache.position if cache is not None else 0
+    start = cache.position if cache is not None and not isinstance(cache, RaggedCache) else 0
+    if isinstance(cache, RaggedCache) and op in ("position_embedding", "rotary"):
+        start = cache.positions(x.shape[1])                                       # [n, T] each row's own
     if op == "embedding":
         return F.embedding(token_ids(x, node.embedding.num_embeddings), params["weight"])
     if op == "position_embedding":
-        return x + params["weight"][start:start + x.shape[1]]
+        return x + (params["weight"][start] if isinstance(start, torch.Tensor) else
+                    params["weight"][start:start + x.shape[1]])
     if op == "rotary":
         return rotary(x, node.rotary, start)
     if op == "layer_norm":

@@ -36,6 +36,7 @@ class Item:
     waited_s: float = 0.0                # seconds from arrival to the start of that run
     batch_inputs: int = 0                # inputs in the shared run
     done: bool = False
+    context: object = None               # what a joint run needs of this item beside x (a generation session)
 
 
 class Lane:
@@ -63,10 +64,11 @@ class TailBatcher:
         with self._lock:
             return self._lanes.setdefault(key, Lane())
 
-    def run(self, key: tuple, item: Item, tail, slot, limit: int) -> Item:
+    def run(self, key: tuple, item: Item, tail, slot, limit: int, joint: bool = False) -> Item:
         """Run `tail(tensors) -> outputs` over this item's batch joined with others of the lane, inside
         `slot(start_by)` (the admission slot; yields the seconds waited); `limit` bounds the inputs of one
-        run (the tail's memory bound). Returns the item with its rows of the outputs."""
+        run (the tail's memory bound). Returns the item with its rows of the outputs. joint: `tail(items)`
+        runs the items itself (their x need not stack) and returns each item's outputs."""
         lane = self.lane(key)
         with lane.cond:
             lane.seen[item.source] = item.arrived
@@ -80,7 +82,7 @@ class TailBatcher:
                 batch = self._gather(lane, min(self.max_inputs, limit), item.source)
                 lane.cond.release()
                 try:
-                    self._compute(batch, tail, slot)
+                    self._compute(batch, tail, slot, joint)
                 finally:
                     lane.cond.acquire()
                     lane.leading = False
@@ -110,22 +112,22 @@ class TailBatcher:
         del lane.pending[:len(batch)]
         return batch
 
-    def _compute(self, batch: list[Item], tail, slot) -> None:
-        live = run_together(batch, tail, slot)
+    def _compute(self, batch: list[Item], tail, slot, joint: bool = False) -> None:
+        live = run_together(batch, tail, slot, joint)
         with self._lock:
             self.runs += bool(live)
             self.merged += len(live) if len(live) > 1 else 0
 
 
-def run_alone(item: Item, tail, slot) -> Item:
+def run_alone(item: Item, tail, slot, joint: bool = False) -> Item:
     """One batch through the same admission and deadline rules, without joining others."""
-    run_together([item], tail, slot)
+    run_together([item], tail, slot, joint)
     if item.error is not None:
         raise item.error
     return item
 
 
-def run_together(batch: list[Item], tail, slot) -> list[Item]:
+def run_together(batch: list[Item], tail, slot, joint: bool = False) -> list[Item]:
     """Run the batches' tail as one inside one admission slot; shed those that could no longer finish by their
     deadline when the slot came; returns those computed. Every item is done on return."""
     started = time.perf_counter()
@@ -141,9 +143,12 @@ def run_together(batch: list[Item], tail, slot) -> list[Item]:
             live = [i for i in batch if not i.done]
             if not live:
                 return []
-            x = live[0].x if len(live) == 1 else [np.concatenate(parts) for parts in zip(*(i.x for i in live))]
             began = time.perf_counter()
-            outputs = tail(x)                                                  # each [sum of n, ...]
+            if joint:
+                outputs = tail(live)                                           # each item's own outputs
+            else:
+                x = live[0].x if len(live) == 1 else [np.concatenate(parts) for parts in zip(*(i.x for i in live))]
+                outputs = tail(x)                                              # each [sum of n, ...]
             tail_s = time.perf_counter() - began
     except BaseException as e:          # every member gets the error, and the leader's own call raises it
         for i in batch:
@@ -151,8 +156,8 @@ def run_together(batch: list[Item], tail, slot) -> list[Item]:
                 i.error, i.done = e, True
         return []
     total, start = sum(i.n for i in live), 0
-    for i in live:
-        i.outputs = [o[start:start + i.n] for o in outputs]
+    for j, i in enumerate(live):
+        i.outputs = outputs[j] if joint else [o[start:start + i.n] for o in outputs]
         i.tail_s, i.waited_s, i.batch_inputs, i.done = tail_s, started - i.arrived + queued_s, total, True
         start += i.n
     return live

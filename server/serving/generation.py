@@ -27,6 +27,7 @@ from qpart.common.errors import (FailedPrecondition, InvalidArgument, NotFound, 
 from qpart.common.kvcache import KVCache, cache_bytes_per_position
 from qpart.common.names import shown
 from qpart.server.models.repository import CutTensor
+from qpart.server.serving import batching, joint_runs
 from qpart.server.serving.auth import Identity
 
 log = logging.getLogger("qpart.server.generation")
@@ -221,17 +222,15 @@ class Generation:
             return
         stops = set(run.stop_tokens)
         for i in range(fed + 1):
-            started = time.perf_counter()
-            with self.core.admission.slot():
-                with torch.inference_mode():
-                    scores = session.tail(*[torch.from_numpy(t) for t in x], cache=session.cache)[0]  # [1, T, vocab]
+            scores, item = self._tail(session, x)                                                   # [T, vocab]
+            picked = time.perf_counter()
             position = session.cache.position
-            token = sampling.pick(scores[0, -1].numpy(), session.sampling, position)
+            token = sampling.pick(scores[-1], session.sampling, position)
             last = i == fed or token in stops
             if last and run.close:
                 self.close(session)
-            yield Answer(session.id, position, token, time.perf_counter() - started, session.cache.nbytes, last,
-                         closed=last and run.close)
+            share = item.tail_s / max(item.batch_inputs, 1) + time.perf_counter() - picked   # its part of a pass
+            yield Answer(session.id, position, token, share, session.cache.nbytes, last, closed=last and run.close)
             if last:
                 return
             x = [np.array([[token]], np.float32)]                                                   # [1, 1]
@@ -264,17 +263,32 @@ class Generation:
 
     def _verify(self, session: Session, run: Run, x, drafts: list[int], q) -> Answer:
         """The target over the run in one pass; the drafts it accepts kept in the cache, the rest rolled back."""
-        k, started = len(drafts), time.perf_counter()
-        with self.core.admission.slot():
-            with torch.inference_mode():
-                scores = session.tail(torch.from_numpy(x[0]), cache=session.cache)[0]       # [1, T, vocab]
+        k = len(drafts)
+        scores, item = self._tail(session, x)                         # [T, vocab]
         held = session.cache.position                                # run.position + T
-        m, token = speculative.verify(scores[0, -(k + 1):].numpy(), drafts, q, session.sampling, held - k)
+        picked = time.perf_counter()
+        m, token = speculative.verify(scores[-(k + 1):], drafts, q, session.sampling, held - k)
         session.cache.truncate(held - k + m)                          # the drafts not accepted leave the cache
         if run.close:
             self.close(session)
-        return Answer(session.id, session.cache.position, token, time.perf_counter() - started, session.cache.nbytes,
-                      True, closed=run.close, accepted=m)
+        share = item.tail_s / max(item.batch_inputs, 1) + time.perf_counter() - picked   # its part of a shared pass
+        return Answer(session.id, session.cache.position, token, share, session.cache.nbytes, True, closed=run.close,
+                      accepted=m)
+
+    def _tail(self, session: Session, x: list[np.ndarray]) -> tuple[np.ndarray, batching.Item]:
+        """(the scores [T, vocab] of the session's tail over its run's tensors x, each [1, T, ...], the batcher's
+        record of the run): with --batch-max-inputs, in one pass with other sessions' runs of the same tail."""
+        item = batching.Item(x, 1, id(session), context=session)
+
+        def together(items):
+            return [[s] for s in joint_runs.run_ragged(session.tail, [(i.context.cache, i.x) for i in items])]
+
+        if self.core.batcher is None:
+            batching.run_alone(item, together, self.core.admission.slot, joint=True)
+        else:
+            self.core.batcher.run(("generate", id(session.tail)), item, together, self.core.admission.slot,
+                                  self.core.batcher.max_inputs, joint=True)
+        return item.outputs[0], item
 
     def _check(self, session: Session, run: Run) -> int:
         """The run's length T, with every declared name, shape, bit width and byte count checked."""

@@ -142,3 +142,45 @@ def test_a_module_whose_forward_differs_from_its_layout_is_refused():
     module.transformer.h[0].attn.n_head = 2                           # the module now attends with 2 heads
     with pytest.raises(language.LogitsMismatch, match="next-token agreement"):
         language.check_logits(module, spec, params, ids())
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_sessions_run_together_in_one_ragged_pass_as_each_alone(name, tmp_path):
+    """The server's batched pass (qpart.server.serving.joint_runs): three sequences with 5, 0 and 9 positions
+    cached run 1, 4 and 2 new ones together (padded and masked); each gets the scores and the cache it gets
+    alone, with learned and rotary positions and grouped-query heads, from the input and from a block boundary."""
+    from qpart.server.serving import joint_runs
+    module = MODELS[name]()
+    model = as_model(*lm_layouts.convert(module), tmp_path)
+    boundary = next(i + 1 for i, n in enumerate(model.profile.nodes) if n.name.endswith("residual_2"))
+    tokens = ids(3, 14, seed=4).astype(np.float32)
+    past, new = [5, 0, 9], [1, 4, 2]
+    for c in (0, boundary):
+        tail = model.tail(c)
+        if c == 0:
+            inputs = tokens[:, :, None][..., 0]                                           # [3, 14] ids
+        else:
+            with torch.inference_mode():
+                inputs = model.module(0, c)(torch.from_numpy(tokens))[0].numpy()             # [3, 14, D]
+        alone, together = [], []
+        for i in range(3):
+            for store in (alone, together):
+                cache = kvcache.KVCache(CONTEXT)
+                if past[i]:
+                    with torch.inference_mode():
+                        tail(torch.from_numpy(inputs[i:i + 1, :past[i]]), cache=cache)
+                store.append(cache)
+        runs = [inputs[i:i + 1, past[i]:past[i] + new[i]] for i in range(3)]
+        solo = [joint_runs.run_ragged(tail, [(alone[i], [runs[i]])])[0] for i in range(3)]
+        joint = joint_runs.run_ragged(tail, [(together[i], [runs[i]]) for i in range(3)])
+        for i in range(3):
+            assert joint[i].shape == (new[i], VOCAB)
+            np.testing.assert_allclose(joint[i], solo[i], atol=1e-4, rtol=1e-4)
+            assert together[i].position == alone[i].position == past[i] + new[i]
+            for name_, (k, v) in alone[i].layers.items():
+                np.testing.assert_allclose(together[i].layers[name_][0].numpy(), k.numpy(), atol=1e-5)
+        nxt = [inputs[i:i + 1, past[i] + new[i]:past[i] + new[i] + 1] for i in range(3)]   # a step after, alone
+        for i in range(3):
+            a = joint_runs.run_ragged(tail, [(alone[i], [nxt[i]])])[0]
+            b = joint_runs.run_ragged(tail, [(together[i], [nxt[i]])])[0]
+            np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)

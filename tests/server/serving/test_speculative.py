@@ -1,7 +1,8 @@
 """Speculative drafting over real gRPC: a device drafts with a small model of its own and the server verifies
 with the target. Greedy: the target's own tokens for every draft and k. Sampling: the first token follows the
 target's distribution (chi-square). Bad drafts: each refused by status before anything is held."""
-import grpc
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +12,8 @@ from qpart.device.agent import DeviceAgent
 from qpart.device.cache import HeadCache
 from qpart.device.client import ServerClient
 from qpart.device.speculative import SpeculativeGeneration
+from qpart.server.serving.main import RunningServer
+from qpart.server.serving.settings import ServerSettings
 from qpart.v1 import service_pb2 as spb
 from tests.conftest import TINY_DRAFT
 from tests.server.serving.test_generation import MODEL, generation, greedy, lm_server, model  # noqa: F401 (fixtures)
@@ -103,3 +106,34 @@ def test_another_clients_session_is_refused_to_drafts(limited, plans):
                                                          tensors=[ids([opened[-1].token, 4])], draft_count=1))
     assert status(error) == "PERMISSION_DENIED"
     assert call(limited, "pi-a", spb.GenerateRequest(session_id=session, close=True))[-1].closed
+
+
+@pytest.fixture(scope="module")
+def batching_server(lm_models):
+    running = RunningServer(ServerSettings(models=lm_models, port=0, measure_speed=False, warm_heads=False,
+                                           batch_max_inputs=8, batch_delay_ms=5))
+    yield running
+    running.stop(0, notice=0)
+
+
+def test_many_devices_share_the_targets_passes_and_get_its_own_tokens(batching_server, model):
+    """Four drafting devices (k = 3) and two sending the prompt, at once: their runs (verifications, streamed
+    steps, prompts) join in shared passes of the target, and each gets the target's greedy tokens."""
+    words = tokenizer.ByteTokenizer()
+    prompts = [words.encode(p) for p in ["Q: What is", "It is a truth universally", "You will be", "A", "Hello",
+                                         "The best"]]
+    with ServerClient(f"127.0.0.1:{batching_server.port}", timeout_s=60) as client:
+        devices = [drafting(client, TINY_DRAFT, 3) for _ in range(4)] + [generation(client, 0, activation_bits=32)
+                                                                         for _ in range(2)]
+        got = [None] * len(devices)
+
+        def one(i):
+            got[i] = devices[i].generate(prompts[i], 40).tokens
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(devices))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert got == [greedy(model, p, 40) for p in prompts]
+    assert batching_server.core.batcher.merged > 0                 # runs of different sessions shared a pass
