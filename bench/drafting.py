@@ -12,7 +12,6 @@ give exactly server-only generation's tokens (checked, printed). Board speeds ar
 drafts at this machine's speed.
 """
 import argparse
-import multiprocessing
 import pathlib
 import statistics
 import sys
@@ -24,12 +23,11 @@ from qpart.device.client import ServerClient
 from qpart.device.generation import SplitGeneration
 from qpart.device.speculative import SpeculativeGeneration
 from qpart.server.models.repository import ModelRepository
-from qpart.testbed.processes import ServerProcess, free_port
-from qpart.testbed.relay import Shape
+from qpart.testbed.processes import ServerProcess
 from qpart.v1 import service_pb2 as spb
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from generation import prompts, relay  # noqa: E402  (the same prompts and relay as the split-decoding bench)
+from generation import prompts, start_link  # noqa: E402  (the same prompts and relay as the split-decoding bench)
 
 
 def cut_zero(client: ServerClient, model: str) -> spb.PlanResponse:
@@ -75,14 +73,9 @@ def main() -> int:
     inputs = prompts(ModelRepository(args.models).get(args.model), args.prompts)
     started, rows = time.perf_counter(), []
     with ServerProcess(args.models, 0, "--torch-threads", "1", "--no-measure-speed") as server:
-        host, port = server.target.rsplit(":", 1)
-        ready, link_port = multiprocessing.Event(), free_port()
-        proc = multiprocessing.Process(target=relay, args=(link_port, (host, int(port)),
-                                                           Shape(args.rate * 1e6, args.rtt / 2e3), ready), daemon=True)
-        proc.start()
-        ready.wait(10)
+        proc, address = start_link(server, args.rate, args.rtt)
         try:
-            with ServerClient(f"127.0.0.1:{link_port}", timeout_s=120) as client:
+            with ServerClient(address, timeout_s=120) as client:
                 info, target = client.list_models(args.model)[0], cut_zero(client, args.model)
                 base = run(SplitGeneration(client, target, None, info), inputs, args.tokens)
                 rows.append(("server_only", "", base))

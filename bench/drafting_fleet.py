@@ -25,13 +25,12 @@ from qpart.device.client import ServerClient
 from qpart.device.generation import SplitGeneration
 from qpart.device.speculative import SpeculativeGeneration
 from qpart.server.models.repository import ModelRepository
-from qpart.testbed.processes import ServerProcess, free_port
-from qpart.testbed.relay import Shape
+from qpart.testbed.processes import ServerProcess
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from drafting import cut_zero, draft_head  # noqa: E402
 from fleet import cpu_seconds  # noqa: E402
-from generation import prompts, relay  # noqa: E402
+from generation import prompts, start_link  # noqa: E402
 
 WORKERS = 2
 
@@ -106,16 +105,11 @@ def main() -> int:
     with ServerProcess(args.models, 0, "--torch-threads", "1", "--no-measure-speed", "--batch-max-inputs", "64",
                        "--batch-delay-ms", "2", "--generation-sessions", "256",
                        "--generation-sessions-per-client", "256", "--max-streams-per-connection", "128") as server:
-        host, port = server.target.rsplit(":", 1)
-        ready, link_port = multiprocessing.Event(), free_port()
-        link = multiprocessing.Process(target=relay, args=(link_port, (host, int(port)),
-                                                           Shape(args.rate * 1e6, args.rtt / 2e3), ready), daemon=True)
-        link.start()
-        ready.wait(10)
+        link, address = start_link(server, args.rate, args.rtt)
         try:
             for mode in modes:
                 for n in counts:
-                    found, cpu = one_run(server, f"127.0.0.1:{link_port}", args, mode, n, inputs)
+                    found, cpu = one_run(server, address, args, mode, n, inputs)
                     for prompt, toks, *_ in found:
                         reference.setdefault(prompt, toks)
                     made = sum(len(f[1]) for f in found)

@@ -49,6 +49,17 @@ def relay(port: int, target: tuple[str, int], shape: Shape, ready) -> None:
     r.serve_forever()
 
 
+def start_link(server: ServerProcess, rate_mbps: float, rtt_ms: float) -> tuple[multiprocessing.Process, str]:
+    """A relay process in front of the server (rate, round trip) and the address devices dial."""
+    host, port = server.target.rsplit(":", 1)
+    ready, link_port = multiprocessing.Event(), _free_port()
+    proc = multiprocessing.Process(target=relay, args=(link_port, (host, int(port)),
+                                                       Shape(rate_mbps * 1e6, rtt_ms / 2e3), ready), daemon=True)
+    proc.start()
+    ready.wait(10)
+    return proc, f"127.0.0.1:{link_port}"
+
+
 def prompts(model, count: int, length: int = 24) -> list[list[int]]:
     """The first `length` bytes of `count` test documents (at least that long), spread over the test part."""
     docs = [d for d in text.open_corpus(model.card["data"]).documents["test"] if len(d.encode()) >= length + 8]
@@ -98,17 +109,11 @@ def main() -> int:
     print(f"device: numpy at {found.macs_per_second / 1e9:.2f} GMAC/s, {found.seconds_per_node * 1e6:.1f} us per op "
           f"(measured here); {len(inputs)} prompts of {len(inputs[0])} tokens, {args.tokens} new tokens", flush=True)
     with ServerProcess(args.models, 0, "--torch-threads", str(args.server_threads), "--remeasure-speed") as server:
-        host, port = server.target.rsplit(":", 1)
         for rtt in [float(r) for r in args.rtts.split(",")]:
             for rate in [float(r) for r in args.rates.split(",")]:
-                ready = multiprocessing.Event()
-                link_port = _free_port()
-                proc = multiprocessing.Process(target=relay, args=(link_port, (host, int(port)),
-                                                                   Shape(rate * 1e6, rtt / 2e3), ready), daemon=True)
-                proc.start()
-                ready.wait(10)
+                proc, address = start_link(server, rate, rtt)
                 try:
-                    with ServerClient(f"127.0.0.1:{link_port}", timeout_s=120) as client:
+                    with ServerClient(address, timeout_s=120) as client:
                         info = client.list_models(args.model)[0]
                         for name in [p.strip() for p in args.profiles.split(",")]:
                             found = compute.measure("numpy")     # the device's speed now, as a device measures

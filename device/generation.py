@@ -41,6 +41,24 @@ class Generated:
     accepted: int = 0                                          # and drafts the target accepted
 
 
+def recorder(out: Generated, on_token=None):
+    """arrived(token): records a token in `out` as it comes (the first token's time from now, each later one's
+    after the one before it) and calls on_token(token)."""
+    marks = [time.perf_counter()]
+
+    def arrived(token: int) -> None:
+        now = time.perf_counter()
+        if not out.tokens:
+            out.first_token_s = now - marks[0]
+        else:
+            out.token_s.append(now - marks[-1])
+        marks.append(now)
+        out.tokens.append(token)
+        if on_token is not None:
+            on_token(token)
+    return arrived
+
+
 def sampling_to_pb(s: sampling.Sampling) -> spb.Sampling:
     return spb.Sampling(temperature=s.temperature, seed=s.seed)
 
@@ -99,20 +117,7 @@ class SplitGeneration:
                                   f"{self.context} less the prompt's {len(prompt)} tokens), got {max_new_tokens}")
         with self._lock:
             out = Generated([])
-            started = time.perf_counter()
-            marks = [started]
-
-            def arrived(token: int) -> None:
-                now = time.perf_counter()
-                if not out.tokens:
-                    out.first_token_s = now - started
-                else:
-                    out.token_s.append(now - marks[-1])
-                marks.append(now)
-                out.tokens.append(token)
-                if on_token is not None:
-                    on_token(token)
-
+            arrived = recorder(out, on_token)
             stops = set(int(t) for t in stop_tokens)
             if self.device_only:
                 self._on_device(list(prompt), max_new_tokens, pick, stops, arrived, out)

@@ -17,7 +17,7 @@ import numpy as np
 from qpart.common import quant, sampling, speculative
 from qpart.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from qpart.common.kvcache import KVCache
-from qpart.device.generation import RESENDS, Conversation, Generated, SplitGeneration, sampling_to_pb
+from qpart.device.generation import RESENDS, Conversation, Generated, SplitGeneration, recorder, sampling_to_pb
 from qpart.device.head import HeadExecutor
 from qpart.v1 import service_pb2 as spb
 
@@ -54,20 +54,7 @@ class SpeculativeGeneration:
         if not 1 <= max_new_tokens <= self.context - len(prompt):
             raise InvalidArgument(f"max_new_tokens must be 1 to {self.context - len(prompt)}, got {max_new_tokens}")
         out = Generated([])
-        started = time.perf_counter()
-        marks = [started]
-
-        def arrived(token: int) -> None:
-            now = time.perf_counter()
-            if not out.tokens:
-                out.first_token_s = now - started
-            else:
-                out.token_s.append(now - marks[-1])
-            marks.append(now)
-            out.tokens.append(token)
-            if on_token is not None:
-                on_token(token)
-
+        arrived = recorder(out, on_token)
         with self._lock:
             while True:
                 try:

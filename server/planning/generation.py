@@ -83,10 +83,12 @@ def _device_cache_bytes(model: Model, cut: int) -> int:
 
 
 def workload(model: Model, splits: list, head_bytes: np.ndarray, shape: Shape, server: ServerProfile,
-             speed=None, codec=None, device: DeviceProfile = DeviceProfile()) -> tuple[Workload, np.ndarray]:
+             speed=None, codec=None, device: DeviceProfile = DeviceProfile(),
+             streamed_step: float | None = None) -> tuple[Workload, np.ndarray]:
     """(the Workload of one generation of this shape under each split, the device memory each needs). The
     device's cost per node (DeviceProfile.seconds_per_node) is paid for every node of the head at each of its
-    runs (the prefill and each step), in MAC-equivalents at its rate."""
+    runs (the prefill and each step), in MAC-equivalents at its rate. streamed_step: seconds per token the server
+    was observed to stream at (cut 0), in place of its timed step."""
     shape = shape.check(model.profile.sequence[1])
     pairs, positions = _pairs(shape), shape.positions
     runs_at = _profile(model, shape.prompt + shape.new)
@@ -117,7 +119,8 @@ def workload(model: Model, splits: list, head_bytes: np.ndarray, shape: Shape, s
             prefill = speed.prefill_seconds.get(split.cut, 0.0) if speed is not None else 0.0
             if step > 0 and prefill > 0:
                 per_position = max(prefill - step, 0.0) / (PREFILL - 1)
-                server_s[i] = step + per_position * (shape.prompt - 1) + step * (shape.new - 1)
+                streaming = streamed_step if split.cut == 0 and streamed_step else step
+                server_s[i] = step + per_position * (shape.prompt - 1) + streaming * (shape.new - 1)
             else:
                 server_s[i] = server_macs[i] / server.mac_rate
         memory[i] = (head_bytes[i] + 4 * cut.device_parameters + 4 * runs_at.cut(split.cut).peak_elements

@@ -111,7 +111,8 @@ def for_request(served: "ServedModel", patterns: Patterns, request: PlanRequest,
             raise InvalidArgument(f"model {model.name!r} is not a language model; a generation shape applies to those")
         return patterns
     work, memory = gen.workload(model, [s.split for s in patterns.specs], patterns.work.head_bytes,
-                              request.generation or gen.Shape(), server, served.speed, served.codec, request.device)
+                              request.generation or gen.Shape(), server, served.speed, served.codec, request.device,
+                              served.streamed_step())
     return replace(patterns, work=work, memory=memory)
 
 

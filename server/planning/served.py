@@ -6,9 +6,13 @@ server's timings (qpart.server.planning.patterns), and those timings. The planne
 a ServedModel, a request and the load (qpart.server.planning.planner.plan); the servicer asks one object,
 ServedModels, for the served model of a name. When the timings change (re-timed on an idle machine) or a
 model is retrained, ServedModels builds new ServedModel objects and swaps them in: a plan being made
-keeps the object it started with, so nothing changes under it.
+keeps the object it started with, so nothing changes under it. The one thing a ServedModel gathers while it
+serves is the time of the tokens it streams (a language model's prompt sent, the server generating): the
+planner prices streamed tokens with the median observed once there are enough, as it serves them (the tail,
+the pick, the answer's encoding and sending), not with the step timed at start.
 """
 import threading
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -26,6 +30,9 @@ from qpart.server.planning.patterns import CodecCosts, ModelSpeed, Patterns, cat
 if TYPE_CHECKING:
     from qpart.server.planning.planner import Plan, PlanRequest
 
+STREAMED_KEPT = 256      # streamed tokens whose times are kept per served model
+STREAMED_FEWEST = 16     # observed tokens before their median prices streaming
+
 
 @dataclass(frozen=True)
 class ServedModel:
@@ -40,6 +47,7 @@ class ServedModel:
     coding: object = None                     # coding.json (zlib-coded message sizes), None when not offered
     codecs: object = None                     # codecs.json (the input as image files), None when not offered
     _variants: dict = field(default_factory=dict, compare=False, repr=False)   # head codings -> (patterns, masks)
+    _streamed: deque = field(default_factory=lambda: deque(maxlen=STREAMED_KEPT), compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -73,6 +81,16 @@ class ServedModel:
     def entry(self, split: Split) -> catalog_mod.Entry | None:
         """The catalog entry of this split, if it is one."""
         return next((e for e in self.catalog.entries if e.split == split), None) if self.catalog else None
+
+    def observe_streamed_step(self, seconds: float) -> None:
+        """A token this server streamed (a language model sent its prompt, cut 0) took this long from the answer
+        before it, the answer's sending included: observed while its pass ran alone."""
+        self._streamed.append(seconds)
+
+    def streamed_step(self) -> float | None:
+        """The median of the last STREAMED_KEPT streamed tokens observed, once STREAMED_FEWEST were (else None)."""
+        kept = list(self._streamed)
+        return float(np.median(kept)) if len(kept) >= STREAMED_FEWEST else None
 
     def tail_seconds(self, cut: int) -> float:
         """The server's part for one input from this cut as timed here (0: not timed)."""

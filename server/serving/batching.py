@@ -64,6 +64,12 @@ class TailBatcher:
         with self._lock:
             return self._lanes.setdefault(key, Lane())
 
+    def forget(self, key: tuple, source: int) -> None:
+        """The source sends no more to this lane (a closed generation session): it is no company to wait for."""
+        lane = self.lane(key)
+        with lane.cond:
+            lane.seen.pop(source, None)
+
     def run(self, key: tuple, item: Item, tail, slot, limit: int, joint: bool = False) -> Item:
         """Run `tail(tensors) -> outputs` over this item's batch joined with others of the lane, inside
         `slot(start_by)` (the admission slot; yields the seconds waited); `limit` bounds the inputs of one

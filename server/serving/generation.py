@@ -88,6 +88,7 @@ class Session:
     sampling: sampling.Sampling
     cache: KVCache
     reserved: int = 0                # cache bytes reserved for this session
+    served: object = None            # the ServedModel the plan came from (it learns how fast tokens stream)
     used: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -165,7 +166,8 @@ class Generation:
                                      f"them at {crossing[0].bits} bits (plan with activation bits 32 at cut 0)")
         return Session(secrets.token_hex(16), owner, run.plan_id, self.core.signer.expiry(run.plan_id), cut.cut,
                        crossing, model.tail(cut.cut), vocab, min(context, self.limits.positions),
-                       cache_bytes_per_position(attention), run.sampling or sampling.Sampling(), KVCache(context))
+                       cache_bytes_per_position(attention), run.sampling or sampling.Sampling(), KVCache(context),
+                       served=served)
 
     def _register(self, session: Session) -> None:
         with self._lock:
@@ -230,6 +232,10 @@ class Generation:
             if last and run.close:
                 self.close(session)
             share = item.tail_s / max(item.batch_inputs, 1) + time.perf_counter() - picked   # its part of a pass
+            now = time.perf_counter()
+            if i > 0 and item.batch_inputs == 1 and session.served is not None:   # a streamed token, its pass alone:
+                session.served.observe_streamed_step(now - answered)             # since the answer before, its
+            answered = now                                                       # sending included
             yield Answer(session.id, position, token, share, session.cache.nbytes, last, closed=last and run.close)
             if last:
                 return
@@ -330,6 +336,8 @@ class Generation:
             session.reserved += more
 
     def close(self, session: Session) -> None:
+        if self.core.batcher is not None:
+            self.core.batcher.forget(("generate", id(session.tail)), id(session))
         with self._lock:
             if self._sessions.pop(session.id, None) is not None:
                 self._reserved -= session.reserved

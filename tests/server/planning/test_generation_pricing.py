@@ -69,3 +69,23 @@ def test_a_generation_shape_is_checked(served, repo, catalogs):
         served.plan(request(generation=generation.Shape(0, 10)))
     with pytest.raises(InvalidArgument, match="not a language model"):
         ServedModels(repo).plan(PlanRequest(model="fc6", generation=generation.Shape(10, 10)))
+
+
+def test_streamed_tokens_are_priced_as_observed_once_enough_were(lm_models, lm_catalog):
+    from qpart.server.planning.patterns import ModelSpeed
+    from qpart.server.planning.served import STREAMED_FEWEST
+    served = ServedModels(ModelRepository(lm_models))
+    model = served.get(MODEL).model
+    cuts = [e.split.cut for e in lm_catalog.entries]
+    served.set_speed(None, {(MODEL, model.version): ModelSpeed({c: 1e-3 for c in cuts},
+                                                               prefill_seconds={c: 2e-3 for c in cuts})})
+    shape = generation.Shape(20, 100)
+    timed = served.plan(request(policy="server_only", generation=shape)).chosen.costs.server_time_s
+    for _ in range(STREAMED_FEWEST - 1):
+        served.get(MODEL).observe_streamed_step(4e-3)
+    assert served.plan(request(policy="server_only", generation=shape)).chosen.costs.server_time_s == timed
+    served.get(MODEL).observe_streamed_step(4e-3)                       # enough: the median prices streaming
+    observed = served.plan(request(policy="server_only", generation=shape)).chosen.costs.server_time_s
+    assert observed == pytest.approx(timed + 3e-3 * (shape.new - 1))
+    split = served.plan(request(policy="fixed", fixed=Split(15, (8,), (8,)), generation=shape))
+    assert split.chosen.costs.server_time_s < observed              # a split's steps are not streamed: still timed
