@@ -2,7 +2,7 @@
 each draft model and k, against server-only generation of the same tokens, over an emulated link.
 
     python bench/drafting.py [--models model-repo] [--model gpt-fortunes] [--drafts draft-fortunes-1,draft-fortunes-2]
-                             [--ks 1,2,4,6] [--rate 20] [--rtt 10] [--tokens 64] [--prompts 4] [--bits 8]
+                             [--ks 1,2,4,6,auto] [--rate 20] [--rtt 10] [--tokens 64] [--prompts 4] [--bits 8]
                              [--markdown docs/benchmarks/drafting.md]
 
 qpart-server runs as its own process (1 torch thread); the link is a delay relay on loopback (serialization at
@@ -52,6 +52,7 @@ def run(generator, inputs, tokens: int) -> dict:
     return {"tokens": [o.tokens for o in outs], "total": statistics.median(total),
             "per_s": made / sum(total), "acceptance": sum(o.accepted for o in outs) / drafted if drafted else None,
             "per_round": made / max(sum(o.rounds for o in outs), 1),
+            "k": statistics.median(k for o in outs for k in o.ks) if any(o.ks for o in outs) else 0,
             "up": sum(sum(o.sent_bytes) for o in outs) / made,
             "server_ms": 1e3 * sum(o.server_s for o in outs) / made,
             "device_ms": 1e3 * sum(o.device_s for o in outs) / made}
@@ -62,7 +63,8 @@ def main() -> int:
     parser.add_argument("--models", type=pathlib.Path, default=pathlib.Path("model-repo"))
     parser.add_argument("--model", default="gpt-fortunes")
     parser.add_argument("--drafts", default="draft-fortunes-1,draft-fortunes-2")
-    parser.add_argument("--ks", default="1,2,4,6", help="drafts per round, comma-separated")
+    parser.add_argument("--ks", default="1,2,4,6,auto",
+                        help="drafts per round, comma-separated; auto: 3 first, then chosen from what is observed")
     parser.add_argument("--rate", type=float, default=20.0, help="Mbit/s")
     parser.add_argument("--rtt", type=float, default=10.0, help="round trip, ms")
     parser.add_argument("--tokens", type=int, default=64)
@@ -82,9 +84,10 @@ def main() -> int:
                 print(_row(rows[-1], base), flush=True)
                 for draft in [d.strip() for d in args.drafts.split(",")]:
                     head, draft_info, _ = draft_head(client, draft, args.bits)
-                    for k in [int(k) for k in args.ks.split(",")]:
-                        found = run(SpeculativeGeneration(client, target, info, head, draft_info, k), inputs,
-                                    args.tokens)
+                    for k in args.ks.split(","):               # "auto": from 3, then AdaptiveK
+                        spec = SpeculativeGeneration(client, target, info, head, draft_info,
+                                                     3 if k == "auto" else int(k), adapt=k == "auto")
+                        found = run(spec, inputs, args.tokens)
                         rows.append((draft, k, found))
                         print(_row(rows[-1], base), flush=True)
         finally:
@@ -110,6 +113,7 @@ def main() -> int:
 def _row(row, base) -> str:
     name, k, m = row
     acceptance = "" if m["acceptance"] is None else f"{100 * m['acceptance']:.0f} %"
+    k = f"auto (median {m['k']:g})" if k == "auto" else k
     return (f"| {name} | {k} | {1e3 * m['total']:.0f} | {m['per_s']:.0f} | {acceptance} | {m['per_round']:.2f} | "
             f"{m['up']:.0f} | {m['server_ms']:.2f} | {m['device_ms']:.2f} | {'yes' if m['tokens'] == base['tokens'] else 'NO'} |")
 

@@ -39,6 +39,7 @@ class Generated:
     rounds: int = 0                                            # speculative drafting: runs the server verified,
     drafted: int = 0                                           # drafts sent,
     accepted: int = 0                                          # and drafts the target accepted
+    ks: list[int] = field(default_factory=list)                # drafts sent in each round
 
 
 def recorder(out: Generated, on_token=None):

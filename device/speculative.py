@@ -11,6 +11,7 @@ session is opened again with the context resent, as in split decoding.
 """
 import threading
 import time
+from collections import deque
 
 import numpy as np
 
@@ -22,13 +23,44 @@ from qpart.device.head import HeadExecutor
 from qpart.v1 import service_pb2 as spb
 
 MAX_K = 16           # the most drafts a round proposes (the server states its own limit, ServerLimits.max_draft_tokens)
+WINDOW = 16          # rounds whose acceptance and times choose the next k
+SETTLE = 4           # rounds observed before k moves
+
+
+class AdaptiveK:
+    """k for the next round, from what this device observes over the last WINDOW rounds: the drafts' acceptance a
+    (drafts accepted over drafts the target examined: up to and including the first rejected), its drafting time
+    per draft d and the rest of a round r (the round trip and the server's pass). A round of k drafts yields
+    E(k) = (1 - a^(k+1)) / (1 - a) tokens in r + k d seconds; k maximises E(k) / (r + k d), so it grows while
+    the drafts are accepted and the round trip dominates, and falls when acceptance drifts down."""
+
+    def __init__(self, k: int, adapt: bool = True, most: int = MAX_K):
+        self.k, self.adapt, self.most = k, adapt, most
+        self.rounds: deque = deque(maxlen=WINDOW)        # (drafts, accepted, examined, drafting s, round s)
+
+    def observe(self, drafts: int, accepted: int, drafting_s: float, round_s: float) -> None:
+        if drafts:
+            self.rounds.append((drafts, accepted, accepted + (accepted < drafts), drafting_s, round_s))
+        if self.adapt and len(self.rounds) >= SETTLE:
+            self.k = self.best()
+
+    def acceptance(self) -> float:
+        examined = sum(r[2] for r in self.rounds)
+        return sum(r[1] for r in self.rounds) / examined if examined else 0.0
+
+    def best(self) -> int:
+        a = min(max(self.acceptance(), 0.01), 0.99)
+        d = sum(r[3] for r in self.rounds) / sum(r[0] for r in self.rounds)                # s per draft
+        rest = max(sum(r[4] - r[3] for r in self.rounds) / len(self.rounds), 1e-6)         # s per round beside
+        return max(range(1, self.most + 1), key=lambda k: (1 - a ** (k + 1)) / (1 - a) / (rest + k * d))
 
 
 class SpeculativeGeneration:
     def __init__(self, client, plan: spb.PlanResponse, info: spb.ModelInfo, draft: HeadExecutor,
-                 draft_info: spb.ModelInfo, k: int):
+                 draft_info: spb.ModelInfo, k: int, adapt: bool = False):
         """plan: the target's cut-0 plan (the server runs it whole); draft: the draft model's head, run whole
-        here (a device_only plan of a model with the target's tokenizer); k: drafts per round."""
+        here (a device_only plan of a model with the target's tokenizer); k: drafts per round (adapt: the first
+        round's, then chosen from the acceptance and times observed, AdaptiveK)."""
         if plan.cut != 0:
             raise InvalidArgument(f"speculative drafting needs the target whole on the server (a cut-0 plan); this "
                                   f"plan cuts at {plan.cut}")
@@ -41,7 +73,7 @@ class SpeculativeGeneration:
         if len(plan.activations) != 1 or plan.activations[0].bits != quant.FLOAT_BITS:
             raise InvalidArgument("a language model's input is token ids: a cut-0 plan must send them at 32 bits")
         self._lock = threading.Lock()          # one generation at a time: the draft's cache is the sequence's
-        self.client, self.plan, self.draft, self.k = client, plan, draft, k
+        self.client, self.plan, self.draft, self.k, self.adapt = client, plan, draft, k, adapt
         self.context = min(info.sequence.max_positions, draft_info.sequence.max_positions)
 
     def generate(self, prompt: list[int], max_new_tokens: int, pick: sampling.Sampling = sampling.Sampling(),
@@ -81,10 +113,12 @@ class SpeculativeGeneration:
         context = prompt + out.tokens                # a resent session starts from every token had
         budget = max_new_tokens - len(out.tokens)
         cache, held, session = KVCache(self.context), 0, ""
+        chooser = AdaptiveK(self.k, self.adapt)
         conversation = Conversation(self.client, self.client.timeout_s + 2.0 * budget)
         try:
             while budget > 0:
-                count = max(min(self.k, budget - 1, self.context - len(context)), 0)
+                count = max(min(chooser.k, budget - 1, self.context - len(context)), 0)
+                began, drafting = time.perf_counter(), out.device_s
                 drafts, rows = self._draft(context[cache.position:], cache, count, pick, out)
                 request = spb.GenerateRequest(plan_id="" if session else self.plan.plan_id, session_id=session,
                                               position=held, draft_count=count)
@@ -102,6 +136,8 @@ class SpeculativeGeneration:
                     raise InvalidArgument(f"the server accepted {m} of {count} drafts")
                 out.rounds, out.server_s = out.rounds + 1, out.server_s + answer.server_compute_s
                 out.drafted, out.accepted = out.drafted + count, out.accepted + m
+                out.ks.append(count)
+                chooser.observe(count, m, out.device_s - drafting, time.perf_counter() - began)
                 cache.truncate(min(cache.position, len(context) + m))     # the draft's cache keeps accepted ones
                 for token in drafts[:m] + [answer.token]:
                     context.append(token)

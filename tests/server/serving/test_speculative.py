@@ -1,6 +1,7 @@
 """Speculative drafting over real gRPC: a device drafts with a small model of its own and the server verifies
 with the target. Greedy: the target's own tokens for every draft and k. Sampling: the first token follows the
 target's distribution (chi-square). Bad drafts: each refused by status before anything is held."""
+import statistics
 import threading
 
 import numpy as np
@@ -137,3 +138,17 @@ def test_many_devices_share_the_targets_passes_and_get_its_own_tokens(batching_s
             t.join(120)
     assert got == [greedy(model, p, 40) for p in prompts]
     assert batching_server.core.batcher.merged > 0                 # runs of different sessions shared a pass
+
+
+def test_k_follows_the_acceptance_the_device_observes(lm_client, model):
+    """Adaptive k: the target drafting for itself (every draft accepted) drafts more per round; a 2-bit draft
+    (few accepted) falls to one; the tokens stay the target's."""
+    prompt = tokenizer.ByteTokenizer().encode(PROMPTS[0])
+    expected = greedy(model, prompt, 80)
+    for draft, bits, rises in ((MODEL, 16, True), (TINY_DRAFT, 2, False)):
+        spec = drafting(lm_client, draft, 3, bits=bits)
+        spec.adapt = True
+        out = spec.generate(prompt, 80)
+        assert out.tokens == expected
+        settled = statistics.median(out.ks[4:-2])                      # after k first moves, before the end's
+        assert out.ks[0] == 3 and (settled > 3 if rises else settled < 3), (draft, out.ks)
