@@ -10,13 +10,23 @@ the rate, half the round trip each way); the device is this process, drafting wi
 the device at --bits weight bits, its head shipped by the server). Greedy decoding: every drafted run must
 give exactly server-only generation's tokens (checked, printed). Board speeds are not emulated: the device
 drafts at this machine's speed.
+
+Then the planner's own choice (policy speculative, and qpart with the device able to draft, under a time-only
+objective and with server seconds priced at --w-cost): the device's MAC rate and cost per op measured here
+(numpy), the link as emulated, the server timed at its start and observing the rounds above; the chosen draft
+and k run as a device runs a plan (qpart.device.speculative.planned), predicted against measured. The target
+needs drafts.json beside it (`qpart catalog TARGET` measures it).
 """
 import argparse
+import dataclasses
 import pathlib
 import statistics
 import sys
 import time
 
+from qpart.common import messages
+from qpart.common.costmodel import DeviceProfile, LinkProfile, Objective
+from qpart.device import compute, speculative
 from qpart.device.agent import DeviceAgent
 from qpart.device.cache import HeadCache
 from qpart.device.client import ServerClient
@@ -51,6 +61,7 @@ def run(generator, inputs, tokens: int) -> dict:
     drafted = sum(o.drafted for o in outs)
     return {"tokens": [o.tokens for o in outs], "total": statistics.median(total),
             "per_s": made / sum(total), "acceptance": sum(o.accepted for o in outs) / drafted if drafted else None,
+            "per_draft": sum(o.accepted for o in outs) / max(sum(o.examined for o in outs), 1),
             "per_round": made / max(sum(o.rounds for o in outs), 1),
             "k": statistics.median(k for o in outs for k in o.ks) if any(o.ks for o in outs) else 0,
             "up": sum(sum(o.sent_bytes) for o in outs) / made,
@@ -70,11 +81,13 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--bits", type=int, default=8, help="the draft's weight bits on the device")
+    parser.add_argument("--w-cost", type=float, default=100.0,
+                        help="the planner rows' weight on server seconds (time's is 1; price 1 a second)")
     parser.add_argument("--markdown", type=pathlib.Path)
     args = parser.parse_args()
     inputs = prompts(ModelRepository(args.models).get(args.model), args.prompts)
     started, rows = time.perf_counter(), []
-    with ServerProcess(args.models, 0, "--torch-threads", "1", "--no-measure-speed") as server:
+    with ServerProcess(args.models, 0, "--torch-threads", "1", "--remeasure-speed") as server:
         proc, address = start_link(server, args.rate, args.rtt)
         try:
             with ServerClient(address, timeout_s=120) as client:
@@ -90,6 +103,7 @@ def main() -> int:
                         found = run(spec, inputs, args.tokens)
                         rows.append((draft, k, found))
                         print(_row(rows[-1], base), flush=True)
+                chosen = planned(client, args, info, inputs, base)
         finally:
             proc.terminate()
     lines = [f"## Speculative drafting, one device: {args.model}, {args.tokens} tokens after {len(inputs[0])}-token "
@@ -99,10 +113,15 @@ def main() -> int:
              f"{args.rtt:g} ms round trip. Server: 1 torch thread, the target whole (cut 0). Device: this machine's "
              f"numpy, the draft whole at {args.bits}-bit weights. Greedy decoding; {len(inputs)} prompts, the median "
              f"generation's time; rates over all of them.", "",
-             "| draft | k | ms per generation | tokens/s | acceptance | tokens per round | bytes up per token | "
-             "server ms per token | device ms per token | same tokens as server_only |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| draft | k | ms per generation | tokens/s | drafts kept of sent | acceptance a (of examined) | "
+             "tokens per round | bytes up per token | server ms per token | device ms per token | "
+             "same tokens as server_only |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [_row(r, base) for r in rows]
+    lines += ["", f"The planner's choice for this device (numpy here: MAC rate and cost per op measured) and link, "
+                  f"{args.tokens} new tokens after {len(inputs[0])}: predicted against measured (median generation).",
+              "", "| policy | objective | plan | predicted ms | measured ms | error | acceptance a: planned / observed |",
+              "|---|---|---|---|---|---|---|"] + chosen
     print("\n".join(lines))
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
@@ -110,10 +129,42 @@ def main() -> int:
     return 0
 
 
+def planned(client: ServerClient, args, info, inputs, base) -> list[str]:
+    """Rows for the plans the server chooses (policy speculative; qpart under time only and with server cost)."""
+    found = compute.measure("numpy")
+    device = messages.device_to_pb(dataclasses.replace(
+        DeviceProfile(name="this machine"), macs_per_second=found.macs_per_second,
+        seconds_per_node=found.seconds_per_node, max_draft_tokens=speculative.MAX_K))
+    agent, out = DeviceAgent(client, HeadCache(None), backend="numpy"), []
+    for policy, cost in (("speculative", 0.0), ("qpart", 0.0), ("qpart", args.w_cost)):
+        request = spb.PlanRequest(model=args.model, device=device, policy=getattr(spb, policy.upper()),
+                                  link=messages.link_to_pb(LinkProfile(rate_bps=args.rate * 1e6, rtt_s=args.rtt / 1e3)),
+                                  weights=messages.objective_to_pb(Objective(1.0, 0.0, cost)), inferences_per_head=10 ** 6,
+                                  generation=spb.GenerationShape(prompt_tokens=len(inputs[0]), new_tokens=args.tokens))
+        plan = client.plan(request)
+        if plan.HasField("drafting"):
+            d = plan.drafting
+            what = f"draft {d.model} at {d.weight_bits} bits, k = {d.draft_tokens}"
+            m = run(speculative.planned(agent, plan, info), inputs, args.tokens)
+            seen = f"{d.acceptance:.2f} / {m['per_draft']:.2f}"
+        else:
+            what = "server generates (prompt sent)" if plan.cut == 0 else f"cut {plan.cut}"
+            m = run(SplitGeneration(client, plan, agent.obtain_head(plan)[0], info), inputs, args.tokens)
+            seen = ""
+        predicted = plan.predicted.total_time_s
+        same = "" if m["tokens"] == base["tokens"] else " (tokens DIFFER from server_only)"
+        out.append(f"| {policy} | time{f' + {cost:g} x server s' if cost else ''} | {what}{same} | "
+                   f"{1e3 * predicted:.0f} | {1e3 * m['total']:.0f} | {100 * (predicted / m['total'] - 1):+.1f} % | "
+                   f"{seen} |")
+        print(out[-1], flush=True)
+    return out
+
+
 def _row(row, base) -> str:
     name, k, m = row
-    acceptance = "" if m["acceptance"] is None else f"{100 * m['acceptance']:.0f} %"
+    acceptance = "" if m["acceptance"] is None else f"{100 * m['acceptance']:.0f} % | {100 * m['per_draft']:.0f} %"
     k = f"auto (median {m['k']:g})" if k == "auto" else k
+    acceptance = acceptance or " | "
     return (f"| {name} | {k} | {1e3 * m['total']:.0f} | {m['per_s']:.0f} | {acceptance} | {m['per_round']:.2f} | "
             f"{m['up']:.0f} | {m['server_ms']:.2f} | {m['device_ms']:.2f} | {'yes' if m['tokens'] == base['tokens'] else 'NO'} |")
 

@@ -1,4 +1,6 @@
 """`qpart calibrate | catalog | plan`: the accuracy model, the offline catalog, and plans priced offline."""
+import dataclasses
+
 from qpart.cli.common import command
 from qpart.common import options, policies, quant, table, tensors
 from qpart.common.errors import InvalidArgument
@@ -57,9 +59,22 @@ def cmd_catalog(args) -> None:
         if model.profile.sequence is not None:
             print(f"{name}: a language model: no coding.json or codecs.json (its hidden states travel raw, its input "
                   "is token ids, not an image)")
+            measure_drafts(model, repo, args.force)
         elif args.coding:
             measure_coding(model, built, args.data)
             measure_codecs(model, built, args.data)
+
+
+def measure_drafts(model, repo, force: bool = False) -> None:
+    """drafts.json: each draft's acceptance by the target on validation text, measured unless current."""
+    from qpart.server.calibration import drafts as measuring
+    from qpart.server.planning import drafting
+    found = measuring.ensure(model, repo, force)
+    if found is None:
+        print(f"drafts: none (no smaller language model with {model.name}'s tokenizer in this repository)")
+        return
+    print(f"drafts: acceptance on {found.positions} validation positions in {found.seconds} s -> "
+          f"{drafting.path(model)}: {measuring.describe(found)}")
 
 
 def measure_coding(model, built, data=None) -> None:
@@ -122,8 +137,11 @@ def cmd_plan(args) -> None:
         from qpart.server.serving.speed_profile import describe
         tails = ", ".join(f"cut {c}: {t.describe()}" for c, t in sorted(profile.tails_for(model).items()))
         print(f"server speed: {describe(profile)}; tails {tails or 'none timed'}")
-    request = PlanRequest(args.model, options.device_from_args(args), options.link_from_args(args), args.budget,
-                          options.objective_from_args(args), args.reuse or 1, policy=policy, fixed=fixed, explain=True)
+    from qpart.server.planning.generation import Shape
+    device = dataclasses.replace(options.device_from_args(args), max_draft_tokens=args.draft_tokens)
+    request = PlanRequest(args.model, device, options.link_from_args(args), args.budget,
+                          options.objective_from_args(args), args.reuse or 1, policy=policy, fixed=fixed, explain=True,
+                          generation=Shape(temperature=args.temperature) if args.temperature else None)
     plan = models.plan(request, heads=HeadStore())
     device, link = request.device, request.link
     print(f"{args.model}: device {device.name} ({device.mac_rate / 1e6:.0f} MMAC/s), uplink {link.uplink_bps / 1e6:g} "
@@ -150,8 +168,10 @@ def cmd_plan(args) -> None:
 
 def candidate_table(candidates) -> list[str]:
     """The explain table (qpart.common.table: the columns qpart-device --explain prints too)."""
-    rows = [table.candidate_row(chosen=c.chosen, rejected=c.rejected, cut=c.spec.split.cut, kind=c.kind, coding=c.coding,
-                                quality=c.quality, weight_bits=c.spec.split.weight_bits,
+    rows = [table.candidate_row(chosen=c.chosen, rejected=c.rejected, cut=c.spec.split.cut, coding=c.coding,
+                                kind=f"draft {c.draft.option.draft.name} k={c.draft.k}" if c.draft else c.kind,
+                                quality=c.quality,
+                                weight_bits=c.draft.option.split.weight_bits[:1] if c.draft else c.spec.split.weight_bits,
                                 activation_bits=c.spec.split.activation_bits, head_bytes=c.work.head_bytes,
                                 uplink_bytes=c.work.uplink_bytes, total_time_s=c.costs.total_time_s,
                                 energy_j=c.costs.device_energy_j + c.costs.tx_energy_j, server_cost=c.costs.server_cost,
@@ -189,5 +209,9 @@ def register(sub) -> None:
     options.add_link_options(p)
     options.add_plan_options(p)
     options.add_fixed_options(p)
+    p.add_argument("--draft-tokens", type=int, default=0, help="a language model: the most tokens the device drafts "
+                   "per round (0: it does not draft; above 0 drafting with each measured draft is weighed)")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="a language model: the sampling temperature its generations use (0: greedy)")
     p.add_argument("--measure-server", action="store_true", help="time the tail and the codec on this machine, as "
                    "qpart-server does at start-up, instead of the server profile's MAC rate")

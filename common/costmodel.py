@@ -25,8 +25,8 @@ from qpart.common.errors import InvalidArgument
 # The largest value each field may take: far beyond any real device, link or price, and small enough that
 # every product the cost model forms (κ f^2 c, bytes * 8 / rate, weights times seconds) stays finite.
 LIMITS = {"clock_hz": 1e12, "cycles_per_mac": 1e6, "macs_per_second": 1e16, "energy_coefficient": 1e-12,
-          "tx_power_w": 1e4, "memory_bytes": 2 ** 50, "seconds_per_node": 1.0, "rate_bps": 1e13, "downlink_rate_bps": 1e13,
-          "bandwidth_hz": 1e12, "rtt_s": 3600.0, "price_per_second": 1e9, "time": 1e9, "energy": 1e9, "cost": 1e9}
+          "tx_power_w": 1e4, "memory_bytes": 2 ** 50, "seconds_per_node": 1.0, "max_draft_tokens": 64,
+          "rate_bps": 1e13, "downlink_rate_bps": 1e13, "bandwidth_hz": 1e12, "rtt_s": 3600.0, "price_per_second": 1e9, "time": 1e9, "energy": 1e9, "cost": 1e9}
 MAX_MAC_RATE = 1e16     # MACs per second, however the rate is given
 
 
@@ -65,6 +65,7 @@ class DeviceProfile:
     seconds_per_node: float = 0.0     # measured cost of running one op beside its MACs, s; 0: not known (none)
     image_codings: frozenset | None = None   # qpart.v1.Coding image codings it can encode; None: this machine's
     head_codings: frozenset | None = None    # qpart.v1.TensorCoding head codings it decodes; None: every one
+    max_draft_tokens: int = 0         # most tokens it drafts per round for speculative drafting; 0: it does not draft
 
     def __post_init__(self):
         _check_non_negative(self)

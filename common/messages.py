@@ -15,7 +15,8 @@ def device_to_pb(device: DeviceProfile) -> spb.DeviceCapabilities:
         macs_per_second=device.macs_per_second, energy_coefficient=device.energy_coefficient,
         tx_power_w=device.tx_power_w, memory_bytes=device.memory_bytes,
         image_codings=sorted(images.available() if device.image_codings is None else device.image_codings),
-        head_codings=sorted(device.head_codings or ()), seconds_per_node=device.seconds_per_node)
+        head_codings=sorted(device.head_codings or ()), seconds_per_node=device.seconds_per_node,
+        max_draft_tokens=device.max_draft_tokens)
 
 
 def device_from_pb(msg: spb.DeviceCapabilities) -> DeviceProfile:
@@ -30,7 +31,7 @@ def device_from_pb(msg: spb.DeviceCapabilities) -> DeviceProfile:
         name=msg.name or "device", clock_hz=msg.clock_hz, cycles_per_mac=msg.cycles_per_mac,
         macs_per_second=msg.macs_per_second, energy_coefficient=msg.energy_coefficient,
         tx_power_w=msg.tx_power_w, memory_bytes=msg.memory_bytes, image_codings=frozenset(codings),
-        head_codings=heads, seconds_per_node=msg.seconds_per_node)
+        head_codings=heads, seconds_per_node=msg.seconds_per_node, max_draft_tokens=msg.max_draft_tokens)
 
 
 def link_to_pb(link: LinkProfile) -> spb.LinkCapabilities:

@@ -6,6 +6,7 @@ from qpart.common.errors import InvalidArgument
 from qpart.v1 import service_pb2 as spb
 
 QPART = "qpart"
+SPECULATIVE = "speculative"
 FIXED = "fixed"
 POLICIES = {   # name -> (contract enum value, what it does)
     QPART: (spb.QPART, "joint cut and per-layer bit widths from the certified catalog (QPART, paper Algorithm 2)"),
@@ -16,6 +17,8 @@ POLICIES = {   # name -> (contract enum value, what it does)
     "float_split": (spb.FLOAT_SPLIT, "best cut with float32 weights and activation (Neurosurgeon-style)"),
     "uniform_int8": (spb.UNIFORM_INT8, "best cut with uniform 8-bit weights and activation"),
     FIXED: (spb.FIXED, "the cut and bit widths the device gives, priced but not checked against the budget"),
+    SPECULATIVE: (spb.SPECULATIVE, "a language model only: the target on the server verifies tokens a draft model "
+                    "drafts on the device (the draft and k chosen from the acceptance measured on validation text)"),
 }
 NAMES = tuple(POLICIES)
 BASELINES = ("server_only", "server_only_codec", "device_only", "float_split", "uniform_int8")   # what QPART is compared with

@@ -6,6 +6,7 @@ import time
 
 from qpart.common import sampling, tokenizer
 from qpart.common.errors import FailedPrecondition
+from qpart.device import speculative
 from qpart.device.generation import SplitGeneration
 from qpart.device.report import json_ready
 from qpart.v1 import service_pb2 as spb
@@ -18,6 +19,9 @@ def add_options(parser) -> None:
     g.add_argument("--temperature", type=float, default=0.0, help="0: greedy; above 0: drawn with --seed")
     g.add_argument("--seed", type=int, default=0, help="seeds the draws (see qpart.v1.Sampling)")
     g.add_argument("--through-end", action="store_true", help="keep generating past the end-of-document token")
+    g.add_argument("--draft-tokens", type=int, default=speculative.MAX_K,
+                   help="most tokens this device drafts per round when the plan drafts (speculative drafting with a "
+                        "draft model the server chooses; 0: never draft) (default %(default)s)")
 
 
 def run(args, agent, info: spb.ModelInfo, request: spb.PlanRequest, measured: dict) -> int:
@@ -26,13 +30,18 @@ def run(args, agent, info: spb.ModelInfo, request: spb.PlanRequest, measured: di
                                  f"{tokenizer.KIND!r} only")
     words = tokenizer.ByteTokenizer()
     prompt = words.encode(args.prompt)
-    request.generation.CopyFrom(spb.GenerationShape(prompt_tokens=len(prompt), new_tokens=args.max_new_tokens))
+    request.generation.CopyFrom(spb.GenerationShape(prompt_tokens=len(prompt), new_tokens=args.max_new_tokens,
+                                                    temperature=args.temperature))
+    if not 0 <= args.draft_tokens <= speculative.MAX_K:
+        raise FailedPrecondition(f"--draft-tokens must be 0 to {speculative.MAX_K}, got {args.draft_tokens}")
+    request.device.max_draft_tokens = args.draft_tokens
     request.inferences_per_head = args.reuse or 1
     started = time.perf_counter()
     plan = agent.plan(request)
     executor, head = agent.obtain_head(plan)
+    drafts = speculative.planned(agent, plan, info) if plan.HasField("drafting") else None
     ready = time.perf_counter() - started
-    out = SplitGeneration(agent.client, plan, executor, info).generate(
+    out = (drafts or SplitGeneration(agent.client, plan, executor, info)).generate(
         prompt, args.max_new_tokens, sampling.Sampling(args.temperature, args.seed),
         () if args.through_end else (words.end_of_document,))
     text = words.decode(out.tokens)
@@ -48,7 +57,13 @@ def run(args, agent, info: spb.ModelInfo, request: spb.PlanRequest, measured: di
              f"next-token agreement drop {'%.2f points certified' % k.accuracy_drop if k.HasField('accuracy_drop') else 'not certified (a fixed plan)'}",
              (f"head      {plan.head_bytes:,} bytes ({'cached' if head.cache_hit else 'downloaded'}); plan and head in "
               f"{1e3 * ready:.0f} ms" if executor is not None else f"head      none; planned in {1e3 * ready:.0f} ms")]
-    if out.sent_bytes:
+    if drafts is not None:
+        d = plan.drafting
+        lines.append(f"drafting  {d.model} whole here at {d.weight_bits} bits ({d.head_bytes:,}-byte head), k = "
+                     f"{d.draft_tokens} planned for acceptance {d.acceptance:.2f} (validation text); observed "
+                     f"{out.accepted} of {out.drafted} drafts kept in {out.rounds} rounds, k {min(out.ks or [0])}-"
+                     f"{max(out.ks or [0])}")
+    elif out.sent_bytes:
         rest = out.sent_bytes[1:] or [0]
         lines.append(f"crossed   prompt {out.sent_bytes[0]:,} bytes in one message, then {statistics.median(rest):,.0f} "
                      f"bytes up per token; each token back in one answer")
@@ -65,5 +80,8 @@ def run(args, agent, info: spb.ModelInfo, request: spb.PlanRequest, measured: di
             "prompt_tokens": len(prompt), "tokens": out.tokens, "text": text, "first_token_s": out.first_token_s,
             "token_s": out.token_s, "sent_bytes": out.sent_bytes, "device_s": out.device_s,
             "resent_contexts": out.resent_contexts, "stopped": out.stopped,
-            "predicted_total_s": k.total_time_s, "backend": executor.backend.name if executor else "none"}}), indent=1))
+            "predicted_total_s": k.total_time_s, "backend": executor.backend.name if executor else "none",
+            "drafting": {"model": plan.drafting.model, "planned_k": plan.drafting.draft_tokens,
+                         "acceptance": plan.drafting.acceptance, "drafted": out.drafted, "accepted": out.accepted,
+                         "rounds": out.rounds, "ks": out.ks} if drafts is not None else None}}), indent=1))
     return 0

@@ -38,7 +38,9 @@ class Generated:
     server_s: float = 0.0                                      # server compute its answers reported
     rounds: int = 0                                            # speculative drafting: runs the server verified,
     drafted: int = 0                                           # drafts sent,
-    accepted: int = 0                                          # and drafts the target accepted
+    accepted: int = 0                                          # and drafts the target accepted,
+    examined: int = 0                                          # of those it examined (up to the first rejected):
+                                                               # accepted / examined is the per-draft acceptance
     ks: list[int] = field(default_factory=list)                # drafts sent in each round
 
 

@@ -57,10 +57,10 @@ class AdaptiveK:
 
 class SpeculativeGeneration:
     def __init__(self, client, plan: spb.PlanResponse, info: spb.ModelInfo, draft: HeadExecutor,
-                 draft_info: spb.ModelInfo, k: int, adapt: bool = False):
+                 draft_info: spb.ModelInfo, k: int, adapt: bool = False, most: int = MAX_K):
         """plan: the target's cut-0 plan (the server runs it whole); draft: the draft model's head, run whole
         here (a device_only plan of a model with the target's tokenizer); k: drafts per round (adapt: the first
-        round's, then chosen from the acceptance and times observed, AdaptiveK)."""
+        round's, then chosen from the acceptance and times observed, AdaptiveK, up to `most`)."""
         if plan.cut != 0:
             raise InvalidArgument(f"speculative drafting needs the target whole on the server (a cut-0 plan); this "
                                   f"plan cuts at {plan.cut}")
@@ -74,6 +74,7 @@ class SpeculativeGeneration:
             raise InvalidArgument("a language model's input is token ids: a cut-0 plan must send them at 32 bits")
         self._lock = threading.Lock()          # one generation at a time: the draft's cache is the sequence's
         self.client, self.plan, self.draft, self.k, self.adapt = client, plan, draft, k, adapt
+        self.most = max(min(most, MAX_K), k)
         self.context = min(info.sequence.max_positions, draft_info.sequence.max_positions)
 
     def generate(self, prompt: list[int], max_new_tokens: int, pick: sampling.Sampling = sampling.Sampling(),
@@ -113,7 +114,7 @@ class SpeculativeGeneration:
         context = prompt + out.tokens                # a resent session starts from every token had
         budget = max_new_tokens - len(out.tokens)
         cache, held, session = KVCache(self.context), 0, ""
-        chooser = AdaptiveK(self.k, self.adapt)
+        chooser = AdaptiveK(self.k, self.adapt, self.most)
         conversation = Conversation(self.client, self.client.timeout_s + 2.0 * budget)
         try:
             while budget > 0:
@@ -136,6 +137,7 @@ class SpeculativeGeneration:
                     raise InvalidArgument(f"the server accepted {m} of {count} drafts")
                 out.rounds, out.server_s = out.rounds + 1, out.server_s + answer.server_compute_s
                 out.drafted, out.accepted = out.drafted + count, out.accepted + m
+                out.examined += m + (m < count)
                 out.ks.append(count)
                 chooser.observe(count, m, out.device_s - drafting, time.perf_counter() - began)
                 cache.truncate(min(cache.position, len(context) + m))     # the draft's cache keeps accepted ones
@@ -155,3 +157,19 @@ class SpeculativeGeneration:
                 SplitGeneration._close(session, Conversation(self.client, self.client.timeout_s))
             raise
         SplitGeneration._close(session, conversation)
+
+
+def planned(agent, plan: spb.PlanResponse, info: spb.ModelInfo) -> SpeculativeGeneration:
+    """The drafting a plan asks for (plan.drafting, qpart.server.planning.drafting): the draft's head fetched by
+    its plan id (or taken from the head cache), k to start from as planned, then adapted to what is observed, up
+    to this device's and the server's limits."""
+    d = plan.drafting
+    draft_info = agent.model_info(d.model)
+    if draft_info.version != d.model_version:
+        raise FailedPrecondition(f"the plan drafts with version {d.model_version} of {d.model!r}, the server now holds "
+                                 f"{draft_info.version}; plan again")
+    shaped = spb.PlanResponse(plan_id=d.plan_id, model=d.model, model_version=d.model_version,
+                              cut=len(draft_info.nodes), head_hash=d.head_hash, head_bytes=d.head_bytes)
+    head, _ = agent.obtain_head(shaped)
+    most = min(MAX_K, agent.client.limits().max_draft_tokens or MAX_K)
+    return SpeculativeGeneration(agent.client, plan, info, head, draft_info, d.draft_tokens, adapt=True, most=most)

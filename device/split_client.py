@@ -28,7 +28,7 @@ import numpy as np
 from qpart.common import guard, messages, policies, profiles, sampling, tokenizer
 from qpart.common.costmodel import DeviceProfile, LinkProfile, Objective
 from qpart.common.errors import InvalidArgument
-from qpart.device import compute, probe
+from qpart.device import compute, probe, speculative
 from qpart.device.agent import DeviceAgent, RunReport
 from qpart.device.cache import HeadCache
 from qpart.device.client import ServerClient, TlsSettings
@@ -68,17 +68,21 @@ class SplitClient:
                  cache_dir: str | pathlib.Path | None = DEFAULT_CACHE, backend: str = "auto",
                  measure_compute: bool = True, timeout_s: float = 30.0, retries: int = 6, deadline_s: float = 0.0,
                  adapt: bool | MonitorSettings = False, fixed: spb.FixedPlan | None = None,
-                 generation: tuple[int, int] | None = None):
+                 generation: tuple | None = None, drafts: int = speculative.MAX_K):
         """server: host:port (several, comma-separated, are replicas); link: None probes it; profile: a bundled
         name or a TOML file, for energy and (with measure_compute=False) speed; expected_inputs: how many
         inferences the head is priced to be reused for; deadline_s: > 0, the server sheds (DeadlineExceeded) a
         batch it cannot answer within this many seconds of reading it; adapt: follow the link (True, or the
         monitor's settings), see the module docstring; fixed: this split instead of the planner's choice (cut and
         bit widths; priced, and certified only where it is a catalog split); generation: a language model's
-        (prompt tokens, new tokens) the plan is priced for (None: the server's default, 32 and 64)."""
+        (prompt tokens, new tokens[, temperature]) the plan is priced for (None: the server's default, 32 and 64,
+        greedy); drafts: the most tokens this device drafts per round for a language model's speculative drafting
+        (0: it never drafts; the plan says whether it does, and with which draft)."""
         self.model, self.budget, self.policy, self.fixed = model, budget, policy, fixed
-        self.generation = spb.GenerationShape(prompt_tokens=generation[0], new_tokens=generation[1]) \
+        self.generation = spb.GenerationShape(prompt_tokens=generation[0], new_tokens=generation[1],
+                                              temperature=generation[2] if len(generation) > 2 else 0.0) \
             if generation is not None else None
+        self.drafts = drafts
         self.objective, self.expected_inputs = objective, expected_inputs
         self.device = profiles.load_device(profile) if isinstance(profile, str) else profile
         self._link, self._measure = link, measure_compute
@@ -135,6 +139,7 @@ class SplitClient:
 
     def _replan(self) -> tuple:
         device, link = self.measured()
+        device = dataclasses.replace(device, max_draft_tokens=self.drafts)
         request = spb.PlanRequest(model=self.model, device=messages.device_to_pb(device),
                                   link=messages.link_to_pb(link), accuracy_budget=self.budget,
                                   weights=messages.objective_to_pb(self.objective),
@@ -240,7 +245,8 @@ class SplitClient:
         ids = words.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
         plan, executor = self._ready()
         if self._generation is None or self._generation.plan is not plan:
-            self._generation = SplitGeneration(self.client, plan, executor, self.info)
+            self._generation = (speculative.planned(self.agent, plan, self.info) if plan.HasField("drafting")
+                                else SplitGeneration(self.client, plan, executor, self.info))
         out = self._generation.generate(ids, max_new_tokens, sampling.Sampling(temperature, seed),
                                         (words.end_of_document,) if stop_at_end else (), on_token)
         return Text(words.decode(out.tokens), out.tokens, out)

@@ -33,6 +33,7 @@ NEW_TOKENS = 64             # its new tokens when the request does not say
 WARM = 32                   # positions cached when one step is timed
 PREFILL = 32                # positions of the timed prefill
 REQUEST_OVERHEAD_BYTES = 48  # a Generate request beside its tensor data: session id, position, tensor name and shape
+MAX_TEMPERATURE = 100.0    # the highest sampling temperature a generation shape may give
 ANSWER_BYTES = 48            # a GenerateResponse: session id, position, token, timings
 
 
@@ -40,11 +41,14 @@ ANSWER_BYTES = 48            # a GenerateResponse: session id, position, token, 
 class Shape:
     prompt: int = PROMPT_TOKENS     # tokens the device sends first
     new: int = NEW_TOKENS           # tokens generated
+    temperature: float = 0.0        # sampling temperature (0: greedy); prices drafting's acceptance
 
     def check(self, context: int) -> "Shape":
         if self.prompt < 1 or self.new < 1 or self.prompt + self.new > context:
             raise InvalidArgument(f"a generation of {self.prompt} prompt and {self.new} new tokens must have at least "
                                   f"one of each and fit the model's context of {context} positions")
+        if not (math.isfinite(self.temperature) and 0 <= self.temperature <= MAX_TEMPERATURE):
+            raise InvalidArgument(f"a generation's temperature must be 0 to {MAX_TEMPERATURE:g}, got {self.temperature}")
         return self
 
     @property

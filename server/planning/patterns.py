@@ -68,7 +68,7 @@ class Coded:
 @dataclass
 class Candidate:
     spec: PlanSpec
-    kind: str                     # "qpart", "uniform8", "float" or "fixed"
+    kind: str                     # "qpart", "uniform8", "float", "fixed", "codec" or "draft"
     accuracy_drop: float | None   # certified bound on validation data; None when unknown (fixed plans)
     work: Workload
     costs: Costs
@@ -81,6 +81,7 @@ class Candidate:
     coding: int = tensors.RAW     # how its activations travel: raw, zlib-coded (qpart.server.planning.activation_coding), or
                                   # the input as image files (qpart.server.planning.image_files)
     quality: int = 0              # of a JPEG or WebP coding
+    draft: object = None          # a drafting candidate's (kind "draft"): planner.DraftChoice, else None
 
 
 @dataclass

@@ -9,7 +9,9 @@ Policies (qpart.common.policies): qpart (every catalog split, and the input as a
 model has codecs.json), server_only (cut 0: the input, quantized only if the budget allows),
 server_only_codec (cut 0: the input as a PNG, JPEG or WebP file the device can encode), device_only (the float32 model shipped), float_split (float32
 at every cut, Neurosurgeon-style), uniform_int8 (8-bit weights and activations at every cut), fixed
-(the request's own split, priced but not checked against the budget).
+(the request's own split, priced but not checked against the budget), speculative (a language model's
+target whole on the server verifying what a draft model drafts on the device: server/planning/drafting.py;
+qpart weighs the same candidates beside its splits when the device drafts).
 """
 import math
 import time
@@ -24,6 +26,7 @@ from qpart.common.errors import FailedPrecondition, InvalidArgument
 from qpart.server.models.heads import HeadStore
 from qpart.server.models.repository import Model
 from qpart.server.models.split import Split
+from qpart.server.planning import drafting
 from qpart.server.planning import generation as gen
 from qpart.server.planning.patterns import Candidate, Patterns
 from qpart.server.planning.plans import PlanSpec
@@ -62,6 +65,23 @@ class PlanRequest:
             raise InvalidArgument("policy 'fixed' needs the fixed plan (cut and bit widths)")
 
 
+@dataclass(frozen=True)
+class Drafting:
+    """What the server allows of drafting: its limit on drafts per round and which drafts a requester may use."""
+    max_draft_tokens: int = drafting.MAX_K
+    may_use: object = lambda name: True      # name -> bool
+
+
+@dataclass(frozen=True)
+class DraftChoice:
+    """A drafting candidate: the draft (whole on the device at its width), k, and what its price rests on."""
+    option: drafting.Option
+    spec: PlanSpec               # the draft's device-only split (its plan id fetches the head)
+    k: int                       # drafts per round
+    acceptance: float            # at the request's temperature
+    tokens_per_round: float
+
+
 @dataclass
 class Plan:
     spec: PlanSpec
@@ -77,16 +97,16 @@ class Plan:
 
 
 def plan(served: "ServedModel", request: PlanRequest, load: float = 1.0, server: ServerProfile = ServerProfile(),
-         heads: HeadStore | None = None) -> Plan:
+         heads: HeadStore | None = None, allowed: Drafting = Drafting()) -> Plan:
     """The plan for a request to one served model: a pure function of the model's priced splits, the request and
     the server's load (>= 1 multiplies the server's time, qpart.server.serving.load). Fixed plans build their head
-    with `heads` to price its bytes."""
+    with `heads` to price its bytes, drafting candidates their draft's."""
     started = time.perf_counter()
     heads = heads or HeadStore()
     if request.policy == policies.FIXED:
         chosen = _plan_fixed(served, request, load, server, heads)
     else:
-        chosen = _choose(served, request, load, server, heads)
+        chosen = _choose(served, request, load, server, heads, allowed)
     chosen.decision_s = time.perf_counter() - started
     chosen.load, chosen.speed = load, served.server_speed
     if served.model.profile.sequence is not None:
@@ -116,19 +136,27 @@ def for_request(served: "ServedModel", patterns: Patterns, request: PlanRequest,
     return replace(patterns, work=work, memory=memory)
 
 
-def _choose(served: "ServedModel", request: PlanRequest, load: float, server: ServerProfile, heads: HeadStore) -> Plan:
+def _choose(served: "ServedModel", request: PlanRequest, load: float, server: ServerProfile, heads: HeadStore,
+            allowed: Drafting = Drafting()) -> Plan:
     model, patterns, masks = served.model, *served.priced(request.device.head_codings, heads)
     patterns = for_request(served, patterns, request, server)
     held = [h in request.held_heads for h in patterns.hashes] if request.held_heads else False
     costs = _predict(patterns.work, request, load, server, held)
     codings = images.available() if request.device.image_codings is None else request.device.image_codings
-    in_policy = masks[request.policy] & (~np.isin(patterns.coding, list(images.FORMATS))
-                                         | np.isin(patterns.coding, list(codings)))
+    in_policy = masks.get(request.policy, np.zeros(len(patterns.specs), bool)) & (
+        ~np.isin(patterns.coding, list(images.FORMATS)) | np.isin(patterns.coding, list(codings)))
     fits_budget = patterns.drop <= request.accuracy_budget + 1e-9
     memory = request.device.memory_bytes
     fits_memory = patterns.memory <= memory if memory else np.ones(len(patterns.specs), bool)
     eligible = in_policy & fits_budget & fits_memory
+    drafts = _drafting(served, request, load, server, heads, allowed, patterns, masks)
+    best_draft = min((d for d in drafts if not d.rejected), key=lambda d: d.costs.objective, default=None)
+    if best_draft is not None and (not eligible.any() or best_draft.costs.objective
+                                   < float(np.min(np.where(eligible, costs.objective, np.inf)))):
+        return _drafting_plan(model, request, best_draft, drafts, patterns, costs, eligible)
     if not eligible.any():
+        if drafts:
+            raise FailedPrecondition(f"no drafting plan for model {model.name!r} fits the device: {drafts[0].rejected}")
         raise FailedPrecondition(_no_plan_reason(model, request, patterns, in_policy, fits_budget))
     best = int(np.argmin(np.where(eligible, costs.objective, np.inf)))   # ties: the first, the earliest cut
     rows = np.flatnonzero(in_policy) if request.explain else [best]
@@ -148,9 +176,82 @@ def _choose(served: "ServedModel", request: PlanRequest, load: float, server: Se
         candidates[-1].chosen = int(i) == best
         seen[key] = candidates[-1]
     chosen = next(c for c in candidates if c.chosen)
-    out = _plan(model, request.policy, chosen, candidates if request.explain else [])
+    out = _plan(model, request.policy, chosen, candidates + drafts if request.explain else [])
     out.reason = why(model, patterns, costs, eligible, best, int((in_policy & ~fits_budget).sum()),
                      int((in_policy & fits_budget & ~fits_memory).sum()))
+    if best_draft is not None:
+        out.reason += f"; {_draft_line(best_draft)}"
+    return out
+
+
+def _draft_line(c: Candidate) -> str:
+    d, k = c.draft, c.costs
+    return (f"{drafting.describe(d.option, d.k, d.acceptance)}: objective {k.objective:.4g} "
+            f"({k.total_time_s * 1e3:.2f} ms)")
+
+
+def _drafting(served: "ServedModel", request: PlanRequest, load: float, server: ServerProfile, heads: HeadStore,
+              allowed: Drafting, patterns: Patterns, masks: dict) -> list[Candidate]:
+    """The drafting candidates this request may weigh, one per measured draft and width: the k that prices
+    best (each rejected by reason where it does not fit the device), or [] where drafting is not offered. Policy
+    speculative refuses by name what keeps it from drafting."""
+    model, asked = served.model, request.policy == policies.SPECULATIVE
+    if not asked and request.policy != policies.QPART:
+        return []
+    if model.profile.sequence is None:
+        if asked:
+            raise InvalidArgument(f"policy speculative drafts tokens: model {model.name!r} is not a language model")
+        return []
+    most = drafting.limit(request.device, allowed.max_draft_tokens)
+    options = [o for o in served.drafts if allowed.may_use(o.draft.name)]
+    if asked and not options:
+        raise FailedPrecondition(f"model {model.name!r} has no measured draft this device may use: `qpart catalog "
+                                 f"{model.name}` measures the repository's drafts into drafting.json"
+                                 .replace("drafting.json", drafting.DRAFTS_FILE))
+    if asked and most == 0:
+        raise FailedPrecondition("the device does not draft (DeviceCapabilities.max_draft_tokens is 0); policy "
+                                 "speculative needs a device that drafts")
+    target = np.flatnonzero(masks.get("server_only", np.zeros(len(patterns.specs), bool)) & (patterns.cut == 0))
+    if most == 0 or not options or not len(target):
+        return []
+    spec = patterns.specs[int(target[0])]
+    shape = (request.generation or gen.Shape()).check(model.profile.sequence[1])
+    temperature = shape.temperature
+    ks, out = np.arange(1, most + 1), []
+    for option in options:
+        draft_spec = PlanSpec(option.draft.name, option.draft.version, option.split, request.device.head_codings)
+        head = heads.get(option.draft, option.split, codings=request.device.head_codings)
+        work, memory = drafting.workload(model, option, ks, head.size, shape, temperature, server, served.speed,
+                                         request.device, served.verification_pass())
+        held = head.content_hash in request.held_heads
+        costs = _predict(work, request, load, server, held)
+        i = int(np.argmin(costs.objective))
+        a = option.acceptance(temperature)
+        choice = DraftChoice(option, draft_spec, int(ks[i]), a, float(drafting.tokens_per_round(a, ks[i])))
+        rejected = ""
+        if request.device.memory_bytes and memory[i] > request.device.memory_bytes:
+            rejected = f"needs {int(memory[i])} bytes of device memory, the device has {request.device.memory_bytes}"
+        row = Workload(*(np.asarray(getattr(work, f)).reshape(-1)[i] if np.ndim(getattr(work, f)) else getattr(work, f)
+                         for f in Workload.__dataclass_fields__))
+        out.append(Candidate(spec, "draft", 0.0, row, costs.at(i), int(memory[i]), head.content_hash, rejected,
+                             held=held, draft=choice))
+    return out
+
+
+def _drafting_plan(model: Model, request: PlanRequest, chosen: Candidate, drafts: list[Candidate],
+                   patterns: Patterns, costs: Costs, eligible: np.ndarray) -> Plan:
+    chosen.chosen = True
+    candidates = []
+    if request.explain:
+        rows = np.flatnonzero(eligible)
+        candidates = [patterns.candidate(costs, int(i), held=False) for i in rows] + drafts
+    out = _plan(model, request.policy, chosen, candidates)
+    others = ""
+    if eligible.any():
+        best = int(np.argmin(np.where(eligible, costs.objective, np.inf)))
+        k, cut = costs.at(best), int(patterns.cut[best])
+        others = (f"; the best split (cut {cut}): objective {k.objective:.4g} ({k.total_time_s * 1e3:.2f} ms)")
+    out.reason = _draft_line(chosen) + others
     return out
 
 

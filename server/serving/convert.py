@@ -81,8 +81,8 @@ def plan_request(msg: spb.PlanRequest) -> PlanRequest:
         accuracy_budget=msg.accuracy_budget, objective=messages.objective_from_pb(msg.weights),
         inferences_per_head=msg.inferences_per_head or 1, held_heads=frozenset(msg.held_heads),
         policy=policies.from_enum(msg.policy), fixed=fixed, explain=msg.explain,
-        generation=generation.Shape(msg.generation.prompt_tokens, msg.generation.new_tokens)
-        if msg.HasField("generation") else None)
+        generation=generation.Shape(msg.generation.prompt_tokens, msg.generation.new_tokens,
+                                    msg.generation.temperature) if msg.HasField("generation") else None)
 
 
 def _prediction(c: Candidate) -> spb.PlanPrediction:
@@ -98,7 +98,8 @@ def _prediction(c: Candidate) -> spb.PlanPrediction:
     return prediction
 
 
-def plan_response(plan: Plan, model: Model, plan_id: str, max_batch_inputs: int, expires_at: int) -> spb.PlanResponse:
+def plan_response(plan: Plan, model: Model, plan_id: str, max_batch_inputs: int, expires_at: int,
+                  draft_plan_id: str = "") -> spb.PlanResponse:
     spec, split = plan.spec, plan.spec.split
     cut = model.profile.cut(split.cut)
     msg = spb.PlanResponse(
@@ -110,6 +111,15 @@ def plan_response(plan: Plan, model: Model, plan_id: str, max_batch_inputs: int,
         plan_id_expires_at=expires_at, server_load=plan.load, server_speed=server_speed(plan, model))
     if plan.generation is not None:
         msg.generation.prompt_tokens, msg.generation.new_tokens = plan.generation.prompt, plan.generation.new
+        msg.generation.temperature = plan.generation.temperature
+    draft = plan.chosen.draft
+    if draft is not None:
+        msg.drafting.CopyFrom(spb.DraftPlan(
+            model=draft.option.draft.name, model_version=draft.option.draft.version, plan_id=draft_plan_id,
+            head_hash=plan.chosen.head_hash, head_bytes=int(plan.chosen.work.head_bytes),
+            weight_bits=draft.option.split.weight_bits[0], draft_tokens=draft.k, acceptance=draft.acceptance,
+            tokens_per_round=draft.tokens_per_round, measured_positions=draft.option.positions))
+        msg.head_hash, msg.head_bytes = "", 0          # the target's plan ships no head: the draft's is above
     for (name, shape, quantizer), bits in zip(plan.activations, split.activation_bits):
         encoding = msg.activations.add(name=name, bits=bits, sample_shape=shape, coding=plan.chosen.coding,
                                        quality=plan.chosen.quality)
@@ -117,9 +127,11 @@ def plan_response(plan: Plan, model: Model, plan_id: str, max_batch_inputs: int,
             encoding.scale, encoding.zero_point = float(quantizer.scale[0]), int(quantizer.zero_point[0])
     for c in plan.candidates:
         s = c.spec.split
-        msg.candidates.add(cut=s.cut, weight_bits=s.weight_bits, activation_bits=s.activation_bits,
-                           predicted=_prediction(c), chosen=c.chosen, rejected_reason=c.rejected, kind=c.kind,
-                           coding=c.coding, quality=c.quality)
+        msg.candidates.add(cut=s.cut, weight_bits=c.draft.option.split.weight_bits if c.draft else s.weight_bits,
+                           activation_bits=s.activation_bits, predicted=_prediction(c), chosen=c.chosen,
+                           rejected_reason=c.rejected, kind=c.kind, coding=c.coding, quality=c.quality,
+                           draft_model=c.draft.option.draft.name if c.draft else "",
+                           draft_tokens=c.draft.k if c.draft else 0)
     return msg
 
 

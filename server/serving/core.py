@@ -93,7 +93,8 @@ class QpartCore:
         self.settings = settings
         self.repository = repository or ModelRepository(settings.models)
         self.heads = HeadStore(settings.head_cache_bytes)
-        self.models = ServedModels(self.repository, settings.profile)   # what the servicer asks for by name
+        self.models = ServedModels(self.repository, settings.profile,      # what the servicer asks for by name
+                                   max_draft_tokens=settings.max_draft_tokens)
         self.auth = Authenticator.from_file(settings.devices, mutual_tls=settings.tls_client_ca is not None)
         self.admission = Admission(settings.compute_slots or os.cpu_count() or 1, settings.max_queued)
         self.load = ServerLoad(settings.load_window_s)
@@ -187,7 +188,8 @@ class QpartCore:
 
     def plan(self, request: PlanRequest, identity: Identity = ANYONE) -> Plan:
         identity.authorize(request.model)
-        return self.models.plan(request, self.load.factor(), self.heads)
+        return self.models.plan(request, self.load.factor(), self.heads,
+                                lambda name: "*" in identity.models or name in identity.models)
 
     def max_batch_inputs(self, model: Model, split) -> int:
         """Most inputs one activation batch of this split may hold: the batch, element and tail-memory limits."""
@@ -198,6 +200,11 @@ class QpartCore:
 
     def plan_id(self, plan: Plan) -> str:
         return self.signer.sign(plan.spec.token())
+
+    def draft_plan_id(self, plan: Plan) -> str:
+        """The signed id of a drafting plan's draft (its device-only split: FetchHead serves its head), else ""."""
+        draft = plan.chosen.draft
+        return self.signer.sign(draft.spec.token()) if draft is not None else ""
 
     def resolve(self, token: str, identity: Identity = ANYONE) -> tuple[ServedModel, PlanSpec]:
         spec = PlanSpec.parse(self.signer.verify(token))

@@ -278,6 +278,8 @@ class Generation:
         if run.close:
             self.close(session)
         share = item.tail_s / max(item.batch_inputs, 1) + time.perf_counter() - picked   # its part of a shared pass
+        if run.position > 0 and item.batch_inputs == 1 and session.served is not None:    # a round after the first,
+            session.served.observe_verification(share)                                   # its pass alone
         return Answer(session.id, session.cache.position, token, share, session.cache.nbytes, True, closed=run.close,
                       accepted=m)
 

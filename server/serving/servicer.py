@@ -49,7 +49,7 @@ class SplitInferenceServicer:
         model = self.core.repository.get(plan.spec.model)
         plan_id = self.core.plan_id(plan)
         response = convert.plan_response(plan, model, plan_id, self.core.max_batch_inputs(model, plan.spec.split),
-                                         self.core.signer.expiry(plan_id))
+                                         self.core.signer.expiry(plan_id), self.core.draft_plan_id(plan))
         response.decision_seconds = time.perf_counter() - started     # the whole handling, as the proto says
         return response
 

@@ -18,6 +18,7 @@ class Policy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNIFORM_INT8: _ClassVar[Policy]
     FIXED: _ClassVar[Policy]
     SERVER_ONLY_CODEC: _ClassVar[Policy]
+    SPECULATIVE: _ClassVar[Policy]
 
 class Coding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -34,6 +35,7 @@ FLOAT_SPLIT: Policy
 UNIFORM_INT8: Policy
 FIXED: Policy
 SERVER_ONLY_CODEC: Policy
+SPECULATIVE: Policy
 CODING_RAW: Coding
 CODING_ZLIB: Coding
 CODING_PNG: Coding
@@ -183,7 +185,7 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., description: _Optional[str] = ..., input: _Optional[_Union[TensorInfo, _Mapping]] = ..., task: _Optional[str] = ..., class_names: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., cuts: _Optional[_Iterable[_Union[CutInfo, _Mapping]]] = ..., float_test_accuracy: _Optional[float] = ..., test_samples: _Optional[int] = ..., dataset: _Optional[str] = ..., has_catalog: _Optional[bool] = ..., catalog_budgets: _Optional[_Iterable[float]] = ..., sequence: _Optional[_Union[_network_pb2.SequenceSpec, _Mapping]] = ..., tokenizer: _Optional[str] = ...) -> None: ...
 
 class DeviceCapabilities(_message.Message):
-    __slots__ = ("name", "clock_hz", "cycles_per_mac", "macs_per_second", "energy_coefficient", "tx_power_w", "memory_bytes", "image_codings", "head_codings", "seconds_per_node")
+    __slots__ = ("name", "clock_hz", "cycles_per_mac", "macs_per_second", "energy_coefficient", "tx_power_w", "memory_bytes", "image_codings", "head_codings", "seconds_per_node", "max_draft_tokens")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CLOCK_HZ_FIELD_NUMBER: _ClassVar[int]
     CYCLES_PER_MAC_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +196,7 @@ class DeviceCapabilities(_message.Message):
     IMAGE_CODINGS_FIELD_NUMBER: _ClassVar[int]
     HEAD_CODINGS_FIELD_NUMBER: _ClassVar[int]
     SECONDS_PER_NODE_FIELD_NUMBER: _ClassVar[int]
+    MAX_DRAFT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     name: str
     clock_hz: float
     cycles_per_mac: float
@@ -204,7 +207,8 @@ class DeviceCapabilities(_message.Message):
     image_codings: _containers.RepeatedScalarFieldContainer[Coding]
     head_codings: _containers.RepeatedScalarFieldContainer[_network_pb2.TensorCoding]
     seconds_per_node: float
-    def __init__(self, name: _Optional[str] = ..., clock_hz: _Optional[float] = ..., cycles_per_mac: _Optional[float] = ..., macs_per_second: _Optional[float] = ..., energy_coefficient: _Optional[float] = ..., tx_power_w: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., image_codings: _Optional[_Iterable[_Union[Coding, str]]] = ..., head_codings: _Optional[_Iterable[_Union[_network_pb2.TensorCoding, str]]] = ..., seconds_per_node: _Optional[float] = ...) -> None: ...
+    max_draft_tokens: int
+    def __init__(self, name: _Optional[str] = ..., clock_hz: _Optional[float] = ..., cycles_per_mac: _Optional[float] = ..., macs_per_second: _Optional[float] = ..., energy_coefficient: _Optional[float] = ..., tx_power_w: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., image_codings: _Optional[_Iterable[_Union[Coding, str]]] = ..., head_codings: _Optional[_Iterable[_Union[_network_pb2.TensorCoding, str]]] = ..., seconds_per_node: _Optional[float] = ..., max_draft_tokens: _Optional[int] = ...) -> None: ...
 
 class LinkCapabilities(_message.Message):
     __slots__ = ("rate_bps", "downlink_rate_bps", "bandwidth_hz", "snr_db", "rayleigh_fading", "rtt_s")
@@ -271,12 +275,14 @@ class PlanRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., device: _Optional[_Union[DeviceCapabilities, _Mapping]] = ..., link: _Optional[_Union[LinkCapabilities, _Mapping]] = ..., accuracy_budget: _Optional[float] = ..., weights: _Optional[_Union[ObjectiveWeights, _Mapping]] = ..., inferences_per_head: _Optional[int] = ..., held_heads: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[Policy, str]] = ..., fixed: _Optional[_Union[FixedPlan, _Mapping]] = ..., explain: _Optional[bool] = ..., generation: _Optional[_Union[GenerationShape, _Mapping]] = ...) -> None: ...
 
 class GenerationShape(_message.Message):
-    __slots__ = ("prompt_tokens", "new_tokens")
+    __slots__ = ("prompt_tokens", "new_tokens", "temperature")
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     prompt_tokens: int
     new_tokens: int
-    def __init__(self, prompt_tokens: _Optional[int] = ..., new_tokens: _Optional[int] = ...) -> None: ...
+    temperature: float
+    def __init__(self, prompt_tokens: _Optional[int] = ..., new_tokens: _Optional[int] = ..., temperature: _Optional[float] = ...) -> None: ...
 
 class ActivationEncoding(_message.Message):
     __slots__ = ("name", "bits", "scale", "zero_point", "sample_shape", "coding", "quality")
@@ -329,7 +335,7 @@ class PlanPrediction(_message.Message):
     def __init__(self, device_time_s: _Optional[float] = ..., uplink_time_s: _Optional[float] = ..., downlink_time_s: _Optional[float] = ..., server_time_s: _Optional[float] = ..., rtt_time_s: _Optional[float] = ..., total_time_s: _Optional[float] = ..., device_energy_j: _Optional[float] = ..., tx_energy_j: _Optional[float] = ..., server_cost: _Optional[float] = ..., objective: _Optional[float] = ..., accuracy_drop: _Optional[float] = ..., head_bytes: _Optional[int] = ..., uplink_bytes: _Optional[int] = ..., device_memory_bytes: _Optional[int] = ...) -> None: ...
 
 class PlanCandidate(_message.Message):
-    __slots__ = ("cut", "weight_bits", "activation_bits", "predicted", "chosen", "rejected_reason", "kind", "coding", "quality")
+    __slots__ = ("cut", "weight_bits", "activation_bits", "predicted", "chosen", "rejected_reason", "kind", "coding", "quality", "draft_model", "draft_tokens")
     CUT_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_BITS_FIELD_NUMBER: _ClassVar[int]
     ACTIVATION_BITS_FIELD_NUMBER: _ClassVar[int]
@@ -339,6 +345,8 @@ class PlanCandidate(_message.Message):
     KIND_FIELD_NUMBER: _ClassVar[int]
     CODING_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     cut: int
     weight_bits: _containers.RepeatedScalarFieldContainer[int]
     activation_bits: _containers.RepeatedScalarFieldContainer[int]
@@ -348,10 +356,12 @@ class PlanCandidate(_message.Message):
     kind: str
     coding: Coding
     quality: int
-    def __init__(self, cut: _Optional[int] = ..., weight_bits: _Optional[_Iterable[int]] = ..., activation_bits: _Optional[_Iterable[int]] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., chosen: _Optional[bool] = ..., rejected_reason: _Optional[str] = ..., kind: _Optional[str] = ..., coding: _Optional[_Union[Coding, str]] = ..., quality: _Optional[int] = ...) -> None: ...
+    draft_model: str
+    draft_tokens: int
+    def __init__(self, cut: _Optional[int] = ..., weight_bits: _Optional[_Iterable[int]] = ..., activation_bits: _Optional[_Iterable[int]] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., chosen: _Optional[bool] = ..., rejected_reason: _Optional[str] = ..., kind: _Optional[str] = ..., coding: _Optional[_Union[Coding, str]] = ..., quality: _Optional[int] = ..., draft_model: _Optional[str] = ..., draft_tokens: _Optional[int] = ...) -> None: ...
 
 class PlanResponse(_message.Message):
-    __slots__ = ("plan_id", "model", "model_version", "policy", "cut", "num_nodes", "weight_nodes", "weight_bits", "weight_granularity", "activations", "head_hash", "head_bytes", "predicted", "candidates", "reason", "decision_seconds", "max_batch_inputs", "plan_id_expires_at", "server_load", "server_speed", "generation")
+    __slots__ = ("plan_id", "model", "model_version", "policy", "cut", "num_nodes", "weight_nodes", "weight_bits", "weight_granularity", "activations", "head_hash", "head_bytes", "predicted", "candidates", "reason", "decision_seconds", "max_batch_inputs", "plan_id_expires_at", "server_load", "server_speed", "generation", "drafting")
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -373,6 +383,7 @@ class PlanResponse(_message.Message):
     SERVER_LOAD_FIELD_NUMBER: _ClassVar[int]
     SERVER_SPEED_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
+    DRAFTING_FIELD_NUMBER: _ClassVar[int]
     plan_id: str
     model: str
     model_version: str
@@ -394,7 +405,32 @@ class PlanResponse(_message.Message):
     server_load: float
     server_speed: ServerSpeed
     generation: GenerationShape
-    def __init__(self, plan_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., policy: _Optional[_Union[Policy, str]] = ..., cut: _Optional[int] = ..., num_nodes: _Optional[int] = ..., weight_nodes: _Optional[_Iterable[str]] = ..., weight_bits: _Optional[_Iterable[int]] = ..., weight_granularity: _Optional[_Union[_network_pb2.Granularity, str]] = ..., activations: _Optional[_Iterable[_Union[ActivationEncoding, _Mapping]]] = ..., head_hash: _Optional[str] = ..., head_bytes: _Optional[int] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[PlanCandidate, _Mapping]]] = ..., reason: _Optional[str] = ..., decision_seconds: _Optional[float] = ..., max_batch_inputs: _Optional[int] = ..., plan_id_expires_at: _Optional[int] = ..., server_load: _Optional[float] = ..., server_speed: _Optional[_Union[ServerSpeed, _Mapping]] = ..., generation: _Optional[_Union[GenerationShape, _Mapping]] = ...) -> None: ...
+    drafting: DraftPlan
+    def __init__(self, plan_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., policy: _Optional[_Union[Policy, str]] = ..., cut: _Optional[int] = ..., num_nodes: _Optional[int] = ..., weight_nodes: _Optional[_Iterable[str]] = ..., weight_bits: _Optional[_Iterable[int]] = ..., weight_granularity: _Optional[_Union[_network_pb2.Granularity, str]] = ..., activations: _Optional[_Iterable[_Union[ActivationEncoding, _Mapping]]] = ..., head_hash: _Optional[str] = ..., head_bytes: _Optional[int] = ..., predicted: _Optional[_Union[PlanPrediction, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[PlanCandidate, _Mapping]]] = ..., reason: _Optional[str] = ..., decision_seconds: _Optional[float] = ..., max_batch_inputs: _Optional[int] = ..., plan_id_expires_at: _Optional[int] = ..., server_load: _Optional[float] = ..., server_speed: _Optional[_Union[ServerSpeed, _Mapping]] = ..., generation: _Optional[_Union[GenerationShape, _Mapping]] = ..., drafting: _Optional[_Union[DraftPlan, _Mapping]] = ...) -> None: ...
+
+class DraftPlan(_message.Message):
+    __slots__ = ("model", "model_version", "plan_id", "head_hash", "head_bytes", "weight_bits", "draft_tokens", "acceptance", "tokens_per_round", "measured_positions")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    HEAD_HASH_FIELD_NUMBER: _ClassVar[int]
+    HEAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_BITS_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTANCE_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_ROUND_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    model_version: str
+    plan_id: str
+    head_hash: str
+    head_bytes: int
+    weight_bits: int
+    draft_tokens: int
+    acceptance: float
+    tokens_per_round: float
+    measured_positions: int
+    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., plan_id: _Optional[str] = ..., head_hash: _Optional[str] = ..., head_bytes: _Optional[int] = ..., weight_bits: _Optional[int] = ..., draft_tokens: _Optional[int] = ..., acceptance: _Optional[float] = ..., tokens_per_round: _Optional[float] = ..., measured_positions: _Optional[int] = ...) -> None: ...
 
 class ServerSpeed(_message.Message):
     __slots__ = ("tail_seconds", "tail_spread", "tail_runs", "tail_refused", "macs_per_second", "macs_spread", "busy_while_timed", "source", "measured_at")
