@@ -176,7 +176,7 @@ def workload(target: Model, option: Option, ks: np.ndarray, head_bytes: float, s
               + cache_bytes_per_position(attention) * (shape.prompt + shape.new))
     n = len(ks)
     work = Workload(device_macs, server_macs, np.full(n, float(head_bytes)), uplink, answers, rounds, server_s,
-                    encode, np.zeros(n))
+                    encode, np.zeros(n), np.zeros(n))
     return work, np.full(n, float(memory))
 
 

@@ -15,7 +15,7 @@ qpart weighs the same candidates beside its splits when the device drafts).
 """
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -206,8 +206,7 @@ def _drafting(served: "ServedModel", request: PlanRequest, load: float, server: 
     options = [o for o in served.drafts if allowed.may_use(o.draft.name)]
     if asked and not options:
         raise FailedPrecondition(f"model {model.name!r} has no measured draft this device may use: `qpart catalog "
-                                 f"{model.name}` measures the repository's drafts into drafting.json"
-                                 .replace("drafting.json", drafting.DRAFTS_FILE))
+                                 f"{model.name}` measures the repository's drafts into {drafting.DRAFTS_FILE}")
     if asked and most == 0:
         raise FailedPrecondition("the device does not draft (DeviceCapabilities.max_draft_tokens is 0); policy "
                                  "speculative needs a device that drafts")
@@ -231,8 +230,7 @@ def _drafting(served: "ServedModel", request: PlanRequest, load: float, server: 
         rejected = ""
         if request.device.memory_bytes and memory[i] > request.device.memory_bytes:
             rejected = f"needs {int(memory[i])} bytes of device memory, the device has {request.device.memory_bytes}"
-        row = Workload(*(np.asarray(getattr(work, f)).reshape(-1)[i] if np.ndim(getattr(work, f)) else getattr(work, f)
-                         for f in Workload.__dataclass_fields__))
+        row = Workload(*(np.asarray(getattr(work, f.name), float)[i] for f in fields(Workload)))
         out.append(Candidate(spec, "draft", 0.0, row, costs.at(i), int(memory[i]), head.content_hash, rejected,
                              held=held, draft=choice))
     return out
