@@ -120,7 +120,7 @@ def main() -> int:
     lines += [_row(r, base) for r in rows]
     lines += ["", f"The planner's choice for this device (numpy here: MAC rate and cost per op measured) and link, "
                   f"{args.tokens} new tokens after {len(inputs[0])}: predicted against measured (median generation).",
-              "", "| policy | objective | plan | predicted ms | measured ms | error | acceptance a: planned / observed |",
+              "", "| policy | objective, device memory | plan | predicted ms | measured ms | error | acceptance a: planned / observed |",
               "|---|---|---|---|---|---|---|"] + chosen
     print("\n".join(lines))
     if args.markdown:
@@ -135,13 +135,18 @@ def planned(client: ServerClient, args, info, inputs, base) -> list[str]:
     device = messages.device_to_pb(dataclasses.replace(
         DeviceProfile(name="this machine"), macs_per_second=found.macs_per_second,
         seconds_per_node=found.seconds_per_node, max_draft_tokens=speculative.MAX_K))
-    agent, out = DeviceAgent(client, HeadCache(None), backend="numpy"), []
-    for policy, cost in (("speculative", 0.0), ("qpart", 0.0), ("qpart", args.w_cost)):
+    agent, out, small = DeviceAgent(client, HeadCache(None), backend="numpy"), [], None
+    for policy, cost, limited in (("speculative", 0.0, False), ("qpart", 0.0, False), ("qpart", args.w_cost, False),
+                                  ("qpart", 0.0, True), ("qpart", args.w_cost, True)):
+        if limited:     # room for the chosen draft and its cache (1.25x), not for the target whole
+            small = small or spb.DeviceCapabilities(memory_bytes=int(1.25 * first.predicted.device_memory_bytes))
+            device.memory_bytes = small.memory_bytes
         request = spb.PlanRequest(model=args.model, device=device, policy=getattr(spb, policy.upper()),
                                   link=messages.link_to_pb(LinkProfile(rate_bps=args.rate * 1e6, rtt_s=args.rtt / 1e3)),
                                   weights=messages.objective_to_pb(Objective(1.0, 0.0, cost)), inferences_per_head=10 ** 6,
                                   generation=spb.GenerationShape(prompt_tokens=len(inputs[0]), new_tokens=args.tokens))
         plan = client.plan(request)
+        first = first if policy == "qpart" else plan
         if plan.HasField("drafting"):
             d = plan.drafting
             what = f"draft {d.model} at {d.weight_bits} bits, k = {d.draft_tokens}"
@@ -153,7 +158,8 @@ def planned(client: ServerClient, args, info, inputs, base) -> list[str]:
             seen = ""
         predicted = plan.predicted.total_time_s
         same = "" if m["tokens"] == base["tokens"] else " (tokens DIFFER from server_only)"
-        out.append(f"| {policy} | time{f' + {cost:g} x server s' if cost else ''} | {what}{same} | "
+        memory = f", {device.memory_bytes / 1e6:.2f} MB" if limited else ""
+        out.append(f"| {policy} | time{f' + {cost:g} x server s' if cost else ''}{memory} | {what}{same} | "
                    f"{1e3 * predicted:.0f} | {1e3 * m['total']:.0f} | {100 * (predicted / m['total'] - 1):+.1f} % | "
                    f"{seen} |")
         print(out[-1], flush=True)
