@@ -1,10 +1,12 @@
 """The demo shows a split, says why, and reports the bytes that crossed, measured (tests/testbed/test_processes.py
 runs it end to end)."""
 import dataclasses
+import shutil
 
 from qpart.common import images, messages, profiles
 from qpart.common.costmodel import LinkProfile
-from qpart.server.calibration import build
+from qpart.server.calibration import activation_coding, build
+from qpart.server.models.repository import ModelRepository
 from qpart.server.planning.planner import PlanRequest
 from qpart.server.planning.served import ServedModels
 from qpart.server.training import zoo
@@ -20,12 +22,16 @@ def _plan(repo, request: demo.DemoRequest, tmp_path):
     return ServedModels(repo).plan(asked)
 
 
-def test_the_demo_request_cuts_inside_resnet8_96(repo, catalogs, tmp_path):
+def test_the_demo_request_cuts_inside_resnet8_96(repo, catalogs, data_dir, tmp_path):
     """Against a catalog of every catalog cut, the demo's request is planned at a cut inside the network, one of
-    the cuts the demo's own catalog keeps; the reason names it."""
+    the cuts the demo's own catalog keeps; the reason names it. As in the demo, the model's coding.json is measured
+    (the demo's cut sends its activations zlib-coded); in a copy, so that other tests' plans stay raw."""
     model = repo.get("resnet8-96")
     assert set(catalogs["resnet8-96"].cuts) >= set(demo.DEMO_CUTS["resnet8-96"])
-    plan = _plan(repo, demo.REQUEST, tmp_path)
+    shutil.copytree(model.directory, tmp_path / "models" / model.name)
+    copy = ModelRepository(tmp_path / "models")
+    activation_coding.ensure(copy.get(model.name), catalogs["resnet8-96"], data_dir)
+    plan = _plan(copy, demo.REQUEST, tmp_path)
     cut = plan.chosen.spec.split.cut
     assert 0 < cut < model.num_nodes and cut in demo.DEMO_CUTS["resnet8-96"], plan.reason
     assert plan.reason.startswith(f"cut {cut} of {model.num_nodes}")
