@@ -46,8 +46,11 @@ def _numbers(kind, count: int | None = None):
 
 
 def cmd_import(args) -> None:
-    from qpart.common.preprocess import Preprocessing
-    from qpart.server.models import datasets, importer, lm_layouts
+    from qpart.server.models import importer, lm_layouts
+    if args.onnx:
+        return import_onnx(args)
+    if not args.module:
+        raise InvalidArgument("give --module MODULE:FACTORY (a PyTorch model) or --onnx FILE (an ONNX model)")
     module = importer.load_factory(args.module)()
     if args.weights:
         importer.load_weights(module, args.weights)
@@ -55,16 +58,38 @@ def cmd_import(args) -> None:
         return import_language_model(args, module)
     if not args.input_shape:
         raise InvalidArgument("--input-shape C,H,W is needed for a vision model")
-    channels = args.input_shape[0]
-    preprocessing = Preprocessing(channels=channels, resize=args.resize or (0, 0), crop=args.crop or (0, 0),
+    preprocessing = _preprocessing(args, args.input_shape)
+    model = importer.import_model(args.models, args.name, module, args.data or "fashion-mnist", preprocessing,
+                                  args.description, args.validation_size, args.seed)
+    _imported(args, model)
+
+
+def _preprocessing(args, shape):
+    from qpart.common.preprocess import Preprocessing
+    from qpart.server.models import datasets
+    preprocessing = Preprocessing(channels=shape[0], resize=args.resize or (0, 0), crop=args.crop or (0, 0),
                                   scale=args.scale, mean=args.mean or (), std=args.std or ())
     images, _ = datasets.source({"data": args.data or "fashion-mnist"}).part("train")
     produced = preprocessing.output_shape(*images.shape[1:3])
-    if produced != tuple(args.input_shape):
+    if produced != tuple(shape):
         raise InvalidArgument(f"the data's {images.shape[1]}x{images.shape[2]} images become {list(produced)} with this "
-                              f"preprocessing, not the --input-shape {list(args.input_shape)}: set --resize/--crop")
-    model = importer.import_model(args.models, args.name, module, args.data or "fashion-mnist", preprocessing,
-                                  args.description, args.validation_size, args.seed)
+                              f"preprocessing, not the model's input {list(shape)}: set --resize/--crop")
+    return preprocessing
+
+
+def import_onnx(args) -> None:
+    from qpart.server.models import onnx_import
+    declared = onnx_import.declared_shape(onnx_import.load(args.onnx))
+    shape = args.input_shape or declared
+    if len(shape) != 3 or any(d is None for d in shape):
+        raise InvalidArgument(f"the ONNX input is [N, {', '.join(str(d or '?') for d in declared)}]: give "
+                              f"--input-shape C,H,W")
+    model = onnx_import.import_onnx(args.models, args.name, args.onnx, args.data or "fashion-mnist",
+                                    _preprocessing(args, shape), args.description, args.validation_size, args.seed)
+    _imported(args, model)
+
+
+def _imported(args, model) -> None:
     card = model.card
     print(f"{model.name}: version {model.version}, {model.num_nodes} nodes, float test accuracy "
           f"{card['float_test_accuracy']:.2f}% on {card['test_samples']} samples -> {model.directory}")
@@ -124,14 +149,17 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds the split, the initialization and the shuffling")
     p.add_argument("--train-limit", type=int, help="train on only this many images (0: all; default: the zoo's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p = command(sub, "import", cmd_import, "import your own nn.Module with its data (traced with torch.fx, checked "
-                                           "against the module on real inputs); a language model (transformers' "
+    p = command(sub, "import", cmd_import, "import your own nn.Module or ONNX file with its data (traced with torch.fx, "
+                                           "checked against the module or onnxruntime on real inputs); a language model (transformers' "
                                            "GPT-2 or Llama, nanoGPT's GPT) is converted by its layout and checked "
                                            "against its logits on text")
     p.set_defaults(data=None)
     p.add_argument("name", help="the model's name in the repository (1-64 letters, digits, _ . -)")
-    p.add_argument("--module", required=True, help="MODULE:FACTORY, e.g. mypkg.nets:build or nets.py:build; "
-                                                   "FACTORY() returns the nn.Module")
+    p.add_argument("--module", help="MODULE:FACTORY, e.g. mypkg.nets:build or nets.py:build; "
+                                    "FACTORY() returns the nn.Module")
+    p.add_argument("--onnx", type=pathlib.Path,
+                   help="an ONNX file (opset 13 or later) instead of --module: its graph mapped onto the description "
+                        "and checked against onnxruntime running the file on the data (needs qpart[onnx])")
     p.add_argument("--weights", type=pathlib.Path,
                    help="its weights: a .safetensors file, or a torch state dict (read with weights_only=True)")
     p.add_argument("--input-shape", type=_numbers(int, 3), help="C,H,W of one input sample (vision models)")

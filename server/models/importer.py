@@ -74,12 +74,14 @@ def load_weights(module: nn.Module, path: pathlib.Path) -> None:
         raise InvalidArgument(f"the weights in {path} do not fit the module: {str(e)[:500]}") from None
 
 
-def check(module: nn.Module, spec, params: dict, x: np.ndarray) -> dict:
-    """Run the description and the module on the same real inputs; raise TraceMismatch if they differ."""
+def check(module: nn.Module, spec, params: dict, x: np.ndarray, reference=None) -> dict:
+    """Run the description and the module (or `reference`: inputs -> list of outputs, e.g. onnxruntime running
+    the original file) on the same real inputs; raise TraceMismatch if they differ."""
     graph = GraphModule(spec, network.analyze(spec), params)
     with torch.no_grad():
         inputs = torch.from_numpy(np.ascontiguousarray(x))
-        expected = module.eval()(inputs)
+        expected = module.eval()(inputs) if reference is None else [torch.from_numpy(np.asarray(e, np.float32))
+                                                                     for e in reference(x)]
         got = graph(inputs)
     expected = expected if isinstance(expected, (tuple, list)) else (expected,)
     worst = 0.0
@@ -88,23 +90,26 @@ def check(module: nn.Module, spec, params: dict, x: np.ndarray) -> dict:
         bound = ATOL * float(e.abs().max()) + RTOL * float(e.abs().max())
         agree = float((e.argmax(-1) == g.argmax(-1)).float().mean()) if e.dim() == 2 else 1.0
         if tuple(e.shape) != tuple(g.shape) or gap > bound or agree < 1.0:
-            raise TraceMismatch(f"the traced graph disagrees with the module on output {i} ({spec.outputs[i]!r}): "
+            raise TraceMismatch(f"the traced graph disagrees with the {'module' if reference is None else 'original'} "
+                                f"on output {i} ({spec.outputs[i]!r}): "
                                 f"max difference {gap:.3g} (allowed {bound:.3g}), top-1 agreement {100 * agree:.1f} % "
                                 f"on {len(x)} inputs; forward may depend on state, randomness or Python control flow")
         worst = max(worst, gap)
     return {"samples": len(x), "max_difference": worst}
 
 
-def trace_and_check(module: nn.Module, sample: np.ndarray) -> tuple:
-    """(spec, params, check figures) of a module, traced on the first two inputs and checked on all."""
+def trace_and_check(module: nn.Module, sample: np.ndarray, reference=None) -> tuple:
+    """(spec, params, check figures) of a module, traced on the first two inputs and checked on all (against
+    `reference` where given)."""
     spec, params = tracing.trace(module, torch.from_numpy(np.ascontiguousarray(sample[:2])))
-    return spec, params, check(module, spec, params, sample)
+    return spec, params, check(module, spec, params, sample, reference)
 
 
 def import_model(root: pathlib.Path, name: str, module: nn.Module, data_spec: str = "fashion-mnist",
                  preprocessing: Preprocessing = Preprocessing(), description: str = "", validation_size: int = 10000,
-                 seed: int = 0, card_extra: dict | None = None, progress=print) -> repository.Model:
-    """Trace, check and store `module` under root/name with its card (accuracy, splits, tensor ranges)."""
+                 seed: int = 0, card_extra: dict | None = None, progress=print, reference=None) -> repository.Model:
+    """Trace, check and store `module` under root/name with its card (accuracy, splits, tensor ranges).
+    reference: what the description must reproduce where it is not the module itself (inputs -> outputs)."""
     started = time.perf_counter()
     src = datasets.source({"data": data_spec})
     train_images, _ = src.part("train")
@@ -114,8 +119,8 @@ def import_model(root: pathlib.Path, name: str, module: nn.Module, data_spec: st
             "preprocessing": preprocessing.to_dict(), "validation": {"seed": seed, "size": validation_size},
             "image_shape": [int(d) for d in train_images.shape[1:]]}    # one raw image, as the device gets it
     val_images, val_y = datasets.split(card, "validation")
-    spec, params, checked = trace_and_check(module, preprocessing.apply(val_images[:CHECK_SAMPLES]))
-    progress(f"{name}: traced {len(spec.nodes)} nodes, matches the module on {checked['samples']} inputs "
+    spec, params, checked = trace_and_check(module, preprocessing.apply(val_images[:CHECK_SAMPLES]), reference)
+    progress(f"{name}: traced {len(spec.nodes)} nodes, matches the {'module' if reference is None else 'original'} on {checked['samples']} inputs "
              f"(max difference {checked['max_difference']:.2g})")
     graph = GraphModule(spec, network.analyze(spec), params)
     test_images, test_y = datasets.split(card, "test")
