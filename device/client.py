@@ -66,7 +66,10 @@ def message_bytes(message) -> int:
 class ServerClient:
     def __init__(self, target: str, timeout_s: float = 30.0, max_message_bytes: int = 16 << 20,
                  token: str | None = None, tls: TlsSettings | None = None, retries: int = 6,
-                 backoff_s: float = 0.1, backoff_max_s: float = 2.0):
+                 backoff_s: float = 0.1, backoff_max_s: float = 2.0, own_connection: bool = False):
+        """own_connection: a TCP connection of this client's own (gRPC otherwise shares one between the channels
+        of a process that dial the same address with the same options): one per emulated device, so that each
+        has its own link."""
         self.targets = [t.strip() for t in target.split(",") if t.strip()]
         if not self.targets:
             raise InvalidArgument("no server address given")
@@ -79,6 +82,8 @@ class ServerClient:
         self.max_message_bytes = max_message_bytes
         self._options = [("grpc.max_receive_message_length", max_message_bytes),
                          ("grpc.max_send_message_length", max_message_bytes)]
+        if own_connection:
+            self._options.append(("grpc.use_local_subchannel_pool", 1))
         if target.startswith("dns:"):      # every address DNS gives (a headless Service's pods), in turn
             self._options.append(("grpc.lb_policy_name", "round_robin"))
         self._tls = tls
