@@ -1,6 +1,7 @@
 """ONNX nodes onto torch: each supported op becomes an nn.Conv2d, nn.BatchNorm2d, nn.Linear or pool module, or a
 torch function, in an fx graph the tracer (qpart.server.models.tracing) then reads like any PyTorch model's; shape
 arithmetic on constants is folded here. An op outside SUPPORTED is refused by its op type and node name."""
+import collections
 import operator
 import re
 
@@ -36,6 +37,8 @@ class Converter:
         self.biasless: dict[fx.Node, nn.Linear] = {}     # MatMul outputs whose bias an Add may bring
 
     def convert(self, model, input_name: str) -> fx.GraphModule:
+        self.readers = collections.Counter([n for node in model.graph.node for n in node.input] +
+                                           [o.name for o in model.graph.output])
         self.values[input_name] = self.graph.placeholder(_name(input_name))
         for node in model.graph.node:
             self.node = node
@@ -129,7 +132,7 @@ class Converter:
         with torch.no_grad():
             layer.weight.copy_(torch.from_numpy(weight.astype(np.float32)))
             if bias is not None:
-                layer.bias.copy_(torch.from_numpy(np.broadcast_to(bias, (weight.shape[0],)).astype(np.float32)))
+                layer.bias.copy_(torch.from_numpy(np.broadcast_to(bias.reshape(-1), (weight.shape[0],)).astype(np.float32)))
         made = self.module(layer, self.tensor(self.node.input[0]))
         if bias is None:
             self.biasless[made] = layer
@@ -184,7 +187,9 @@ class Converter:
             tensor, bias = (right, left) if self.is_const(left) else (left, right)
             made = self.values.get(tensor)
             layer = self.biasless.pop(made, None)
-            if layer is not None and len(made.users) == 0 and self.consts[bias].size == layer.out_features:
+            shape = self.consts[bias].shape
+            if layer is not None and self.readers[tensor] == 1 and shape[-1:] == (layer.out_features,) and \
+                    self.consts[bias].size == layer.out_features:
                 layer.bias = nn.Parameter(torch.from_numpy(self.consts[bias].reshape(-1).astype(np.float32)))
                 return self.out(made)
         self.out(self.call(function, self.tensor(left), self.tensor(right)))

@@ -166,6 +166,31 @@ def test_an_unsupported_op_is_refused_by_op_type_and_node_name(npz, tmp_path):
     assert done.returncode != 0 and "LeakyRelu" in done.stderr and "'act'" in done.stderr
 
 
+def matmul_and_bias(read_twice: bool) -> onnx.ModelProto:
+    """flatten -> MatMul by a constant -> Add of a constant bias (what exporters write for a Linear on [N, T, D]);
+    read_twice: the product is also added to the biased sum, so its bias cannot be folded into it."""
+    rng = np.random.default_rng(1)
+    weights = [numpy_helper.from_array(rng.normal(0, 0.05, (784, 10)).astype(np.float32), "w"),
+               numpy_helper.from_array(rng.normal(0, 0.5, (1, 10)).astype(np.float32), "b")]
+    nodes = [helper.make_node("Flatten", ["x"], ["f"], name="flat"),
+             helper.make_node("MatMul", ["f", "w"], ["m"], name="product"),
+             helper.make_node("Add", ["m", "b"], ["y" if not read_twice else "a"], name="bias")]
+    nodes += [helper.make_node("Add", ["a", "m"], ["y"], name="again")] if read_twice else []
+    graph = helper.make_graph(nodes, "matmul", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 28, 28])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 10])], weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_matmul_takes_its_bias_only_where_nothing_else_reads_the_product(npz):
+    x = Preprocessing().apply(datasets.source({"data": str(npz)}).part("test")[0][:50])
+    model = matmul_and_bias(False)
+    module = onnx_import.to_module(model, (1, 28, 28))
+    np.testing.assert_allclose(module(torch.from_numpy(x)).detach().numpy(), onnx_import.runtime(model)(x)[0],
+                               rtol=1e-4, atol=1e-5)
+    with pytest.raises(UnsupportedOp, match=r"ONNX op Add \(node 'bias'\) takes 'b', a constant tensor"):
+        onnx_import.to_module(matmul_and_bias(True), (1, 28, 28))
+
+
 def test_old_opsets_and_broken_files_are_refused(tmp_path):
     old = tmp_path / "old.onnx"
     onnx.save(node_by_node(opset=11), str(old))
