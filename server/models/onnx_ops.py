@@ -25,6 +25,14 @@ def _attrs(node) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+def _assign(*pairs) -> None:
+    """Each (parameter or buffer, numpy value) pair: the value copied in as float32 (None: nothing to copy)."""
+    with torch.no_grad():
+        for target, value in pairs:
+            if value is not None:
+                target.copy_(torch.from_numpy(np.ascontiguousarray(value, np.float32)))
+
+
 def _name(text: str) -> str:
     return re.sub(r"\W", "_", text).strip("_") or "node"
 
@@ -106,10 +114,7 @@ class Converter:
         groups = a.get("group", 1)
         conv = nn.Conv2d(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), tuple(a.get("strides", (1, 1))),
                          tuple(pads[:2]), tuple(a.get("dilations", (1, 1))), groups, bias=b is not None)
-        with torch.no_grad():
-            conv.weight.copy_(torch.from_numpy(w.astype(np.float32)))
-            if b is not None:
-                conv.bias.copy_(torch.from_numpy(b.astype(np.float32)))
+        _assign((conv.weight, w), (conv.bias, b))
         self.out(self.module(conv, self.tensor(self.node.input[0])))
 
     def op_BatchNormalization(self, a: dict) -> None:
@@ -120,19 +125,14 @@ class Converter:
         if kind is None:
             raise self.refuse("normalises a tensor that is neither [N, C, H, W] nor [N, C]")
         bn = kind(len(scale), eps=a.get("epsilon", 1e-5))
-        with torch.no_grad():
-            for target, value in ((bn.weight, scale), (bn.bias, shift), (bn.running_mean, mean),
-                                  (bn.running_var, var)):
-                target.copy_(torch.from_numpy(value.astype(np.float32)))
+        _assign((bn.weight, scale), (bn.bias, shift), (bn.running_mean, mean), (bn.running_var, var))
         self.out(self.module(bn, self.tensor(self.node.input[0])))
 
     def linear(self, weight: np.ndarray, bias) -> fx.Node:
         """weight [out, in]."""
         layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-        with torch.no_grad():
-            layer.weight.copy_(torch.from_numpy(weight.astype(np.float32)))
-            if bias is not None:
-                layer.bias.copy_(torch.from_numpy(np.broadcast_to(bias.reshape(-1), (weight.shape[0],)).astype(np.float32)))
+        _assign((layer.weight, weight),
+                (layer.bias, None if bias is None else np.broadcast_to(bias.reshape(-1), (weight.shape[0],))))
         made = self.module(layer, self.tensor(self.node.input[0]))
         if bias is None:
             self.biasless[made] = layer
