@@ -79,13 +79,15 @@ def _preprocessing(args, shape):
 
 def import_onnx(args) -> None:
     from qpart.server.models import onnx_import
-    declared = onnx_import.declared_shape(onnx_import.load(args.onnx))
+    onnx_model = onnx_import.load(args.onnx)
+    declared = onnx_import.declared_shape(onnx_model)
     shape = args.input_shape or declared
     if len(shape) != 3 or any(d is None for d in shape):
         raise InvalidArgument(f"the ONNX input is [N, {', '.join(str(d or '?') for d in declared)}]: give "
                               f"--input-shape C,H,W")
     model = onnx_import.import_onnx(args.models, args.name, args.onnx, args.data or "fashion-mnist",
-                                    _preprocessing(args, shape), args.description, args.validation_size, args.seed)
+                                    _preprocessing(args, shape), args.description, args.validation_size, args.seed,
+                                    model=onnx_model)
     _imported(args, model)
 
 
@@ -149,9 +151,10 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds the split, the initialization and the shuffling")
     p.add_argument("--train-limit", type=int, help="train on only this many images (0: all; default: the zoo's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p = command(sub, "import", cmd_import, "import your own nn.Module or ONNX file with its data (traced with torch.fx, "
-                                           "checked against the module or onnxruntime on real inputs); a language model (transformers' "
-                                           "GPT-2 or Llama, nanoGPT's GPT) is converted by its layout and checked "
+    p = command(sub, "import", cmd_import, "import your own nn.Module or ONNX file with its data (traced with "
+                                           "torch.fx, checked against the module or onnxruntime on real inputs); a "
+                                           "language model (transformers' GPT-2 or Llama, nanoGPT's GPT) is "
+                                           "converted by its layout and checked "
                                            "against its logits on text")
     p.set_defaults(data=None)
     p.add_argument("name", help="the model's name in the repository (1-64 letters, digits, _ . -)")

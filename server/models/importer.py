@@ -120,8 +120,8 @@ def import_model(root: pathlib.Path, name: str, module: nn.Module, data_spec: st
             "image_shape": [int(d) for d in train_images.shape[1:]]}    # one raw image, as the device gets it
     val_images, val_y = datasets.split(card, "validation")
     spec, params, checked = trace_and_check(module, preprocessing.apply(val_images[:CHECK_SAMPLES]), reference)
-    progress(f"{name}: traced {len(spec.nodes)} nodes, matches the {'module' if reference is None else 'original'} on {checked['samples']} inputs "
-             f"(max difference {checked['max_difference']:.2g})")
+    progress(f"{name}: traced {len(spec.nodes)} nodes, matches the {'module' if reference is None else 'original'} "
+             f"on {checked['samples']} inputs (max difference {checked['max_difference']:.2g})")
     graph = GraphModule(spec, network.analyze(spec), params)
     test_images, test_y = datasets.split(card, "test")
     test_logits = evaluate.logits(graph, datasets.inputs(test_images, preprocessing))

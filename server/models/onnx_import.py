@@ -80,7 +80,7 @@ def to_module(model, sample_shape: tuple[int, ...]) -> fx.GraphModule:
                               f"gives {list(sample_shape)} per sample")
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
-    dims = fixed.graph.input[[i.name for i in fixed.graph.input].index(inputs(model)[0].name)].type.tensor_type.shape.dim
+    dims = next(i for i in fixed.graph.input if i.name == inputs(model)[0].name).type.tensor_type.shape.dim
     for d, size in zip(dims[1:], sample_shape):
         d.dim_value = size
     inferred = shape_inference.infer_shapes(fixed)
@@ -120,10 +120,11 @@ def runtime(model):
 
 def import_onnx(root: pathlib.Path, name: str, path: pathlib.Path, data_spec: str = "fashion-mnist",
                 preprocessing: Preprocessing = Preprocessing(), description: str = "", validation_size: int = 10000,
-                seed: int = 0, progress=print):
+                seed: int = 0, progress=print, model=None):
     """Map the ONNX file's graph onto the description and import it as importer.import_model does, the check run
-    against onnxruntime running the file itself on the data's inputs."""
-    model = load(path)
+    against onnxruntime running the file itself on the data's inputs. model: the file as `load` read it, where
+    the caller has read it already."""
+    model = model if model is not None else load(path)
     images, _ = datasets.source({"data": data_spec}).part("train")
     produced = preprocessing.output_shape(*images.shape[1:3])
     module = to_module(model, tuple(produced))
