@@ -2,10 +2,13 @@
 
 `DeviceAgent.run` does one whole job and returns a RunReport (qpart.device.report) with the plan, the bytes
 each RPC moved (gRPC messages, counted exactly), timings and, when labels are given, the measured accuracy.
-The Infer stream's protocol is qpart.device.streaming; an emulated board's pacing qpart.device.emulation.
+The Infer stream's protocol is qpart.device.streaming (one long-lived stream per plan:
+qpart.device.infer_channel); an emulated board's pacing qpart.device.emulation.
 """
+import collections
 import logging
 import math
+import threading
 import time
 
 import numpy as np
@@ -17,10 +20,12 @@ from qpart.device.cache import HeadCache
 from qpart.device.client import ServerClient
 from qpart.device.emulation import BoardEmulation
 from qpart.device.head import DEFAULT_MAX_MEMORY, HeadExecutor
+from qpart.device.infer_channel import InferChannel
 from qpart.device.report import HeadReport, RunReport
 from qpart.v1 import service_pb2 as spb
 
 log = logging.getLogger("qpart.device.agent")
+MAX_CHANNELS = 4      # plans whose Infer streams one agent keeps open at once
 
 
 def activation_params(encoding: spb.ActivationEncoding) -> quant.QuantParams | None:
@@ -47,7 +52,10 @@ def activation_coding(encoding: spb.ActivationEncoding) -> tuple[int, int]:
 class DeviceAgent:
     def __init__(self, client: ServerClient, cache: HeadCache, max_head_bytes: int = 256 << 20,
                  max_elements: int = tensors.DEFAULT_MAX_ELEMENTS, emulate_macs_per_second: float = 0.0,
-                 backend: str = "auto", deadline_s: float = 0.0, max_head_memory: int = DEFAULT_MAX_MEMORY):
+                 backend: str = "auto", deadline_s: float = 0.0, max_head_memory: int = DEFAULT_MAX_MEMORY,
+                 streams: str = "session"):
+        if streams not in ("session", "call"):
+            raise InvalidArgument(f"streams must be 'session' or 'call', got {streams!r}")
         self.client = client
         self.cache = cache
         self.max_head_bytes = max_head_bytes    # refuse heads larger than this, bytes
@@ -64,6 +72,11 @@ class DeviceAgent:
         # prices it); None: the inputs come preprocessed
         self.preprocessing = None
         self._limits: spb.ServerLimits | None = None   # the server's, fetched once when first needed
+        # "session": every classify of a plan goes on one Infer stream kept open (qpart.device.infer_channel);
+        # "call": a stream of its own per classify call (the one-shot form)
+        self.streams = streams
+        self._channels: collections.OrderedDict[str, InferChannel] = collections.OrderedDict()   # by plan id
+        self._channels_lock = threading.Lock()
         self._baseline = self._counters() if client is not None else None   # bytes before this agent's first call
 
     def run_head(self, executor: HeadExecutor, x: np.ndarray) -> list[np.ndarray]:
@@ -145,8 +158,7 @@ class DeviceAgent:
                 report.batch_latency_s.append(elapsed)
             report.inputs, report.batches = sum(len(c) for c in scores), len(report.batch_latency_s)
             return np.concatenate(scores) if scores else np.zeros((0,), np.float32)
-        crossing = [(a.name, tuple(a.sample_shape), a.bits, activation_params(a), *activation_coding(a))
-                    for a in plan.activations]
+        crossing = self.crossing(plan)
         batch_size = min(batch_size, self.max_batch(plan))
         starts = list(range(0, len(x), batch_size))
         encoded: dict[int, list] = {}                  # batch start -> packed tensors (kept for resends)
@@ -163,7 +175,11 @@ class DeviceAgent:
         def count_resend() -> None:
             report.resent_streams += 1
 
-        self.client.with_failover(send_unanswered, on_retry=count_resend)
+        if self.streams == "session":
+            streaming.over_channel(self, self.channel(plan), executor, x, starts, encoded, answers, report,
+                                   batch_size, window, crossing, first_id, observe, stop)
+        else:
+            self.client.with_failover(send_unanswered, on_retry=count_resend)
         if len(answers) != len(x) and (stop is None or sorted(answers) != list(range(len(answers)))):
             raise Internal(f"the server answered {len(answers)} of {len(x)} inputs")
         report.inputs, report.batches = len(answers), -(-len(answers) // batch_size)
@@ -172,6 +188,32 @@ class DeviceAgent:
         if not answers:
             return np.zeros((0,), np.float32)
         return np.stack([answers[i] for i in range(len(answers))])
+
+    @staticmethod
+    def crossing(plan: spb.PlanResponse) -> list[tuple]:
+        """What encode needs of each tensor crossing the plan's cut: name, sample shape, bits, quantizer, coding."""
+        return [(a.name, tuple(a.sample_shape), a.bits, activation_params(a), *activation_coding(a))
+                for a in plan.activations]
+
+    def channel(self, plan: spb.PlanResponse) -> InferChannel:
+        """The long-lived Infer stream for this plan; the MAX_CHANNELS most recently used plans keep theirs, an
+        older one is half-closed (its answers still arrive)."""
+        with self._channels_lock:
+            channel = self._channels.get(plan.plan_id)
+            if channel is None or channel.closed:
+                idle = (self._limits.stream_idle_s if self._limits is not None else 0) or 60.0
+                channel = self._channels[plan.plan_id] = InferChannel(self.client, plan.plan_id, idle / 2)
+            self._channels.move_to_end(plan.plan_id)
+            while len(self._channels) > MAX_CHANNELS:
+                self._channels.popitem(last=False)[1].close(wait_s=0)
+            return channel
+
+    def close(self) -> None:
+        """Half-close every Infer stream this agent holds open and wait (a few seconds at most) for them to end."""
+        with self._channels_lock:
+            channels, self._channels = list(self._channels.values()), collections.OrderedDict()
+        for channel in channels:
+            channel.close()
 
     def max_batch(self, plan: spb.PlanResponse) -> int:
         """Most inputs one activation message may carry: the server's limits (inputs, elements, message bytes,

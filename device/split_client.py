@@ -255,6 +255,7 @@ class SplitClient:
         self._closed.set()
         if self._prober is not None:
             self._prober.join()
+        self.agent.close()
         self.client.close()
 
     def __enter__(self) -> "SplitClient":

@@ -1,7 +1,14 @@
-"""The stream-and-resend protocol of Infer: batches out in order on one stream, at most `window` in flight, each
-answer checked against the request ids it must carry; an answer for an input that has one already is dropped
-(counted), never used twice. The caller (DeviceAgent.classify) reopens a broken stream for exactly the
-inputs without an answer."""
+"""The stream-and-resend protocol of Infer: batches out in order, at most `window` in flight, each answer checked
+against the request ids it must carry; an answer for an input that has one already is dropped (counted), never
+used twice.
+
+over_channel: on the device session's long-lived stream for the plan (qpart.device.infer_channel, the default),
+which resends what a broken stream left unanswered. send: one stream for this call alone (the one-shot form,
+DeviceAgent(streams="call")); the caller (DeviceAgent.classify) reopens a broken one for exactly the inputs
+without an answer."""
+import collections
+import concurrent.futures
+import dataclasses
 import threading
 import time
 
@@ -75,3 +82,55 @@ def send(agent, plan, executor, x, pending, encoded, answers, report, batch_size
     except QpartError:
         failed.set()
         raise
+
+
+def over_channel(agent, channel, executor, x, starts, encoded, answers, report, batch_size, window, crossing,
+                 first_id, observe=None, stop=None) -> None:
+    """The same batches on the agent's long-lived stream for the plan (qpart.device.infer_channel), which resends
+    what a broken stream left unanswered itself: at most `window` of this call's batches in flight."""
+    before = dataclasses.replace(channel.counters)
+    flight: collections.deque = collections.deque()      # (batch start, Future) in send order
+
+    def collect() -> None:
+        start, future = flight.popleft()
+        end = min(start + batch_size, len(x))
+        try:
+            answer = future.result(timeout=agent.stream_timeout(end - start))
+        except concurrent.futures.TimeoutError:
+            channel.cancel(DeadlineExceeded("no answer in time"))
+            raise DeadlineExceeded(f"no answer for inputs {first_id + start}-{first_id + end - 1} within "
+                                   f"{agent.stream_timeout(end - start):.0f} s") from None
+        response = answer.response
+        if response.status_code:
+            raise DeadlineExceeded(f"the server shed inputs {first_id + start}-{first_id + end - 1}: "
+                                   f"{response.status_message[:200]}")
+        report.batch_latency_s.append(answer.latency_s)
+        if observe is not None:
+            observe(answer.sample)
+        for r in response.results:
+            if not r.outputs:
+                raise Internal(f"the server's answer for input {r.request_id} carries no output")
+            answers[r.request_id - first_id] = np.asarray(r.outputs[0].values, np.float32)
+        report.server_compute_s += response.server_compute_s
+
+    try:
+        for start in starts:
+            if stop is not None and stop():
+                break
+            while len(flight) >= window:
+                collect()
+            began = time.perf_counter()
+            if start not in encoded:
+                encoded[start] = agent.encode(executor, x[start:start + batch_size], crossing)
+                for j, tb in enumerate(encoded[start][:len(report.crossing)]):    # what crossed, measured
+                    report.crossing[j]["sent_bytes"] += len(tb.data)
+                report.device_compute_s += time.perf_counter() - began
+            end = min(start + batch_size, len(x))
+            flight.append((start, channel.submit(range(first_id + start, first_id + end), encoded[start],
+                                                 agent.deadline_s)))
+        while flight:
+            collect()
+    finally:
+        report.resent_streams += channel.counters.resent_streams - before.resent_streams
+        report.resent_inputs += channel.counters.resent_inputs - before.resent_inputs
+        report.duplicates_dropped += channel.counters.duplicates - before.duplicates

@@ -76,7 +76,8 @@ class _LoggedServers:
 
 @dataclass
 class Run:
-    """A device classifying in the background (head paced to ~5 ms per input), for faults to hit."""
+    """A device classifying in the background (paced as a board of 1 GMAC/s: about 8 ms per input with its
+    encoding), for faults to hit."""
     thread: threading.Thread
     report: RunReport
     result: dict
@@ -105,7 +106,7 @@ class Run:
 
 def start_run(target: str, x: np.ndarray, retries: int = 10) -> Run:
     client = ServerClient(target, timeout_s=20, retries=retries, backoff_s=0.1, backoff_max_s=1.0)
-    agent = DeviceAgent(client, HeadCache(None), emulate_macs_per_second=50e6)
+    agent = DeviceAgent(client, HeadCache(None), emulate_macs_per_second=1e9)
     plan = client.plan(SPLIT)
     executor, _ = agent.obtain_head(plan)
     report = RunReport.for_plan(plan)

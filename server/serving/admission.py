@@ -13,15 +13,16 @@ from qpart.common.errors import DeadlineExceeded, ResourceExhausted
 
 class Admission:
     """Slots for tail runs, handed out earliest deadline first (batches without a deadline after those with
-    one, in arrival order)."""
+    one, in arrival order). A released slot goes straight to the next waiter in that order, which alone is
+    woken (a condition shared by every waiter would wake them all at each release)."""
 
     def __init__(self, slots: int, max_queued: int, max_wait_s: float = 10.0):
         self.slots = slots              # batches computing at once
         self.max_queued = max_queued    # batches allowed to wait for a slot
         self.max_wait_s = max_wait_s    # a batch waiting longer than this is refused
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._free = slots
-        self._waiters: list[tuple[float, int]] = []     # heap of (start-by time, arrival number)
+        self._waiters: list[list] = []  # heap of [start-by time, arrival number, Event, state]
         self._arrivals = itertools.count()
         self.waiting = 0
         self.running = 0
@@ -33,41 +34,54 @@ class Admission:
         """Yields the seconds spent waiting for the slot. start_by (time.perf_counter() seconds): the latest
         start that is still of use; a batch that cannot start by then raises DeadlineExceeded."""
         started = time.perf_counter()
-        me = (start_by, next(self._arrivals))
-        with self._cond:
-            if self.waiting >= self.max_queued:
+        with self._lock:
+            if self._free > 0:                  # then no one waits: a released slot goes to a waiter first
+                self._free -= 1
+                self.running += 1
+                me = None
+            elif self.waiting >= self.max_queued:
                 self.refused += 1
                 raise ResourceExhausted(f"the server is at capacity ({self.running} batches running, "
                                         f"{self.waiting} waiting); retry later")
-            heapq.heappush(self._waiters, me)
-            self.waiting += 1
-            give_up = min(started + self.max_wait_s, start_by)
-            while not (self._free > 0 and self._waiters[0] == me):
-                remaining = give_up - time.perf_counter()
-                if remaining <= 0:
-                    self._waiters.remove(me)
-                    heapq.heapify(self._waiters)
-                    self.waiting -= 1
-                    self._cond.notify_all()
-                    if start_by <= started + self.max_wait_s:
-                        self.shed += 1
-                        raise DeadlineExceeded(f"shed: no compute slot in time for the deadline ({self.running} batches "
-                                               f"running, {self.waiting} waiting)")
-                    self.refused += 1
-                    raise ResourceExhausted(f"no compute slot within {self.max_wait_s:g} s; retry later")
-                self._cond.wait(remaining)
-            heapq.heappop(self._waiters)
-            self.waiting -= 1
-            self._free -= 1
-            self.running += 1
-            self._cond.notify_all()
+            else:
+                me = [start_by, next(self._arrivals), threading.Event(), _WAITING]
+                heapq.heappush(self._waiters, me)
+                self.waiting += 1
+        if me is not None:
+            self._wait(me, started, min(started + self.max_wait_s, start_by))
         try:
             yield time.perf_counter() - started
         finally:
-            with self._cond:
-                self.running -= 1
-                self._free += 1
-                self._cond.notify_all()
+            self._release()
+
+    def _wait(self, me: list, started: float, give_up: float) -> None:
+        me[2].wait(max(give_up - time.perf_counter(), 0))
+        with self._lock:
+            if me[3] is _GRANTED:
+                return
+            me[3] = _GONE                  # left in the heap; _release skips it
+            self.waiting -= 1
+            if me[0] <= started + self.max_wait_s:
+                self.shed += 1
+                raise DeadlineExceeded(f"shed: no compute slot in time for the deadline ({self.running} batches "
+                                       f"running, {self.waiting} waiting)")
+            self.refused += 1
+            raise ResourceExhausted(f"no compute slot within {self.max_wait_s:g} s; retry later")
+
+    def _release(self) -> None:
+        with self._lock:
+            while self._waiters:
+                nxt = heapq.heappop(self._waiters)
+                if nxt[3] is _WAITING:     # the slot passes to it: running stays, one fewer waits
+                    nxt[3] = _GRANTED
+                    self.waiting -= 1
+                    nxt[2].set()
+                    return
+            self.running -= 1
+            self._free += 1
+
+
+_WAITING, _GRANTED, _GONE = "waiting", "granted", "gone"
 
 
 class Stream:

@@ -10,6 +10,7 @@ batch that can no longer finish by its deadline once the slot is granted is shed
 instead of computed. Request ids, order within a stream and resends are untouched: each stream still
 gets its own answers for its own ids. An error in the shared run is every member's error.
 """
+import collections
 import math
 import threading
 import time
@@ -59,6 +60,7 @@ class TailBatcher:
         self.runs = 0              # tail runs
         self.merged = 0            # batches that ran together with another stream's
         self.waits = 0             # times a leader waited for company (never while its stream is alone)
+        self.sizes: collections.Counter[int] = collections.Counter()   # inputs in a run -> runs of that size
 
     def lane(self, key: tuple) -> Lane:
         with self._lock:
@@ -122,6 +124,8 @@ class TailBatcher:
         live = run_together(batch, tail, slot, joint)
         with self._lock:
             self.runs += bool(live)
+            if live:
+                self.sizes[sum(i.n for i in live)] += 1
             self.merged += len(live) if len(live) > 1 else 0
 
 

@@ -32,7 +32,8 @@ def limits(settings: ServerSettings) -> spb.ServerLimits:
                             max_generation_positions=settings.generation_positions,
                             max_session_cache_bytes=settings.session_cache_bytes,
                             max_generation_cache_bytes=settings.generation_cache_bytes,
-                            generation_idle_s=settings.generation_idle_s, max_draft_tokens=settings.max_draft_tokens)
+                            generation_idle_s=settings.generation_idle_s, max_draft_tokens=settings.max_draft_tokens,
+                            stream_idle_s=settings.stream_idle_s)
 
 
 def model_info(model: Model, catalog=None) -> spb.ModelInfo:

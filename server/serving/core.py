@@ -91,6 +91,7 @@ class InferStream:
 class QpartCore:
     def __init__(self, settings: ServerSettings, repository: ModelRepository | None = None):
         self.settings = settings
+        self._drain_ends_streams = math.inf  # time.monotonic() from which Infer streams end (RunningServer.stop)
         self.repository = repository or ModelRepository(settings.models)
         self.heads = HeadStore(settings.head_cache_bytes)
         self.models = ServedModels(self.repository, settings.profile,      # what the servicer asks for by name
@@ -232,6 +233,15 @@ class QpartCore:
         view = memoryview(built.data)
         for start in range(offset, total, step):
             yield HeadChunk(built.content_hash, total, start, bytes(view[start:start + step]))
+
+    def drain(self, grace_s: float) -> None:
+        """The server is stopping: new RPCs are refused from now on and in-flight ones get grace_s seconds."""
+        self._drain_ends_streams = time.monotonic() + grace_s / 2
+
+    def streams_must_end(self) -> bool:
+        """Infer streams still open half-way through the drain's grace end after their current answer
+        (UNAVAILABLE: the device resends the rest elsewhere), rather than being cut mid-batch when it runs out."""
+        return time.monotonic() >= self._drain_ends_streams
 
     def infer_stream(self, identity: Identity = ANYONE) -> InferStream:
         return InferStream(self, identity)

@@ -75,6 +75,8 @@ class RunningServer:
             options += [("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
                         ("grpc.max_connection_age_grace_ms", int(settings.grace_s * 1000))]
         self.metrics = Metrics()
+        if self.core.batcher is not None:
+            self.metrics.watch_batcher(self.core.batcher)
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.workers), options=options,
                                   maximum_concurrent_rpcs=settings.max_streams or max(settings.workers - 8, 1))
         add_to_server(SplitInferenceServicer(self.core, RpcObserver(self.metrics)), self.server)
@@ -101,7 +103,9 @@ class RunningServer:
         stop sending work); then new RPCs are refused and in-flight ones get `grace` seconds to finish."""
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         time.sleep(self.settings.drain_notice_s if notice is None else notice)
-        self.server.stop(self.settings.grace_s if grace is None else grace).wait()
+        grace = self.settings.grace_s if grace is None else grace
+        self.core.drain(grace)
+        self.server.stop(grace).wait()
         self.server = None
         self._release()
 

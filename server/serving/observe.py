@@ -17,6 +17,7 @@ Metrics (at http://HOST:PORT/metrics with --metrics-port):
   qpart_plans_total{model,policy,cut}     plans handed out
   qpart_plan_bits_total{model,tensor,bits}          bit widths in those plans (tensor: weights, activation)
   qpart_shed_total                        batches refused at capacity
+  qpart_tail_runs_total{inputs}           tail runs of the dynamic batcher, by the inputs each ran (batching on)
 """
 import collections
 import contextvars
@@ -28,6 +29,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
 
 from qpart.common import policies
 from qpart.common.errors import QpartError
@@ -62,6 +64,25 @@ class Metrics:
                             registry=r)
         self.shed = Counter("qpart_shed", "Batches refused because the server was at capacity", registry=r)
         self.streams = Gauge("qpart_open_streams", "Streaming RPCs in progress", registry=r)
+        self._children: dict[tuple, object] = {}   # labelled series resolved once (labels() locks and checks)
+
+    def child(self, metric, *labels):
+        key = (metric._name, *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def watch_batcher(self, batcher) -> None:
+        """Export the batcher's tail runs by size (qpart_tail_runs_total{inputs}), read when scraped."""
+        class Runs:
+            def collect(self):
+                family = CounterMetricFamily("qpart_tail_runs", "Tail runs of the dynamic batcher, by inputs run",
+                                             labels=["inputs"])
+                for size, runs in sorted(batcher.sizes.copy().items()):
+                    family.add_metric([str(size)], runs)
+                yield family
+        self.registry.register(Runs())
 
     def serve(self, port: int, host: str = "127.0.0.1"):
         """Start the /metrics endpoint; returns the HTTP server (call shutdown() to stop it)."""
@@ -106,7 +127,7 @@ class RpcObserver:
 
     def received(self, rpc: str, message) -> None:
         if self.metrics:
-            self.metrics.bytes.labels(rpc, "received").inc(message.ByteSize())
+            self.metrics.child(self.metrics.bytes, rpc, "received").inc(message.ByteSize())
         call = _CALL.get()
         if call is None or rpc != "Infer":
             return
@@ -121,7 +142,7 @@ class RpcObserver:
 
     def sent(self, rpc: str, message) -> None:
         if self.metrics:
-            self.metrics.bytes.labels(rpc, "sent").inc(message.ByteSize())
+            self.metrics.child(self.metrics.bytes, rpc, "sent").inc(message.ByteSize())
         if rpc == "Plan":
             self._planned(message)
         elif rpc == "Infer":
@@ -151,7 +172,7 @@ class RpcObserver:
             m.compute.observe(response.server_compute_s)
             m.transfer.observe(max(time.perf_counter() - arrived - response.server_queue_s
                                    - response.server_compute_s, 0.0))
-            m.inferences.labels(call.fields.get("model", "")).inc(len(response.results))
+            m.child(m.inferences, call.fields.get("model", "")).inc(len(response.results))
 
     def end(self, call: Call, code: str) -> None:
         seconds = time.perf_counter() - call.started

@@ -9,6 +9,7 @@ import time
 
 import grpc
 
+from qpart.common.errors import Unavailable
 from qpart.common.rpc import lenient_deserializer, servicer_method
 from qpart.server.serving import convert
 from qpart.server.serving.auth import Identity
@@ -78,6 +79,8 @@ class SplitInferenceServicer:
                 yield convert.infer_response(stream.infer(request.plan_id, request.batch.request_ids,
                                                           convert.batch_tensors(request.batch), request.deadline_s))
                 guard.touch()
+                if self.core.streams_must_end():
+                    raise Unavailable("the server is draining: connect again and resend the inputs without an answer")
 
     @servicer_method
     def Generate(self, requests, context: grpc.ServicerContext):

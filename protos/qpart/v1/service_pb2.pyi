@@ -49,7 +49,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ServerLimits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_batch_inputs", "max_batch_elements", "max_chunk_bytes", "min_chunk_bytes", "max_tail_elements", "max_cut_tensors", "max_generation_sessions", "max_generation_sessions_per_client", "max_generation_positions", "max_session_cache_bytes", "max_generation_cache_bytes", "generation_idle_s", "max_draft_tokens")
+    __slots__ = ("max_message_bytes", "max_batch_inputs", "max_batch_elements", "max_chunk_bytes", "min_chunk_bytes", "max_tail_elements", "max_cut_tensors", "max_generation_sessions", "max_generation_sessions_per_client", "max_generation_positions", "max_session_cache_bytes", "max_generation_cache_bytes", "generation_idle_s", "max_draft_tokens", "stream_idle_s")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_INPUTS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +64,7 @@ class ServerLimits(_message.Message):
     MAX_GENERATION_CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
     GENERATION_IDLE_S_FIELD_NUMBER: _ClassVar[int]
     MAX_DRAFT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_IDLE_S_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_batch_inputs: int
     max_batch_elements: int
@@ -78,7 +79,8 @@ class ServerLimits(_message.Message):
     max_generation_cache_bytes: int
     generation_idle_s: float
     max_draft_tokens: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_batch_inputs: _Optional[int] = ..., max_batch_elements: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ..., min_chunk_bytes: _Optional[int] = ..., max_tail_elements: _Optional[int] = ..., max_cut_tensors: _Optional[int] = ..., max_generation_sessions: _Optional[int] = ..., max_generation_sessions_per_client: _Optional[int] = ..., max_generation_positions: _Optional[int] = ..., max_session_cache_bytes: _Optional[int] = ..., max_generation_cache_bytes: _Optional[int] = ..., generation_idle_s: _Optional[float] = ..., max_draft_tokens: _Optional[int] = ...) -> None: ...
+    stream_idle_s: float
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_batch_inputs: _Optional[int] = ..., max_batch_elements: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ..., min_chunk_bytes: _Optional[int] = ..., max_tail_elements: _Optional[int] = ..., max_cut_tensors: _Optional[int] = ..., max_generation_sessions: _Optional[int] = ..., max_generation_sessions_per_client: _Optional[int] = ..., max_generation_positions: _Optional[int] = ..., max_session_cache_bytes: _Optional[int] = ..., max_generation_cache_bytes: _Optional[int] = ..., generation_idle_s: _Optional[float] = ..., max_draft_tokens: _Optional[int] = ..., stream_idle_s: _Optional[float] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models", "limits")

@@ -102,6 +102,28 @@ class SplitInferenceServicer:
 
     def Infer(self, request_iterator, context):
         """The device streams quantized activations; the server answers the model's outputs per input, in order.
+
+        One stream per device session and plan: keep it open and send each input (or batch) on it as it comes;
+        the server reads a message, runs its batch and answers it before it reads the next, so answers come in
+        the order the messages were sent, one InferResponse per InferRequest, matched by request id. Sending
+        several messages before their answers arrive is allowed (they wait in the stream's flow control). Rules:
+        - Plan: the first message names it (InferRequest.plan_id); another plan id on the same stream is refused
+        with INVALID_ARGUMENT. For a new plan, half-close the stream (its answers still come) and open another.
+        - Idle: the server cancels a stream idle for ServerLimits.stream_idle_s (CANCELLED); half-close yours
+        earlier and open a new one when there is something to send.
+        - Drain (the server is stopping): new streams are refused (UNAVAILABLE); open ones are served on for
+        half the drain's grace (qpart-server --grace), then each ends after answering the message it is on,
+        with UNAVAILABLE ("draining"); one waiting for its next message ends when the grace runs out. Connect
+        again (another replica, or this server once it is back) and resend exactly the messages sent on the
+        ended stream that got no answer, in their order, the first one with the plan id.
+        - Broken stream (UNAVAILABLE, or CANCELLED that the client did not ask for): the same resend. Every
+        message answered on a stream is answered once; a message never answered may have been computed, never
+        sent back, so a resend is answered exactly once.
+        - An expired plan id (FAILED_PRECONDITION) or a bad message (INVALID_ARGUMENT, RESOURCE_EXHAUSTED) ends
+        the stream: plan again or fix the message, then open a new one. A shed batch (InferResponse.status_code
+        4) does not end it.
+        A client may instead open a stream per message (send one, read one answer, half-close): the same rules,
+        at a higher cost per answer on both sides.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

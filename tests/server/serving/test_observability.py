@@ -1,6 +1,7 @@
 """Prometheus metrics and structured logs with request ids."""
 import json
 import logging
+import time
 import urllib.request
 
 import grpc
@@ -41,11 +42,17 @@ def test_metrics(observed, test_set):
     x, labels = test_set
     request = spb.PlanRequest(model="lenet", policy=spb.FIXED, fixed=spb.FixedPlan(cut=7, weight_bits=[6],
                                                                                  activation_bits=[5]))
-    DeviceAgent(client, HeadCache(None)).run(request, x[:40], labels[:40], batch_size=10)
+    agent = DeviceAgent(client, HeadCache(None))
+    agent.run(request, x[:40], labels[:40], batch_size=10)
+    agent.close()                  # the device session's Infer stream ends: the RPC is counted when it does
     with pytest.raises(Exception):
         client.plan(spb.PlanRequest(model="nope"))
     client.close()
-    m = scrape(port)
+    for _ in range(50):
+        m = scrape(port)
+        if 'qpart_requests_total{code="OK",rpc="Infer"}' in m:
+            break
+        time.sleep(0.1)
     assert m['qpart_requests_total{code="OK",rpc="Plan"}'] >= 1
     assert m['qpart_requests_total{code="NOT_FOUND",rpc="Plan"}'] >= 1
     assert m['qpart_requests_total{code="OK",rpc="Infer"}'] >= 1
