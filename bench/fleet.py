@@ -21,6 +21,7 @@ import os
 import pathlib
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,8 @@ from qpart.testbed.processes import ServerProcess
 from qpart.v1 import service_pb2 as spb
 
 SERVER_CPUS, LOAD_CPUS = {0}, {1}
-CAPACITY = ("--workers", "320", "--max-streams", "300", "--max-streams-per-client", "300", "--torch-threads", "1")
+CAPACITY = ("--workers", "320", "--max-streams", "300", "--max-streams-per-client", "300", "--max-queued", "512",
+            "--torch-threads", "1")
 BATCHING = ("--batch-max-inputs", "256", "--batch-delay-ms", "2")
 MODELS = (("lenet", 7), ("resnet8-96", 3))
 RECORDED = 64
@@ -144,7 +146,10 @@ def profile(pid: int, seconds: float, top: int = 18) -> list[str]:
     each function is on the stack (inclusive) and at its top (self), the most inclusive first."""
     with tempfile.TemporaryDirectory() as work:
         out = pathlib.Path(work) / "stacks.txt"
-        subprocess.run(["py-spy", "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "250", "--nonblocking",
+        spy = shutil.which("py-spy", path=str(pathlib.Path(sys.executable).parent)) or shutil.which("py-spy")
+        if spy is None:
+            raise SystemExit("--profile needs py-spy (pip install py-spy; the dev extra has it)")
+        subprocess.run([spy, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "250", "--nonblocking", "--gil",
                         "-f", "raw", "-o", str(out)], check=True, capture_output=True,
                        preexec_fn=lambda: os.sched_setaffinity(0, LOAD_CPUS))
         inclusive, own, total = {}, {}, 0
@@ -179,9 +184,10 @@ def run_model(args, model: str, cut: int, work: pathlib.Path, lines: list, summa
                                          str(start_at), "--until", str(start_at + args.profile)],
                                         stdout=subprocess.DEVNULL, preexec_fn=lambda: os.sched_setaffinity(0, LOAD_CPUS))
                 time.sleep(3)
-                summary.extend(["", f"Profile of the server, lenet, {middle} sessions, a stream per device, batching "
-                                f"off (py-spy, {args.profile:g} s, 250 samples/s, the stacks of every thread that ran):",
-                                "", *profile(server.pid, args.profile), ""])
+                args.profile_lines = [
+                    f"The server, lenet, {middle} sessions, a stream per device, batching off (py-spy, "
+                    f"{args.profile:g} s, 250 samples/s, the stacks of the thread holding the GIL: the Python side "
+                    f"of the CPU, not gRPC's C threads):", "", *profile(server.pid, args.profile), ""]
                 load.wait()
             for sessions in counts:
                 for mode in ("device", "request") if sessions == middle else ("device",):
@@ -251,13 +257,15 @@ def main() -> None:
             run_model(args, model, cut, pathlib.Path(work), lines, summary)
     text = "\n".join([
         "# Capacity per core", "",
-        f"Command: `python bench/fleet.py --models {args.models} --sessions {args.sessions} --seconds {args.seconds:g}`  ",
+        f"Command: `python bench/fleet.py --models {args.models} --sessions {args.sessions} --seconds {args.seconds:g}"
+        f"{f' --profile {args.profile:g}' if args.profile else ''}`  ",
         f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python "
         f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}; {(time.monotonic() - started) / 60:.1f} minutes. "
         f"Server on core 0 (`qpart-server {' '.join(CAPACITY)}`, batching on adds `{' '.join(BATCHING)}`), load "
         f"generator on core 1 (qpart.testbed.replay: pre-encoded messages on grpc.aio, a connection per session, "
         f"ping-pong). resnet8-96: Fashion-MNIST resized to 96x96 by the model's preprocessing.", "",
-        "## Summary", "", *summary, "", "## Runs", "", *lines, ""])
+        "## Summary", "", *summary, "", *(["## Profile", "", *args.profile_lines] if args.profile else []),
+        "## Runs", "", *lines, ""])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

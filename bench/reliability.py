@@ -70,8 +70,8 @@ def _load_tables(r: dict) -> list[str]:
 
 def _fault_table(r: dict) -> list[str]:
     lines = ["## Faults injected", "",
-             "A device classifies a run of test images (lenet, cut 7, paced as a board of 1 GMAC/s, about 8 ms per input with its encoding) while the fault "
-             "strikes; its answers are compared with a fault-free run. Counted at the device: answers delivered to "
+             "A device classifies a run of test images (lenet, cut 7, paced as a board of 1 GMAC/s, about 8 ms per "
+             "input with its encoding) while the fault strikes; its answers are compared with a fault-free run. Counted at the device: answers delivered to "
              "the caller, answers that arrived for an input that had one already, inputs handed again to a reopened "
              "stream (they had no answer yet). Counted from the servers' own debug logs, which name the request ids of every "
              "batch the tail ran for: inputs the tail ran for, and those it ran for more than once (a batch computed "

@@ -155,6 +155,33 @@ def run_node(node: pb.Node, args: list[torch.Tensor], params: dict, cache=None) 
     raise InvalidArgument(f"node {node.name!r}: unknown operation {op!r}")
 
 
+def node_step(node: pb.Node, params: dict):
+    """run_node for one node with its attributes read once: a callable args -> tensor for the ops a vision tail is
+    made of, None for the rest (run_node then). Reading a protobuf node on every input costs more than a small
+    layer's kernel."""
+    op = op_of(node)
+    if op == "linear":
+        weight, bias = params["weight"], params.get("bias")
+        return lambda args: F.linear(args[0], weight, bias)
+    if op == "conv2d":
+        c = node.conv2d
+        weight, bias, groups = params["weight"], params.get("bias"), c.groups
+        stride, padding, dilation = (c.stride_h, c.stride_w), (c.padding_h, c.padding_w), (c.dilation_h, c.dilation_w)
+        return lambda args: F.conv2d(args[0], weight, bias, stride, padding, dilation, groups)
+    if op == "activation":
+        fn = _ACTIVATION_FNS[ACTIVATIONS[node.activation.function]]
+        return lambda args: fn(args[0])
+    if op == "add":
+        return lambda args: args[0] + args[1]
+    if op == "mul":
+        return lambda args: args[0] * args[1]
+    if op == "flatten":
+        return lambda args: args[0].flatten(1)
+    if op == "identity":
+        return lambda args: args[0]
+    return None
+
+
 def node_parameters(node: pb.Node, params: dict, channels_last: bool = False) -> dict[str, torch.Tensor]:
     """A node's parameters as float32 tensors, each checked against the shape the description implies."""
     out = {}
@@ -189,6 +216,8 @@ class GraphModule(nn.Module):
             for name in node.inputs:
                 last[name] = i
         self.free = [[t for t, j in last.items() if j == i and t not in keep] for i in range(len(self.nodes))]
+        # per node: its name, its inputs' names, its step (node_step, else None: run_node)
+        self.steps = [(node.name, tuple(node.inputs), node_step(node, p)) for node, p in zip(self.nodes, self.params)]
         self.eval()
 
     def forward(self, *tensors: torch.Tensor, cache=None) -> tuple[torch.Tensor, ...]:
@@ -196,10 +225,11 @@ class GraphModule(nn.Module):
         if cache is not None:
             cache.check_run(tensors[0].shape[1])
         env = dict(zip(self.inputs, tensors))
-        for node, params, free in zip(self.nodes, self.params, self.free):
-            env[node.name] = run_node(node, [env[name] for name in node.inputs], params, cache)
-            for name in free:
-                del env[name]
+        for (name, inputs, step), node, params, free in zip(self.steps, self.nodes, self.params, self.free):
+            args = [env[i] for i in inputs]
+            env[name] = step(args) if step is not None else run_node(node, args, params, cache)
+            for dropped in free:
+                del env[dropped]
         if cache is not None:
             cache.advance(tensors[0].shape[1])
         return tuple(env[name] for name in self.outputs)

@@ -16,6 +16,7 @@ import random
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -94,6 +95,7 @@ class ServerClient:
         self.failovers = 0          # moves to another address after UNAVAILABLE
         self.refetches = 0          # heads downloaded again because they failed their content hash
         self.bytes: dict[str, WireBytes] = collections.defaultdict(WireBytes)
+        self.open_streams: weakref.WeakSet = weakref.WeakSet()   # long-lived streams (InferChannel) to end at close
 
     # --- channels and failover ---------------------------------------------------------------------
     @property
@@ -130,6 +132,10 @@ class ServerClient:
         time.sleep(delay * random.uniform(0.5, 1.0))
 
     def close(self) -> None:
+        """Half-close the long-lived streams on this client (their answers still come, for a few seconds at most),
+        then close its connections."""
+        for stream in list(self.open_streams):
+            stream.close(wait_s=2.0)
         for channel in self._channels.values():
             channel.close()
         self._channels.clear()

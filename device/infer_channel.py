@@ -74,6 +74,7 @@ class InferChannel:
         self._failures = 0               # broken streams since the last answer
         self._closed = False
         self._reader: threading.Thread | None = None     # the open stream's answer reader
+        client.open_streams.add(self)
 
     def submit(self, ids, tensors, deadline_s: float = 0.0) -> Future:
         """Send one batch; the Future resolves to an Answer (or raises the batch's QpartError)."""
