@@ -28,8 +28,6 @@ import tempfile
 import time
 import urllib.request
 
-import numpy as np
-
 from qpart.common import data, messages
 from qpart.device.agent import DeviceAgent
 from qpart.device.cache import HeadCache
@@ -182,7 +180,8 @@ def run_model(args, model: str, cut: int, work: pathlib.Path, lines: list, summa
                 load = subprocess.Popen([sys.executable, "-m", "qpart.testbed.replay", "--target", server.target,
                                          "--messages", str(file), "--sessions", str(middle), "--start-at",
                                          str(start_at), "--until", str(start_at + args.profile)],
-                                        stdout=subprocess.DEVNULL, preexec_fn=lambda: os.sched_setaffinity(0, LOAD_CPUS))
+                                        stdout=subprocess.DEVNULL,
+                                        preexec_fn=lambda: os.sched_setaffinity(0, LOAD_CPUS))
                 time.sleep(3)
                 args.profile_lines = [
                     f"The server, lenet, {middle} sessions, a stream per device, batching off (py-spy, "
@@ -211,7 +210,8 @@ def run_model(args, model: str, cut: int, work: pathlib.Path, lines: list, summa
     for batching in ("off", "on"):
         r = results["qpart", batching, "device", middle]
         summary.append(f"- {model} (cut {cut}), {middle} sessions, batching {batching}: server CPU "
-                       f"{r['server_cpu_ms']:.3f} ms per answer, {r['server_cpu_ms'] / floor:.2f}x the stream-per-device "
+                       f"{r['server_cpu_ms']:.3f} ms per answer, {r['server_cpu_ms'] / floor:.2f}x the "
+                       f"stream-per-device "
                        f"echo floor ({floor:.3f} ms; stream per request "
                        f"{results['echo', '', 'request', middle]['server_cpu_ms']:.3f} ms, grpc.aio stream per device "
                        f"{results['echo-aio', '', 'device', middle]['server_cpu_ms']:.3f} ms); a stream per request "
@@ -220,7 +220,8 @@ def run_model(args, model: str, cut: int, work: pathlib.Path, lines: list, summa
         on = results["qpart", "on", "device", middle]
         seconds = torch_floor(args.models, model, cut, on["runs"])
         mean = sum(k * v for k, v in on["runs"].items()) / max(sum(on["runs"].values()), 1)
-        summary.append(f"- {model}, batching on, {middle} sessions: the batcher ran the tail {sum(on['runs'].values()):.0f} "
+        summary.append(f"- {model}, batching on, {middle} sessions: the batcher ran the tail "
+                       f"{sum(on['runs'].values()):.0f} "
                        f"times, {mean:.1f} inputs on average; torch alone on the same core at those batch sizes "
                        f"costs {1e3 * seconds:.3f} ms per input, the server {on['server_cpu_ms']:.3f} ms per answer: "
                        f"{on['server_cpu_ms'] / (1e3 * seconds):.2f}x.")
@@ -229,7 +230,8 @@ def run_model(args, model: str, cut: int, work: pathlib.Path, lines: list, summa
 def row(model: str, server: str, mode: str, r: dict) -> str:
     errors = sum(r["errors"].values())
     return (f"| {model} | {server} | {mode} | {r['sessions']} | {r['answered'] / r['seconds']:.0f} | "
-            f"{r['per_core_s']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {errors} | {r['lost']} | {r['doubled']} | "
+            f"{r['per_core_s']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {errors} | {r['lost']} | "
+            f"{r['doubled']} | "
             f"{r['wrong']} | {r['server_cpu_ms']:.3f} | {r['load_cpu_ms']:.3f} |")
 
 

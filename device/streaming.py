@@ -19,6 +19,18 @@ from qpart.device.linkwatch import LinkSample
 from qpart.v1 import service_pb2 as spb
 
 
+def encode_once(agent, executor, x, start, batch_size, crossing, encoded, report) -> float:
+    """Run the head and pack the batch at `start` unless `encoded` holds it already (a resend); returns when
+    this began (perf_counter)."""
+    began = time.perf_counter()
+    if start not in encoded:
+        encoded[start] = agent.encode(executor, x[start:start + batch_size], crossing)
+        for j, tb in enumerate(encoded[start][:len(report.crossing)]):    # what crossed, measured
+            report.crossing[j]["sent_bytes"] += len(tb.data)
+        report.device_compute_s += time.perf_counter() - began
+    return began
+
+
 def send(agent, plan, executor, x, pending, encoded, answers, report, batch_size, window, crossing, first_id,
          observe=None, stop=None) -> None:
     """One Infer stream: send the batches starting at `pending` (encoding each once: `encoded` keeps them for
@@ -35,13 +47,7 @@ def send(agent, plan, executor, x, pending, encoded, answers, report, batch_size
                     return
             if stop is not None and start not in encoded and stop():
                 return                       # batches sent before (a resend) still go: the answers stay a prefix
-            began = time.perf_counter()
-            if start not in encoded:
-                encoded[start] = agent.encode(executor, x[start:start + batch_size], crossing)
-                for j, tb in enumerate(encoded[start][:len(report.crossing)]):    # what crossed, measured
-                    report.crossing[j]["sent_bytes"] += len(tb.data)
-                report.device_compute_s += time.perf_counter() - began
-            sent_at[b] = began
+            sent_at[b] = encode_once(agent, executor, x, start, batch_size, crossing, encoded, report)
             end = min(start + batch_size, len(x))
             if report.resent_streams:         # a stream opened again: these inputs are sent a second time
                 report.resent_inputs += end - start
@@ -119,12 +125,7 @@ def over_channel(agent, channel, executor, x, starts, encoded, answers, report, 
                 break
             while len(flight) >= window:
                 collect()
-            began = time.perf_counter()
-            if start not in encoded:
-                encoded[start] = agent.encode(executor, x[start:start + batch_size], crossing)
-                for j, tb in enumerate(encoded[start][:len(report.crossing)]):    # what crossed, measured
-                    report.crossing[j]["sent_bytes"] += len(tb.data)
-                report.device_compute_s += time.perf_counter() - began
+            encode_once(agent, executor, x, start, batch_size, crossing, encoded, report)
             end = min(start + batch_size, len(x))
             flight.append((start, channel.submit(range(first_id + start, first_id + end), encoded[start],
                                                  agent.deadline_s)))
