@@ -15,6 +15,7 @@ from qpart.device.client import ServerClient
 from qpart.server.serving import batching as batching_mod
 from qpart.server.serving.admission import Admission
 from qpart.server.serving.batching import Item, TailBatcher
+from qpart.server.serving.observe import Metrics
 from qpart.server.planning.patterns import ModelSpeed
 from qpart.v1 import service_pb2 as spb
 from qpart.v1 import service_pb2_grpc
@@ -55,6 +56,12 @@ def test_streams_share_runs_and_each_gets_its_own_rows():
         assert item.outputs[0].shape == (3, 3) and (item.outputs[0] == 2 * s).all()
         assert (item.outputs[1] == 3 * s).all()
     assert sum(runs) == 24 and len(runs) < 8 and batcher.merged >= 2, runs
+    assert sorted(batcher.sizes.elements()) == sorted(runs)          # the runs by size, as /metrics exports them
+    metrics = Metrics()
+    metrics.watch_batcher(batcher)
+    exported = {int(s.labels["inputs"]): s.value for f in metrics.registry.collect() if f.name == "qpart_tail_runs"
+                for s in f.samples if s.name == "qpart_tail_runs_total"}
+    assert exported == {size: float(count) for size, count in batcher.sizes.items()}
 
 
 def test_a_run_never_exceeds_the_input_cap_or_the_tails_bound():
@@ -216,3 +223,27 @@ def test_a_loaded_server_sheds_what_would_be_late_and_keeps_the_stream(models_di
     assert all(r.status_code == 4 and "shed" in r.status_message and not r.results for r, _ in shed)
     assert all(len(r.results) == 1 and r.server_queue_s + r.server_compute_s <= deadline_s for r, _ in answered)
     assert all(r.server_queue_s < deadline_s + 0.1 for r, _ in shed)    # shed promptly, by the server's clock
+
+
+def test_a_released_slot_goes_to_the_earliest_deadline_and_skips_one_that_gave_up():
+    admission, order = Admission(1, max_queued=10), []
+    hold = admission.slot()
+    hold.__enter__()
+
+    def wait(name, start_by):
+        try:
+            with admission.slot(start_by):
+                order.append(name)
+        except DeadlineExceeded:
+            order.append(f"{name} shed")
+    now = time.perf_counter()
+    threads = [threading.Thread(target=wait, args=args) for args in
+               (("late", now + 30), ("soon", now + 20), ("gone", now + 0.05), ("none", math.inf))]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)                                   # "gone" gives up at its deadline while the slot is held
+    assert order == ["gone shed"] and admission.waiting == 3
+    hold.__exit__(None, None, None)
+    for t in threads:
+        t.join(10)
+    assert order == ["gone shed", "soon", "late", "none"] and admission.running == 0 and admission.waiting == 0
