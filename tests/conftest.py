@@ -21,7 +21,7 @@ TEST_TRAINING = {
     "resnet8": train.TrainConfig(epochs=1, train_limit=10000, batch_size=64, validation_size=3000, progress=False),
     "mobilenetv2": train.TrainConfig(epochs=1, train_limit=8000, batch_size=64, validation_size=3000, progress=False),
     "resnet8-96": train.TrainConfig(epochs=1, train_limit=8000, batch_size=64, validation_size=3000, progress=False),
-    "mobilenetv2-96": train.TrainConfig(epochs=2, train_limit=4000, batch_size=64, learning_rate=3e-3,
+    "mobilenetv2-96": train.TrainConfig(epochs=1, train_limit=4000, batch_size=64, learning_rate=3e-3,
                                         validation_size=2000, progress=False),
 }
 ZOO_NAMES = tuple(TEST_TRAINING)
