@@ -34,7 +34,7 @@ from qpart.device.cache import HeadCache
 from qpart.device.client import ServerClient
 from qpart.device.report import RunReport
 from qpart.testbed import replay
-from qpart.testbed.processes import ServerProcess
+from qpart.testbed.processes import ServerProcess, free_port
 from qpart.v1 import service_pb2 as spb
 
 SERVER_CPUS, LOAD_CPUS = {0}, {1}
@@ -48,13 +48,6 @@ RECORDED = 64
 def cpu_seconds(pid: int) -> float:
     fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tail_runs(port: int) -> dict[int, float]:

@@ -25,8 +25,8 @@ import grpc
 
 from qpart.common.errors import Cancelled, Internal, QpartError, Unavailable
 from qpart.common.rpc import from_rpc_error
-from qpart.device.client import ServerClient, message_bytes
-from qpart.device.linkwatch import LinkSample
+from qpart.device.client import GRPC_FRAME_BYTES, ServerClient, message_bytes
+from qpart.device.linkwatch import LinkSample, round_sample
 from qpart.v1 import service_pb2 as spb
 
 log = logging.getLogger("qpart.device.channel")
@@ -48,7 +48,7 @@ class _Batch:
     future: Future = field(default_factory=Future)
     submitted: float = 0.0           # perf_counter at submit
     handed: float = 0.0              # perf_counter when last handed to gRPC
-    up: int = 0                      # request bytes, frame included
+    up: int = 0                      # request bytes (the message, as the one-shot stream counts them)
 
 
 @dataclass
@@ -128,8 +128,9 @@ class InferChannel:
         counter = self.client.bytes["Infer"]
 
         def messages():
-            while (request := requests.get()) is not _END:
-                counter.sent += message_bytes(request)
+            while (item := requests.get()) is not _END:
+                request, size = item
+                counter.sent += size
                 yield request
         call = self.client.stub.Infer(messages(), metadata=self.client.metadata)
         self._queue, self._call, self._first = requests, call, True
@@ -142,9 +143,9 @@ class InferChannel:
         request = spb.InferRequest(plan_id=self.plan_id if self._first else "", deadline_s=batch.deadline_s,
                                    batch=spb.ActivationBatch(request_ids=batch.ids, tensors=batch.tensors))
         self._first = False
-        batch.handed, batch.up = time.perf_counter(), message_bytes(request)
+        batch.handed, batch.up = time.perf_counter(), request.ByteSize()
         self._last = time.monotonic()
-        self._queue.put(request)
+        self._queue.put((request, batch.up + GRPC_FRAME_BYTES))
 
     def _half_close_locked(self) -> None:
         if self._queue is not None:
@@ -176,11 +177,8 @@ class InferChannel:
                     self._failures = 0
                     if self._closed and not self._waiting:
                         self._half_close_locked()
-                began = max(batch.handed, last_answer)
+                sample = round_sample(batch.handed, last_answer, now, batch.up, response)
                 last_answer = now
-                sample = LinkSample(time.time(), batch.up, message_bytes(response),
-                                    now - began - response.server_compute_s - response.server_queue_s,
-                                    overlapped=began > batch.handed)
                 batch.future.set_result(Answer(response, sample, now - batch.submitted))
             error: QpartError = Unavailable("the server ended the Infer stream with batches unanswered")
         except grpc.RpcError as e:

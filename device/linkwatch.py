@@ -38,6 +38,14 @@ class LinkSample:
     overlapped: bool     # the batch waited behind the previous one, so no round trip is in `seconds`
 
 
+def round_sample(handed: float, previous_answer: float, now: float, up_bytes: int, response) -> LinkSample:
+    """The link's share of one answered batch: handed to gRPC at `handed`, answered at `now` (perf_counter);
+    when it waited behind the previous answer (at previous_answer), only the transfer is in the seconds."""
+    began = max(handed, previous_answer)
+    return LinkSample(time.time(), up_bytes, response.ByteSize(),
+                      now - began - response.server_compute_s - response.server_queue_s, overlapped=began > handed)
+
+
 @dataclass(frozen=True)
 class MonitorSettings:
     factor: float = 2.0          # a rate this many times faster or slower than planned is a change

@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from qpart.common.errors import DeadlineExceeded, Internal, QpartError
-from qpart.device.linkwatch import LinkSample
+from qpart.device.linkwatch import round_sample
 from qpart.v1 import service_pb2 as spb
 
 
@@ -66,10 +66,7 @@ def send(agent, plan, executor, x, pending, encoded, answers, report, batch_size
             slots.release()
             if observe is not None:
                 handed, up = wire[b]
-                began = max(handed, last_answer)
-                observe(LinkSample(time.time(), up, response.ByteSize(),
-                                   now - began - response.server_compute_s - response.server_queue_s,
-                                   overlapped=began > handed))
+                observe(round_sample(handed, last_answer, now, up, response))
             last_answer = now
             expected = list(range(first_id + pending[b], first_id + min(pending[b] + batch_size, len(x))))
             if response.status_code:
