@@ -108,6 +108,18 @@ def echo_server(reply_bytes: int, aio: bool):
     return process, line.split()[-1]
 
 
+def aio_server(models: pathlib.Path, flags: list[str], dispatch: str):
+    """qpart.testbed.aio_infer on core 0: the same core behind a grpc.aio Infer; returns it and that target."""
+    process = subprocess.Popen([sys.executable, "-m", "qpart.testbed.aio_infer", "--dispatch", dispatch, "--models",
+                                str(models), "--port", "0", "--log-level", "WARNING", *flags], stdout=subprocess.PIPE,
+                               text=True, preexec_fn=lambda: os.sched_setaffinity(0, SERVER_CPUS))
+    lines = [process.stdout.readline(), process.stdout.readline()]
+    if "aio Infer listening on" not in lines[1]:
+        process.kill()
+        raise RuntimeError(f"the aio Infer server did not start: {lines!r}")
+    return process, lines[1].split()[-1]
+
+
 def torch_floor(models: pathlib.Path, model: str, cut: int, runs: dict[int, float], repeats: int = 30) -> float:
     """Seconds per input of the tail alone in torch (one thread, core 0) over the runs the batcher formed."""
     import torch
@@ -187,6 +199,18 @@ def run_model(args, model: str, cut: int, work: pathlib.Path, lines: list, summa
                     results["qpart", batching, mode, sessions] = r
                     lines.append(row(model, f"qpart, batching {batching}", mode, r))
                     print(lines[-1], flush=True)
+        for dispatch in ("inline", "executor") if batching == "off" else ("executor",):
+            process, target = aio_server(args.models, flags, dispatch)
+            try:
+                for sessions in counts if dispatch == "inline" or batching == "on" else [middle]:
+                    r = measure(target, process.pid, file, sessions, "device", args.seconds, False, metrics_port)
+                    results["aio-" + dispatch, batching, "device", sessions] = r
+                    lines.append(row(model, f"qpart Infer on grpc.aio ({dispatch}), batching {batching}", "device",
+                                     r))
+                    print(lines[-1], flush=True)
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
     for aio in (False, True):
         process, target = echo_server(reply_bytes, aio)
         try:
@@ -209,6 +233,10 @@ def run_model(args, model: str, cut: int, work: pathlib.Path, lines: list, summa
                        f"{results['echo', '', 'request', middle]['server_cpu_ms']:.3f} ms, grpc.aio stream per device "
                        f"{results['echo-aio', '', 'device', middle]['server_cpu_ms']:.3f} ms); a stream per request "
                        f"costs qpart {results['qpart', batching, 'request', middle]['server_cpu_ms']:.3f} ms.")
+        aio = [f"{dispatch} {results['aio-' + dispatch, batching, 'device', middle]['server_cpu_ms']:.3f} ms"
+               for dispatch in ("inline", "executor") if ("aio-" + dispatch, batching, "device", middle) in results]
+        summary.append(f"  The same core with Infer on grpc.aio (a thread pool serving the other RPCs): "
+                       f"{', '.join(aio)} per answer.")
     if model != "lenet":
         on = results["qpart", "on", "device", middle]
         seconds = torch_floor(args.models, model, cut, on["runs"])

@@ -119,25 +119,35 @@ def decode(msg: pb.PackedTensor, expected_shape=None, max_elements: int = DEFAUL
 def check_batch(n: int, sample_shape, bits: int, data_len: int, max_elements: int = DEFAULT_MAX_ELEMENTS,
                 coding: int = RAW) -> int:
     """Validate a declared activation batch before decoding it; returns the element count."""
+    shape = tuple(int(d) for d in sample_shape)
+    total, fewest, most = _batch_bounds(n, shape, bits, max_elements, coding)
+    if fewest <= data_len <= most:
+        return total
+    if images.is_image(coding):
+        raise InvalidArgument(f"{n} image-coded input(s) of shape {list(shape)} take 1 to {most} bytes, got {data_len}")
+    expected = packing.packed_size(total, bits)
+    if coding == ZLIB:
+        raise InvalidArgument(f"{n} activation(s) of shape {list(shape)} at {bits} bits take {expected} bytes, "
+                              f"zlib-coded at most {most}; got {data_len}")
+    raise InvalidArgument(f"{n} activation(s) of shape {list(shape)} at {bits} bits take {expected} bytes, "
+                          f"got {data_len}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _batch_bounds(n: int, sample_shape: tuple, bits: int, max_elements: int, coding: int) -> tuple[int, int, int]:
+    """(elements, fewest bytes, most bytes) of a declared batch; the same for every message of a stream's
+    batch size, so computed once (a refused declaration raises and is not kept)."""
     per_sample = element_count(sample_shape, "activation sample", max_elements)
     total = element_count([n, per_sample], "activation batch", max_elements) if n else 0
     expected = packing.packed_size(total, bits)
     if images.is_image(coding):
         images.check_shape(sample_shape, bits, "activation sample")
-        limit = n * (images.FRAME.size + images.file_limit(sample_shape))
-        if not 0 < data_len <= limit:
-            raise InvalidArgument(f"{n} image-coded input(s) of shape {list(sample_shape)} take 1 to {limit} bytes, "
-                                  f"got {data_len}")
-    elif coding == ZLIB:
-        if not 0 < data_len <= coded_limit(expected):
-            raise InvalidArgument(f"{n} activation(s) of shape {list(sample_shape)} at {bits} bits take {expected} "
-                                  f"bytes, zlib-coded at most {coded_limit(expected)}; got {data_len}")
-    elif coding != RAW:
+        return total, 1, n * (images.FRAME.size + images.file_limit(sample_shape))
+    if coding == ZLIB:
+        return total, 1, coded_limit(expected)
+    if coding != RAW:
         raise InvalidArgument(f"unknown activation coding {coding} (0: raw, 1: zlib, 2: png, 3: jpeg, 4: webp)")
-    elif data_len != expected:
-        raise InvalidArgument(f"{n} activation(s) of shape {list(sample_shape)} at {bits} bits take {expected} bytes, "
-                              f"got {data_len}")
-    return total
+    return total, expected, expected
 
 
 def coding_label(coding: int, quality: int = 0) -> str:

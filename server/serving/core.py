@@ -47,6 +47,7 @@ class InferSession:
     tensors: list[CutTensor]       # what crosses the cut, in order
     tail: torch.nn.Module
     classifier: bool               # answers carry the top-1 label of the first output
+    most: int                      # most inputs one batch may hold (QpartCore.max_batch_inputs)
     expires: float = math.inf      # the plan id's expiry (unix seconds): checked on every message of the stream
 
 
@@ -252,7 +253,8 @@ class QpartCore:
         cut = model.profile.cut(spec.split.cut)
         if not cut.runs_tail:
             raise FailedPrecondition("this plan runs the whole model on the device; there is nothing to infer here")
-        return InferSession(token, served, spec, model.crossing(spec.split), model.tail(cut.cut), model.card.get("task") == "classification",
+        return InferSession(token, served, spec, model.crossing(spec.split), model.tail(cut.cut),
+                            model.card.get("task") == "classification", self.max_batch_inputs(model, spec.split),
                             self.signer.expiry(token))
 
     def _decode(self, session: InferSession, n: int, batch) -> list[np.ndarray]:
@@ -280,7 +282,7 @@ class QpartCore:
             raise InvalidArgument("the activation batch holds no inputs (request_ids is empty)")
         if n > self.settings.max_batch:
             raise ResourceExhausted(f"the batch holds {n} inputs; the limit is {self.settings.max_batch}")
-        most = self.max_batch_inputs(session.served.model, session.spec.split)
+        most = session.most
         if n > most:
             raise ResourceExhausted(f"the batch holds {n} inputs; this plan's tail holds at most {most} at once "
                                     f"(PlanResponse.max_batch_inputs): send smaller batches")

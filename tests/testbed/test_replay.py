@@ -1,10 +1,12 @@
 """The capacity benchmark's parts: replayed Infer messages are valid InferRequests with fresh ids, the echo floor
-answers them, and replaying against qpart gets each input's own answer."""
+answers them, and replaying against qpart (its thread pool, and its Infer on grpc.aio) gets each input's own
+answer."""
 import json
 import subprocess
 import sys
 import time
 
+import grpc
 import numpy as np
 
 from qpart.device.agent import DeviceAgent
@@ -34,7 +36,7 @@ def run_replay(target, file, sessions, mode, seconds, echo=False) -> dict:
     return json.loads(out.stdout)
 
 
-def test_replay_against_qpart_and_the_echo_floor(server, model_inputs, tmp_path):
+def test_replay_against_qpart_and_the_echo_floor(server, models_dir, model_inputs, tmp_path):
     x, _ = model_inputs("lenet", 16)
     with ServerClient(f"127.0.0.1:{server.port}", timeout_s=30) as client:
         agent = DeviceAgent(client, HeadCache(tmp_path / "heads"), backend="numpy")
@@ -62,3 +64,22 @@ def test_replay_against_qpart_and_the_echo_floor(server, model_inputs, tmp_path)
     finally:
         echo.terminate()
         echo.wait(timeout=30)
+    aio = subprocess.Popen([sys.executable, "-m", "qpart.testbed.aio_infer", "--dispatch", "executor", "--models",
+                            str(models_dir), "--port", "0", "--batch-max-inputs", "8", "--batch-delay-ms", "2"],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        aio.stdout.readline()
+        target = aio.stdout.readline().split()[-1]
+        r = run_replay(target, file, 4, "device", 1.0)
+        assert r["answered"] > 20 and r["errors"] == {} and r["lost"] == 0 and r["doubled"] == 0, r
+        assert 0 < r["wrong"] < r["answered"] / 4, r
+        with grpc.insecure_channel(target) as channel:             # bytes that are no InferRequest: refused by name
+            call = channel.stream_stream(replay.INFER_PATH)(iter([b"\xff\xff"]), timeout=10)
+            try:
+                next(call)
+                raise AssertionError("a malformed message was answered")
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "InferRequest" in e.details(), e
+    finally:
+        aio.terminate()
+        aio.wait(timeout=30)
