@@ -1,4 +1,5 @@
-"""The head's executors: numpy always; torch (with CUDA on a Jetson) where it is installed.
+"""The head's executors: numpy always; torch (with CUDA on a Jetson) where it is installed; onnxruntime (image
+models' heads, qpart.device.onnx_head) where the `onnxruntime` extra is installed.
 
 "auto" picks by what is installed and, among those, what runs this head fastest here: the median of runs
 in rounds on a batch of one. (qpart-device, the daemon and SplitClient resolve auto before the plan instead,
@@ -17,7 +18,9 @@ from qpart.common.network import NetworkProfile
 from qpart.common.tensors import CompactTensor
 from qpart.v1 import network_pb2 as pb
 
-NAMES = ("auto", "numpy", "torch")
+NAMES = ("auto", "numpy", "torch", "onnxruntime")
+EXTRAS = {"torch": "torch (the CPU build: pip install torch)",
+          "onnxruntime": "onnx and onnxruntime: pip install 'qpart[device,onnxruntime]'"}
 
 
 class NumpyBackend:
@@ -98,12 +101,21 @@ class TorchBackend:
             return {name: value.cpu().numpy() for name, value in env.items()}
 
 
-def installed() -> list[str]:
+def _has(module: str) -> bool:
     try:
-        has_torch = importlib.util.find_spec("torch") is not None
+        return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
-        has_torch = False
-    return ["numpy"] + (["torch"] if has_torch else [])
+        return False
+
+
+def installed() -> list[str]:
+    return (["numpy"] + (["torch"] if _has("torch") else [])
+            + (["onnxruntime"] if _has("onnxruntime") and _has("onnx") else []))
+
+
+def runs_sequences(name: str) -> bool:
+    """Whether a backend runs language models' heads (onnxruntime runs image models' only)."""
+    return name != "onnxruntime"
 
 
 def fastest(candidates: list, x: np.ndarray, rounds: int = 7, clock=time.perf_counter):
@@ -132,21 +144,29 @@ def sample_input(profile: NetworkProfile, n: int = 1) -> np.ndarray:
 
 
 def make(spec: pb.NetworkSpec, profile: NetworkProfile, params: dict, choice: str = "auto"):
-    """The backend to run a head with: `choice`, or with "auto" the fastest installed one on this head."""
+    """The backend to run a head with: `choice`, or with "auto" the fastest installed one on this head (onnxruntime
+    only for image models' heads)."""
     if choice not in NAMES:
         raise InvalidArgument(f"unknown backend {choice!r}; use one of {', '.join(NAMES)}")
-    if choice == "numpy":
-        return NumpyBackend(spec, profile, params)
-    if choice == "torch":
-        if "torch" not in installed():
-            raise FailedPrecondition("backend torch is not installed here; use numpy (or auto)")
-        return TorchBackend(spec, profile, params)
-    candidates = [NumpyBackend(spec, profile, params)]
-    if "torch" in installed():
-        candidates.append(TorchBackend(spec, profile, params))
+    if choice != "auto" and choice not in installed():
+        raise FailedPrecondition(f"backend {choice} is not installed here (it needs {EXTRAS[choice]}); use numpy "
+                                 f"(or auto)")
+    if choice != "auto":
+        return _build(choice, spec, profile, params)
+    names = [n for n in installed() if profile.sequence is None or runs_sequences(n)]
+    candidates = [_build(n, spec, profile, params) for n in names]
     if len(candidates) == 1:
         return candidates[0]
     return fastest(candidates, sample_input(profile))
+
+
+def _build(name: str, spec: pb.NetworkSpec, profile: NetworkProfile, params: dict):
+    if name == "numpy":
+        return NumpyBackend(spec, profile, params)
+    if name == "torch":
+        return TorchBackend(spec, profile, params)
+    from qpart.device.onnx_head import OnnxBackend
+    return OnnxBackend(spec, profile, params)
 
 
 def mac_rate(backend: str = "numpy", seconds: float = 0.3, width: int = 512, batch: int = 8) -> float:

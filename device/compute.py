@@ -24,12 +24,14 @@ SANE_MAC_RATE = (1e5, 1e14)    # MACs per second a head executor can plausibly r
 
 @dataclass(frozen=True)
 class Compute:
-    backend: str                      # what runs every head: numpy or torch (on CUDA where torch sees a GPU)
+    backend: str                      # what runs every head: numpy or torch (on CUDA where torch sees a GPU), or
+                                      # onnxruntime where named (image models' heads only)
     macs_per_second: float            # its MAC rate on the benchmark head, median; 0: refused, price with the profile
     spread: float = 0.0               # (upper - lower quartile) / median of its windows
     rates: dict = field(default_factory=dict)   # every backend timed: name -> MACs per second
     warning: str = ""                 # a rate refused as out of range, "" when none was
-    seconds_per_node: float = 0.0     # the backend's cost of running one op beside its MACs (node_overhead)
+    seconds_per_node: float = 0.0     # the backend's cost of running one op beside its MACs (node_overhead; 0 on
+                                      # onnxruntime, which runs no language model, the only plans it prices)
 
     def describe(self) -> str:
         others = ", ".join(f"{n} {r / 1e9:.2f}" for n, r in self.rates.items() if n != self.backend)
@@ -141,9 +143,12 @@ def measure(choice: str = "auto", clock=time.perf_counter) -> Compute:
     """The backend that runs heads (`choice`, or for auto the fastest installed one) and its MAC rate."""
     if choice not in backends.NAMES:
         raise InvalidArgument(f"unknown backend {choice!r}; use one of {', '.join(backends.NAMES)}")
-    names = backends.installed() if choice == "auto" else [choice]
-    if choice == "torch" and "torch" not in backends.installed():
-        raise FailedPrecondition("backend torch is not installed here; use numpy (or auto)")
+    # auto: what runs every head, a language model's too, so onnxruntime (image models' heads only) is not among
+    # them; named, it runs the heads of image models and a language model's head is refused
+    names = [n for n in backends.installed() if backends.runs_sequences(n)] if choice == "auto" else [choice]
+    if choice != "auto" and choice not in backends.installed():
+        raise FailedPrecondition(f"backend {choice} is not installed here (it needs {backends.EXTRAS[choice]}); use "
+                                 f"numpy (or auto)")
     timed = {name: backend_rate(name, clock=clock) for name in names}
     refused = {n: timing.in_range(f"the {n} backend's MAC rate", t.median, *SANE_MAC_RATE, unit=" MAC/s")
                for n, t in timed.items()}
@@ -151,4 +156,5 @@ def measure(choice: str = "auto", clock=time.perf_counter) -> Compute:
     best = max(sane, key=lambda n: timed[n].median)
     rate = timed[best]
     return Compute(best, 0.0 if refused[best] else rate.median, rate.spread, {n: t.median for n, t in timed.items()},
-                   "; ".join(w for w in refused.values() if w), min(node_overhead(best, clock=clock), 1.0))
+                   "; ".join(w for w in refused.values() if w),
+                   min(node_overhead(best, clock=clock), 1.0) if backends.runs_sequences(best) else 0.0)

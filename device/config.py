@@ -16,7 +16,8 @@ class DeviceConfig:
     profile: str = setting("rpi4", "device profile (a bundled name or a TOML file): energy, memory, and the speed "
                                    "when measure_compute is false")
     policy: str = setting("qpart", "how plans are chosen: qpart or a baseline (server_only, device_only, ...)")
-    backend: str = setting("auto", "head executor: auto (the fastest installed), numpy or torch")
+    backend: str = setting("auto", "head executor: auto (the fastest installed of numpy and torch), numpy, torch, "
+                                       "or onnxruntime (image models' heads only; the onnxruntime extra)")
     measure_compute: bool = setting(True, "price plans with this device's MAC rate, measured at start for the "
                                           "backend (false: the profile's)")
     rate_mbps: float = setting(0.0, "uplink rate for planning, Mbit/s; 0: measured at start with a probe sized "

@@ -47,7 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="price the head with the profile's speed instead of this device's MAC rate, which is "
                              "measured by default (except with --emulate-speed) for the backend that will run the head")
     parser.add_argument("--backend", choices=backends.NAMES, default="auto",
-                        help="head executor: numpy, torch, or auto (the fastest installed one, timed on the head)")
+                        help="head executor: numpy, torch, onnxruntime (image models' heads only; the onnxruntime "
+                             "extra), or auto (the fastest installed of numpy and torch, timed before the plan)")
     parser.add_argument("--deadline-ms", type=float, default=0.0,
                         help="each batch's answer is of use only this long after the server reads it, ms; the server "
                              "sheds what cannot make it (DEADLINE_EXCEEDED) instead of answering late (0: none)")

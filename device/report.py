@@ -16,7 +16,7 @@ class HeadReport:
     fetch_s: float = 0.0          # download time (0 on a cache hit)
     parameters: int = 0           # weight and bias elements in the head
     float32_bytes: int = 0        # the same parameters as float32
-    backend: str = ""             # what runs it: numpy, torch or torch-cuda
+    backend: str = ""             # what runs it: numpy, torch, torch-cuda or onnxruntime
     weight_bytes: int = 0         # its parameters as the backend holds them in memory
 
 

@@ -14,7 +14,6 @@ SIGTERM. The benchmark plans and fetches heads on the first port and replays Inf
 """
 import argparse
 import asyncio
-import signal
 import sys
 from concurrent import futures
 
@@ -26,6 +25,7 @@ from qpart.server.serving import convert
 from qpart.server.serving.main import RunningServer, parse_args
 from qpart.server.serving.observe import RpcObserver
 from qpart.server.serving.servicer import SERVICE, SplitInferenceServicer
+from qpart.testbed.echo import serve_until_sigterm
 from qpart.v1 import service_pb2 as spb
 
 
@@ -81,13 +81,7 @@ async def serve(running: RunningServer, dispatch: str) -> None:
                                       ("grpc.max_send_message_length", settings.max_message_bytes)],
                              maximum_concurrent_rpcs=settings.max_streams or max(settings.workers - 8, 1))
     server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port(f"{settings.host}:0")
-    await server.start()
-    print(f"aio Infer listening on {settings.host}:{port}", flush=True)
-    stopped = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
-    await stopped.wait()
-    await server.stop(0)
+    await serve_until_sigterm(server, settings.host, 0, "aio Infer")
     if pool is not None:
         pool.shutdown(wait=False)
 

@@ -8,13 +8,14 @@ device part there with pip from the package index (numpy, grpcio and protobuf ha
 torch; pip gets the host's CA bundle and resolver configuration), and classifies --count test images
 through a real split (a fixed cut inside the model, 8-bit weights and activations) against a
 qpart-server on this host's loopback. The board's predictions must equal the host's own run of the
-same plan on the same images (on at least 99 %: float32 sums may round differently on aarch64). Then
+same plan on the same images (on at least 99 %: float32 sums may round differently on aarch64), and so
+must its run of the same split on onnxruntime (the `onnxruntime` extra, aarch64 wheels). Then
 it generates 32 greedy tokens of the zoo's language model (gpt-fortunes, trained here on a short
 schedule if absent) cut after its first block, its head on the board's numpy with its own key/value
 cache: the tokens must be the host's.
 
 What it proves: the device part installs on aarch64 from the package index without torch, and its
-numpy executor, wire format and agent give the host's answers there. What it does not: a real board's
+numpy and onnxruntime executors, wire format and agent give the host's answers there. What it does not: a real board's
 speed (qemu runs numpy ~100x slower than native; the times printed are the emulator's), a 32-bit
 userland (armv7, whose wheels come from piwheels), or a board's kernel, network and camera.
 
@@ -130,7 +131,7 @@ def install_device(rootfs: pathlib.Path) -> float:
     started = time.monotonic()
     if not (rootfs / "opt" / "qpart" / "bin" / "pip").exists():
         in_board(rootfs, "python3", "-m", "venv", "/opt/qpart", what="python3 -m venv on the board")
-    in_board(rootfs, "/opt/qpart/bin/pip", "install", "--quiet", "--prefer-binary", "/opt/qpart-src",
+    in_board(rootfs, "/opt/qpart/bin/pip", "install", "--quiet", "--prefer-binary", "/opt/qpart-src[onnxruntime]",
              what="pip install on the board")
     check = in_board(rootfs, "/opt/qpart/bin/python", "-c", "import importlib.util as u, platform, qpart.device; "
                      "print(platform.machine(), u.find_spec('torch') is None)", what="import qpart.device on the board")
@@ -139,9 +140,10 @@ def install_device(rootfs: pathlib.Path) -> float:
     return time.monotonic() - started
 
 
-def device_command(exe: list[str], target: str, args, cut: int, data_dir: str, out: str) -> list[str]:
+def device_command(exe: list[str], target: str, args, cut: int, data_dir: str, out: str,
+                   backend: str = "numpy") -> list[str]:
     return [*exe, "--server", target, "--model", args.model, "--cut", str(cut), "--weight-bits", "8",
-            "--activation-bits", "8", "--count", str(args.count), "--backend", "numpy", "--no-cache", "--quiet",
+            "--activation-bits", "8", "--count", str(args.count), "--backend", backend, "--no-cache", "--quiet",
             "--data", data_dir, "--profile", "rpi4", "--rate-mbps", "100", "--rtt-ms", "1", "--json", out]
 
 
@@ -172,13 +174,21 @@ def board_run(args) -> dict:
                                                     "/opt/qpart-data", "/tmp/board.json")],
             "the board's run", env=CLEAN_ENV)
         board_s = time.monotonic() - started
+        started = time.monotonic()
+        run(["chroot", str(rootfs), *device_command(["/opt/qpart/bin/qpart-device"], server.target, args, cut,
+                                                    "/opt/qpart-data", "/tmp/board-ort.json", "onnxruntime")],
+            "the board's run on onnxruntime", env=CLEAN_ENV)
+        ort_s = time.monotonic() - started
     language = language_run(cache, rootfs, cache / "language-models")
     host = json.loads(host_json.read_text())["split"]
     board = json.loads((rootfs / "tmp" / "board.json").read_text())["split"]
+    ort = json.loads((rootfs / "tmp" / "board-ort.json").read_text())["split"]
     same = sum(a == b for a, b in zip(host["predictions"], board["predictions"]))
     return {"model": args.model, "cut": cut, "images": len(board["predictions"]), "same": same,
             "board_accuracy": board["accuracy"], "host_accuracy": host["accuracy"], "board_s": board_s,
-            "pip_s": pip_s, "backend": board["head"].get("backend"), "language": language}
+            "pip_s": pip_s, "backend": board["head"].get("backend"), "language": language,
+            "ort": {"images": len(ort["predictions"]), "backend": ort["head"].get("backend"), "board_s": ort_s,
+                    "same": sum(a == b for a, b in zip(host["predictions"], ort["predictions"]))}}
 
 
 def language_run(cache: pathlib.Path, rootfs: pathlib.Path, models: pathlib.Path) -> dict:
@@ -228,11 +238,15 @@ def main(argv=None) -> int:
     print(f"test-board: arm64 board (qemu-user) ran {r['model']} cut {r['cut']} on {r['images']} images with the "
           f"{r['backend']} backend in {r['board_s']:.0f} s (emulated; pip install {r['pip_s']:.0f} s); accuracy board "
           f"{r['board_accuracy']:.2f}% host {r['host_accuracy']:.2f}%; predictions equal on {r['same']}/{r['images']}")
+    o = r["ort"]
+    print(f"test-board: the same split with the {o['backend']} backend on the board in {o['board_s']:.0f} s "
+          f"(emulated); predictions equal to the host's numpy run on {o['same']}/{o['images']}")
     lm = r["language"]
     print(f"test-board: the board generated {lm['tokens']} tokens of {LM_MODEL} cut {lm['cut']} with the "
           f"{lm['backend']} backend in {lm['board_s']:.0f} s (emulated); the same tokens as the host's: {lm['same']}")
     # float32 sums may round differently on aarch64 and move a code at a quantization step: allow 1 %
     ok = r["images"] == args.count and r["same"] >= 0.99 * r["images"] and r["backend"] == "numpy"
+    ok = ok and o["images"] == args.count and o["same"] >= 0.99 * o["images"] and o["backend"] == "onnxruntime"
     ok = ok and lm["tokens"] == LM_TOKENS and lm["same"] and lm["backend"] == "numpy"
     print("test-board: PASSED" if ok else "test-board: FAILED: the board's answers differ from the host's")
     return 0 if ok else 1

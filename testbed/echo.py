@@ -51,9 +51,14 @@ async def serve_aio(port: int, reply: bytes) -> None:
         stream, request_deserializer=_identity, response_serializer=_identity)})
     server = grpc.aio.server(options=OPTIONS)
     server.add_generic_rpc_handlers((handler,))
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    await serve_until_sigterm(server, "127.0.0.1", port, "echo")
+
+
+async def serve_until_sigterm(server, host: str, port: int, what: str) -> None:
+    """Bind a grpc.aio server, print "<what> listening on HOST:PORT" and serve until SIGTERM."""
+    bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
-    print(f"echo listening on 127.0.0.1:{bound}", flush=True)
+    print(f"{what} listening on {host}:{bound}", flush=True)
     stopped = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
     await stopped.wait()

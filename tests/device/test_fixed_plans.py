@@ -1,8 +1,9 @@
-"""A fixed plan's run reports the model's outputs, not only labels: the library (SplitClient(fixed=...)) and
-qpart-device --json --scores, checked against the whole float model."""
+"""A fixed plan's run reports the model's outputs, not only labels: the library (SplitClient(fixed=...), its head on
+numpy and on onnxruntime) and qpart-device --json --scores, checked against the whole float model."""
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from qpart.common.costmodel import LinkProfile
@@ -16,13 +17,14 @@ def float_logits(repo, x: np.ndarray) -> np.ndarray:
         return repo.get("lenet").module()(torch.from_numpy(x))[0].numpy()
 
 
-def test_the_library_runs_a_fixed_plan_and_returns_its_logits(server, repo, model_inputs, tmp_path):
+@pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
+def test_the_library_runs_a_fixed_plan_and_returns_its_logits(backend, server, repo, model_inputs, tmp_path):
     x, _ = model_inputs("lenet", 16)
     fixed = spb.FixedPlan(cut=3, weight_bits=[16], activation_bits=[16])
     with SplitClient(f"127.0.0.1:{server.port}", "lenet", 2.0, link=LinkProfile(rate_bps=2e6, rtt_s=0.01),
-                     cache_dir=tmp_path, measure_compute=False, backend="numpy", fixed=fixed) as split:
+                     cache_dir=tmp_path, measure_compute=False, backend=backend, fixed=fixed) as split:
         results = split.classify(x)
-        assert split.plan.cut == 3 and split.plan.policy == spb.FIXED
+        assert split.plan.cut == 3 and split.plan.policy == spb.FIXED and split.backend == backend
     scores = np.stack([r.scores for r in results])
     np.testing.assert_allclose(scores, float_logits(repo, x), atol=2e-3)
 

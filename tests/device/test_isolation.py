@@ -15,9 +15,10 @@ import qpart.device, qpart.device.main, qpart.device.agent, qpart.device.head, q
 from qpart.device.head import HeadExecutor
 head = open(sys.argv[1], "rb").read()
 import numpy as np
-executor = HeadExecutor.from_bytes(head)            # auto: numpy is all there is
-(out,) = executor.run(np.zeros((2, 1, 28, 28), np.float32))
-print(out.shape, executor.backend.name, sorted(m for m in sys.modules if m.split(".")[0] == "torch"))
+for backend in ("auto", "numpy", "onnxruntime"):      # auto: numpy and onnxruntime are all there is
+    executor = HeadExecutor.from_bytes(head, backend=backend)
+    (out,) = executor.run(np.zeros((2, 1, 28, 28), np.float32))
+    print(out.shape, executor.backend.name, sorted(m for m in sys.modules if m.split(".")[0] == "torch"))
 '''
 
 
@@ -29,4 +30,6 @@ def test_device_runs_a_head_without_torch_or_server_code(repo, tmp_path):
     path.write_bytes(build_head(model, Split(3, (4,), (4,))).SerializeToString())
     result = subprocess.run([sys.executable, "-c", SCRIPT, str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "(2, 512) numpy []"           # fc1's output, after its ReLU
+    auto, numpy, onnx = result.stdout.strip().splitlines()           # fc1's output, after its ReLU
+    assert numpy == "(2, 512) numpy []" and onnx == "(2, 512) onnxruntime []"
+    assert auto in (numpy, onnx)
