@@ -23,7 +23,7 @@ def cmd_train(args) -> None:
     args.model = [n for n in args.model if n not in lm_train.LM_ZOO]
     config = train.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                                validation_size=args.validation_size, seed=args.seed, train_limit=args.train_limit,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, test_limit=args.test_limit)
     for name in args.model:
         model = train.train(name, args.models, args.data, config)
         card = model.card
@@ -150,6 +150,8 @@ def register(sub) -> None:
     p.add_argument("--validation-size", type=int, default=10000, help="training images held out for calibration")
     p.add_argument("--seed", type=int, default=0, help="seeds the split, the initialization and the shuffling")
     p.add_argument("--train-limit", type=int, help="train on only this many images (0: all; default: the zoo's)")
+    p.add_argument("--test-limit", type=int, default=0,
+                   help="measure the card's float test accuracy on the first this many test images (0: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p = command(sub, "import", cmd_import, "import your own nn.Module or ONNX file with its data (traced with "
                                            "torch.fx, checked against the module or onnxruntime on real inputs); a "

@@ -1,5 +1,6 @@
 """Process-level tuning shared by the long-running programs (server, device agent, bench workers)."""
 import gc
+import os
 
 
 def freeze_long_lived() -> None:
@@ -11,3 +12,11 @@ def freeze_long_lived() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask (a cpuset, `taskset`), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:                      # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1

@@ -107,9 +107,11 @@ def trace_and_check(module: nn.Module, sample: np.ndarray, reference=None) -> tu
 
 def import_model(root: pathlib.Path, name: str, module: nn.Module, data_spec: str = "fashion-mnist",
                  preprocessing: Preprocessing = Preprocessing(), description: str = "", validation_size: int = 10000,
-                 seed: int = 0, card_extra: dict | None = None, progress=print, reference=None) -> repository.Model:
+                 seed: int = 0, card_extra: dict | None = None, progress=print, reference=None,
+                 test_limit: int = 0) -> repository.Model:
     """Trace, check and store `module` under root/name with its card (accuracy, splits, tensor ranges).
-    reference: what the description must reproduce where it is not the module itself (inputs -> outputs)."""
+    reference: what the description must reproduce where it is not the module itself (inputs -> outputs);
+    test_limit: the float test accuracy on the first this many test images (0: all; the card says how many)."""
     started = time.perf_counter()
     src = datasets.source({"data": data_spec})
     train_images, _ = src.part("train")
@@ -124,6 +126,8 @@ def import_model(root: pathlib.Path, name: str, module: nn.Module, data_spec: st
              f"on {checked['samples']} inputs (max difference {checked['max_difference']:.2g})")
     graph = GraphModule(spec, network.analyze(spec), params)
     test_images, test_y = datasets.split(card, "test")
+    if test_limit:
+        test_images, test_y = test_images[:test_limit], test_y[:test_limit]
     test_logits = evaluate.logits(graph, datasets.inputs(test_images, preprocessing))
     if test_logits.ndim != 2:
         card["task"] = ""

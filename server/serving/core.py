@@ -6,7 +6,6 @@ that touches a model takes the caller's Identity and checks that it may use it.
 import functools
 import logging
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from qpart.common import images, tensors, timing
+from qpart.common import images, runtime, tensors, timing
 from qpart.common.errors import (DeadlineExceeded, FailedPrecondition, InvalidArgument, OutOfRange,
                                  ResourceExhausted)
 from qpart.common.names import shown
@@ -98,7 +97,7 @@ class QpartCore:
         self.models = ServedModels(self.repository, settings.profile,      # what the servicer asks for by name
                                    max_draft_tokens=settings.max_draft_tokens)
         self.auth = Authenticator.from_file(settings.devices, mutual_tls=settings.tls_client_ca is not None)
-        self.admission = Admission(settings.compute_slots or os.cpu_count() or 1, settings.max_queued)
+        self.admission = Admission(settings.compute_slots or runtime.usable_cores(), settings.max_queued)
         self.load = ServerLoad(settings.load_window_s)
         total = settings.max_streams or max(settings.workers - 8, 1)
         self.streams = StreamGuard(settings.max_streams_per_client or max(total * 3 // 4, 1),

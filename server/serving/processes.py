@@ -11,13 +11,13 @@ say. Plan ids are signed with the repository's shared key, so any child serves a
 """
 import ctypes
 import logging
-import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
 
+from qpart.common import runtime
 from qpart.server.serving.settings import ServerSettings
 
 log = logging.getLogger("qpart.server")
@@ -47,7 +47,7 @@ def child_args(settings: ServerSettings, argv: list[str], port: int, index: int)
     if settings.metrics_port:
         extra += ["--metrics-port", str(settings.metrics_port + index)]
     if not settings.torch_threads:
-        extra += ["--torch-threads", str(max(1, (os.cpu_count() or 1) // settings.processes))]
+        extra += ["--torch-threads", str(max(1, runtime.usable_cores() // settings.processes))]
     return [sys.executable, "-m", "qpart.server.serving.main", *argv, *extra]
 
 

@@ -67,7 +67,7 @@ class ServerSettings:
                                 "the kernel spreads connections over them", group="load")
     reuse_port: bool = setting(False, "bind the port with SO_REUSEPORT, so that other processes may share it (set "
                                       "for the processes --processes starts)", group="load")
-    compute_slots: int = setting(0, "batches running the tail at once (0: one per CPU core)", group="load")
+    compute_slots: int = setting(0, "batches running the tail at once (0: one per CPU core this process may run on)", group="load")
     max_queued: int = setting(64, "batches waiting for a slot; more are refused with RESOURCE_EXHAUSTED at once",
                               group="load")
     batch_max_inputs: int = setting(0, "dynamic batching across devices: activation batches of one model version "

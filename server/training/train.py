@@ -30,6 +30,7 @@ class TrainConfig:
     train_limit: int | None = None  # use only this many training images (0: all; None: the zoo entry's default)
     progress: bool = True          # show a progress bar on stderr
     schedule: str = ""             # the name of a schedule other than the zoo entry's (the card records it), e.g. "demo"
+    test_limit: int = 0            # the card's float test accuracy on the first this many test images (0: all)
 
     @classmethod
     def of(cls, schedule: zoo.Schedule, **overrides) -> "TrainConfig":
@@ -98,7 +99,7 @@ def train(name: str, models_dir: pathlib.Path, data_dir=None, config: TrainConfi
                         f"{f'{entry.train_limit:,}' if entry.train_limit else 'all'})")
     return importer.import_model(models_dir, name, model, spec, entry.preprocessing, description,
                                  config.validation_size, config.seed, {"training": training},
-                                 progress=lambda *_: None)
+                                 progress=lambda *_: None, test_limit=config.test_limit)
 
 
 def class_names() -> tuple[str, ...]:
