@@ -50,7 +50,11 @@ def cmd_catalog(args) -> None:
         if built is None:
             config = build.CatalogConfig(search_samples=args.search_samples,
                                          certification_samples=args.certification_samples)
-            built = build.build(model, args.data, config, progress=not args.no_progress)
+            if args.ray:
+                from qpart.server.calibration import distributed
+                built = distributed.build_on_ray(model, args.data, config, args.ray, progress=not args.no_progress)
+            else:
+                built = build.build(model, args.data, config, progress=not args.no_progress)
             catalog.save(model, built)
             print(f"{name}: built in {built.build_seconds} s, {built.evaluations} evaluations -> {model.catalog_path}")
         else:
@@ -200,6 +204,9 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="rebuild even when the catalog is current")
     p.add_argument("--search-samples", type=int, default=2000, help="validation images that guide the search")
     p.add_argument("--certification-samples", type=int, default=5000, help="validation images that certify")
+    p.add_argument("--ray", metavar="ADDRESS", help="fan the build out as Ray tasks on this cluster (auto: the one "
+                   "this machine runs or RAY_ADDRESS names); an interrupted build resumes from its finished units "
+                   "(kept beside the model); needs the ray extra")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-coding", dest="coding", action="store_false",
                    help="do not measure the zlib-coded message sizes (coding.json) nor certify the input as image "

@@ -104,36 +104,45 @@ class _Splits:
 
     @classmethod
     def of(cls, model: Model, config: CatalogConfig, data_dir=None) -> "_Splits":
-        """The images stay uint8 and are preprocessed chunk by chunk as evaluations need them; one cache of
-        config.cache_bytes serves all three evaluators."""
-        if model.profile.sequence is not None:
-            return cls.of_text(model, config)
-        images, y = datasets.split(model.card, "validation", data_dir)
-        half = len(y) // 2
-        search_n = min(config.search_samples, half)
-        calib_n = min(config.calibration_samples, search_n)
-        cert_n = min(config.certification_samples, len(y) - half)
-        search, cert, pre = images[:search_n], images[half:half + cert_n], model.preprocessing
-        cache = PrefixCache(config.cache_bytes)
-        return cls(Evaluator(model, ImageInputs(search, pre, calib_n), y[:calib_n], cache=cache),
-                   Evaluator(model, ImageInputs(search, pre), y[:search_n], cache=cache),
-                   Evaluator(model, ImageInputs(cert, pre), y[half:half + cert_n], cache=cache,
-                             confidence=certification_confidence(config)))
+        return cls.from_data(model, config, validation_data(model, config, data_dir))
 
     @classmethod
-    def of_text(cls, model: Model, config: CatalogConfig) -> "_Splits":
-        """A language model's: scored positions of the validation text's halves (text_samples); the labels are
-        the float model's own next tokens (agreement), the true tokens give perplexity."""
-        (sx, st), (cx, ct) = text_samples.validation(model, config.search_samples, config.certification_samples)
-        calib = np.linspace(0, len(sx) - 1, min(config.calibration_samples, len(sx))).round().astype(np.int64)
-        cache = PrefixCache(config.cache_bytes)
-        return cls(Evaluator(model, sx[calib], None, cache=cache, targets=st[calib]),
-                   Evaluator(model, sx, None, cache=cache, targets=st),
-                   Evaluator(model, cx, None, cache=cache, targets=ct, confidence=certification_confidence(config)))
+    def from_data(cls, model: Model, config: CatalogConfig, data: dict[str, np.ndarray]) -> "_Splits":
+        """The evaluators over validation_data's arrays. A classifier's images stay uint8 and are preprocessed
+        chunk by chunk as evaluations need them; one cache of config.cache_bytes serves all three evaluators. A
+        language model's are scored positions of the validation text's halves (text_samples); the labels are the
+        float model's own next tokens (agreement), the true tokens give perplexity."""
+        cache, confidence = PrefixCache(config.cache_bytes), certification_confidence(config)
+        if model.profile.sequence is not None:
+            sx, st, cx, ct = data["search_x"], data["search_t"], data["cert_x"], data["cert_t"]
+            calib = np.linspace(0, len(sx) - 1, min(config.calibration_samples, len(sx))).round().astype(np.int64)
+            return cls(Evaluator(model, sx[calib], None, cache=cache, targets=st[calib]),
+                       Evaluator(model, sx, None, cache=cache, targets=st),
+                       Evaluator(model, cx, None, cache=cache, targets=ct, confidence=confidence))
+        search, y, cert, cert_y, pre = data["search"], data["search_y"], data["cert"], data["cert_y"], model.preprocessing
+        calib_n = min(config.calibration_samples, len(y))
+        return cls(Evaluator(model, ImageInputs(search, pre, calib_n), y[:calib_n], cache=cache),
+                   Evaluator(model, ImageInputs(search, pre), y, cache=cache),
+                   Evaluator(model, ImageInputs(cert, pre), cert_y, cache=cache, confidence=confidence))
 
     @property
     def evaluations(self) -> int:
         return self.calibration.evaluations + self.search.evaluations + self.certification.evaluations
+
+
+def validation_data(model: Model, config: CatalogConfig, data_dir=None) -> dict[str, np.ndarray]:
+    """The arrays a build evaluates on, from the validation split of the model's card: a classifier's search
+    images (its first half, at most search_samples) and certification images (the second half, at most
+    certification_samples) with their labels; a language model's search and certification positions
+    (text_samples.validation). What a build on Ray puts in the object store once."""
+    if model.profile.sequence is not None:
+        (sx, st), (cx, ct) = text_samples.validation(model, config.search_samples, config.certification_samples)
+        return {"search_x": sx, "search_t": st, "cert_x": cx, "cert_t": ct}
+    images, y = datasets.split(model.card, "validation", data_dir)
+    half = len(y) // 2
+    search_n, cert_n = min(config.search_samples, half), min(config.certification_samples, len(y) - half)
+    return {"search": images[:search_n], "search_y": y[:search_n], "cert": images[half:half + cert_n],
+            "cert_y": y[half:half + cert_n]}
 
 
 def catalog_cuts(model: Model, prune: bool = True) -> list[int]:
@@ -263,37 +272,64 @@ def build(model: Model, data_dir=None, config: CatalogConfig = CatalogConfig(), 
     """The catalog of a classifier, or of a language model (its budgets are points of next-token agreement with
     the float model on the text, see text_samples); data_dir overrides where a classifier's data lies."""
     started = time.perf_counter()
-    cuts = catalog_cuts(model, config.prune_dominated)
-    if config.cuts is not None:
-        cuts = [c for c in cuts if c in config.cuts]
-        if not cuts:
-            raise FailedPrecondition(f"{model.name}: none of the cuts {list(config.cuts)} is a catalog cut")
     splits = _Splits.of(model, config, data_dir)
-    language = model.profile.sequence is not None
-    budgets, note = certified_budgets(model.name, len(splits.certification.labels), config,
-                                      config.text_budgets if language else config.budgets)
-    weights = len(model.profile.weight_nodes)
-    bar = tqdm(total=weights + 2 * len(cuts), desc=f"catalog {model.name}", disable=not progress, unit="step")
-    swept = [c for c in cuts if model.profile.cut(c).runs_tail and not ids_cross(model, c)]
-    am = noise.calibrate(splits.calibration, swept, config.granularity, progress=bar.update,
+    plan = BuildPlan.of(model, config, len(splits.certification.labels))
+    bar = tqdm(total=len(model.profile.weight_nodes) + 2 * len(plan.cuts), desc=f"catalog {model.name}",
+               disable=not progress, unit="step")
+    am = noise.calibrate(splits.calibration, plan.swept, config.granularity, progress=bar.update,
                          widths=tuple(config.sweep_bits))
-    bar.update(len(cuts) - len(swept))
+    bar.update(len(plan.cuts) - len(plan.swept))
     splits.calibration.release()             # fitted: its cached tensors make room for the search's
     entries: list[Entry] = []
-    for cut in cuts:
-        entries += _baselines(model, cut, splits.certification)
-        if not ids_cross(model, cut):
-            entries += _qpart_entries(model, cut, am, splits, config, budgets)
+    for cut in plan.cuts:
+        entries += cut_entries(model, cut, am, splits, config, plan.budgets)
         bar.update()
     bar.close()
-    return Catalog(
-        model.name, model.version, budgets, _dedupe(entries),
-        certification=(TEXT_CERTIFICATION if language else CERTIFICATION) + note, metric=AGREEMENT if language else TOP1,
-        config=asdict(config), cuts=cuts,
-        accuracy_model={"alpha": am.alpha, "samples": am.samples, "granularity": am.granularity,
-                        "weights": [w.as_dict() for w in am.weights.values()],
-                        "activations": [a.as_dict() for a in am.activations.values()], "additivity": am.additivity},
-        build_seconds=round(time.perf_counter() - started, 1), evaluations=splits.evaluations)
+    return plan.catalog(model, config, am, entries, time.perf_counter() - started, splits.evaluations)
+
+
+@dataclass
+class BuildPlan:
+    """What a build certifies: its cuts, those whose activations the accuracy model sweeps, the budgets."""
+    cuts: list[int]
+    swept: list[int]
+    budgets: list[float]
+    note: str                # the budgets left out and why ("" when none)
+
+    @classmethod
+    def of(cls, model: Model, config: CatalogConfig, certification_samples: int) -> "BuildPlan":
+        cuts = catalog_cuts(model, config.prune_dominated)
+        if config.cuts is not None:
+            cuts = [c for c in cuts if c in config.cuts]
+            if not cuts:
+                raise FailedPrecondition(f"{model.name}: none of the cuts {list(config.cuts)} is a catalog cut")
+        language = model.profile.sequence is not None
+        budgets, note = certified_budgets(model.name, certification_samples, config,
+                                          config.text_budgets if language else config.budgets)
+        swept = [c for c in cuts if model.profile.cut(c).runs_tail and not ids_cross(model, c)]
+        return cls(cuts, swept, budgets, note)
+
+    def catalog(self, model: Model, config: CatalogConfig, am: noise.AccuracyModel, entries: list[Entry],
+                seconds: float, evaluations: int) -> Catalog:
+        language = model.profile.sequence is not None
+        return Catalog(
+            model.name, model.version, self.budgets, _dedupe(entries),
+            certification=(TEXT_CERTIFICATION if language else CERTIFICATION) + self.note,
+            metric=AGREEMENT if language else TOP1, config=asdict(config), cuts=self.cuts,
+            accuracy_model={"alpha": am.alpha, "samples": am.samples, "granularity": am.granularity,
+                            "weights": [w.as_dict() for w in am.weights.values()],
+                            "activations": [a.as_dict() for a in am.activations.values()],
+                            "additivity": am.additivity},
+            build_seconds=round(seconds, 1), evaluations=evaluations)
+
+
+def cut_entries(model: Model, cut: int, am: noise.AccuracyModel, splits: _Splits, config: CatalogConfig,
+                budgets: list[float]) -> list[Entry]:
+    """One cut's entries: its float and uniform 8-bit baselines, and a certified split per budget."""
+    entries = _baselines(model, cut, splits.certification)
+    if not ids_cross(model, cut):
+        entries += _qpart_entries(model, cut, am, splits, config, budgets)
+    return entries
 
 
 def _dedupe(entries: list[Entry]) -> list[Entry]:

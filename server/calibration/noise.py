@@ -42,6 +42,14 @@ class NoiseProfile:
     def as_dict(self) -> dict:
         return self.__dict__.copy()
 
+    @classmethod
+    def from_dict(cls, value: dict) -> "NoiseProfile":
+        """Inverse of as_dict, also after JSON (whose object keys, the widths, are strings)."""
+        value = dict(value)
+        for name in ("energy", "projected", "drop"):
+            value[name] = {int(bits): float(v) for bits, v in value[name].items()}
+        return cls(**value)
+
 
 @dataclass
 class AccuracyModel:
@@ -115,36 +123,78 @@ def calibrate(ev: Evaluator, cuts: list[int], granularity: str = quant.PER_CHANN
               widths: tuple[int, ...] = SWEEP_BITS) -> AccuracyModel:
     """The accuracy model from weight sweeps of every conv2d/linear node and activation sweeps of every
     tensor crossing each of `cuts`, at `widths` (which must hold FIT_BITS and 6); progress() is called
-    after each sweep."""
-    profile = ev.profile
-    n = profile.num_nodes
-    all_weights = profile.cut(n).weight_nodes
-    logits = ev.float_logits
-    top2 = logits.topk(2, dim=1).indices
-    top, runner_up = top2[:, 0], top2[:, 1]
-    margins = (logits.gather(1, top[:, None]) - logits.gather(1, runner_up[:, None]))[:, 0].numpy()
+    after each sweep. The same sweeps one by one (weight_sweep, activation_sweeps, then assemble) are the
+    units a build on Ray fans out (qpart.server.calibration.distributed)."""
+    reference = Reference.of(ev)
     weights, activations = {}, {}
-    for index in all_weights:
-        node = profile.nodes[index]
-        weights[index] = _sweep(ev, NoiseProfile("weight", node.name, -1, node.weight_count, {}, {}, {}), lambda b: Split(
-            n, tuple(b if i == index else FLOAT for i in all_weights), (), granularity), runner_up, top, widths)
+    for index in ev.profile.cut(ev.profile.num_nodes).weight_nodes:
+        weights[index] = weight_sweep(ev, index, granularity, widths, reference)
         if progress:
             progress()
     for c in cuts:
-        cut = profile.cut(c)
-        for j, name in enumerate(cut.tensors):
-            activations[(c, name)] = _sweep(
-                ev, NoiseProfile("activation", name, c, math.prod(cut.shapes[j]), {}, {}, {}), lambda b: Split(
-                    c, (FLOAT,) * len(cut.weight_nodes), tuple(b if k == j else FLOAT for k in range(len(cut.tensors))),
-                    granularity), runner_up, top, widths)
+        for profile in activation_sweeps(ev, c, granularity, widths, reference):
+            activations[(c, profile.name)] = profile
         if progress:
             progress()
+    return assemble(ev, weights, activations, granularity, reference)
+
+
+@dataclass
+class Reference:
+    """What every sweep measures against: the float model's top class and runner-up on the calibration samples,
+    and the margin between them."""
+    top: torch.Tensor
+    runner_up: torch.Tensor
+    margins: np.ndarray
+
+    @classmethod
+    def of(cls, ev: Evaluator) -> "Reference":
+        logits = ev.float_logits
+        top2 = logits.topk(2, dim=1).indices
+        top, runner_up = top2[:, 0], top2[:, 1]
+        margins = (logits.gather(1, top[:, None]) - logits.gather(1, runner_up[:, None]))[:, 0].numpy()
+        return cls(top, runner_up, margins)
+
+
+def weight_sweep(ev: Evaluator, index: int, granularity: str, widths, reference: Reference) -> NoiseProfile:
+    """The noise of weight node `index` alone quantized at each width (every other node float)."""
+    n, all_weights = ev.profile.num_nodes, ev.profile.cut(ev.profile.num_nodes).weight_nodes
+    node = ev.profile.nodes[index]
+    return _sweep(ev, NoiseProfile("weight", node.name, -1, node.weight_count, {}, {}, {}), lambda b: Split(
+        n, tuple(b if i == index else FLOAT for i in all_weights), (), granularity), reference.runner_up,
+        reference.top, widths)
+
+
+def activation_sweeps(ev: Evaluator, c: int, granularity: str, widths, reference: Reference) -> list[NoiseProfile]:
+    """The noise of each tensor crossing cut c alone quantized at each width."""
+    cut = ev.profile.cut(c)
+    return [_sweep(ev, NoiseProfile("activation", name, c, math.prod(cut.shapes[j]), {}, {}, {}), lambda b, j=j: Split(
+        c, (FLOAT,) * len(cut.weight_nodes), tuple(b if k == j else FLOAT for k in range(len(cut.tensors))),
+        granularity), reference.runner_up, reference.top, widths) for j, name in enumerate(cut.tensors)]
+
+
+def assemble(ev: Evaluator, weights: dict[int, NoiseProfile], activations: dict[tuple[int, str], NoiseProfile],
+             granularity: str, reference: Reference, additivity: list[dict] | None = None) -> AccuracyModel:
+    """The accuracy model of the sweeps: α fitted over all of them (weights first, then activations, in the
+    order given), and the additivity check (every node's weights at once against the sum of single-node
+    noise), measured here unless given."""
     alpha = fit_alpha(list(weights.values()) + list(activations.values()))
-    model = AccuracyModel(alpha, weights, activations, margins, ev.float_correct.numpy(), granularity, len(margins))
-    for bits in (4, 6):   # additivity: every node's weights at once vs the sum of single-node noise
-        energy, projected, drop = _noise(ev, Split(n, (bits,) * len(all_weights), (), granularity), runner_up, top)
-        model.additivity.append({
+    model = AccuracyModel(alpha, weights, activations, reference.margins, ev.float_correct.numpy(), granularity,
+                          len(reference.margins))
+    model.additivity = additivity if additivity is not None else measure_additivity(ev, weights, granularity,
+                                                                                    reference, model)
+    return model
+
+
+def measure_additivity(ev: Evaluator, weights: dict[int, NoiseProfile], granularity: str, reference: Reference,
+                       model: AccuracyModel) -> list[dict]:
+    n, all_weights = ev.profile.num_nodes, ev.profile.cut(ev.profile.num_nodes).weight_nodes
+    out = []
+    for bits in (4, 6):
+        energy, projected, drop = _noise(ev, Split(n, (bits,) * len(all_weights), (), granularity),
+                                         reference.runner_up, reference.top)
+        out.append({
             "bits": bits, "energy_all": energy, "energy_sum": sum(w.energy[bits] for w in weights.values()),
             "projected_all": projected, "projected_sum": sum(w.projected[bits] for w in weights.values()),
             "drop_all": drop, "predicted_drop": model.predicted_drop(sum(w.projected[bits] for w in weights.values()))})
-    return model
+    return out
