@@ -8,9 +8,9 @@ A build is cut into units, each one Ray task (qpart.server.calibration.build doe
 The model's files (network.json, weights.safetensors, card.json, as they lie in the repository: no pickled
 model) and the validation arrays are put in the object store once; a worker loads the model from those files,
 and keeps it, its evaluators and their caches for every later unit of the same build. Each finished unit is
-written beside the model as it arrives (catalog-units/<version>-<config hash>/<unit>.json): a build that is
-interrupted resumes from the units already there and runs only the others. A unit whose task fails is retried
-(RETRIES times), then the build stops with its name. Every task runs torch on one thread, as a local build
+written beside the model as it arrives (catalog-units/<version>-<catalog format>-<config hash>/<unit>.json): a
+build that is interrupted resumes from the units already there and runs only the others. A unit whose task
+fails is retried (RETRIES times), then the build stops with its name. Every task runs torch on one thread, as a local build
 with torch.set_num_threads(1) does, and the catalog is the one that local build writes (a test compares them);
 its evaluations are the units' summed, and units.json beside the units records each task's seconds (what
 bench/catalog_scaling.py projects to more workers from).
@@ -34,7 +34,7 @@ from qpart.common.errors import FailedPrecondition, Internal
 from qpart.server.calibration import noise
 from qpart.server.calibration.build import BuildPlan, CatalogConfig, _Splits, cut_entries, validation_data
 from qpart.server.models import repository
-from qpart.server.planning.catalog import Catalog, Entry
+from qpart.server.planning.catalog import CATALOG_VERSION, Catalog, Entry
 
 log = logging.getLogger("qpart.calibration")
 
@@ -85,7 +85,7 @@ class UnitStore:
 
     def __init__(self, model: repository.Model, config: CatalogConfig):
         digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True, default=list).encode()).hexdigest()[:12]
-        self.key = f"{model.version}-{digest}"
+        self.key = f"{model.version}-{CATALOG_VERSION}-{digest}"      # a unit of another catalog format is not reused
         self.directory = model.directory / UNITS_DIR / self.key
 
     def load(self, unit: str) -> dict | None:

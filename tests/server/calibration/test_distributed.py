@@ -31,7 +31,8 @@ def cluster():
 
 def copied(repo_root, name: str, tmp_path):
     """A repository of its own holding a copy of the model (the build writes its units beside it)."""
-    shutil.copytree(repo_root / name, tmp_path / name, ignore=shutil.ignore_patterns("catalog*", "heads", "*.json.lock"))
+    shutil.copytree(repo_root / name, tmp_path / name,
+                    ignore=shutil.ignore_patterns("catalog*", "heads", "*.json.lock"))
     return ModelRepository(tmp_path).get(name)
 
 
@@ -58,7 +59,8 @@ def test_a_ray_build_equals_the_local_build(cluster, local, models_dir, data_dir
     assert built.cuts == local.cuts and built.budgets == local.budgets
     for field in ("alpha", "samples", "weights", "activations", "additivity"):
         assert built.accuracy_model[field] == local.accuracy_model[field], field
-    units = json.loads((distributed.UnitStore(model, build.CatalogConfig(**CONFIG)).directory / "units.json").read_text())
+    store = distributed.UnitStore(model, build.CatalogConfig(**CONFIG))
+    units = json.loads((store.directory / "units.json").read_text())
     assert len(units) == len(model.profile.cut(model.num_nodes).weight_nodes) + 2 * len(built.cuts) + 1 - sum(
         not model.profile.cut(c).runs_tail for c in built.cuts)
     assert len({u["worker"] for u in units.values()}) == 2 and not any(u["resumed"] for u in units.values())
