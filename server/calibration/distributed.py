@@ -49,7 +49,11 @@ def build_on_ray(model: repository.Model, data_dir=None, config: CatalogConfig =
     RAY_ADDRESS names; ignored when this process already called ray.init)."""
     ray = _ray()
     if not ray.is_initialized():
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise FailedPrecondition(f"cannot reach a Ray cluster at {address!r}: {str(e)[:300]}; start one "
+                                     "(`ray start --head`) or give its address") from None
     started = time.perf_counter()
     data = validation_data(model, config, data_dir)
     plan = BuildPlan.of(model, config, len(data["cert_y" if "cert_y" in data else "cert_t"]))
