@@ -72,7 +72,8 @@ def lenient_deserializer(message_cls):
     return parse
 
 
-def _checked(request, observer, rpc: str):
+def checked(request, observer, rpc: str):
+    """The request, reported to the observer; a Malformed one raises InvalidArgument (for async servicers too)."""
     if isinstance(request, Malformed):
         raise errors.InvalidArgument(f"the request is not a valid {request.type_name} message: {request.error}")
     if observer is not None:
@@ -82,12 +83,12 @@ def _checked(request, observer, rpc: str):
 
 def _checked_stream(requests, observer, rpc: str):
     for request in requests:
-        yield _checked(request, observer, rpc)
+        yield checked(request, observer, rpc)
 
 
 def _request(request, observer, rpc: str):
     if isinstance(request, (Message, Malformed)):
-        return _checked(request, observer, rpc)
+        return checked(request, observer, rpc)
     return _checked_stream(request, observer, rpc)
 
 

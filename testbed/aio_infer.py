@@ -20,7 +20,7 @@ from concurrent import futures
 import grpc
 
 from qpart.common.errors import InvalidArgument, QpartError, Unavailable
-from qpart.common.rpc import GENERIC_INTERNAL_MESSAGE, _checked, lenient_deserializer, log, status_code
+from qpart.common.rpc import GENERIC_INTERNAL_MESSAGE, checked, lenient_deserializer, log, status_code
 from qpart.server.serving import convert
 from qpart.server.serving.main import RunningServer, parse_args
 from qpart.server.serving.observe import RpcObserver
@@ -44,7 +44,7 @@ class AioInfer(SplitInferenceServicer):
                                         lambda: loop.call_soon_threadsafe(task.cancel)) as guard:
                 stream = self.core.infer_stream(identity)
                 async for request in requests:
-                    request = _checked(request, self.observer, "Infer")
+                    request = checked(request, self.observer, "Infer")
                     guard.touch()
                     args = (request.plan_id, request.batch.request_ids, convert.batch_tensors(request.batch),
                             request.deadline_s)
