@@ -32,9 +32,10 @@ def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
     return 100.0 * float(np.mean(predictions == labels))
 
 
-def tensor_ranges(spec: pb.NetworkSpec, params: dict, x) -> dict[str, list[float]]:
+def tensor_ranges(spec: pb.NetworkSpec, params: dict, x, first_output: list | None = None) -> dict[str, list[float]]:
     """{tensor: [min, max]} of the input and every node's output over the samples x (an array or an iterable
-    of arrays), in one float pass."""
+    of arrays), in one float pass; first_output, where given, gets the network's first output of each chunk
+    (what `logits` would compute, without a second pass)."""
     module = GraphModule(spec, network.analyze(spec), params)
     lo: dict[str, float] = {}
     hi: dict[str, float] = {}
@@ -52,4 +53,6 @@ def tensor_ranges(spec: pb.NetworkSpec, params: dict, x) -> dict[str, list[float
                 seen(node.name, env[node.name])
                 for name in free:
                     del env[name]
+            if first_output is not None:
+                first_output.append(env[spec.outputs[0]].numpy())
     return {name: [lo[name], hi[name]] for name in lo}

@@ -131,11 +131,13 @@ def import_model(root: pathlib.Path, name: str, module: nn.Module, data_spec: st
     test_logits = evaluate.logits(graph, datasets.inputs(test_images, preprocessing))
     if test_logits.ndim != 2:
         card["task"] = ""
+    validation_logits = []                    # the ranges' float pass gives the validation logits too
+    ranges = evaluate.tensor_ranges(spec, params, datasets.inputs(val_images, preprocessing), validation_logits)
     card |= {"float_test_accuracy": round(evaluate.accuracy(test_logits.argmax(1), test_y), 2),
              "test_samples": int(len(test_y)),
-             "float_validation_accuracy": round(evaluate.accuracy(evaluate.logits(
-                 graph, datasets.inputs(val_images, preprocessing)).argmax(1), val_y), 2),
-             "tensor_ranges": evaluate.tensor_ranges(spec, params, datasets.inputs(val_images, preprocessing)),
+             "float_validation_accuracy": round(evaluate.accuracy(
+                 np.concatenate(validation_logits).argmax(1), val_y), 2),
+             "tensor_ranges": ranges,
              "check": checked,
              "import_seconds": round(time.perf_counter() - started, 1)} | (card_extra or {})
     return repository.save_model(root, name, spec, params, card)
