@@ -92,16 +92,20 @@ def test_jitter_keeps_order(echo_server):
 
 def test_short_messages_serialize_in_full_at_high_rates(echo_server):
     """At 100 Mbit/s a 3.2 KB message takes 0.19 ms longer than an 0.85 KB one, each way; a relay that
-    only slept would hide most of it in time.sleep's late wake-ups (measured ~0.23 of 0.38 ms here)."""
+    only slept would hide most of it in time.sleep's late wake-ups (measured ~0.23 of 0.38 ms here). Up to
+    three rounds of 21 pairs: a busy machine can squeeze one round's medians (0.25 of 0.38 ms once, with the
+    whole suite on 2 cores), a relay that only sleeps falls short in every round."""
     relay = Relay(("127.0.0.1", 0), ("127.0.0.1", echo_server), ShapeSource(fixed=Shape(rate_bps=100e6, delay_s=0.002))).start()
+    expected = 2 * (3202 - 851) * 8 / 100e6                          # both directions: 0.376 ms
     try:
-        times = {851: [], 3202: []}
+        rounds = []
         with connect(relay.port) as s:
-            for size in [851, 3202] * 21:
-                time.sleep(0.003)
-                times[size].append(echo_seconds(s, size))
-        expected = 2 * (3202 - 851) * 8 / 100e6                      # both directions: 0.376 ms
-        measured = statistics.median(times[3202]) - statistics.median(times[851])
-        assert measured >= 0.8 * expected, (measured, expected)
+            while len(rounds) < 3 and not any(m >= 0.8 * expected for m in rounds):
+                times = {851: [], 3202: []}
+                for size in [851, 3202] * 21:
+                    time.sleep(0.003)
+                    times[size].append(echo_seconds(s, size))
+                rounds.append(statistics.median(times[3202]) - statistics.median(times[851]))
+        assert max(rounds) >= 0.8 * expected, (rounds, expected)
     finally:
         relay.close()
