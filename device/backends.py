@@ -113,6 +113,15 @@ def installed() -> list[str]:
             + (["onnxruntime"] if _has("onnxruntime") and _has("onnx") else []))
 
 
+def require(choice: str) -> None:
+    """Refuse an unknown backend, or a named one this device has not installed (naming what it needs)."""
+    if choice not in NAMES:
+        raise InvalidArgument(f"unknown backend {choice!r}; use one of {', '.join(NAMES)}")
+    if choice != "auto" and choice not in installed():
+        raise FailedPrecondition(f"backend {choice} is not installed here (it needs {EXTRAS[choice]}); use numpy "
+                                 f"(or auto)")
+
+
 def runs_sequences(name: str) -> bool:
     """Whether a backend runs language models' heads (onnxruntime runs image models' only)."""
     return name != "onnxruntime"
@@ -146,11 +155,7 @@ def sample_input(profile: NetworkProfile, n: int = 1) -> np.ndarray:
 def make(spec: pb.NetworkSpec, profile: NetworkProfile, params: dict, choice: str = "auto"):
     """The backend to run a head with: `choice`, or with "auto" the fastest installed one on this head (onnxruntime
     only for image models' heads)."""
-    if choice not in NAMES:
-        raise InvalidArgument(f"unknown backend {choice!r}; use one of {', '.join(NAMES)}")
-    if choice != "auto" and choice not in installed():
-        raise FailedPrecondition(f"backend {choice} is not installed here (it needs {EXTRAS[choice]}); use numpy "
-                                 f"(or auto)")
+    require(choice)
     if choice != "auto":
         return _build(choice, spec, profile, params)
     names = [n for n in installed() if profile.sequence is None or runs_sequences(n)]

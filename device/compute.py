@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qpart.common import network, quant, tensors, timing
-from qpart.common.errors import FailedPrecondition, InvalidArgument
 from qpart.device import backends
 from qpart.v1 import network_pb2 as pb
 
@@ -141,14 +140,10 @@ def node_overhead(name: str, rounds: int = 15, clock=time.perf_counter) -> float
 
 def measure(choice: str = "auto", clock=time.perf_counter) -> Compute:
     """The backend that runs heads (`choice`, or for auto the fastest installed one) and its MAC rate."""
-    if choice not in backends.NAMES:
-        raise InvalidArgument(f"unknown backend {choice!r}; use one of {', '.join(backends.NAMES)}")
+    backends.require(choice)
     # auto: what runs every head, a language model's too, so onnxruntime (image models' heads only) is not among
     # them; named, it runs the heads of image models and a language model's head is refused
     names = [n for n in backends.installed() if backends.runs_sequences(n)] if choice == "auto" else [choice]
-    if choice != "auto" and choice not in backends.installed():
-        raise FailedPrecondition(f"backend {choice} is not installed here (it needs {backends.EXTRAS[choice]}); use "
-                                 f"numpy (or auto)")
     timed = {name: backend_rate(name, clock=clock) for name in names}
     refused = {n: timing.in_range(f"the {n} backend's MAC rate", t.median, *SANE_MAC_RATE, unit=" MAC/s")
                for n, t in timed.items()}

@@ -39,9 +39,7 @@ class AioInfer(SplitInferenceServicer):
         call, status = self.observer.begin("Infer", context), "OK"
         try:
             identity = self._identity(context)
-            owner = self.core.auth.stream_owner(identity, context.peer() or "unknown", self._common_names(context))
-            with self.core.streams.open(owner, context.peer() or "unknown",
-                                        lambda: loop.call_soon_threadsafe(task.cancel)) as guard:
+            with self._stream(identity, context, lambda: loop.call_soon_threadsafe(task.cancel)) as guard:
                 stream = self.core.infer_stream(identity)
                 async for request in requests:
                     request = checked(request, self.observer, "Infer")

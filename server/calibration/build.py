@@ -285,7 +285,9 @@ def build(model: Model, data_dir=None, config: CatalogConfig = CatalogConfig(), 
         entries += cut_entries(model, cut, am, splits, config, plan.budgets)
         bar.update()
     bar.close()
-    return plan.catalog(model, config, am, entries, time.perf_counter() - started, splits.evaluations)
+    return plan.catalog(model, config, noise.summary(am.alpha, am.samples, am.granularity, am.weights,
+                                                     am.activations, am.additivity),
+                        entries, time.perf_counter() - started, splits.evaluations)
 
 
 @dataclass
@@ -309,18 +311,15 @@ class BuildPlan:
         swept = [c for c in cuts if model.profile.cut(c).runs_tail and not ids_cross(model, c)]
         return cls(cuts, swept, budgets, note)
 
-    def catalog(self, model: Model, config: CatalogConfig, am: noise.AccuracyModel, entries: list[Entry],
+    def catalog(self, model: Model, config: CatalogConfig, accuracy_model: dict, entries: list[Entry],
                 seconds: float, evaluations: int) -> Catalog:
+        """accuracy_model: noise.summary of the build's accuracy model."""
         language = model.profile.sequence is not None
         return Catalog(
             model.name, model.version, self.budgets, _dedupe(entries),
             certification=(TEXT_CERTIFICATION if language else CERTIFICATION) + self.note,
             metric=AGREEMENT if language else TOP1, config=asdict(config), cuts=self.cuts,
-            accuracy_model={"alpha": am.alpha, "samples": am.samples, "granularity": am.granularity,
-                            "weights": [w.as_dict() for w in am.weights.values()],
-                            "activations": [a.as_dict() for a in am.activations.values()],
-                            "additivity": am.additivity},
-            build_seconds=round(seconds, 1), evaluations=evaluations)
+            accuracy_model=accuracy_model, build_seconds=round(seconds, 1), evaluations=evaluations)
 
 
 def cut_entries(model: Model, cut: int, am: noise.AccuracyModel, splits: _Splits, config: CatalogConfig,

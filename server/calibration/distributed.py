@@ -61,10 +61,11 @@ def build_on_ray(model: repository.Model, data_dir=None, config: CatalogConfig =
     shared = (ray.put({name: (model.directory / name).read_bytes() for name in MODEL_FILES}), ray.put(data),
               json.loads(json.dumps(asdict(config))))
     task = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=True)(run_unit)
-    bar = tqdm(total=len(model.profile.cut(model.num_nodes).weight_nodes) + len(plan.swept) + len(plan.cuts) + 1,
+    first = [f"w{i}" for i in model.profile.cut(model.num_nodes).weight_nodes] + [f"a{c}" for c in plan.swept]
+    second = [f"c{c}" for c in plan.cuts] + ["additivity"]
+    bar = tqdm(total=len(first) + len(second),
                desc=f"catalog {model.name} on Ray ({ray.cluster_resources().get('CPU', 0):.0f} CPUs)",
                disable=not progress, unit="task")
-    first = [f"w{i}" for i in model.profile.cut(model.num_nodes).weight_nodes] + [f"a{c}" for c in plan.swept]
     done = _run(ray, task, store, first, shared, None, bar)
     weights = {int(u[1:]): noise.NoiseProfile.from_dict(done[u]["result"]) for u in first if u.startswith("w")}
     activations = {(p.cut, p.name): p for u in first if u.startswith("a")
@@ -72,15 +73,13 @@ def build_on_ray(model: repository.Model, data_dir=None, config: CatalogConfig =
     alpha = noise.fit_alpha(list(weights.values()) + list(activations.values()))
     fitted = {"alpha": alpha, "weights": [[i, p.as_dict()] for i, p in weights.items()],
               "activations": [p.as_dict() for p in activations.values()], "budgets": plan.budgets}
-    second = [f"c{c}" for c in plan.cuts] + ["additivity"]
     done |= _run(ray, task, store, second, shared, fitted, bar)
     bar.close()
     store.record(done)
-    # what the catalog records of the accuracy model (its margins stay with the workers that measured them)
-    am = noise.AccuracyModel(alpha, weights, activations, np.zeros(0), np.zeros(0), config.granularity,
-                             done["additivity"]["samples"], done["additivity"]["result"])
+    recorded = noise.summary(alpha, done["additivity"]["samples"], config.granularity, weights, activations,
+                             done["additivity"]["result"])
     entries = [Entry.from_json(e) for c in plan.cuts for e in done[f"c{c}"]["result"]]
-    return plan.catalog(model, config, am, entries, time.perf_counter() - started,
+    return plan.catalog(model, config, recorded, entries, time.perf_counter() - started,
                         sum(r["evaluations"] for r in done.values()))
 
 

@@ -174,16 +174,23 @@ def activation_sweeps(ev: Evaluator, c: int, granularity: str, widths, reference
 
 
 def assemble(ev: Evaluator, weights: dict[int, NoiseProfile], activations: dict[tuple[int, str], NoiseProfile],
-             granularity: str, reference: Reference, additivity: list[dict] | None = None) -> AccuracyModel:
+             granularity: str, reference: Reference) -> AccuracyModel:
     """The accuracy model of the sweeps: α fitted over all of them (weights first, then activations, in the
     order given), and the additivity check (every node's weights at once against the sum of single-node
-    noise), measured here unless given."""
+    noise)."""
     alpha = fit_alpha(list(weights.values()) + list(activations.values()))
     model = AccuracyModel(alpha, weights, activations, reference.margins, ev.float_correct.numpy(), granularity,
                           len(reference.margins))
-    model.additivity = additivity if additivity is not None else measure_additivity(ev, weights, granularity,
-                                                                                    reference, model)
+    model.additivity = measure_additivity(ev, weights, granularity, reference, model)
     return model
+
+
+def summary(alpha: float, samples: int, granularity: str, weights: dict, activations: dict,
+            additivity: list[dict]) -> dict:
+    """What a catalog records of its accuracy model (Catalog.accuracy_model)."""
+    return {"alpha": alpha, "samples": samples, "granularity": granularity,
+            "weights": [w.as_dict() for w in weights.values()],
+            "activations": [a.as_dict() for a in activations.values()], "additivity": additivity}
 
 
 def measure_additivity(ev: Evaluator, weights: dict[int, NoiseProfile], granularity: str, reference: Reference,

@@ -54,12 +54,13 @@ class SplitInferenceServicer:
         response.decision_seconds = time.perf_counter() - started     # the whole handling, as the proto says
         return response
 
-    def _stream(self, identity, context: grpc.ServicerContext):
+    def _stream(self, identity, context: grpc.ServicerContext, cancel=None):
         """A slot among the client's bounded streams, cancelled by the watchdog when idle (see StreamGuard); the
-        client is the device's identity where it has one, its address only when anonymous."""
+        client is the device's identity where it has one, its address only when anonymous. cancel: what ends the
+        stream (default context.cancel; a grpc.aio context has none)."""
         peer = context.peer() or "unknown"
         owner = self.core.auth.stream_owner(identity, peer, self._common_names(context))
-        return self.core.streams.open(owner, peer, context.cancel)
+        return self.core.streams.open(owner, peer, cancel or context.cancel)
 
     @servicer_method
     def FetchHead(self, request: spb.FetchHeadRequest, context: grpc.ServicerContext):
