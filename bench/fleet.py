@@ -1,6 +1,7 @@
 """Capacity per core: the server on a core of its own against a load generator that costs only its gRPC client.
 
-    python bench/fleet.py [--models model-repo] [--sessions 8,64,256] [--seconds 8] [--out docs/benchmarks/fleet.md]
+    python bench/fleet.py [--models model-repo] [--sessions 8,64,256] [--seconds 8] [--against COMMIT]
+                          [--profile SECONDS] [--out docs/benchmarks/fleet.md]
 
 For lenet (cut 7) and resnet8-96 (cut 3; Fashion-MNIST resized to 96x96 by the model's preprocessing), 8-bit
 weights and activations, qpart-server (--torch-threads 1) runs pinned to core 0 and the load generator
@@ -9,6 +10,9 @@ its own, ping-pong) to core 1. Each model's messages are recorded once: 64 test 
 the top-1 qpart's whole path gives each, which every answer is checked against. In the same run:
 - qpart, batching off and on (--batch-max-inputs 256 --batch-delay-ms 2), one stream per device session,
   and, at the middle session count, a stream per request;
+- with --against COMMIT, qpart-server as it was at that commit (a git worktree of it), batching off and on, a
+  stream per device: the same measurement of an earlier server in the same run (grpc's thread pool before
+  qpart-server moved to grpc.aio: --against 1c9c17c);
 - the floor: qpart.testbed.echo (a bare gRPC server answering each message with a reply of the qpart answer's
   size), thread pool with a stream per device and per request, and grpc.aio with a stream per device;
 - the compute floor (resnet8-96): the tail alone in torch on core 0, one thread, at the batch sizes the
@@ -16,6 +20,7 @@ the top-1 qpart's whole path gives each, which every answer is checked against. 
 Server CPU per answer is the server process's CPU time over the timed period (/proc) over the answers in it.
 """
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -108,16 +113,22 @@ def echo_server(reply_bytes: int, aio: bool):
     return process, line.split()[-1]
 
 
-def aio_server(models: pathlib.Path, flags: list[str], dispatch: str):
-    """qpart.testbed.aio_infer on core 0: the same core behind a grpc.aio Infer; returns it and that target."""
-    process = subprocess.Popen([sys.executable, "-m", "qpart.testbed.aio_infer", "--dispatch", dispatch, "--models",
-                                str(models), "--port", "0", "--log-level", "WARNING", *flags], stdout=subprocess.PIPE,
-                               text=True, preexec_fn=lambda: os.sched_setaffinity(0, SERVER_CPUS))
-    lines = [process.stdout.readline(), process.stdout.readline()]
-    if "aio Infer listening on" not in lines[1]:
-        process.kill()
-        raise RuntimeError(f"the aio Infer server did not start: {lines!r}")
-    return process, lines[1].split()[-1]
+@contextlib.contextmanager
+def server_at(commit: str):
+    """The environment that runs qpart-server as it was at `commit`: a git worktree of it, importable as qpart."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as work:
+        tree, path = pathlib.Path(work) / "tree", pathlib.Path(work) / "path"
+        subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", str(tree), commit], check=True,
+                       capture_output=True)
+        try:
+            (path / "qpart").mkdir(parents=True)
+            for part in ("common", "server", "device", "cli", "testbed"):
+                (path / "qpart" / part).symlink_to(tree / part)
+            (path / "qpart" / "v1").symlink_to(tree / "protos" / "qpart" / "v1")
+            yield {**os.environ, "PYTHONPATH": str(path)}
+        finally:
+            subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)], capture_output=True)
 
 
 def torch_floor(models: pathlib.Path, model: str, cut: int, runs: dict[int, float], repeats: int = 30) -> float:
@@ -199,18 +210,14 @@ def run_model(args, model: str, cut: int, work: pathlib.Path, lines: list, summa
                     results["qpart", batching, mode, sessions] = r
                     lines.append(row(model, f"qpart, batching {batching}", mode, r))
                     print(lines[-1], flush=True)
-        for dispatch in ("inline", "executor") if batching == "off" else ("executor",):
-            process, target = aio_server(args.models, flags, dispatch)
-            try:
-                for sessions in counts if dispatch == "inline" or batching == "on" else [middle]:
-                    r = measure(target, process.pid, file, sessions, "device", args.seconds, False, metrics_port)
-                    results["aio-" + dispatch, batching, "device", sessions] = r
-                    lines.append(row(model, f"qpart Infer on grpc.aio ({dispatch}), batching {batching}", "device",
-                                     r))
+        if args.against:
+            with server_at(args.against) as env, ServerProcess(args.models, 0, *flags, cpus=SERVER_CPUS,
+                                                               env=env) as server:
+                for sessions in counts:
+                    r = measure(server.target, server.pid, file, sessions, "device", args.seconds, False, metrics_port)
+                    results["before", batching, "device", sessions] = r
+                    lines.append(row(model, f"qpart-server at {args.against}, batching {batching}", "device", r))
                     print(lines[-1], flush=True)
-            finally:
-                process.terminate()
-                process.wait(timeout=30)
     for aio in (False, True):
         process, target = echo_server(reply_bytes, aio)
         try:
@@ -233,10 +240,10 @@ def run_model(args, model: str, cut: int, work: pathlib.Path, lines: list, summa
                        f"{results['echo', '', 'request', middle]['server_cpu_ms']:.3f} ms, grpc.aio stream per device "
                        f"{results['echo-aio', '', 'device', middle]['server_cpu_ms']:.3f} ms); a stream per request "
                        f"costs qpart {results['qpart', batching, 'request', middle]['server_cpu_ms']:.3f} ms.")
-        aio = [f"{dispatch} {results['aio-' + dispatch, batching, 'device', middle]['server_cpu_ms']:.3f} ms"
-               for dispatch in ("inline", "executor") if ("aio-" + dispatch, batching, "device", middle) in results]
-        summary.append(f"  The same core with Infer on grpc.aio (a thread pool serving the other RPCs): "
-                       f"{', '.join(aio)} per answer.")
+        if args.against:
+            before = [f"{results['before', batching, 'device', n]['server_cpu_ms']:.3f} ms at {n} sessions against "
+                      f"{results['qpart', batching, 'device', n]['server_cpu_ms']:.3f}" for n in counts]
+            summary.append(f"  qpart-server at {args.against} (before this one): {'; '.join(before)} now.")
     if model != "lenet":
         on = results["qpart", "on", "device", middle]
         seconds = torch_floor(args.models, model, cut, on["runs"])
@@ -265,6 +272,8 @@ def main() -> None:
     parser.add_argument("--model", action="append", help="NAME:CUT (default lenet:7 and resnet8-96:3)")
     parser.add_argument("--profile", type=float, default=0.0,
                         help="seconds of py-spy on the lenet server under load (0: no profile)")
+    parser.add_argument("--against", metavar="COMMIT",
+                        help="also run qpart-server as it was at this git commit, beside this one (device streams)")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("docs/benchmarks/fleet.md"))
     args = parser.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
@@ -281,7 +290,7 @@ def main() -> None:
     text = "\n".join([
         "# Capacity per core", "",
         f"Command: `python bench/fleet.py --models {args.models} --sessions {args.sessions} --seconds {args.seconds:g}"
-        f"{f' --profile {args.profile:g}' if args.profile else ''}`  ",
+        f"{f' --against {args.against}' if args.against else ''}{f' --profile {args.profile:g}' if args.profile else ''}`  ",
         f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python "
         f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}; {(time.monotonic() - started) / 60:.1f} minutes. "
         f"Server on core 0 (`qpart-server {' '.join(CAPACITY)}`, batching on adds `{' '.join(BATCHING)}`), load "

@@ -30,12 +30,15 @@ class ServerProcess:
     reports SERVING on grpc.health.v1)."""
 
     def __init__(self, models, port: int = 0, *extra: str, host: str | None = None, namespace: str | None = None,
-                 log_level: str = "WARNING", stderr=subprocess.DEVNULL, cpus: set[int] | None = None):
-        """cpus: the cores the server may run on (sched_setaffinity), all by default."""
+                 log_level: str = "WARNING", stderr=subprocess.DEVNULL, cpus: set[int] | None = None,
+                 env: dict | None = None):
+        """cpus: the cores the server may run on (sched_setaffinity), all by default; env: its environment (this
+        process's by default)."""
         command = [sys.executable, "-m", "qpart.server.serving.main", "--models", str(models), "--port", str(port),
                    "--log-level", log_level, *(["--host", host] if host else []), *extra]
         self.process = subprocess.Popen(in_namespace(namespace, *command), stdout=subprocess.PIPE, stderr=stderr,
-                                        text=True, preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+                                        text=True, preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+                                        env=env)
         line = self.process.stdout.readline()
         match = LISTENING.search(line)
         if not match:

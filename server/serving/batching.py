@@ -10,7 +10,9 @@ batch that can no longer finish by its deadline once the slot is granted is shed
 instead of computed. Request ids, order within a stream and resends are untouched: each stream still
 gets its own answers for its own ids. An error in the shared run is every member's error.
 """
+import asyncio
 import collections
+import contextlib
 import math
 import threading
 import time
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qpart.common.errors import DeadlineExceeded
+from qpart.common.errors import Cancelled, DeadlineExceeded
 
 ACTIVE_WINDOW_S = 1.0      # a stream that sent to a lane within this long may join the next batch
 
@@ -38,10 +40,14 @@ class Item:
     batch_inputs: int = 0                # inputs in the shared run
     done: bool = False
     context: object = None               # what a joint run needs of this item beside x (a generation session)
+    waiter: object = None                # the asyncio future the event-loop batcher (arun) resolves when done
 
 
 class Lane:
-    def __init__(self):
+    def __init__(self, max_delay_s: float):
+        self.max_delay_s = max_delay_s
+        self.arrival: asyncio.Event | None = None      # set on each join (the event-loop batcher)
+        self.leader: asyncio.Task | None = None        # the task running the lane's batches (the event-loop batcher)
         self.cond = threading.Condition()
         self.pending: list[Item] = []
         self.leading = False
@@ -50,6 +56,28 @@ class Lane:
     def others_active(self, source: int, now: float) -> bool:
         self.seen = {s: t for s, t in self.seen.items() if now - t < ACTIVE_WINDOW_S}
         return any(s != source for s in self.seen)
+
+    def join(self, item: Item) -> None:
+        self.seen[item.source] = item.arrived
+        self.pending.append(item)
+
+    def wait_until(self) -> float:
+        """The latest the lane's next run waits for company: its first batch's arrival plus the delay, or
+        sooner where a deadline needs it."""
+        first = min(self.pending, key=lambda i: i.arrived)
+        return min(first.arrived + self.max_delay_s, min(i.deadline - i.need_s for i in self.pending))
+
+    def take(self, cap: int) -> list[Item]:
+        """The next run's batches, earliest deadline first, up to cap inputs."""
+        self.pending.sort(key=lambda i: (i.deadline, i.arrived))
+        batch, total = [], 0
+        for i in self.pending:
+            if batch and total + i.n > cap:
+                break
+            batch.append(i)
+            total += i.n
+        del self.pending[:len(batch)]
+        return batch
 
 
 class TailBatcher:
@@ -64,7 +92,10 @@ class TailBatcher:
 
     def lane(self, key: tuple) -> Lane:
         with self._lock:
-            return self._lanes.setdefault(key, Lane())
+            lane = self._lanes.get(key)
+            if lane is None:
+                lane = self._lanes[key] = Lane(self.max_delay_s)
+            return lane
 
     def forget(self, key: tuple, source: int) -> None:
         """The source sends no more to this lane (a closed generation session): it is no company to wait for."""
@@ -79,8 +110,7 @@ class TailBatcher:
         runs the items itself (their x need not stack) and returns each item's outputs."""
         lane = self.lane(key)
         with lane.cond:
-            lane.seen[item.source] = item.arrived
-            lane.pending.append(item)
+            lane.join(item)
             lane.cond.notify_all()
             while not item.done:
                 if lane.leading:
@@ -102,23 +132,61 @@ class TailBatcher:
     def _gather(self, lane: Lane, cap: int, source: int) -> list[Item]:
         """Called holding lane.cond: wait for company while it may come, then take batches earliest deadline
         first."""
-        first = min(lane.pending, key=lambda i: i.arrived)
-        until = min(first.arrived + self.max_delay_s, min(i.deadline - i.need_s for i in lane.pending))
+        until = lane.wait_until()
         while sum(i.n for i in lane.pending) < cap and lane.others_active(source, time.perf_counter()):
             remaining = until - time.perf_counter()
             if remaining <= 0:
                 break
             self.waits += 1            # under lane.cond, which only this leader holds while it gathers
             lane.cond.wait(remaining)
-        lane.pending.sort(key=lambda i: (i.deadline, i.arrived))
-        batch, total = [], 0
-        for i in lane.pending:
-            if batch and total + i.n > cap:
-                break
-            batch.append(i)
-            total += i.n
-        del lane.pending[:len(batch)]
-        return batch
+        return lane.take(cap)
+
+    async def arun(self, key: tuple, item: Item, tail, slot, limit: int, pool) -> Item:
+        """run() for callers on an asyncio event loop: the item waits as a future, not a thread; one task per lane
+        gathers batches by the same rules and hands each run to `pool` (one thread handoff per batch). Every
+        caller of arun is on the same loop."""
+        lane = self.lane(key)
+        item.waiter = asyncio.get_running_loop().create_future()
+        lane.join(item)
+        if lane.arrival is None:
+            lane.arrival = asyncio.Event()
+        lane.arrival.set()
+        if lane.leader is None:
+            lane.leader = asyncio.create_task(self._lead(lane, min(self.max_inputs, limit), tail, slot, pool))
+        await item.waiter
+        if item.error is not None:
+            raise item.error
+        return item
+
+    async def _lead(self, lane: Lane, cap: int, tail, slot, pool) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while lane.pending:
+                until, source = lane.wait_until(), min(lane.pending, key=lambda i: i.arrived).source
+                while sum(i.n for i in lane.pending) < cap and lane.others_active(source, time.perf_counter()):
+                    remaining = until - time.perf_counter()
+                    if remaining <= 0:
+                        break
+                    self.waits += 1
+                    lane.arrival.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lane.arrival.wait(), remaining)
+                batch = lane.take(cap)
+                try:
+                    await loop.run_in_executor(pool, self._compute, batch, tail, slot)
+                finally:
+                    for i in batch:
+                        if not i.done:         # the run itself never started (the loop is closing)
+                            i.error, i.done = Cancelled("the server stopped before the batch ran"), True
+                        if not i.waiter.done():
+                            i.waiter.set_result(None)
+        finally:
+            lane.leader = None
+            if lane.pending:                   # cancelled with batches waiting: they are not left hanging
+                for i in lane.take(sum(i.n for i in lane.pending)):
+                    i.error, i.done = Cancelled("the server stopped before the batch ran"), True
+                    if not i.waiter.done():
+                        i.waiter.set_result(None)
 
     def _compute(self, batch: list[Item], tail, slot, joint: bool = False) -> None:
         live = run_together(batch, tail, slot, joint)

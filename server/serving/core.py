@@ -60,6 +60,16 @@ class InferResult:
     shed: str = ""                 # why the batch was not answered (its deadline), "" when it was
 
 
+@dataclass
+class Admitted:
+    """A message checked and decoded, before its tail runs (QpartCore.admit)."""
+    session: InferSession
+    request_ids: object            # the message's request ids, as it carries them
+    item: batching.Item            # its decoded tensors, deadline and (once run) outputs
+    tail: object                   # tail(x) -> outputs: the plan's tail on a batch
+    lane: tuple                    # (model, version, cut): the batcher's lane
+
+
 @dataclass(frozen=True)
 class HeadChunk:
     content_hash: str
@@ -79,13 +89,17 @@ class InferStream:
     def infer(self, plan_id: str, request_ids, tensors, deadline_s: float = 0.0) -> InferResult:
         """tensors: (name, sample_shape, bits, data) of each crossing tensor, as the batch carries them;
         deadline_s: seconds from now within which the answer is of use (0: none)."""
+        return self.core.infer(self.session_for(plan_id), request_ids, tensors, deadline_s)
+
+    def session_for(self, plan_id: str) -> InferSession:
+        """The stream's session: opened on its first message, checked on every later one."""
         if self.session is None:
             self.session = self.core.open_session(plan_id, self.identity)
         elif plan_id and plan_id != self.session.token:
             raise InvalidArgument("the plan id changed within one Infer stream; open a new stream per plan")
         else:                  # verified when the stream opened; its expiry still holds while the stream stays open
             self.core.signer.check_expiry(self.session.expires)
-        return self.core.infer(self.session, request_ids, tensors, deadline_s)
+        return self.session
 
 
 class QpartCore:
@@ -274,7 +288,8 @@ class QpartCore:
         return [tensors.decode_message(data, coding, n, t.sample_shape, t.quantizer)                     # [n, *shape]
                 for t, (_, _, _, data, coding) in zip(session.tensors, batch)]
 
-    def infer(self, session: InferSession, request_ids, batch, deadline_s: float = 0.0) -> InferResult:
+    def admit(self, session: InferSession, request_ids, batch, deadline_s: float = 0.0) -> Admitted:
+        """Check a message's batch and decode it: what runs the tail (alone or in a batch) and answers it."""
         received = time.perf_counter()
         n = len(request_ids)
         if n == 0:
@@ -289,25 +304,37 @@ class QpartCore:
             raise InvalidArgument(f"deadline_s must be seconds in [0, {MAX_DEADLINE_S:g}] (0: none), got {deadline_s:.6g}")
         deadline = received + deadline_s if deadline_s > 0 else math.inf
         x = self._decode(session, n, batch)
-        need = session.served.tail_seconds(session.spec.split.cut)
-        item = batching.Item(x, n, id(session), deadline, need, received)
-        tail = functools.partial(self._run_tail, session)
+        item = batching.Item(x, n, id(session), deadline, session.served.tail_seconds(session.spec.split.cut), received)
+        return Admitted(session, request_ids, item, functools.partial(self._run_tail, session),
+                        (session.served.name, session.served.version, session.spec.split.cut))
+
+    def infer(self, session: InferSession, request_ids, batch, deadline_s: float = 0.0) -> InferResult:
+        admitted = self.admit(session, request_ids, batch, deadline_s)
         try:
             if self.batcher is None:
-                batching.run_alone(item, tail, self.admission.slot)
+                batching.run_alone(admitted.item, admitted.tail, self.admission.slot)
             else:
-                key = (session.served.name, session.served.version, session.spec.split.cut)
-                self.batcher.run(key, item, tail, self.admission.slot, most)
+                self.batcher.run(admitted.lane, admitted.item, admitted.tail, self.admission.slot, session.most)
         except DeadlineExceeded as e:
-            return InferResult(list(request_ids), [], None, 0.0, time.perf_counter() - received, shed=str(e))
-        late = time.perf_counter() - deadline
+            return self.shed(admitted, e)
+        return self.answer(admitted)
+
+    @staticmethod
+    def shed(admitted: Admitted, error: DeadlineExceeded) -> InferResult:
+        return InferResult(list(admitted.request_ids), [], None, 0.0, time.perf_counter() - admitted.item.arrived,
+                           shed=str(error))
+
+    def answer(self, admitted: Admitted) -> InferResult:
+        """The answer of an admitted message whose tail has run."""
+        item, request_ids, n = admitted.item, admitted.request_ids, admitted.item.n
+        late = time.perf_counter() - item.deadline
         if late > 0:
             return InferResult(list(request_ids), [], None, item.tail_s, item.waited_s,
                                shed=f"shed: the tail finished {1e3 * late:.1f} ms past the deadline; not sent")
         if log.isEnabledFor(logging.DEBUG):   # which inputs ran: the reliability report counts inputs computed twice
             log.debug("tail ran for %d input(s)", n, extra={"fields": {"computed": id_runs(request_ids)}})
-        self.load.observe(n, item.tail_s + item.waited_s, need)
-        labels = item.outputs[0].reshape(n, -1).argmax(axis=1) if session.classifier else None
+        self.load.observe(n, item.tail_s + item.waited_s, item.need_s)
+        labels = item.outputs[0].reshape(n, -1).argmax(axis=1) if admitted.session.classifier else None
         return InferResult(list(request_ids), item.outputs, labels, item.tail_s, item.waited_s)
 
     @staticmethod

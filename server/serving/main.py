@@ -23,7 +23,7 @@ from qpart.common import config, runtime
 from qpart.common.errors import FailedPrecondition, InvalidArgument, QpartError
 from qpart.server.serving.core import QpartCore
 from qpart.server.serving.observe import JsonFormatter, Metrics, RpcObserver, configure_logging
-from qpart.server.serving.servicer import SplitInferenceServicer, add_to_server
+from qpart.server.serving import aio
 from qpart.server.serving.settings import ServerSettings
 from qpart.v1 import service_pb2
 
@@ -34,13 +34,17 @@ PLAINTEXT_TOKENS = ("INSECURE: device tokens (--devices) over plaintext on %s: e
 
 
 class RunningServer:
-    """A started gRPC server with its health servicer; `port` is the bound port."""
+    """A started gRPC server with its health servicer; `port` is the bound port. The server is grpc.aio on an
+    event loop of its own thread (qpart.server.serving.aio); the caller's thread is free."""
 
     def __init__(self, settings: ServerSettings, core: QpartCore | None = None):
         self.settings = settings
         credentials = server_credentials(settings)
         self.core = core or QpartCore(settings)
         self.server = self.metrics_server = None
+        self._stopped = threading.Event()
+        self.loop = aio.LoopThread()
+        self.pool = futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="qpart")
         try:
             self._start(settings, credentials)
         except BaseException:              # a later step failed: nothing started here outlives the error
@@ -49,10 +53,12 @@ class RunningServer:
 
     def _release(self) -> None:
         if self.server is not None:
-            self.server.stop(0).wait()
+            self.loop.call(self.server.stop(0))
         self.core.close()
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
+        self.loop.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _start(self, settings: ServerSettings, credentials) -> None:
         if settings.devices is not None and credentials is None:
@@ -77,26 +83,32 @@ class RunningServer:
         self.metrics = Metrics()
         if self.core.batcher is not None:
             self.metrics.watch_batcher(self.core.batcher)
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.workers), options=options,
-                                  maximum_concurrent_rpcs=settings.max_streams or max(settings.workers - 8, 1))
-        add_to_server(SplitInferenceServicer(self.core, RpcObserver(self.metrics)), self.server)
-        self.health = health.HealthServicer()
+        self.loop.call(self._serve(settings, credentials, options))
+        self.metrics_server = self.metrics.serve(settings.metrics_port, settings.metrics_host) if settings.metrics_port else None
+        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+
+    async def _serve(self, settings: ServerSettings, credentials, options: list) -> None:
+        self.server = grpc.aio.server(options=options,
+                                      maximum_concurrent_rpcs=settings.max_streams or max(settings.workers - 8, 1))
+        aio.add_to_server(aio.AioServicer(self.core, RpcObserver(self.metrics), self.pool), self.server, self.pool)
+        self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server)
         address = f"{settings.host}:{settings.port}"
-        self.port = (self.server.add_secure_port(address, credentials) if credentials
-                     else self.server.add_insecure_port(address))
+        try:
+            self.port = (self.server.add_secure_port(address, credentials) if credentials
+                         else self.server.add_insecure_port(address))
+        except RuntimeError:              # grpc.aio raises where the thread-pool server returned 0
+            self.port = 0
         if self.port == 0:
             raise FailedPrecondition(f"cannot listen on {address}: the address is taken or not local")
-        self.metrics_server = self.metrics.serve(settings.metrics_port, settings.metrics_host) if settings.metrics_port else None
-        self.server.start()
-        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        await self.server.start()
 
     def _set_health(self, status) -> None:
         for service in ("", SERVICE_NAME):
-            self.health.set(service, status)
+            self.loop.call(self.health.set(service, status))
 
     def stop(self, grace: float | None = None, notice: float | None = None) -> None:
         """Health flips to NOT_SERVING and the server keeps serving for `notice` seconds (load balancers
@@ -105,12 +117,16 @@ class RunningServer:
         time.sleep(self.settings.drain_notice_s if notice is None else notice)
         grace = self.settings.grace_s if grace is None else grace
         self.core.drain(grace)
-        self.server.stop(grace).wait()
+        self.loop.call(self.server.stop(grace))
         self.server = None
-        self._release()
+        try:
+            self._release()
+        finally:
+            self._stopped.set()
 
     def wait(self) -> None:
-        self.server.wait_for_termination()
+        """Until stop() has stopped the server."""
+        self._stopped.wait()
 
 
 def _read(path, what: str) -> bytes:

@@ -2,15 +2,15 @@
 
 Errors map to status codes in qpart.common.rpc; requests are parsed there too, so that bytes that
 are not a valid message get INVALID_ARGUMENT. Metrics and logs come from the RpcObserver, which sees
-every message; the rules of an Infer stream live in the core. Every RPC of qpart.v1.SplitInference
+every message; the rules of an Infer stream live in the core. Infer itself is a coroutine on qpart-server's
+event loop (qpart.server.serving.aio), which runs these synchronous methods in its thread pool. Every RPC of qpart.v1.SplitInference
 identifies its caller first (bearer token, TLS client certificate; see qpart.server.serving.auth).
 """
 import time
 
 import grpc
 
-from qpart.common.errors import Unavailable
-from qpart.common.rpc import lenient_deserializer, servicer_method
+from qpart.common.rpc import servicer_method
 from qpart.server.serving import convert
 from qpart.server.serving.auth import Identity
 from qpart.server.serving.core import QpartCore
@@ -71,19 +71,6 @@ class SplitInferenceServicer:
                 stream.touch()
 
     @servicer_method
-    def Infer(self, requests, context: grpc.ServicerContext):
-        identity = self._identity(context)
-        with self._stream(identity, context) as guard:
-            stream = self.core.infer_stream(identity)
-            for request in requests:
-                guard.touch()
-                yield convert.infer_response(stream.infer(request.plan_id, request.batch.request_ids,
-                                                          convert.batch_tensors(request.batch), request.deadline_s))
-                guard.touch()
-                if self.core.streams_must_end():
-                    raise Unavailable("the server is draining: connect again and resend the inputs without an answer")
-
-    @servicer_method
     def Generate(self, requests, context: grpc.ServicerContext):
         identity = self._identity(context)
         with self._stream(identity, context) as guard:
@@ -106,20 +93,3 @@ class SplitInferenceServicer:
                 yield spb.ProbeResponse(payload=self.core.probe_reply(request.reply_bytes),
                                         received_bytes=len(request.payload))
                 guard.touch()
-
-
-_HANDLERS = {(False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,
-             (True, False): grpc.stream_unary_rpc_method_handler, (True, True): grpc.stream_stream_rpc_method_handler}
-
-
-def add_to_server(servicer: SplitInferenceServicer, server: grpc.Server) -> None:
-    """Register every method of the service with lenient request parsing (see qpart.common.rpc)."""
-    handlers = {}
-    for method in SERVICE.methods:
-        request_cls = getattr(spb, method.input_type.name)
-        response_cls = getattr(spb, method.output_type.name)
-        factory = _HANDLERS[(method.client_streaming, method.server_streaming)]
-        handlers[method.name] = factory(getattr(servicer, method.name),
-                                        request_deserializer=lenient_deserializer(request_cls),
-                                        response_serializer=response_cls.SerializeToString)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))

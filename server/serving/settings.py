@@ -13,7 +13,9 @@ class ServerSettings:
     models: pathlib.Path = setting(help="model repository directory")
     host: str = setting("127.0.0.1", 'address to listen on ("0.0.0.0" or "[::]" for all)')
     port: int = setting(50051, "TCP port; 0 picks a free one")
-    workers: int = setting(128, "gRPC handler threads; each open stream holds one")
+    workers: int = setting(128, "threads that run the RPCs' work (grpc.aio serves the sockets on one event loop): "
+                                "an open FetchHead, Generate or ProbeStream holds one; an Infer stream holds one only "
+                                "while a message's tail runs")
     max_message_bytes: int = setting(16 << 20, "largest gRPC message accepted or sent, MiB", flag="--max-message-mb",
                                      scale=2**20)
     max_batch: int = setting(1024, "most inputs in one activation batch")

@@ -1,6 +1,5 @@
 """The capacity benchmark's parts: replayed Infer messages are valid InferRequests with fresh ids, the echo floor
-answers them, and replaying against qpart (its thread pool, and its Infer on grpc.aio) gets each input's own
-answer."""
+answers them, and replaying against qpart (batching off and on) gets each input's own answer."""
 import json
 import subprocess
 import sys
@@ -13,6 +12,8 @@ from qpart.device.agent import DeviceAgent
 from qpart.device.cache import HeadCache
 from qpart.device.client import ServerClient
 from qpart.device.report import RunReport
+from qpart.server.serving.main import RunningServer
+from qpart.server.serving.settings import ServerSettings
 from qpart.testbed import replay
 from qpart.v1 import service_pb2 as spb
 
@@ -64,15 +65,14 @@ def test_replay_against_qpart_and_the_echo_floor(server, models_dir, model_input
     finally:
         echo.terminate()
         echo.wait(timeout=30)
-    aio = subprocess.Popen([sys.executable, "-m", "qpart.testbed.aio_infer", "--dispatch", "executor", "--models",
-                            str(models_dir), "--port", "0", "--batch-max-inputs", "8", "--batch-delay-ms", "2"],
-                           stdout=subprocess.PIPE, text=True)
+    batching = RunningServer(ServerSettings(models=models_dir, port=0, batch_max_inputs=8, batch_delay_ms=2,
+                                            measure_speed=False, warm_heads=False))
     try:
-        aio.stdout.readline()
-        target = aio.stdout.readline().split()[-1]
+        target = f"127.0.0.1:{batching.port}"
         r = run_replay(target, file, 4, "device", 1.0)
         assert r["answered"] > 20 and r["errors"] == {} and r["lost"] == 0 and r["doubled"] == 0, r
         assert 0 < r["wrong"] < r["answered"] / 4, r
+        assert batching.core.batcher.merged > 0          # the event loop's lanes ran streams' batches together
         with grpc.insecure_channel(target) as channel:             # bytes that are no InferRequest: refused by name
             call = channel.stream_stream(replay.INFER_PATH)(iter([b"\xff\xff"]), timeout=10)
             try:
@@ -81,5 +81,4 @@ def test_replay_against_qpart_and_the_echo_floor(server, models_dir, model_input
             except grpc.RpcError as e:
                 assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "InferRequest" in e.details(), e
     finally:
-        aio.terminate()
-        aio.wait(timeout=30)
+        batching.stop(0, notice=0)

@@ -1,8 +1,10 @@
 """Dynamic batching across devices: the batcher's rules on their own, then a server that batches answering
 several devices over gRPC exactly as one that does not."""
+import asyncio
 import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -29,18 +31,32 @@ def doubling(runs: list[int], delay_s: float = 0.02):
     return tail
 
 
-def submit_all(batcher, tail, sources: int, n: int, limit: int = 1024, deadline_s: float = math.inf,
-               slots: int = 2) -> dict[int, object]:
-    slot = Admission(slots, max_queued=1000).slot
-    results, threads = {}, []
+KEY = ("m", "v", 1)
 
-    def one(s, x):
+
+def together(batcher, items: list[Item], tail, slot, limit: int = 1024, loop: bool = False) -> dict:
+    """Each item through batcher.run on a thread of its own, or (loop) through batcher.arun on one event loop with a
+    thread pool: source -> (the item or the error raised, time.perf_counter() when the call returned)."""
+    results = {}
+    if loop:
+        async def main():
+            with ThreadPoolExecutor(4) as pool:
+                async def one(item):
+                    try:
+                        results[item.source] = (await batcher.arun(KEY, item, tail, slot, limit, pool),
+                                                time.perf_counter())
+                    except Exception as e:  # noqa: BLE001 - the test looks at it
+                        results[item.source] = (e, time.perf_counter())
+                await asyncio.gather(*(one(i) for i in items))
+        asyncio.run(main())
+        return results
+
+    def one(item):
         try:
-            results[s] = batcher.run(("m", "v", 1), Item([x], n, s, time.perf_counter() + deadline_s), tail, slot, limit)
-        except DeadlineExceeded as e:
-            results[s] = e
-    for s in range(sources):
-        threads.append(threading.Thread(target=one, args=(s, np.full((n, 3), float(s), np.float32))))   # [n, 3]
+            results[item.source] = (batcher.run(KEY, item, tail, slot, limit), time.perf_counter())
+        except Exception as e:  # noqa: BLE001
+            results[item.source] = (e, time.perf_counter())
+    threads = [threading.Thread(target=one, args=(i,)) for i in items]
     for t in threads:
         t.start()
     for t in threads:
@@ -48,10 +64,19 @@ def submit_all(batcher, tail, sources: int, n: int, limit: int = 1024, deadline_
     return results
 
 
-def test_streams_share_runs_and_each_gets_its_own_rows():
+def submit_all(batcher, tail, sources: int, n: int, limit: int = 1024, deadline_s: float = math.inf,
+               slots: int = 2, loop: bool = False) -> dict[int, object]:
+    items = [Item([np.full((n, 3), float(s), np.float32)], n, s, time.perf_counter() + deadline_s)    # [n, 3]
+             for s in range(sources)]
+    return {s: r for s, (r, _) in together(batcher, items, tail, Admission(slots, max_queued=1000).slot, limit,
+                                           loop).items()}
+
+
+@pytest.mark.parametrize("loop", [False, True], ids=["threads", "event-loop"])
+def test_streams_share_runs_and_each_gets_its_own_rows(loop):
     runs: list[int] = []
     batcher = TailBatcher(max_inputs=64, max_delay_s=0.05)
-    results = submit_all(batcher, doubling(runs), sources=8, n=3)
+    results = submit_all(batcher, doubling(runs), sources=8, n=3, loop=loop)
     for s, item in results.items():
         assert item.outputs[0].shape == (3, 3) and (item.outputs[0] == 2 * s).all()
         assert (item.outputs[1] == 3 * s).all()
@@ -64,12 +89,13 @@ def test_streams_share_runs_and_each_gets_its_own_rows():
     assert exported == {size: float(count) for size, count in batcher.sizes.items()}
 
 
-def test_a_run_never_exceeds_the_input_cap_or_the_tails_bound():
+@pytest.mark.parametrize("loop", [False, True], ids=["threads", "event-loop"])
+def test_a_run_never_exceeds_the_input_cap_or_the_tails_bound(loop):
     runs: list[int] = []
-    submit_all(TailBatcher(max_inputs=5, max_delay_s=0.05), doubling(runs), sources=8, n=2)
+    submit_all(TailBatcher(max_inputs=5, max_delay_s=0.05), doubling(runs), sources=8, n=2, loop=loop)
     assert sum(runs) == 16 and max(runs) <= 4, runs
     runs.clear()
-    submit_all(TailBatcher(max_inputs=64, max_delay_s=0.05), doubling(runs), sources=8, n=2, limit=6)
+    submit_all(TailBatcher(max_inputs=64, max_delay_s=0.05), doubling(runs), sources=8, n=2, limit=6, loop=loop)
     assert sum(runs) == 16 and max(runs) <= 6, runs
 
 
@@ -83,25 +109,21 @@ def test_a_lone_stream_never_waits_for_company():
     assert batcher.waits == 1                                                          # now a leader waits for it
 
 
-def test_an_error_in_a_shared_run_reaches_every_member():
+@pytest.mark.parametrize("loop", [False, True], ids=["threads", "event-loop"])
+def test_an_error_in_a_shared_run_reaches_every_member(loop):
+    runs = []
+
     def refuse(x):
+        runs.append(len(x[0]))
         time.sleep(0.02)
         raise ResourceExhausted("no compute slot")
-    batcher, slot, errors = TailBatcher(max_inputs=64, max_delay_s=0.05), Admission(1, 10).slot, []
-
-    def one(s):
-        with pytest.raises(ResourceExhausted):
-            batcher.run(("m", "v", 1), Item([np.zeros((1, 3), np.float32)], 1, s), refuse, slot, 1024)
-        errors.append(s)
-    threads = [threading.Thread(target=one, args=(s,)) for s in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(errors) == [0, 1, 2, 3]
+    items = [Item([np.zeros((1, 3), np.float32)], 1, s) for s in range(4)]
+    results = together(TailBatcher(max_inputs=64, max_delay_s=0.05), items, refuse, Admission(1, 10).slot, loop=loop)
+    assert sorted(results) == [0, 1, 2, 3] and sum(runs) == 4
+    assert all(isinstance(r, ResourceExhausted) for r, _ in results.values()), results
 
 
-@pytest.mark.parametrize("batching", [False, True])
+@pytest.mark.parametrize("batching", ["off", "threads", "event-loop"])
 def test_work_that_cannot_make_its_deadline_is_shed_and_nothing_starts_late(batching):
     """One slot, a 30 ms tail, 12 batches due within 100-155 ms: a few run (at most 155 / 30), each started
     early enough to finish by its deadline at the tail's measured speed; the rest are shed, and learn it
@@ -113,27 +135,35 @@ def test_work_that_cannot_make_its_deadline_is_shed_and_nothing_starts_late(batc
         time.sleep(0.03)
         return [x[0]]
 
-    def one(s):
-        deadline = time.perf_counter() + 0.1 + 0.005 * s            # later sources have later deadlines
-        item = batching_mod.Item([np.full((1, 3), float(s), np.float32)], 1, s, deadline, 0.03)
-        try:
-            if batching:
-                TailBatcher(1, 0.0).run(("m", "v", 1), item, tail, slot, 1024)
-            else:
-                batching_mod.run_alone(item, tail, slot)
-            done[s] = ("answered", deadline)
-        except DeadlineExceeded:
-            done[s] = ("shed", time.perf_counter() - deadline)
-    threads = [threading.Thread(target=one, args=(s,)) for s in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    now = time.perf_counter()                        # later sources have later deadlines
+    items = [batching_mod.Item([np.full((1, 3), float(s), np.float32)], 1, s, now + 0.1 + 0.005 * s, 0.03)
+             for s in range(12)]
+    if batching == "off":
+        results = {}
+        threads = [threading.Thread(target=lambda i: results.setdefault(i.source, (
+            _outcome(lambda: batching_mod.run_alone(i, tail, slot)), time.perf_counter())), args=(i,)) for i in items]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    else:
+        results = together(TailBatcher(1, 0.0), items, tail, slot, loop=batching == "event-loop")
+    for item in items:
+        outcome, when = results[item.source]
+        done[item.source] = (("shed", when - item.deadline) if isinstance(outcome, DeadlineExceeded)
+                             else ("answered", item.deadline))
     answered = {s: deadline for s, (what, deadline) in done.items() if what == "answered"}
     assert 1 <= len(answered) <= 6 and len(done) == 12 and sorted(started) == sorted(answered), done
     # admitted early enough: the tail's first line runs a thread switch after admission (2 ms allowed for it)
     assert all(started[s] + 0.03 <= deadline + 0.002 for s, deadline in answered.items()), (started, answered)
     assert all(late < 0.25 for what, late in done.values() if what == "shed"), done
+
+
+def _outcome(call):
+    try:
+        return call()
+    except DeadlineExceeded as e:
+        return e
 
 
 def test_a_batching_server_answers_several_devices_like_one_that_does_not(models_dir, model_inputs, server):
