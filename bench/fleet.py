@@ -191,7 +191,7 @@ def run_model(args, model: str, cut: int, work: pathlib.Path, lines: list, summa
         with ServerProcess(args.models, 0, *flags, cpus=SERVER_CPUS) as server:
             if not file.exists():
                 reply_bytes = record(server.target, model, cut, file, args.data)
-            if args.profile and batching == "off" and model == "lenet":
+            if args.profile and model == "lenet":
                 start_at = time.monotonic() + 3
                 load = subprocess.Popen([sys.executable, "-m", "qpart.testbed.replay", "--target", server.target,
                                          "--messages", str(file), "--sessions", str(middle), "--start-at",
@@ -199,8 +199,8 @@ def run_model(args, model: str, cut: int, work: pathlib.Path, lines: list, summa
                                         stdout=subprocess.DEVNULL,
                                         preexec_fn=lambda: os.sched_setaffinity(0, LOAD_CPUS))
                 time.sleep(3)
-                args.profile_lines = [
-                    f"The server, lenet, {middle} sessions, a stream per device, batching off (py-spy, "
+                args.profile_lines += [
+                    f"The server, lenet, {middle} sessions, a stream per device, batching {batching} (py-spy, "
                     f"{args.profile:g} s, 250 samples/s, the stacks of the thread holding the GIL: the Python side "
                     f"of the CPU, not gRPC's C threads):", "", *profile(server.pid, args.profile), ""]
                 load.wait()
@@ -276,6 +276,7 @@ def main() -> None:
                         help="also run qpart-server as it was at this git commit, beside this one (device streams)")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("docs/benchmarks/fleet.md"))
     args = parser.parse_args()
+    args.profile_lines = []
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("this benchmark pins the server and the load to different cores: it needs 2")
     os.sched_setaffinity(0, LOAD_CPUS)
