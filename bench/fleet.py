@@ -10,9 +10,9 @@ its own, ping-pong) to core 1. Each model's messages are recorded once: 64 test 
 the top-1 qpart's whole path gives each, which every answer is checked against. In the same run:
 - qpart, batching off and on (--batch-max-inputs 256 --batch-delay-ms 2), one stream per device session,
   and, at the middle session count, a stream per request;
-- with --against COMMIT, qpart-server as it was at that commit (a git worktree of it), batching off and on, a
-  stream per device: the same measurement of an earlier server in the same run (grpc's thread pool before
-  qpart-server moved to grpc.aio: --against 1c9c17c);
+- with --against COMMIT, qpart-server as it was at that commit (a git worktree of it; grpc's thread pool before
+  qpart-server moved to grpc.aio: --against 1c9c17c) and as it is, alternated --repeats times at the middle
+  session count, batching off and on, a stream per device, so that a machine whose speed drifts affects both;
 - the floor: qpart.testbed.echo (a bare gRPC server answering each message with a reply of the qpart answer's
   size), thread pool with a stream per device and per request, and grpc.aio with a stream per device;
 - the compute floor (resnet8-96): the tail alone in torch on core 0, one thread, at the batch sizes the
@@ -131,6 +131,37 @@ def server_at(commit: str):
             subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)], capture_output=True)
 
 
+def alternate(args, model: str, file: pathlib.Path, sessions: int, results: dict, lines: list) -> None:
+    """qpart-server as it is and as it was at --against, alternated --repeats times at one session count, batching
+    off and on: a machine whose speed drifts between runs affects both alike."""
+    with server_at(args.against) as env:
+        for repeat in range(args.repeats):
+            for batching in ("off", "on"):
+                for who in ("now", "before"):
+                    metrics_port = free_port()
+                    flags = [*CAPACITY, "--metrics-port", str(metrics_port), *(BATCHING if batching == "on" else ())]
+                    with ServerProcess(args.models, 0, *flags, cpus=SERVER_CPUS,
+                                       env=env if who == "before" else None) as server:
+                        r = measure(server.target, server.pid, file, sessions, "device", args.seconds, False,
+                                    metrics_port)
+                    results.setdefault(("alternated", who, batching), []).append(r)
+                    name = "qpart" if who == "now" else f"qpart-server at {args.against}"
+                    lines.append(row(model, f"{name}, batching {batching}, alternated {repeat + 1}", "device", r))
+                    print(lines[-1], flush=True)
+
+
+def side_by_side(results: dict, batching: str, against: str, sessions: int) -> str:
+    def spread(who: str, key: str) -> str:
+        values = [r[key] for r in results["alternated", who, batching]]
+        digits = 3 if key == "server_cpu_ms" else 0
+        return (f"{sum(values) / len(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})")
+    runs = len(results["alternated", "now", batching])
+    return (f"Alternated with qpart-server at {against}, {runs} runs each at {sessions} "
+            f"sessions: server CPU per answer {spread('now', 'server_cpu_ms')} ms now, "
+            f"{spread('before', 'server_cpu_ms')} ms before; answers/s per server core {spread('now', 'per_core_s')} "
+            f"now, {spread('before', 'per_core_s')} before (mean, lowest-highest).")
+
+
 def torch_floor(models: pathlib.Path, model: str, cut: int, runs: dict[int, float], repeats: int = 30) -> float:
     """Seconds per input of the tail alone in torch (one thread, core 0) over the runs the batcher formed."""
     import torch
@@ -210,14 +241,8 @@ def run_model(args, model: str, cut: int, work: pathlib.Path, lines: list, summa
                     results["qpart", batching, mode, sessions] = r
                     lines.append(row(model, f"qpart, batching {batching}", mode, r))
                     print(lines[-1], flush=True)
-        if args.against:
-            with server_at(args.against) as env, ServerProcess(args.models, 0, *flags, cpus=SERVER_CPUS,
-                                                               env=env) as server:
-                for sessions in counts:
-                    r = measure(server.target, server.pid, file, sessions, "device", args.seconds, False, metrics_port)
-                    results["before", batching, "device", sessions] = r
-                    lines.append(row(model, f"qpart-server at {args.against}, batching {batching}", "device", r))
-                    print(lines[-1], flush=True)
+    if args.against:
+        alternate(args, model, file, middle, results, lines)
     for aio in (False, True):
         process, target = echo_server(reply_bytes, aio)
         try:
@@ -241,9 +266,7 @@ def run_model(args, model: str, cut: int, work: pathlib.Path, lines: list, summa
                        f"{results['echo-aio', '', 'device', middle]['server_cpu_ms']:.3f} ms); a stream per request "
                        f"costs qpart {results['qpart', batching, 'request', middle]['server_cpu_ms']:.3f} ms.")
         if args.against:
-            before = [f"{results['before', batching, 'device', n]['server_cpu_ms']:.3f} ms at {n} sessions against "
-                      f"{results['qpart', batching, 'device', n]['server_cpu_ms']:.3f}" for n in counts]
-            summary.append(f"  qpart-server at {args.against} (before this one): {'; '.join(before)} now.")
+            summary.append(f"  {side_by_side(results, batching, args.against, middle)}")
     if model != "lenet":
         on = results["qpart", "on", "device", middle]
         seconds = torch_floor(args.models, model, cut, on["runs"])
@@ -274,6 +297,7 @@ def main() -> None:
                         help="seconds of py-spy on the lenet server under load (0: no profile)")
     parser.add_argument("--against", metavar="COMMIT",
                         help="also run qpart-server as it was at this git commit, beside this one (device streams)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternated runs of each server with --against")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("docs/benchmarks/fleet.md"))
     args = parser.parse_args()
     args.profile_lines = []
@@ -291,7 +315,7 @@ def main() -> None:
     text = "\n".join([
         "# Capacity per core", "",
         f"Command: `python bench/fleet.py --models {args.models} --sessions {args.sessions} --seconds {args.seconds:g}"
-        f"{f' --against {args.against}' if args.against else ''}{f' --profile {args.profile:g}' if args.profile else ''}`  ",
+        f"{f' --against {args.against} --repeats {args.repeats}' if args.against else ''}{f' --profile {args.profile:g}' if args.profile else ''}`  ",
         f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python "
         f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}; {(time.monotonic() - started) / 60:.1f} minutes. "
         f"Server on core 0 (`qpart-server {' '.join(CAPACITY)}`, batching on adds `{' '.join(BATCHING)}`), load "
