@@ -134,6 +134,16 @@ class _InPool:
             close()
 
 
+def _failure(error: BaseException, sync: SyncContext) -> tuple:
+    """The status a call that raised `error` ends with: the method's abort, or CANCELLED when the server cancelled it
+    (the idle watchdog); a cancellation the client asked for is raised on."""
+    if isinstance(error, Aborted):
+        return error.code, error.details
+    if sync.cancelled:
+        return IDLE
+    raise error
+
+
 def _adapt(method, client_streaming: bool, server_streaming: bool, pool: futures.Executor):
     """An async handler running the synchronous servicer method `method(request_or_iterator, context)`."""
     if not server_streaming:
@@ -143,12 +153,8 @@ def _adapt(method, client_streaming: bool, server_streaming: bool, pool: futures
             requests = _Requests(request, loop) if client_streaming else request
             try:
                 return await _InPool(pool).run(method, requests, sync)
-            except asyncio.CancelledError:
-                if not sync.cancelled:
-                    raise
-                failure = IDLE
-            except Aborted as e:
-                failure = (e.code, e.details)
+            except (asyncio.CancelledError, Aborted) as e:
+                failure = _failure(e, sync)
             finally:
                 if client_streaming:
                     requests.cancel()
@@ -165,12 +171,8 @@ def _adapt(method, client_streaming: bool, server_streaming: bool, pool: futures
         try:
             while (response := await call.run(next, responses, _END)) is not _END:
                 yield response
-        except asyncio.CancelledError:
-            if not sync.cancelled:
-                raise
-            failure = IDLE
-        except Aborted as e:
-            failure = (e.code, e.details)
+        except (asyncio.CancelledError, Aborted) as e:
+            failure = _failure(e, sync)
         finally:
             if client_streaming:
                 requests.cancel()

@@ -126,6 +126,51 @@ def test_idle_streams_cannot_deny_service(models_dir):
         running.stop(0, notice=0)
 
 
+def test_the_pools_streams_end_idle_or_cancelled_and_free_their_slots(models_dir):
+    """ProbeStream and Generate run in the server's thread pool beside the event loop (qpart.server.serving.aio):
+    an idle one is cancelled by the watchdog with CANCELLED and the reason, one the client cancels ends too, and
+    either way its stream slot and its thread are let go."""
+    import threading
+    from qpart.server.serving.main import RunningServer
+    from qpart.server.serving.settings import ServerSettings
+    running = RunningServer(ServerSettings(models=models_dir, port=0, workers=24, stream_idle_s=1.0,
+                                           measure_speed=False, warm_heads=False))
+    stop = threading.Event()
+
+    def idle():                       # one probe, then nothing
+        yield spb.ProbeRequest(payload=b"x", reply_bytes=8)
+        stop.wait(30)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = service_pb2_grpc.SplitInferenceStub(channel)
+            probes = stub.ProbeStream(idle(), timeout=30)
+            assert len(next(probes).payload) == 8
+            for call in (probes, stub.Generate(_idle_generate(stop), timeout=30)):
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and not call.done():
+                    time.sleep(0.1)
+                assert call.done() and call.code() == grpc.StatusCode.CANCELLED
+                assert "idle" in call.details(), call.details()
+            assert running.core.streams.expired == 2
+            cancelled = stub.ProbeStream(idle(), timeout=30)
+            assert len(next(cancelled).payload) == 8
+            cancelled.cancel()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and running.core.streams._streams:
+                time.sleep(0.05)
+            assert not running.core.streams._streams and running.core.streams.expired == 2
+            assert len(stub.Probe(spb.ProbeRequest(reply_bytes=4), timeout=10).payload) == 4     # still serving
+    finally:
+        stop.set()
+        running.stop(0, notice=0)
+
+
+def _idle_generate(stop):
+    stop.wait(30)
+    return
+    yield
+
+
 @pytest.mark.parametrize("call", [
     lambda stub: stub.Plan(spb.PlanRequest(model="A" * 20480), timeout=30),
     lambda stub: stub.ListModels(spb.ListModelsRequest(name="B" * 10240), timeout=30),
