@@ -67,6 +67,13 @@ class Lane:
         first = min(self.pending, key=lambda i: i.arrived)
         return min(first.arrived + self.max_delay_s, min(i.deadline - i.need_s for i in self.pending))
 
+    def company_wait(self, cap: int, source: int, until: float) -> float:
+        """Seconds the next run may still wait for company (0: run now): while it is short of cap inputs, other
+        streams than `source` have sent to the lane lately, and `until` has not passed."""
+        if sum(i.n for i in self.pending) >= cap or not self.others_active(source, time.perf_counter()):
+            return 0.0
+        return max(until - time.perf_counter(), 0.0)
+
     def take(self, cap: int) -> list[Item]:
         """The next run's batches, earliest deadline first, up to cap inputs."""
         self.pending.sort(key=lambda i: (i.deadline, i.arrived))
@@ -133,10 +140,7 @@ class TailBatcher:
         """Called holding lane.cond: wait for company while it may come, then take batches earliest deadline
         first."""
         until = lane.wait_until()
-        while sum(i.n for i in lane.pending) < cap and lane.others_active(source, time.perf_counter()):
-            remaining = until - time.perf_counter()
-            if remaining <= 0:
-                break
+        while (remaining := lane.company_wait(cap, source, until)) > 0:
             self.waits += 1            # under lane.cond, which only this leader holds while it gathers
             lane.cond.wait(remaining)
         return lane.take(cap)
@@ -163,10 +167,7 @@ class TailBatcher:
         try:
             while lane.pending:
                 until, source = lane.wait_until(), min(lane.pending, key=lambda i: i.arrived).source
-                while sum(i.n for i in lane.pending) < cap and lane.others_active(source, time.perf_counter()):
-                    remaining = until - time.perf_counter()
-                    if remaining <= 0:
-                        break
+                while (remaining := lane.company_wait(cap, source, until)) > 0:
                     self.waits += 1
                     lane.arrival.clear()
                     with contextlib.suppress(TimeoutError):
@@ -175,18 +176,11 @@ class TailBatcher:
                 try:
                     await loop.run_in_executor(pool, self._compute, batch, tail, slot)
                 finally:
-                    for i in batch:
-                        if not i.done:         # the run itself never started (the loop is closing)
-                            i.error, i.done = Cancelled("the server stopped before the batch ran"), True
-                        if not i.waiter.done():
-                            i.waiter.set_result(None)
+                    _settle(batch)     # a batch whose run never started (the loop is closing) ends Cancelled
         finally:
             lane.leader = None
-            if lane.pending:                   # cancelled with batches waiting: they are not left hanging
-                for i in lane.take(sum(i.n for i in lane.pending)):
-                    i.error, i.done = Cancelled("the server stopped before the batch ran"), True
-                    if not i.waiter.done():
-                        i.waiter.set_result(None)
+            leftover, lane.pending = lane.pending, []     # cancelled with batches waiting: none is left hanging
+            _settle(leftover)
 
     def _compute(self, batch: list[Item], tail, slot, joint: bool = False) -> None:
         live = run_together(batch, tail, slot, joint)
@@ -195,6 +189,15 @@ class TailBatcher:
             if live:
                 self.sizes[sum(i.n for i in live)] += 1
             self.merged += len(live) if len(live) > 1 else 0
+
+
+def _settle(items: list[Item]) -> None:
+    """Resolve the event-loop waiters of items whose run is over; one that never ran ends Cancelled."""
+    for i in items:
+        if not i.done:
+            i.error, i.done = Cancelled("the server stopped before the batch ran"), True
+        if not i.waiter.done():
+            i.waiter.set_result(None)
 
 
 def run_alone(item: Item, tail, slot, joint: bool = False) -> Item:
