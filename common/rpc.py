@@ -92,18 +92,22 @@ def _request(request, observer, rpc: str):
     return _checked_stream(request, observer, rpc)
 
 
-def _fail(context: grpc.ServicerContext, method: str, error: Exception) -> None:
-    """Abort the call with the status the error maps to (nothing to answer if the client has gone)."""
+def error_status(method: str, error: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status and message a call that raised `error` ends with, logged: a QpartError's own, anything else
+    INTERNAL with a generic message (call it in the except block: the traceback goes to the log)."""
     if isinstance(error, errors.QpartError):
         log.info("%s failed: %s: %s", method, error.status, error)
-        code, message = status_code(error), str(error)
-    elif not context.is_active():
+        return status_code(error), str(error)
+    log.exception("unexpected error in %s", method)
+    return grpc.StatusCode.INTERNAL, GENERIC_INTERNAL_MESSAGE
+
+
+def _fail(context: grpc.ServicerContext, method: str, error: Exception) -> None:
+    """Abort the call with the status the error maps to (nothing to answer if the client has gone)."""
+    if not isinstance(error, errors.QpartError) and not context.is_active():
         log.info("%s: client cancelled (%s)", method, type(error).__name__)
         return
-    else:
-        log.exception("unexpected error in %s", method)
-        code, message = grpc.StatusCode.INTERNAL, GENERIC_INTERNAL_MESSAGE
-    context.abort(code, message)
+    context.abort(*error_status(method, error))
 
 
 def _status(error: Exception, context: grpc.ServicerContext) -> str:

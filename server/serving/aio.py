@@ -15,8 +15,8 @@ from concurrent import futures
 
 import grpc
 
-from qpart.common.errors import DeadlineExceeded, QpartError, Unavailable
-from qpart.common.rpc import GENERIC_INTERNAL_MESSAGE, checked, lenient_deserializer, log, status_code
+from qpart.common.errors import DeadlineExceeded, Unavailable
+from qpart.common.rpc import checked, error_status, lenient_deserializer
 from qpart.server.serving import convert
 from qpart.server.serving.servicer import SERVICE, SplitInferenceServicer
 from qpart.v1 import service_pb2 as spb
@@ -53,7 +53,8 @@ class Aborted(Exception):
 class SyncContext:
     """A synchronous servicer method's view of its grpc.aio call, while the method runs in the thread pool and the
     call's task waits on the loop: abort raises Aborted (the task aborts the call with it), cancel cancels the
-    task, is_active turns false once the call is done."""
+    task, is_active turns false once the call is done. Infer, a coroutine, uses its cancel too (the idle
+    watchdog's)."""
 
     def __init__(self, context: grpc.aio.ServicerContext, loop: asyncio.AbstractEventLoop, task: asyncio.Task):
         self._context, self._loop, self._task = context, loop, task
@@ -191,15 +192,11 @@ class AioServicer(SplitInferenceServicer):
         self.pool = pool
 
     async def infer(self, requests, context):
-        loop, task = asyncio.get_running_loop(), asyncio.current_task()
-        call, status, failure, idle = self.observer.begin("Infer", context), "OK", None, []
-
-        def cancel():
-            idle.append(True)
-            loop.call_soon_threadsafe(task.cancel)
+        call, status, failure = self.observer.begin("Infer", context), "OK", None
+        sync = SyncContext(context, asyncio.get_running_loop(), asyncio.current_task())    # for its cancel
         try:
             identity = self._identity(context)
-            with self._stream(identity, context, cancel) as guard:
+            with self._stream(identity, context, sync.cancel) as guard:
                 stream = self.core.infer_stream(identity)
                 async for request in requests:
                     request = checked(request, self.observer, "Infer")
@@ -210,17 +207,12 @@ class AioServicer(SplitInferenceServicer):
                     guard.touch()
                     if self.core.streams_must_end():
                         raise Unavailable("the server is draining: connect again and resend the inputs without an answer")
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as e:
             status = "CANCELLED"
-            if not idle:
-                raise
-            failure = IDLE
-        except QpartError as e:
-            status, failure = e.status, (status_code(e), str(e))
-            log.info("Infer failed: %s: %s", e.status, e)
-        except Exception:  # noqa: BLE001 - every error is mapped to a status here
-            log.exception("unexpected error in Infer")
-            status, failure = "INTERNAL", (grpc.StatusCode.INTERNAL, GENERIC_INTERNAL_MESSAGE)
+            failure = _failure(e, sync)
+        except Exception as e:  # noqa: BLE001 - every error is mapped to a status here
+            failure = error_status("Infer", e)
+            status = failure[0].name
         finally:
             self.observer.end(call, status)
         if failure is not None:     # aborted outside the except: the error's frames (and the message) are freed now
@@ -242,18 +234,18 @@ class AioServicer(SplitInferenceServicer):
         return core.answer(admitted)
 
 
+_HANDLERS = {(False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,
+             (True, False): grpc.stream_unary_rpc_method_handler, (True, True): grpc.stream_stream_rpc_method_handler}
+
+
 def add_to_server(servicer: AioServicer, server: grpc.aio.Server, pool: futures.Executor) -> None:
     """Register every method of the service with lenient request parsing (see qpart.common.rpc)."""
     handlers = {}
     for method in SERVICE.methods:
         streams = (method.client_streaming, method.server_streaming)
-        factory = {(False, False): grpc.unary_unary_rpc_method_handler,
-                   (False, True): grpc.unary_stream_rpc_method_handler,
-                   (True, False): grpc.stream_unary_rpc_method_handler,
-                   (True, True): grpc.stream_stream_rpc_method_handler}[streams]
         behaviour = (servicer.infer if method.name == "Infer"
                      else _adapt(getattr(servicer, method.name), *streams, pool))
-        handlers[method.name] = factory(behaviour,
+        handlers[method.name] = _HANDLERS[streams](behaviour,
                                         request_deserializer=lenient_deserializer(getattr(spb, method.input_type.name)),
                                         response_serializer=getattr(spb, method.output_type.name).SerializeToString)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
