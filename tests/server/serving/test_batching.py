@@ -35,8 +35,9 @@ KEY = ("m", "v", 1)
 
 
 def together(batcher, items: list[Item], tail, slot, limit: int = 1024, loop: bool = False) -> dict:
-    """Each item through batcher.run on a thread of its own, or (loop) through batcher.arun on one event loop with a
-    thread pool: source -> (the item or the error raised, time.perf_counter() when the call returned)."""
+    """Each item through batcher.run (run_alone without a batcher) on a thread of its own, or (loop) through
+    batcher.arun on one event loop with a thread pool: source -> (the item or the error raised,
+    time.perf_counter() when the call returned)."""
     results = {}
     if loop:
         async def main():
@@ -53,7 +54,8 @@ def together(batcher, items: list[Item], tail, slot, limit: int = 1024, loop: bo
 
     def one(item):
         try:
-            results[item.source] = (batcher.run(KEY, item, tail, slot, limit), time.perf_counter())
+            results[item.source] = (batcher.run(KEY, item, tail, slot, limit) if batcher is not None
+                                    else batching_mod.run_alone(item, tail, slot), time.perf_counter())
         except Exception as e:  # noqa: BLE001
             results[item.source] = (e, time.perf_counter())
     threads = [threading.Thread(target=one, args=(i,)) for i in items]
@@ -138,16 +140,8 @@ def test_work_that_cannot_make_its_deadline_is_shed_and_nothing_starts_late(batc
     now = time.perf_counter()                        # later sources have later deadlines
     items = [batching_mod.Item([np.full((1, 3), float(s), np.float32)], 1, s, now + 0.1 + 0.005 * s, 0.03)
              for s in range(12)]
-    if batching == "off":
-        results = {}
-        threads = [threading.Thread(target=lambda i: results.setdefault(i.source, (
-            _outcome(lambda: batching_mod.run_alone(i, tail, slot)), time.perf_counter())), args=(i,)) for i in items]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    else:
-        results = together(TailBatcher(1, 0.0), items, tail, slot, loop=batching == "event-loop")
+    results = together(None if batching == "off" else TailBatcher(1, 0.0), items, tail, slot,
+                       loop=batching == "event-loop")
     for item in items:
         outcome, when = results[item.source]
         done[item.source] = (("shed", when - item.deadline) if isinstance(outcome, DeadlineExceeded)
@@ -157,13 +151,6 @@ def test_work_that_cannot_make_its_deadline_is_shed_and_nothing_starts_late(batc
     # admitted early enough: the tail's first line runs a thread switch after admission (2 ms allowed for it)
     assert all(started[s] + 0.03 <= deadline + 0.002 for s, deadline in answered.items()), (started, answered)
     assert all(late < 0.25 for what, late in done.values() if what == "shed"), done
-
-
-def _outcome(call):
-    try:
-        return call()
-    except DeadlineExceeded as e:
-        return e
 
 
 def test_a_batching_server_answers_several_devices_like_one_that_does_not(models_dir, model_inputs, server):
