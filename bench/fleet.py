@@ -113,6 +113,12 @@ def echo_server(reply_bytes: int, aio: bool):
     return process, line.split()[-1]
 
 
+def server_flags(batching: str) -> tuple[list[str], int]:
+    """qpart-server's flags for a run (batching "on" or "off") and the free port its /metrics is served on."""
+    metrics_port = free_port()
+    return [*CAPACITY, "--metrics-port", str(metrics_port), *(BATCHING if batching == "on" else ())], metrics_port
+
+
 @contextlib.contextmanager
 def server_at(commit: str):
     """The environment that runs qpart-server as it was at `commit`: a git worktree of it, importable as qpart."""
@@ -138,8 +144,7 @@ def alternate(args, model: str, file: pathlib.Path, sessions: int, results: dict
         for repeat in range(args.repeats):
             for batching in ("off", "on"):
                 for who in ("now", "before"):
-                    metrics_port = free_port()
-                    flags = [*CAPACITY, "--metrics-port", str(metrics_port), *(BATCHING if batching == "on" else ())]
+                    flags, metrics_port = server_flags(batching)
                     with ServerProcess(args.models, 0, *flags, cpus=SERVER_CPUS,
                                        env=env if who == "before" else None) as server:
                         r = measure(server.target, server.pid, file, sessions, "device", args.seconds, False,
@@ -217,8 +222,7 @@ def run_model(args, model: str, cut: int, work: pathlib.Path, lines: list, summa
     file = work / f"{model}.npz"
     results = {}
     for batching in ("off", "on"):
-        metrics_port = free_port()
-        flags = [*CAPACITY, "--metrics-port", str(metrics_port), *(BATCHING if batching == "on" else ())]
+        flags, metrics_port = server_flags(batching)
         with ServerProcess(args.models, 0, *flags, cpus=SERVER_CPUS) as server:
             if not file.exists():
                 reply_bytes = record(server.target, model, cut, file, args.data)
