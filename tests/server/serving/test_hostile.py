@@ -129,7 +129,7 @@ def test_idle_streams_cannot_deny_service(models_dir):
 def test_the_pools_streams_end_idle_or_cancelled_and_free_their_slots(models_dir):
     """ProbeStream and Generate run in the server's thread pool beside the event loop (qpart.server.serving.aio):
     an idle one is cancelled by the watchdog with CANCELLED and the reason, one the client cancels ends too, and
-    either way its stream slot and its thread are let go."""
+    either way its stream slot is let go."""
     import threading
     from qpart.server.serving.main import RunningServer
     from qpart.server.serving.settings import ServerSettings
