@@ -4,9 +4,11 @@
 
 Besides qpart.v1.SplitInference it serves grpc.health.v1 (overall and per service) and server
 reflection. SIGTERM or SIGINT flips health to NOT_SERVING, lets in-flight RPCs finish within the
-grace period and exits. Every option is a field of ServerSettings (qpart.server.serving.settings).
+grace period and exits with status 0; a stop still unfinished 10 s after the notice and grace have passed
+ends the process with status 1 and every thread's stack on stderr. Every option is a field of ServerSettings (qpart.server.serving.settings).
 """
 import argparse
+import faulthandler
 import logging
 import signal
 import sys
@@ -29,6 +31,7 @@ from qpart.v1 import service_pb2
 
 log = logging.getLogger("qpart.server")
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["SplitInference"].full_name
+STOP_MARGIN_S = 10.0   # s a stop may run past the drain notice and grace before the process ends with status 1
 PLAINTEXT_TOKENS = ("INSECURE: device tokens (--devices) over plaintext on %s: every token crosses the network "
                     "readable by anyone on the path, who can then use it; serve TLS (--tls-cert, --tls-key)")
 
@@ -124,9 +127,9 @@ class RunningServer:
         finally:
             self._stopped.set()
 
-    def wait(self) -> None:
-        """Until stop() has stopped the server."""
-        self._stopped.wait()
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until stop() has stopped the server (or `timeout` seconds); whether it has."""
+        return self._stopped.wait(timeout)
 
 
 def _read(path, what: str) -> bytes:
@@ -185,11 +188,15 @@ def main(argv=None) -> int:
         if not stopping.is_set():
             stopping.set()
             log.info("signal %d: draining for up to %.1f s", signum, settings.grace_s)
+            # A stop that cannot finish (the drain, grpc's teardown, the interpreter's exit) still ends the process
+            # in bounded time: every thread's stack goes to stderr and the exit status is 1.
+            faulthandler.dump_traceback_later(settings.drain_notice_s + settings.grace_s + STOP_MARGIN_S, exit=True)
             threading.Thread(target=running.stop, daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    running.wait()
+    while not running.wait(0.5):    # timed: a signal another thread took runs its handler here within 0.5 s
+        pass
     return 0
 
 

@@ -110,9 +110,36 @@ def test_second_run_uses_the_cached_head(server_process, data_dir, tmp_path):
     assert "FetchHead" not in report["wire"]
 
 
-def test_server_shuts_down_on_sigterm(models_dir):
-    server = ServerProcess(models_dir)
-    assert server.stop(timeout_s=20) == 0
+def test_server_shuts_down_on_sigterm(models_dir, tmp_path):
+    with open(tmp_path / "server.err", "w") as err:
+        server = ServerProcess(models_dir, stderr=err, log_level="INFO")
+        code = server.stop(timeout_s=20)
+    assert code == 0, (tmp_path / "server.err").read_text()[-4000:]
+
+
+# qpart-server whose stop never finishes, with a 1 s margin instead of 10 s
+HUNG_STOP = """
+import sys, threading
+from qpart.server.serving import main
+main.STOP_MARGIN_S = 1.0
+main.RunningServer.stop = lambda self, *args: threading.Event().wait()
+sys.exit(main.main(sys.argv[1:]))
+"""
+
+
+def test_a_stop_that_cannot_finish_still_ends_the_server_with_the_stacks(tmp_path):
+    (tmp_path / "models").mkdir()
+    server = subprocess.Popen([sys.executable, "-c", HUNG_STOP, "--models", str(tmp_path / "models"), "--port", "0",
+                               "--drain-notice", "0", "--grace", "0.5"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "listening on" in server.stdout.readline()
+        server.terminate()
+        _, stderr = server.communicate(timeout=20)
+    finally:
+        server.kill()
+    assert server.returncode == 1, stderr
+    assert "Timeout" in stderr and "in wait" in stderr      # faulthandler's dump: the stop thread, stuck in wait
 
 
 def test_demo_runs_server_and_device_as_processes(models_dir, data_dir):
