@@ -10,6 +10,7 @@ ends the process with status 1 and every thread's stack on stderr. Every option 
 import argparse
 import faulthandler
 import logging
+import os
 import signal
 import sys
 import threading
@@ -61,6 +62,9 @@ class RunningServer:
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
         self.loop.close()
+        # grpc's teardown of the server (its completion queue, its poller thread) runs here, on this thread, once
+        # the loop's thread has ended: never on the loop's thread, whichever thread dropped the last reference
+        self.server = None
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _start(self, settings: ServerSettings, credentials) -> None:
@@ -121,7 +125,6 @@ class RunningServer:
         grace = self.settings.grace_s if grace is None else grace
         self.core.drain(grace)
         self.loop.call(self.server.stop(grace))
-        self.server = None
         try:
             self._release()
         finally:
@@ -181,7 +184,6 @@ def main(argv=None) -> int:
         record = logging.LogRecord("qpart.server", logging.INFO, __file__, 0, listening, None, None)
         record.fields = {"event": "listening", "host": settings.host, "port": running.port}
         listening = JsonFormatter().format(record)
-    print(listening, flush=True)
     stopping = threading.Event()
 
     def on_signal(signum, _frame):
@@ -195,9 +197,15 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    print(listening, flush=True)     # after the handlers: a SIGTERM from then on drains
     while not running.wait(0.5):    # timed: a signal another thread took runs its handler here within 0.5 s
         pass
-    return 0
+    # Stopped: drained, released, logs written. The interpreter's own teardown (grpc's C core freed at a time and
+    # on a thread its garbage collector picks) has nothing left to do for this process, and is skipped.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -117,20 +117,21 @@ def test_server_shuts_down_on_sigterm(models_dir, tmp_path):
     assert code == 0, (tmp_path / "server.err").read_text()[-4000:]
 
 
-# qpart-server whose stop never finishes, with a 1 s margin instead of 10 s
-HUNG_STOP = """
+# qpart-server as its entry point runs it, or with a stop that never finishes (and a 1 s margin instead of 10 s)
+SERVER = """
 import sys, threading
 from qpart.server.serving import main
-main.STOP_MARGIN_S = 1.0
-main.RunningServer.stop = lambda self, *args: threading.Event().wait()
-sys.exit(main.main(sys.argv[1:]))
+if sys.argv[1] == "hung":
+    main.STOP_MARGIN_S = 1.0
+    main.RunningServer.stop = lambda self, *args: threading.Event().wait()
+sys.exit(main.main(sys.argv[2:]))
 """
 
 
-def test_a_stop_that_cannot_finish_still_ends_the_server_with_the_stacks(tmp_path):
-    (tmp_path / "models").mkdir()
-    server = subprocess.Popen([sys.executable, "-c", HUNG_STOP, "--models", str(tmp_path / "models"), "--port", "0",
-                               "--drain-notice", "0", "--grace", "0.5"],
+def sigterm_as_it_listens(stop: str, models) -> tuple[int, str]:
+    """SIGTERM the moment the listening line is read; the exit code and stderr."""
+    server = subprocess.Popen([sys.executable, "-c", SERVER, stop, "--models", str(models), "--port", "0",
+                               "--drain-notice", "0", "--grace", "0.5", "--log-level", "INFO", "--no-measure-speed"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert "listening on" in server.stdout.readline()
@@ -138,7 +139,17 @@ def test_a_stop_that_cannot_finish_still_ends_the_server_with_the_stacks(tmp_pat
         _, stderr = server.communicate(timeout=20)
     finally:
         server.kill()
-    assert server.returncode == 1, stderr
+    return server.returncode, stderr
+
+
+def test_a_sigterm_as_soon_as_it_listens_drains_and_exits_0(tmp_path):
+    code, stderr = sigterm_as_it_listens("real", tmp_path)
+    assert code == 0 and "signal 15: draining" in stderr, stderr
+
+
+def test_a_stop_that_cannot_finish_still_ends_the_server_with_the_stacks(tmp_path):
+    code, stderr = sigterm_as_it_listens("hung", tmp_path)
+    assert code == 1, stderr
     assert "Timeout" in stderr and "in wait" in stderr      # faulthandler's dump: the stop thread, stuck in wait
 
 
