@@ -4,8 +4,9 @@
 
 Besides qpart.v1.SplitInference it serves grpc.health.v1 (overall and per service) and server
 reflection. SIGTERM or SIGINT flips health to NOT_SERVING, lets in-flight RPCs finish within the
-grace period and exits with status 0; a stop still unfinished 10 s after the notice and grace have passed
-ends the process with status 1 and every thread's stack on stderr. Every option is a field of ServerSettings (qpart.server.serving.settings).
+grace period and exits with status 0; a stop still unfinished 10 s after the notice and grace have
+passed ends the process with status 1 and every thread's stack on stderr. Every option is a field of
+ServerSettings (qpart.server.serving.settings).
 """
 import argparse
 import faulthandler
